@@ -1,0 +1,45 @@
+//! x402pp-protocol: the wire of x402++ session channels on Solana, with no HTTP and no RPC.
+//!
+//! - [`x402`]: the x402 v2 types (`PaymentRequired`, `PaymentRequirements`, `PaymentPayload`,
+//!   facilitator requests and responses), byte-compatible with the official clients.
+//! - [`Intent`], [`Offer`], [`Voucher`], [`Receipt`], [`SessionStatus`]: the x402++ types.
+//! - [`headers`]: header names and the base64-JSON codec.
+//! - [`messages`]: the signed binary layouts (shared with the escrow program), and [`crypto`]:
+//!   ed25519 sign and `verify_strict`, request/response hashes.
+//! - [`ReceiptChain`]: the hash chain that links a session's receipts.
+//! - [`ErrorCode`] / [`ErrorBody`]: the snake_case wire errors; [`ProtocolError`] maps onto them.
+//!
+//! ```
+//! use x402pp_protocol::{headers, Amount, Pubkey, Voucher};
+//! # let key = ed25519_dalek::SigningKey::from_bytes(&[7; 32]);
+//! let voucher = Voucher::sign(Pubkey([1; 32]), 1, Amount(1_000), &key);
+//! let header = headers::encode(&voucher);
+//! let back: Voucher = headers::decode(headers::X402_VOUCHER, header.as_bytes())?;
+//! back.verify(&x402pp_protocol::crypto::pubkey_of(&key))?;
+//! # Ok::<(), x402pp_protocol::ProtocolError>(())
+//! ```
+
+pub mod crypto;
+pub mod encoding;
+pub mod error;
+pub mod headers;
+pub mod intent;
+pub mod network;
+pub mod offer;
+pub mod receipt;
+pub mod session;
+pub mod voucher;
+pub mod x402;
+
+/// The signed binary layouts, shared with the escrow program.
+pub use x402pp_messages as messages;
+
+pub use encoding::{Amount, EncodingError, Hash32, Id16, Pubkey, Signature};
+pub use error::{ErrorBody, ErrorCode, ProtocolError};
+pub use intent::{Intent, IntentSla};
+pub use network::Network;
+pub use offer::{Offer, OfferSla, OfferTerms, UptimePercent};
+pub use receipt::{receipt_hash, Receipt, ReceiptBody, ReceiptChain, SlaVerification};
+pub use session::{SessionState, SessionStatus};
+pub use voucher::Voucher;
+pub use x402pp_messages::ReceiptStatus;

@@ -1,0 +1,236 @@
+//! The provider's signed offer (`X-402-Offer`, and `extra.offer` of the `session` option).
+//!
+//! The signature covers the binary [`OfferMessage`], not the JSON: `network`, `escrowProgram`,
+//! `intentId` are routing information checked by the agent, and `resource` is bound through its
+//! sha256.
+
+use std::fmt;
+
+use ed25519_dalek::SigningKey;
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+use x402pp_messages::OfferMessage;
+
+use crate::crypto::{pubkey_of, sha256, sign, verify};
+use crate::encoding::{Amount, Hash32, Id16, Pubkey, Signature};
+use crate::error::ProtocolError;
+use crate::intent::Intent;
+use crate::network::Network;
+
+/// An uptime percentage with at most two decimals, held as basis points (99.5 % = 9 950).
+///
+/// It is a JSON number of percent on the wire (`99.5`) and `min_uptime_bps` in the signed offer;
+/// numbers with more than two decimals or outside 0–100 are rejected rather than rounded, so the
+/// JSON and the signed value cannot disagree.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Default)]
+pub struct UptimePercent(u16);
+
+impl UptimePercent {
+    /// From basis points; `None` above 10 000.
+    pub const fn from_bps(bps: u16) -> Option<Self> {
+        if bps <= 10_000 {
+            Some(Self(bps))
+        } else {
+            None
+        }
+    }
+
+    /// The value in basis points.
+    pub const fn bps(self) -> u16 {
+        self.0
+    }
+
+    /// From a percentage such as `99.5`.
+    pub fn from_percent(percent: f64) -> Result<Self, String> {
+        let scaled = percent * 100.0;
+        let rounded = scaled.round();
+        if !(0.0..=10_000.0).contains(&rounded) || (scaled - rounded).abs() > 1e-6 {
+            return Err(format!("{percent} is not a percentage in 0..=100 with at most 2 decimals"));
+        }
+        // In range 0..=10_000 and integral, checked above.
+        #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
+        Ok(Self(rounded as u16))
+    }
+
+    /// The value as a percentage.
+    pub fn percent(self) -> f64 {
+        f64::from(self.0) / 100.0
+    }
+}
+
+impl fmt::Debug for UptimePercent {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}%", self.percent())
+    }
+}
+
+impl Serialize for UptimePercent {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_f64(self.percent())
+    }
+}
+
+impl<'de> Deserialize<'de> for UptimePercent {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        Self::from_percent(f64::deserialize(d)?).map_err(serde::de::Error::custom)
+    }
+}
+
+/// SLA terms the provider commits to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct OfferSla {
+    /// The slowest response the provider promises, in milliseconds.
+    pub max_latency_ms: u32,
+    /// The uptime the provider promises.
+    pub min_uptime_percent: UptimePercent,
+    /// Share of the price refunded per latency breach, in basis points (≤ 10 000).
+    pub latency_penalty_bps: u16,
+}
+
+/// Everything in an offer but its signature.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct OfferTerms {
+    /// Random id, signed.
+    pub offer_id: Id16,
+    /// The intent this offer answers, when the agent sent one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub intent_id: Option<Id16>,
+    /// The resource URL; its sha256 is signed.
+    pub resource: String,
+    /// The provider's key: the signer and the payee.
+    pub provider: Pubkey,
+    /// CAIP-2 network of the escrow.
+    pub network: Network,
+    /// The SPL mint.
+    pub asset: Pubkey,
+    /// The escrow program id.
+    pub escrow_program: Pubkey,
+    /// Price per successful request, atomic units.
+    pub price_per_request: Amount,
+    /// Smallest accepted deposit, atomic units.
+    pub min_deposit: Amount,
+    /// Session lifetime.
+    pub session_ttl_secs: u64,
+    /// Claim window after expiry or close request.
+    pub grace_secs: u64,
+    /// SLA terms.
+    pub sla: OfferSla,
+    /// Unix seconds after which the offer cannot open a session.
+    pub expires_at: i64,
+}
+
+impl OfferTerms {
+    /// The binary message the provider signs.
+    pub fn message(&self) -> Result<OfferMessage, ProtocolError> {
+        if self.sla.latency_penalty_bps > 10_000 {
+            return Err(ProtocolError::Unsignable {
+                field: "sla.latencyPenaltyBps",
+                reason: format!("{} exceeds 10000", self.sla.latency_penalty_bps),
+            });
+        }
+        Ok(OfferMessage {
+            provider: self.provider.0,
+            mint: self.asset.0,
+            price_per_request: self.price_per_request.0,
+            min_deposit: self.min_deposit.0,
+            session_ttl_secs: self.session_ttl_secs,
+            grace_secs: self.grace_secs,
+            max_latency_ms: self.sla.max_latency_ms,
+            min_uptime_bps: self.sla.min_uptime_percent.bps(),
+            latency_penalty_bps: self.sla.latency_penalty_bps,
+            expires_at: self.expires_at,
+            offer_id: self.offer_id.0,
+            resource_hash: sha256(&[self.resource.as_bytes()]),
+        })
+    }
+
+    /// Why these terms do not meet `intent`, if they do not.
+    pub fn unmet_by(&self, intent: &Intent) -> Option<String> {
+        if self.network != intent.network {
+            return Some(format!("network {} is not {}", self.network, intent.network));
+        }
+        if self.asset != intent.asset {
+            return Some(format!("asset {} is not {}", self.asset, intent.asset));
+        }
+        if self.price_per_request > intent.max_price_per_request {
+            return Some(format!(
+                "price {} exceeds the intent's maximum {}",
+                self.price_per_request, intent.max_price_per_request
+            ));
+        }
+        if self.sla.max_latency_ms > intent.sla.max_latency_ms {
+            return Some(format!(
+                "promised latency {} ms exceeds the intent's {} ms",
+                self.sla.max_latency_ms, intent.sla.max_latency_ms
+            ));
+        }
+        if self.sla.min_uptime_percent < intent.sla.min_uptime_percent {
+            return Some(format!(
+                "promised uptime {:?} is below the intent's {:?}",
+                self.sla.min_uptime_percent, intent.sla.min_uptime_percent
+            ));
+        }
+        None
+    }
+}
+
+/// A signed offer.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Offer {
+    /// The terms.
+    #[serde(flatten)]
+    pub terms: OfferTerms,
+    /// The provider's ed25519 signature over the [`OfferMessage`].
+    pub signature: Signature,
+}
+
+impl Offer {
+    /// Signs `terms` with the provider's key; the key must be `terms.provider`.
+    pub fn sign(terms: OfferTerms, key: &SigningKey) -> Result<Self, ProtocolError> {
+        let signer = pubkey_of(key);
+        if signer != terms.provider {
+            return Err(ProtocolError::WrongSigner {
+                expected: terms.provider.to_string(),
+                actual: signer.to_string(),
+            });
+        }
+        let signature = sign(key, &terms.message()?.encode());
+        Ok(Self { terms, signature })
+    }
+
+    /// Verifies the provider's signature (strictly) and returns the signed message.
+    pub fn verify(&self) -> Result<OfferMessage, ProtocolError> {
+        let message = self.terms.message()?;
+        verify(&self.terms.provider, &message.encode(), &self.signature)?;
+        Ok(message)
+    }
+
+    /// sha256 of the signed message: what the escrow stores as `offer_hash`.
+    pub fn offer_hash(&self) -> Result<Hash32, ProtocolError> {
+        Ok(Hash32(sha256(&[&self.terms.message()?.encode()])))
+    }
+
+    /// Whether the offer can no longer open a session at `now` (unix seconds).
+    pub fn is_expired(&self, now: i64) -> bool {
+        now >= self.terms.expires_at
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn uptime_keeps_two_decimals_exactly() {
+        assert_eq!(UptimePercent::from_percent(99.5).map(UptimePercent::bps), Ok(9_950));
+        assert_eq!(UptimePercent::from_percent(99.99).map(UptimePercent::bps), Ok(9_999));
+        assert_eq!(UptimePercent::from_percent(100.0).map(UptimePercent::bps), Ok(10_000));
+        assert!(UptimePercent::from_percent(99.995).is_err());
+        assert!(UptimePercent::from_percent(100.01).is_err());
+        assert!(UptimePercent::from_percent(-1.0).is_err());
+        assert!(UptimePercent::from_percent(f64::NAN).is_err());
+        let json = serde_json::to_string(&UptimePercent(9_950)).expect("serialises");
+        assert_eq!(json, "99.5");
+    }
+}
