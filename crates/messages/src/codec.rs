@@ -42,7 +42,11 @@ impl<'a> Writer<'a> {
 
     /// Asserts (in debug builds) that the layout was filled exactly.
     pub(crate) fn finish(self) {
-        debug_assert_eq!(self.at, self.out.len(), "layout constant and fields disagree");
+        debug_assert_eq!(
+            self.at,
+            self.out.len(),
+            "layout constant and fields disagree"
+        );
     }
 }
 
@@ -56,12 +60,18 @@ impl<'a> Reader<'a> {
     /// Checks the length and tag; the reader starts right after the tag.
     pub(crate) fn new(input: &'a [u8], len: usize, tag: &[u8]) -> Result<Self, MessageError> {
         if input.len() != len {
-            return Err(MessageError::WrongLength { expected: len, actual: input.len() });
+            return Err(MessageError::WrongLength {
+                expected: len,
+                actual: input.len(),
+            });
         }
         if !input.starts_with(tag) {
             return Err(MessageError::WrongTag);
         }
-        Ok(Self { input, at: tag.len() })
+        Ok(Self {
+            input,
+            at: tag.len(),
+        })
     }
 
     pub(crate) fn array<const N: usize>(&mut self) -> [u8; N] {

@@ -317,7 +317,11 @@ mod tests {
     fn every_message_round_trips() {
         let o = offer();
         assert_eq!(OfferMessage::decode(&o.encode()), Ok(o));
-        let v = VoucherMessage { session: [9; 32], seq: u64::MAX, cumulative: 42 };
+        let v = VoucherMessage {
+            session: [9; 32],
+            seq: u64::MAX,
+            cumulative: 42,
+        };
         assert_eq!(VoucherMessage::decode(&v.encode()), Ok(v));
         let r = receipt();
         assert_eq!(ReceiptMessage::decode(&r.encode()), Ok(r));
@@ -325,7 +329,11 @@ mod tests {
 
     #[test]
     fn integers_are_little_endian_after_the_tag() {
-        let v = VoucherMessage { session: [0; 32], seq: 1, cumulative: 0x0102 };
+        let v = VoucherMessage {
+            session: [0; 32],
+            seq: 1,
+            cumulative: 0x0102,
+        };
         let bytes = v.encode();
         assert_eq!(&bytes[..17], b"x402pp:voucher:v1");
         assert_eq!(bytes[49..57], [1, 0, 0, 0, 0, 0, 0, 0]);
@@ -337,13 +345,19 @@ mod tests {
         let bytes = offer().encode();
         assert_eq!(
             OfferMessage::decode(&bytes[..174]),
-            Err(MessageError::WrongLength { expected: 175, actual: 174 })
+            Err(MessageError::WrongLength {
+                expected: 175,
+                actual: 174
+            })
         );
         let mut longer = [0u8; 176];
         longer[..175].copy_from_slice(&bytes);
         assert_eq!(
             OfferMessage::decode(&longer),
-            Err(MessageError::WrongLength { expected: 175, actual: 176 })
+            Err(MessageError::WrongLength {
+                expected: 175,
+                actual: 176
+            })
         );
         assert!(VoucherMessage::decode(&[]).is_err());
     }
@@ -360,6 +374,9 @@ mod tests {
     fn unknown_receipt_status_is_rejected() {
         let mut bytes = receipt().encode();
         bytes[17 + 32 + 24 + 4] = 9;
-        assert_eq!(ReceiptMessage::decode(&bytes), Err(MessageError::UnknownStatus(9)));
+        assert_eq!(
+            ReceiptMessage::decode(&bytes),
+            Err(MessageError::UnknownStatus(9))
+        );
     }
 }

@@ -17,7 +17,11 @@ pub fn sha256(parts: &[&[u8]]) -> [u8; 32] {
 
 /// The receipt's `input_hash`: sha256(method ‖ path+query ‖ body).
 pub fn input_hash(method: &str, path_and_query: &str, body: &[u8]) -> Hash32 {
-    Hash32(sha256(&[method.as_bytes(), path_and_query.as_bytes(), body]))
+    Hash32(sha256(&[
+        method.as_bytes(),
+        path_and_query.as_bytes(),
+        body,
+    ]))
 }
 
 /// The receipt's `output_hash`: sha256(response body).
@@ -42,5 +46,7 @@ pub fn verify(signer: &Pubkey, message: &[u8], signature: &Signature) -> Result<
         .map_err(|_| ProtocolError::InvalidPublicKey(signer.to_string()))?;
     let signature = ed25519_dalek::Signature::from_bytes(&signature.0);
     key.verify_strict(message, &signature)
-        .map_err(|_| ProtocolError::BadSignature { signer: signer.to_string() })
+        .map_err(|_| ProtocolError::BadSignature {
+            signer: signer.to_string(),
+        })
 }

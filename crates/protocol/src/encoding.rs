@@ -34,17 +34,27 @@ pub enum EncodingError {
 
 fn decode_b58<const N: usize>(s: &str) -> Result<[u8; N], EncodingError> {
     // A base58 string of N bytes is at most ~1.37 N characters: refuse giant input early.
-    if s.len() > N * 2 {
-        return Err(EncodingError::Length { expected: N, actual: s.len() });
+    if s.len() > N.saturating_mul(2) {
+        return Err(EncodingError::Length {
+            expected: N,
+            actual: s.len(),
+        });
     }
-    let bytes = bs58::decode(s).into_vec().map_err(|e| EncodingError::Base58(e.to_string()))?;
-    <[u8; N]>::try_from(bytes.as_slice())
-        .map_err(|_| EncodingError::Length { expected: N, actual: bytes.len() })
+    let bytes = bs58::decode(s)
+        .into_vec()
+        .map_err(|e| EncodingError::Base58(e.to_string()))?;
+    <[u8; N]>::try_from(bytes.as_slice()).map_err(|_| EncodingError::Length {
+        expected: N,
+        actual: bytes.len(),
+    })
 }
 
 fn decode_hex<const N: usize>(s: &str) -> Result<[u8; N], EncodingError> {
-    if s.len() != N * 2 {
-        return Err(EncodingError::Length { expected: N, actual: s.len() / 2 });
+    if s.len() != N.saturating_mul(2) {
+        return Err(EncodingError::Length {
+            expected: N,
+            actual: s.len() / 2,
+        });
     }
     if s.bytes().any(|b| b.is_ascii_uppercase()) {
         return Err(EncodingError::Hex("uppercase hex is not canonical".into()));
@@ -117,7 +127,13 @@ macro_rules! text_newtype {
 /// An ed25519 public key / Solana address, base58 on the wire.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Default)]
 pub struct Pubkey(pub [u8; 32]);
-text_newtype!(Pubkey, 32, |b| bs58::encode(b).into_string(), decode_b58, "a base58 32-byte key");
+text_newtype!(
+    Pubkey,
+    32,
+    |b| bs58::encode(b).into_string(),
+    decode_b58,
+    "a base58 32-byte key"
+);
 
 impl Pubkey {
     /// The key's 32 bytes.
@@ -129,7 +145,13 @@ impl Pubkey {
 /// An ed25519 signature, base58 on the wire.
 #[derive(Clone, Copy, PartialEq, Eq, Hash)]
 pub struct Signature(pub [u8; 64]);
-text_newtype!(Signature, 64, |b| bs58::encode(b).into_string(), decode_b58, "a base58 64-byte signature");
+text_newtype!(
+    Signature,
+    64,
+    |b| bs58::encode(b).into_string(),
+    decode_b58,
+    "a base58 64-byte signature"
+);
 
 impl Signature {
     /// The signature's 64 bytes.
@@ -141,7 +163,13 @@ impl Signature {
 /// A SHA-256 digest, lowercase hex on the wire.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Default)]
 pub struct Hash32(pub [u8; 32]);
-text_newtype!(Hash32, 32, |b| hex::encode(b), decode_hex, "a 64-character lowercase hex sha256 digest");
+text_newtype!(
+    Hash32,
+    32,
+    |b| hex::encode(b),
+    decode_hex,
+    "a 64-character lowercase hex sha256 digest"
+);
 
 impl Hash32 {
     /// The all-zero hash, used as the previous hash of a session's first receipt.
@@ -156,7 +184,13 @@ impl Hash32 {
 /// A 16-byte random identifier (offer and intent ids), lowercase hex on the wire.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct Id16(pub [u8; 16]);
-text_newtype!(Id16, 16, |b| hex::encode(b), decode_hex, "a 32-character lowercase hex id");
+text_newtype!(
+    Id16,
+    16,
+    |b| hex::encode(b),
+    decode_hex,
+    "a 32-character lowercase hex id"
+);
 
 impl Id16 {
     /// A fresh identifier from the operating system's random source.
@@ -202,7 +236,9 @@ impl FromStr for Amount {
         if s.is_empty() || s.len() > 20 || !s.bytes().all(|b| b.is_ascii_digit()) {
             return Err(EncodingError::Amount(s.chars().take(32).collect()));
         }
-        s.parse::<u64>().map(Self).map_err(|_| EncodingError::Amount(s.to_owned()))
+        s.parse::<u64>()
+            .map(Self)
+            .map_err(|_| EncodingError::Amount(s.to_owned()))
     }
 }
 
@@ -243,7 +279,10 @@ mod tests {
         let key = Pubkey([7; 32]);
         let text = key.to_string();
         assert_eq!(text.parse::<Pubkey>(), Ok(key));
-        assert_eq!(serde_json::to_string(&key).ok(), Some(format!("\"{text}\"")));
+        assert_eq!(
+            serde_json::to_string(&key).ok(),
+            Some(format!("\"{text}\""))
+        );
     }
 
     #[test]
@@ -251,9 +290,15 @@ mod tests {
         let short = bs58::encode([1u8; 31]).into_string();
         assert_eq!(
             short.parse::<Pubkey>(),
-            Err(EncodingError::Length { expected: 32, actual: 31 })
+            Err(EncodingError::Length {
+                expected: 32,
+                actual: 31
+            })
         );
-        assert!(matches!("0OIl".parse::<Pubkey>(), Err(EncodingError::Base58(_))));
+        assert!(matches!(
+            "0OIl".parse::<Pubkey>(),
+            Err(EncodingError::Base58(_))
+        ));
         assert!("1".repeat(500).parse::<Pubkey>().is_err());
     }
 
@@ -269,11 +314,27 @@ mod tests {
     #[test]
     fn amounts_are_digits_only_and_fit_u64() {
         assert_eq!("0".parse::<Amount>(), Ok(Amount(0)));
-        assert_eq!("18446744073709551615".parse::<Amount>(), Ok(Amount(u64::MAX)));
-        for bad in ["", "-1", "+1", " 1", "1.0", "1e3", "18446744073709551616", "0x10", "１"] {
+        assert_eq!(
+            "18446744073709551615".parse::<Amount>(),
+            Ok(Amount(u64::MAX))
+        );
+        for bad in [
+            "",
+            "-1",
+            "+1",
+            " 1",
+            "1.0",
+            "1e3",
+            "18446744073709551616",
+            "0x10",
+            "１",
+        ] {
             assert!(bad.parse::<Amount>().is_err(), "{bad:?} was accepted");
         }
-        assert!(serde_json::from_str::<Amount>("1000").is_err(), "numbers must be strings");
+        assert!(
+            serde_json::from_str::<Amount>("1000").is_err(),
+            "numbers must be strings"
+        );
     }
 
     #[test]

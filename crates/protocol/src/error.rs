@@ -119,7 +119,11 @@ pub struct ErrorBody {
 impl ErrorBody {
     /// A body with a code and message and no details.
     pub fn new(error: ErrorCode, message: impl Into<String>) -> Self {
-        Self { error, message: message.into(), details: None }
+        Self {
+            error,
+            message: message.into(),
+            details: None,
+        }
     }
 }
 
@@ -245,7 +249,10 @@ mod tests {
 
     #[test]
     fn error_body_has_the_documented_shape() {
-        let body = ProtocolError::BadSignature { signer: "abc".into() }.to_body();
+        let body = ProtocolError::BadSignature {
+            signer: "abc".into(),
+        }
+        .to_body();
         let json = serde_json::to_value(&body).expect("serialises");
         assert_eq!(json["error"], "invalid_signature");
         assert!(json["message"].as_str().is_some_and(|m| m.contains("abc")));

@@ -45,20 +45,28 @@ pub fn encode<T: Serialize>(value: &T) -> String {
 /// `name` is the header's name, used in errors.
 pub fn decode<T: DeserializeOwned>(name: &'static str, value: &[u8]) -> Result<T, ProtocolError> {
     if value.len() > MAX_HEADER_LEN {
-        return Err(ProtocolError::HeaderTooLarge { name, len: value.len(), limit: MAX_HEADER_LEN });
+        return Err(ProtocolError::HeaderTooLarge {
+            name,
+            len: value.len(),
+            limit: MAX_HEADER_LEN,
+        });
     }
     let value = value.trim_ascii();
     let json = if value.first() == Some(&b'{') {
         std::borrow::Cow::Borrowed(value)
     } else {
-        let bytes = STANDARD.decode(value).map_err(|e| ProtocolError::HeaderEncoding {
-            name,
-            reason: e.to_string(),
-        })?;
+        let bytes = STANDARD
+            .decode(value)
+            .map_err(|e| ProtocolError::HeaderEncoding {
+                name,
+                reason: e.to_string(),
+            })?;
         std::borrow::Cow::Owned(bytes)
     };
-    serde_json::from_slice(&json)
-        .map_err(|e| ProtocolError::HeaderJson { name, reason: e.to_string() })
+    serde_json::from_slice(&json).map_err(|e| ProtocolError::HeaderJson {
+        name,
+        reason: e.to_string(),
+    })
 }
 
 #[cfg(test)]

@@ -62,9 +62,13 @@ impl FromStr for Network {
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         let valid = s.split_once(':').is_some_and(|(ns, reference)| {
             (3..=8).contains(&ns.len())
-                && ns.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+                && ns
+                    .bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
                 && (1..=32).contains(&reference.len())
-                && reference.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+                && reference
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
         });
         if valid {
             Ok(Self(s.to_owned()))
@@ -99,7 +103,9 @@ mod tests {
 
     #[test]
     fn well_known_solana_ids_parse() {
-        let main: Network = Network::SOLANA_MAINNET.parse().expect("mainnet id is valid");
+        let main: Network = Network::SOLANA_MAINNET
+            .parse()
+            .expect("mainnet id is valid");
         assert!(main.is_solana());
         assert_eq!(main.reference(), "5eykt4UsFv8P8NJdTREpY1vzqKqZKvdp");
         assert_eq!(Network::solana_devnet().namespace(), "solana");
@@ -115,9 +121,19 @@ mod tests {
 
     #[test]
     fn malformed_ids_are_rejected() {
-        for bad in ["solana", ":abc", "so:abc", "Solana:abc", "solana:", "solana:a b", "solana:é"] {
+        for bad in [
+            "solana",
+            ":abc",
+            "so:abc",
+            "Solana:abc",
+            "solana:",
+            "solana:a b",
+            "solana:é",
+        ] {
             assert!(bad.parse::<Network>().is_err(), "{bad:?} was accepted");
         }
-        assert!(format!("solana:{}", "a".repeat(33)).parse::<Network>().is_err());
+        assert!(format!("solana:{}", "a".repeat(33))
+            .parse::<Network>()
+            .is_err());
     }
 }

@@ -44,7 +44,9 @@ impl UptimePercent {
         let scaled = percent * 100.0;
         let rounded = scaled.round();
         if !(0.0..=10_000.0).contains(&rounded) || (scaled - rounded).abs() > 1e-6 {
-            return Err(format!("{percent} is not a percentage in 0..=100 with at most 2 decimals"));
+            return Err(format!(
+                "{percent} is not a percentage in 0..=100 with at most 2 decimals"
+            ));
         }
         // In range 0..=10_000 and integral, checked above.
         #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
@@ -148,7 +150,10 @@ impl OfferTerms {
     /// Why these terms do not meet `intent`, if they do not.
     pub fn unmet_by(&self, intent: &Intent) -> Option<String> {
         if self.network != intent.network {
-            return Some(format!("network {} is not {}", self.network, intent.network));
+            return Some(format!(
+                "network {} is not {}",
+                self.network, intent.network
+            ));
         }
         if self.asset != intent.asset {
             return Some(format!("asset {} is not {}", self.asset, intent.asset));
@@ -223,9 +228,18 @@ mod tests {
 
     #[test]
     fn uptime_keeps_two_decimals_exactly() {
-        assert_eq!(UptimePercent::from_percent(99.5).map(UptimePercent::bps), Ok(9_950));
-        assert_eq!(UptimePercent::from_percent(99.99).map(UptimePercent::bps), Ok(9_999));
-        assert_eq!(UptimePercent::from_percent(100.0).map(UptimePercent::bps), Ok(10_000));
+        assert_eq!(
+            UptimePercent::from_percent(99.5).map(UptimePercent::bps),
+            Ok(9_950)
+        );
+        assert_eq!(
+            UptimePercent::from_percent(99.99).map(UptimePercent::bps),
+            Ok(9_999)
+        );
+        assert_eq!(
+            UptimePercent::from_percent(100.0).map(UptimePercent::bps),
+            Ok(10_000)
+        );
         assert!(UptimePercent::from_percent(99.995).is_err());
         assert!(UptimePercent::from_percent(100.01).is_err());
         assert!(UptimePercent::from_percent(-1.0).is_err());

@@ -51,7 +51,16 @@ impl SlaVerification {
     /// The verdict for a request that took `actual_ms` against a promise of `max_latency_ms`.
     pub fn latency(max_latency_ms: u32, actual_ms: u32) -> Self {
         let met = actual_ms <= max_latency_ms;
-        Self { met, metrics: SlaMetrics { latency: SlaMetric { expected: max_latency_ms, actual: actual_ms, met } } }
+        Self {
+            met,
+            metrics: SlaMetrics {
+                latency: SlaMetric {
+                    expected: max_latency_ms,
+                    actual: actual_ms,
+                    met,
+                },
+            },
+        }
     }
 }
 
@@ -108,7 +117,9 @@ impl ReceiptBody {
     /// Checks that the derived fields agree with the signed ones.
     pub fn check_consistency(&self) -> Result<(), ProtocolError> {
         let inconsistent = |what: &str| Err(ProtocolError::InconsistentReceipt(what.to_owned()));
-        if self.request_completed_at.checked_sub(i64::from(self.latency_ms))
+        if self
+            .request_completed_at
+            .checked_sub(i64::from(self.latency_ms))
             != Some(self.request_started_at)
         {
             return inconsistent("requestStartedAt is not requestCompletedAt - latencyMs");
@@ -117,7 +128,9 @@ impl ReceiptBody {
         if latency.actual != self.latency_ms {
             return inconsistent("slaVerification latency.actual is not latencyMs");
         }
-        if latency.met != (latency.actual <= latency.expected) || self.sla_verification.met != latency.met {
+        if latency.met != (latency.actual <= latency.expected)
+            || self.sla_verification.met != latency.met
+        {
             return inconsistent("slaVerification verdict does not follow from its metrics");
         }
         if self.status != ReceiptStatus::Ok && self.amount_charged != Amount::ZERO {
@@ -152,20 +165,28 @@ impl Receipt {
         }
         body.check_consistency()?;
         let message = body.message().encode();
-        Ok(Self { receipt_id: Hash32(sha256(&[&message])), signature: sign(key, &message), body })
+        Ok(Self {
+            receipt_id: Hash32(sha256(&[&message])),
+            signature: sign(key, &message),
+            body,
+        })
     }
 
     /// Verifies that `provider` signed the receipt (strictly) and that its derived fields are
     /// consistent; returns the signed message.
     pub fn verify(&self, provider: &Pubkey) -> Result<ReceiptMessage, ProtocolError> {
         if &self.body.provider != provider {
-            return Err(ProtocolError::BadSignature { signer: provider.to_string() });
+            return Err(ProtocolError::BadSignature {
+                signer: provider.to_string(),
+            });
         }
         self.body.check_consistency()?;
         let message = self.body.message();
         let bytes = message.encode();
         if Hash32(sha256(&[&bytes])) != self.receipt_id {
-            return Err(ProtocolError::InconsistentReceipt("receiptId is not the message hash".into()));
+            return Err(ProtocolError::InconsistentReceipt(
+                "receiptId is not the message hash".into(),
+            ));
         }
         verify(provider, &bytes, &self.signature)?;
         Ok(message)
@@ -193,7 +214,12 @@ pub struct ReceiptChain {
 impl ReceiptChain {
     /// The empty chain of `session`.
     pub fn new(session: Pubkey) -> Self {
-        Self { session, last_seq: 0, head: Hash32::ZERO, cumulative_charged: 0 }
+        Self {
+            session,
+            last_seq: 0,
+            head: Hash32::ZERO,
+            cumulative_charged: 0,
+        }
     }
 
     /// Checks that `next` continues the chain (same session, seq + 1, previous hash = head,
@@ -204,12 +230,16 @@ impl ReceiptChain {
             return broken(format!("receipt is for session {}", Pubkey(next.session)));
         }
         if Some(next.seq) != self.last_seq.checked_add(1) {
-            return broken(format!("seq {} does not follow {}", next.seq, self.last_seq));
+            return broken(format!(
+                "seq {} does not follow {}",
+                next.seq, self.last_seq
+            ));
         }
         if next.prev_receipt_hash != self.head.0 {
             return broken(format!("prevReceiptHash is not the head {}", self.head));
         }
-        if Some(next.cumulative_charged) != self.cumulative_charged.checked_add(next.amount_charged) {
+        if Some(next.cumulative_charged) != self.cumulative_charged.checked_add(next.amount_charged)
+        {
             return broken(format!(
                 "cumulative {} is not {} + {}",
                 next.cumulative_charged, self.cumulative_charged, next.amount_charged
@@ -219,7 +249,12 @@ impl ReceiptChain {
             return broken("a failed request must charge 0".into());
         }
         let head = receipt_hash(next);
-        *self = Self { session: self.session, last_seq: next.seq, head, cumulative_charged: next.cumulative_charged };
+        *self = Self {
+            session: self.session,
+            last_seq: next.seq,
+            head,
+            cumulative_charged: next.cumulative_charged,
+        };
         Ok(head)
     }
 }

@@ -25,13 +25,26 @@ pub struct Voucher {
 impl Voucher {
     /// Signs a voucher with the session's voucher signer.
     pub fn sign(session: Pubkey, seq: u64, cumulative: Amount, key: &SigningKey) -> Self {
-        let message = VoucherMessage { session: session.0, seq, cumulative: cumulative.0 };
-        Self { session, seq, cumulative, signature: sign(key, &message.encode()) }
+        let message = VoucherMessage {
+            session: session.0,
+            seq,
+            cumulative: cumulative.0,
+        };
+        Self {
+            session,
+            seq,
+            cumulative,
+            signature: sign(key, &message.encode()),
+        }
     }
 
     /// The signed message.
     pub fn message(&self) -> VoucherMessage {
-        VoucherMessage { session: self.session.0, seq: self.seq, cumulative: self.cumulative.0 }
+        VoucherMessage {
+            session: self.session.0,
+            seq: self.seq,
+            cumulative: self.cumulative.0,
+        }
     }
 
     /// Verifies the signature strictly against the session's voucher signer.

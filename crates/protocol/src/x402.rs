@@ -93,7 +93,9 @@ impl PaymentRequirements {
 
     /// `extra` decoded as `T`, if present and of that shape.
     pub fn extra_as<T: serde::de::DeserializeOwned>(&self) -> Option<T> {
-        self.extra.clone().and_then(|v| serde_json::from_value(v).ok())
+        self.extra
+            .clone()
+            .and_then(|v| serde_json::from_value(v).ok())
     }
 }
 
@@ -137,7 +139,9 @@ pub struct PaymentRequired {
 impl PaymentRequired {
     /// The first option of the given scheme on the given network.
     pub fn option(&self, scheme: &str, network: &Network) -> Option<&PaymentRequirements> {
-        self.accepts.iter().find(|r| r.scheme == scheme && &r.network == network)
+        self.accepts
+            .iter()
+            .find(|r| r.scheme == scheme && &r.network == network)
     }
 }
 

@@ -1,0 +1,99 @@
+//! Deterministic fixtures shared by the protocol crate's integration tests.
+#![allow(dead_code, missing_docs)]
+
+use ed25519_dalek::SigningKey;
+use x402pp_protocol::crypto::pubkey_of;
+use x402pp_protocol::{
+    Amount, Hash32, Id16, Network, OfferSla, OfferTerms, Pubkey, ReceiptBody, ReceiptStatus,
+    SlaVerification, UptimePercent,
+};
+
+pub const PROVIDER_SEED: [u8; 32] = [0x11; 32];
+pub const AGENT_SEED: [u8; 32] = [0x22; 32];
+pub const VOUCHER_SIGNER_SEED: [u8; 32] = [0x33; 32];
+pub const OTHER_SEED: [u8; 32] = [0x44; 32];
+
+pub fn key(seed: [u8; 32]) -> SigningKey {
+    SigningKey::from_bytes(&seed)
+}
+
+pub fn provider() -> SigningKey {
+    key(PROVIDER_SEED)
+}
+
+pub fn voucher_signer() -> SigningKey {
+    key(VOUCHER_SIGNER_SEED)
+}
+
+pub fn other() -> SigningKey {
+    key(OTHER_SEED)
+}
+
+/// A fixed mint address (the bytes of a well-known devnet USDC mint are not needed here).
+pub fn mint() -> Pubkey {
+    Pubkey([0x55; 32])
+}
+
+pub fn escrow_program() -> Pubkey {
+    Pubkey([0x66; 32])
+}
+
+pub fn session() -> Pubkey {
+    Pubkey([0x77; 32])
+}
+
+pub fn offer_terms() -> OfferTerms {
+    OfferTerms {
+        offer_id: Id16([0xa1; 16]),
+        intent_id: Some(Id16([0xb2; 16])),
+        resource: "http://127.0.0.1:8080/v1/inference".into(),
+        provider: pubkey_of(&provider()),
+        network: Network::solana_devnet(),
+        asset: mint(),
+        escrow_program: escrow_program(),
+        price_per_request: Amount(1_000),
+        min_deposit: Amount(100_000),
+        session_ttl_secs: 3_600,
+        grace_secs: 600,
+        sla: OfferSla {
+            max_latency_ms: 250,
+            min_uptime_percent: UptimePercent::from_bps(9_950).expect("in range"),
+            latency_penalty_bps: 5_000,
+        },
+        expires_at: 1_800_000_000,
+    }
+}
+
+/// The body of receipt number `seq` charging `amount`, chained after `prev`.
+pub fn receipt_body(
+    seq: u64,
+    amount: u64,
+    cumulative: u64,
+    latency_ms: u32,
+    prev: Hash32,
+) -> ReceiptBody {
+    let completed = 1_800_000_000_000_i64 + i64::try_from(seq).expect("small") * 1_000;
+    ReceiptBody {
+        session_id: session(),
+        request_number: seq,
+        input_hash: x402pp_protocol::crypto::input_hash(
+            "POST",
+            "/v1/inference",
+            b"{\"prompt\":\"hi\"}",
+        ),
+        output_hash: x402pp_protocol::crypto::output_hash(b"{\"text\":\"hello\"}"),
+        request_started_at: completed - i64::from(latency_ms),
+        request_completed_at: completed,
+        latency_ms,
+        status: if amount == 0 {
+            ReceiptStatus::HandlerError
+        } else {
+            ReceiptStatus::Ok
+        },
+        amount_charged: Amount(amount),
+        cumulative_charged: Amount(cumulative),
+        prev_receipt_hash: prev,
+        sla_verification: SlaVerification::latency(250, latency_ms),
+        provider: pubkey_of(&provider()),
+    }
+}
