@@ -194,6 +194,9 @@ pub enum ProtocolError {
     /// A receipt's unsigned fields disagree with its signed ones.
     #[error("receipt is inconsistent: {0}")]
     InconsistentReceipt(String),
+    /// A value could not be serialised to JSON.
+    #[error("cannot serialise to JSON: {0}")]
+    Serialize(String),
     /// A receipt does not continue the session's chain.
     #[error("receipt does not continue the chain: {0}")]
     BrokenChain(String),
@@ -213,6 +216,7 @@ impl ProtocolError {
             | Self::InvalidPublicKey(_) => ErrorCode::MalformedRequest,
             Self::BadSignature { .. } | Self::WrongSigner { .. } => ErrorCode::InvalidSignature,
             Self::InconsistentReceipt(_) | Self::BrokenChain(_) => ErrorCode::InvalidReceipt,
+            Self::Serialize(_) => ErrorCode::InternalError,
         }
     }
 

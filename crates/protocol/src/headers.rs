@@ -34,10 +34,12 @@ pub const X402_SESSION_STATUS: &str = "X-402-Session-Status";
 pub const MAX_HEADER_LEN: usize = 8 * 1024;
 
 /// Encodes a value as base64 of its compact JSON.
-pub fn encode<T: Serialize>(value: &T) -> String {
-    // Serialising our own types to a Vec cannot fail: every map key is a string.
-    let json = serde_json::to_vec(value).unwrap_or_default();
-    STANDARD.encode(json)
+///
+/// Fails only for values JSON cannot represent (maps with non-string keys); every type of this
+/// crate encodes.
+pub fn encode<T: Serialize>(value: &T) -> Result<String, ProtocolError> {
+    let json = serde_json::to_vec(value).map_err(|e| ProtocolError::Serialize(e.to_string()))?;
+    Ok(STANDARD.encode(json))
 }
 
 /// Decodes a header value (base64 of JSON, or raw JSON) into `T`.
@@ -82,7 +84,7 @@ mod tests {
 
     #[test]
     fn encoded_values_decode_to_the_same_value() {
-        let text = encode(&Sample { a: 7 });
+        let text = encode(&Sample { a: 7 }).expect("encodes");
         assert_eq!(text, STANDARD.encode(br#"{"a":7}"#));
         assert_eq!(decode::<Sample>("X", text.as_bytes()), Ok(Sample { a: 7 }));
     }

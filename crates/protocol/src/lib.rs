@@ -13,7 +13,7 @@
 //! use x402pp_protocol::{headers, Amount, Pubkey, Voucher};
 //! # let key = ed25519_dalek::SigningKey::from_bytes(&[7; 32]);
 //! let voucher = Voucher::sign(Pubkey([1; 32]), 1, Amount(1_000), &key);
-//! let header = headers::encode(&voucher);
+//! let header = headers::encode(&voucher)?;
 //! let back: Voucher = headers::decode(headers::X402_VOUCHER, header.as_bytes())?;
 //! back.verify(&x402pp_protocol::crypto::pubkey_of(&key))?;
 //! # Ok::<(), x402pp_protocol::ProtocolError>(())

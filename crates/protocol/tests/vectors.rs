@@ -94,18 +94,18 @@ fn build() -> Value {
             "messageHex": hex::encode(offer_message),
             "offerHash": hex::encode(sha256(&[&offer_message])),
             "resourceHash": hex::encode(sha256(&[offer.terms.resource.as_bytes()])),
-            "header": headers::encode(&offer),
+            "header": headers::encode(&offer).expect("encodes"),
         },
         "vouchers": vouchers.iter().map(|v| json!({
             "json": v,
             "messageHex": hex::encode(v.message().encode()),
-            "header": headers::encode(v),
+            "header": headers::encode(v).expect("encodes"),
         })).collect::<Vec<_>>(),
         "receipts": receipts.iter().map(|r| json!({
             "json": r,
             "messageHex": hex::encode(r.body.message().encode()),
             "receiptHash": r.receipt_id.to_string(),
-            "header": headers::encode(r),
+            "header": headers::encode(r).expect("encodes"),
         })).collect::<Vec<_>>(),
         "inputHash": {
             "method": "POST", "pathAndQuery": "/v1/inference", "body": "{\"prompt\":\"hi\"}",

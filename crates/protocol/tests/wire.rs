@@ -21,7 +21,7 @@ fn signed_offer() -> Offer {
 #[test]
 fn offer_survives_the_header_round_trip_and_verifies() {
     let offer = signed_offer();
-    let header = headers::encode(&offer);
+    let header = headers::encode(&offer).expect("encodes");
     let back: Offer = headers::decode(headers::X402_OFFER, header.as_bytes()).expect("decodes");
     assert_eq!(back, offer);
     back.verify().expect("verifies");
@@ -109,7 +109,7 @@ fn unknown_json_fields_are_ignored_as_x402_requires() {
     );
     let mut value = serde_json::to_value(&voucher).expect("serialises");
     value["futureField"] = json!({"anything": [1, 2, 3]});
-    let header = headers::encode(&value);
+    let header = headers::encode(&value).expect("encodes");
     let back: Voucher = headers::decode(headers::X402_VOUCHER, header.as_bytes()).expect("decodes");
     back.verify(&pubkey_of(&common::voucher_signer()))
         .expect("still verifies");
@@ -413,7 +413,8 @@ proptest! {
     #[test]
     fn any_voucher_round_trips_and_verifies(seq in any::<u64>(), cumulative in any::<u64>(), session in any::<[u8; 32]>()) {
         let voucher = Voucher::sign(x402pp_protocol::Pubkey(session), seq, Amount(cumulative), &common::voucher_signer());
-        let back: Voucher = headers::decode(headers::X402_VOUCHER, headers::encode(&voucher).as_bytes()).expect("decodes");
+        let header = headers::encode(&voucher).expect("encodes");
+        let back: Voucher = headers::decode(headers::X402_VOUCHER, header.as_bytes()).expect("decodes");
         prop_assert_eq!(&back, &voucher);
         prop_assert!(back.verify(&pubkey_of(&common::voucher_signer())).is_ok());
         prop_assert_eq!(VoucherMessage::decode(&voucher.message().encode()), Ok(voucher.message()));
