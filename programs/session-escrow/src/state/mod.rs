@@ -1,0 +1,7 @@
+//! Accounts owned by the escrow program.
+
+mod dispute;
+mod session;
+
+pub use dispute::Dispute;
+pub use session::{Session, SessionStatus};

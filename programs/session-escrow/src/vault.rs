@@ -1,0 +1,107 @@
+//! Token movements out of a session's vault. The session PDA is the vault's authority and signs.
+
+use anchor_lang::prelude::*;
+use anchor_lang::solana_program::program_pack::Pack;
+use anchor_spl::token_interface::{
+    self, CloseAccount, Mint, TokenAccount, TokenInterface, TransferChecked,
+};
+
+use crate::state::Session;
+
+/// Transfers `amount` from the vault to `to`, signed by the session PDA. Does nothing for 0.
+pub fn pay_out<'info>(
+    session: &Account<'info, Session>,
+    vault: &InterfaceAccount<'info, TokenAccount>,
+    mint: &InterfaceAccount<'info, Mint>,
+    to: &InterfaceAccount<'info, TokenAccount>,
+    token_program: &Interface<'info, TokenInterface>,
+    amount: u64,
+) -> Result<()> {
+    if amount == 0 {
+        return Ok(());
+    }
+    let nonce_le = session.nonce.to_le_bytes();
+    let bump = [session.bump];
+    let seeds = session.signer_seeds(&nonce_le, &bump);
+    let signer: &[&[&[u8]]] = &[&seeds];
+    token_interface::transfer_checked(
+        CpiContext::new_with_signer(
+            token_program.key(),
+            TransferChecked {
+                from: vault.to_account_info(),
+                mint: mint.to_account_info(),
+                to: to.to_account_info(),
+                authority: session.to_account_info(),
+            },
+            signer,
+        ),
+        amount,
+        mint.decimals,
+    )
+}
+
+/// Closes the (empty) vault, sending its rent lamports to `destination`.
+pub fn close_vault<'info>(
+    session: &Account<'info, Session>,
+    vault: &InterfaceAccount<'info, TokenAccount>,
+    destination: &AccountInfo<'info>,
+    token_program: &Interface<'info, TokenInterface>,
+) -> Result<()> {
+    let nonce_le = session.nonce.to_le_bytes();
+    let bump = [session.bump];
+    let seeds = session.signer_seeds(&nonce_le, &bump);
+    let signer: &[&[&[u8]]] = &[&seeds];
+    token_interface::close_account(CpiContext::new_with_signer(
+        token_program.key(),
+        CloseAccount {
+            account: vault.to_account_info(),
+            destination: destination.clone(),
+            authority: session.to_account_info(),
+        },
+        signer,
+    ))
+}
+
+/// Size of a token account for `mint`: 165 bytes for SPL Token; for Token-2022 the base account
+/// plus the account extensions the mint's extensions require (as Anchor's `init` computes it).
+pub fn token_account_space(mint: &AccountInfo) -> Result<usize> {
+    if *mint.owner == anchor_spl::token_2022::ID {
+        use anchor_spl::token_2022::spl_token_2022::extension::{
+            BaseStateWithExtensions, ExtensionType, StateWithExtensions,
+        };
+        use anchor_spl::token_2022::spl_token_2022::state::{Account, Mint as MintState};
+        let data = mint.try_borrow_data()?;
+        let state = StateWithExtensions::<MintState>::unpack(&data)?;
+        let required =
+            ExtensionType::get_required_init_account_extensions(&state.get_extension_types()?);
+        Ok(ExtensionType::try_calculate_account_len::<Account>(
+            &required,
+        )?)
+    } else {
+        Ok(anchor_spl::token::spl_token::state::Account::LEN)
+    }
+}
+
+/// Initializes the freshly allocated `vault` as a token account of `mint` owned by `session`.
+pub fn initialize_vault<'info>(
+    vault: &AccountInfo<'info>,
+    mint: &AccountInfo<'info>,
+    session: &AccountInfo<'info>,
+    token_program: &Interface<'info, TokenInterface>,
+) -> Result<()> {
+    token_interface::initialize_account3(CpiContext::new(
+        token_program.key(),
+        token_interface::InitializeAccount3 {
+            account: vault.clone(),
+            mint: mint.clone(),
+            authority: session.clone(),
+        },
+    ))
+}
+
+/// The token amount held by `account` (a token account of either token program).
+pub fn token_amount(account: &AccountInfo) -> Result<u64> {
+    let data = account.try_borrow_data()?;
+    let parsed = TokenAccount::try_deserialize(&mut &data[..])?;
+    Ok(parsed.amount)
+}
