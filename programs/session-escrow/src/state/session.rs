@@ -102,14 +102,29 @@ impl Session {
             .ok_or_else(|| error!(EscrowError::ArithmeticOverflow))
     }
 
-    /// What a voucher for `cumulative` pays now: min(cumulative, deposit − refunded) − claimed,
-    /// or 0 when the cap is already reached.
+    /// Latency penalties paid to the agent so far: the part of `refunded` that was not an
+    /// over-claim refund.
+    pub fn latency_penalties(&self) -> Result<u64> {
+        self.refunded
+            .checked_sub(self.overclaim_refunded)
+            .ok_or_else(|| error!(EscrowError::ArithmeticOverflow))
+    }
+
+    /// What a voucher for `cumulative` pays now:
+    /// `min(cumulative − latency_penalties, deposit − refunded) − claimed`, or 0 when nothing is
+    /// left to pay.
+    ///
+    /// Latency penalties come out of the provider's entitlement (otherwise a penalty would only
+    /// hand the agent back its own deposit while the provider still collected the full voucher).
+    /// Over-claim refunds only lower the cap: the provider earns them back by serving the
+    /// requests that later vouchers pay for.
     pub fn payable(&self, cumulative: u64) -> Result<u64> {
         let cap = self
             .deposit
             .checked_sub(self.refunded)
             .ok_or_else(|| error!(EscrowError::ArithmeticOverflow))?;
-        Ok(cumulative.min(cap).saturating_sub(self.claimed))
+        let earned = cumulative.saturating_sub(self.latency_penalties()?);
+        Ok(earned.min(cap).saturating_sub(self.claimed))
     }
 
     /// Signer seeds of the session PDA, for CPIs where the session signs.

@@ -295,6 +295,33 @@ async fn a_dispute_record_stays_as_evidence_when_nothing_is_left_to_pay() {
 }
 
 #[tokio::test]
+async fn a_latency_penalty_comes_out_of_the_providers_later_claims() {
+    let mut env = Env::new().await;
+    let s = env.opened(1, DEPOSIT).await;
+    assert_ok(env.claim(&s, 2, 2 * PRICE).await);
+    let slow = env.receipt(&s, 2, 2 * PRICE, MAX_LATENCY_MS + 1);
+    assert_ok(env.dispute(&s, &slow).await);
+    let penalty = PRICE * u64::from(PENALTY_BPS) / 10_000;
+    assert_eq!(
+        env.balance(&env.agent_token.clone()).await,
+        AGENT_FUNDS - DEPOSIT + penalty
+    );
+
+    // The provider's next voucher pays its cumulative minus the penalty already refunded.
+    assert_ok(env.claim(&s, 10, 10 * PRICE).await);
+    assert_eq!(
+        env.balance(&env.provider_token.clone()).await,
+        10 * PRICE - penalty
+    );
+    assert_ok(env.close(&s, None).await);
+    assert_eq!(
+        env.balance(&env.agent_token.clone()).await,
+        AGENT_FUNDS - 10 * PRICE + penalty,
+        "the agent paid ten requests less the penalty"
+    );
+}
+
+#[tokio::test]
 async fn a_token_2022_session_runs_its_whole_life() {
     let mut env = Env::new_2022().await;
     let agent_lamports = env.lamports(&env.agent.pubkey()).await;
@@ -306,10 +333,15 @@ async fn a_token_2022_session_runs_its_whole_life() {
     assert_ok(env.dispute(&s, &receipt).await);
     assert_ok(env.close(&s, Some((6, 6 * PRICE))).await);
 
-    assert_eq!(env.balance(&env.provider_token.clone()).await, 6 * PRICE);
+    // The latency penalty (half a price) came out of what the provider could claim.
+    let penalty = PRICE / 2;
+    assert_eq!(
+        env.balance(&env.provider_token.clone()).await,
+        6 * PRICE - penalty
+    );
     assert_eq!(
         env.balance(&env.agent_token.clone()).await,
-        AGENT_FUNDS - 6 * PRICE
+        AGENT_FUNDS - 6 * PRICE + penalty
     );
     assert!(env.account(&s.vault).await.is_none());
     // The agent got every rent lamport back except the dispute record's, which stays as evidence.

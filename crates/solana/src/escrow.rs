@@ -1,0 +1,394 @@
+//! The session-escrow program from the outside: PDA derivation, instruction builders (each
+//! signed-message instruction preceded by its Ed25519 precompile instruction), and account
+//! fetching and decoding.
+//!
+//! Builders take the protocol's signed types ([`Offer`], [`Voucher`], [`Receipt`]) so the bytes
+//! the program verifies are exactly the bytes that were signed.
+
+use anchor_lang::{AccountDeserialize, Discriminator, InstructionData, ToAccountMetas};
+use session_escrow::instructions::{ClaimArgs, CloseArgs, OfferTerms, OpenSessionArgs};
+use session_escrow::state::{Dispute, Session, SessionStatus as ProgramStatus};
+use solana_client::nonblocking::rpc_client::RpcClient;
+use solana_sdk::instruction::Instruction;
+use solana_sdk::pubkey::Pubkey;
+use x402pp_protocol::{
+    Amount, Offer, ProtocolError, Receipt, SessionState, SessionStatus, Voucher,
+};
+
+use crate::ed25519::verify_instruction;
+use crate::error::ChainError;
+use crate::token;
+
+/// The escrow program id.
+pub const PROGRAM_ID: Pubkey = session_escrow::ID;
+
+const INSTRUCTIONS_SYSVAR: Pubkey =
+    solana_sdk::pubkey!("Sysvar1nstructions1111111111111111111111111");
+
+/// The session PDA of `agent` with `provider` under `nonce`.
+pub fn session_address(agent: &Pubkey, provider: &Pubkey, nonce: u64) -> Pubkey {
+    Pubkey::find_program_address(
+        &[
+            session_escrow::constants::SESSION_SEED,
+            agent.as_ref(),
+            provider.as_ref(),
+            &nonce.to_le_bytes(),
+        ],
+        &PROGRAM_ID,
+    )
+    .0
+}
+
+/// The vault PDA of a session.
+pub fn vault_address(session: &Pubkey) -> Pubkey {
+    Pubkey::find_program_address(
+        &[session_escrow::constants::VAULT_SEED, session.as_ref()],
+        &PROGRAM_ID,
+    )
+    .0
+}
+
+/// The dispute record PDA of a session's receipt `seq`.
+pub fn dispute_address(session: &Pubkey, seq: u64) -> Pubkey {
+    Pubkey::find_program_address(
+        &[
+            session_escrow::constants::DISPUTE_SEED,
+            session.as_ref(),
+            &seq.to_le_bytes(),
+        ],
+        &PROGRAM_ID,
+    )
+    .0
+}
+
+/// The accounts every instruction of one session refers to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SessionKeys {
+    /// The session PDA.
+    pub session: Pubkey,
+    /// Its vault PDA.
+    pub vault: Pubkey,
+    /// The agent (depositor).
+    pub agent: Pubkey,
+    /// The provider (payee).
+    pub provider: Pubkey,
+    /// The mint.
+    pub mint: Pubkey,
+    /// SPL Token or Token-2022.
+    pub token_program: Pubkey,
+}
+
+impl SessionKeys {
+    /// The keys of the session `agent` opens with `provider` under `nonce`.
+    pub fn new(
+        agent: Pubkey,
+        provider: Pubkey,
+        nonce: u64,
+        mint: Pubkey,
+        token_program: Pubkey,
+    ) -> Self {
+        let session = session_address(&agent, &provider, nonce);
+        Self {
+            session,
+            vault: vault_address(&session),
+            agent,
+            provider,
+            mint,
+            token_program,
+        }
+    }
+
+    /// The keys of an existing session account.
+    pub fn of(session: Pubkey, account: &Session, token_program: Pubkey) -> Self {
+        Self {
+            session,
+            vault: account.vault,
+            agent: account.agent,
+            provider: account.provider,
+            mint: account.mint,
+            token_program,
+        }
+    }
+
+    /// The agent's associated token account for the mint.
+    pub fn agent_token(&self) -> Pubkey {
+        token::associated_token_address(&self.agent, &self.mint, &self.token_program)
+    }
+
+    /// The provider's associated token account for the mint.
+    pub fn provider_token(&self) -> Pubkey {
+        token::associated_token_address(&self.provider, &self.mint, &self.token_program)
+    }
+}
+
+fn build(accounts: impl ToAccountMetas, data: impl InstructionData) -> Instruction {
+    Instruction {
+        program_id: PROGRAM_ID,
+        accounts: accounts.to_account_metas(None),
+        data: data.data(),
+    }
+}
+
+/// `open_session` on `offer`, preceded by the Ed25519 instruction over the provider's signature.
+///
+/// The offer must verify; its provider, mint and terms become the session's.
+pub fn open_session(
+    keys: &SessionKeys,
+    offer: &Offer,
+    nonce: u64,
+    deposit: u64,
+    voucher_signer: Pubkey,
+) -> Result<[Instruction; 2], ProtocolError> {
+    let message = offer.verify()?;
+    let terms = OfferTerms {
+        price_per_request: message.price_per_request,
+        min_deposit: message.min_deposit,
+        session_ttl_secs: message.session_ttl_secs,
+        grace_secs: message.grace_secs,
+        max_latency_ms: message.max_latency_ms,
+        min_uptime_bps: message.min_uptime_bps,
+        latency_penalty_bps: message.latency_penalty_bps,
+        expires_at: message.expires_at,
+        offer_id: message.offer_id,
+        resource_hash: message.resource_hash,
+    };
+    let verify = verify_instruction(&message.provider, &offer.signature.0, &message.encode());
+    let open = build(
+        session_escrow::accounts::OpenSession {
+            agent: keys.agent,
+            provider: keys.provider,
+            mint: keys.mint,
+            session: keys.session,
+            vault: keys.vault,
+            agent_token: keys.agent_token(),
+            instructions_sysvar: INSTRUCTIONS_SYSVAR,
+            token_program: keys.token_program,
+            system_program: token::SYSTEM_PROGRAM_ID,
+        },
+        session_escrow::instruction::OpenSession {
+            args: OpenSessionArgs {
+                nonce,
+                deposit,
+                voucher_signer,
+                terms,
+            },
+        },
+    );
+    Ok([verify, open])
+}
+
+/// `top_up` by the agent.
+pub fn top_up(keys: &SessionKeys, amount: u64) -> Instruction {
+    build(
+        session_escrow::accounts::TopUp {
+            agent: keys.agent,
+            session: keys.session,
+            vault: keys.vault,
+            mint: keys.mint,
+            agent_token: keys.agent_token(),
+            token_program: keys.token_program,
+        },
+        session_escrow::instruction::TopUp { amount },
+    )
+}
+
+fn voucher_instruction(voucher: &Voucher, voucher_signer: &Pubkey) -> Instruction {
+    verify_instruction(
+        &voucher_signer.to_bytes(),
+        &voucher.signature.0,
+        &voucher.message().encode(),
+    )
+}
+
+/// `claim` by the provider with `voucher`, anchoring the receipt chain head.
+pub fn claim(
+    keys: &SessionKeys,
+    voucher: &Voucher,
+    voucher_signer: &Pubkey,
+    receipts_head: [u8; 32],
+    receipt_count: u64,
+) -> [Instruction; 2] {
+    let claim = build(
+        session_escrow::accounts::Claim {
+            provider: keys.provider,
+            session: keys.session,
+            vault: keys.vault,
+            mint: keys.mint,
+            provider_token: keys.provider_token(),
+            instructions_sysvar: INSTRUCTIONS_SYSVAR,
+            token_program: keys.token_program,
+        },
+        session_escrow::instruction::Claim {
+            args: ClaimArgs {
+                receipts_head,
+                receipt_count,
+            },
+        },
+    );
+    [voucher_instruction(voucher, voucher_signer), claim]
+}
+
+/// `request_close` by the agent.
+pub fn request_close(keys: &SessionKeys) -> Instruction {
+    build(
+        session_escrow::accounts::RequestClose {
+            agent: keys.agent,
+            session: keys.session,
+        },
+        session_escrow::instruction::RequestClose {},
+    )
+}
+
+/// A final claim made as part of `close`.
+#[derive(Debug, Clone, Copy)]
+pub struct FinalClaim<'a> {
+    /// The best voucher.
+    pub voucher: &'a Voucher,
+    /// The session's voucher signer.
+    pub voucher_signer: &'a Pubkey,
+    /// Receipt chain head to anchor.
+    pub receipts_head: [u8; 32],
+    /// Receipts the head commits to.
+    pub receipt_count: u64,
+}
+
+/// Cooperative `close` by the provider, with an optional final claim.
+pub fn close(keys: &SessionKeys, final_claim: Option<FinalClaim<'_>>) -> Vec<Instruction> {
+    let mut instructions = Vec::with_capacity(2);
+    if let Some(claim) = &final_claim {
+        instructions.push(voucher_instruction(claim.voucher, claim.voucher_signer));
+    }
+    instructions.push(build(
+        session_escrow::accounts::CloseSession {
+            provider: keys.provider,
+            agent: keys.agent,
+            session: keys.session,
+            vault: keys.vault,
+            mint: keys.mint,
+            provider_token: keys.provider_token(),
+            agent_token: keys.agent_token(),
+            instructions_sysvar: INSTRUCTIONS_SYSVAR,
+            token_program: keys.token_program,
+        },
+        session_escrow::instruction::Close {
+            args: CloseArgs {
+                final_claim: final_claim.map(|c| ClaimArgs {
+                    receipts_head: c.receipts_head,
+                    receipt_count: c.receipt_count,
+                }),
+            },
+        },
+    ));
+    instructions
+}
+
+/// `reclaim` by the agent after expiry (or close request) plus grace.
+pub fn reclaim(keys: &SessionKeys) -> Instruction {
+    build(
+        session_escrow::accounts::Reclaim {
+            agent: keys.agent,
+            session: keys.session,
+            vault: keys.vault,
+            mint: keys.mint,
+            agent_token: keys.agent_token(),
+            token_program: keys.token_program,
+        },
+        session_escrow::instruction::Reclaim {},
+    )
+}
+
+/// `dispute` by the agent with a provider-signed receipt.
+pub fn dispute(keys: &SessionKeys, receipt: &Receipt) -> [Instruction; 2] {
+    let message = receipt.body.message();
+    let verify = verify_instruction(
+        &receipt.body.provider.0,
+        &receipt.signature.0,
+        &message.encode(),
+    );
+    let dispute = build(
+        session_escrow::accounts::DisputeReceipt {
+            agent: keys.agent,
+            session: keys.session,
+            dispute: dispute_address(&keys.session, message.seq),
+            vault: keys.vault,
+            mint: keys.mint,
+            agent_token: keys.agent_token(),
+            instructions_sysvar: INSTRUCTIONS_SYSVAR,
+            token_program: keys.token_program,
+            system_program: token::SYSTEM_PROGRAM_ID,
+        },
+        session_escrow::instruction::Dispute { seq: message.seq },
+    );
+    [verify, dispute]
+}
+
+fn decode<T: AccountDeserialize + Discriminator>(
+    address: &Pubkey,
+    owner: &Pubkey,
+    data: &[u8],
+) -> Result<T, ChainError> {
+    let wrong = |reason: &str| ChainError::Account {
+        account: address.to_string(),
+        reason: reason.to_owned(),
+    };
+    if *owner != PROGRAM_ID {
+        return Err(wrong("is not owned by the escrow program"));
+    }
+    let mut bytes = data;
+    T::try_deserialize(&mut bytes).map_err(|_| wrong("is not an escrow account of this type"))
+}
+
+/// Fetches and decodes an escrow account of type `T`; `None` when it does not exist.
+async fn fetch<T: AccountDeserialize + Discriminator>(
+    rpc: &RpcClient,
+    address: &Pubkey,
+) -> Result<Option<T>, ChainError> {
+    let response = rpc
+        .get_account_with_commitment(address, rpc.commitment())
+        .await
+        .map_err(ChainError::rpc)?;
+    response
+        .value
+        .map(|account| decode(address, &account.owner, &account.data))
+        .transpose()
+}
+
+/// Fetches and decodes a session account; `None` when it does not exist (never opened, or closed).
+pub async fn fetch_session(
+    rpc: &RpcClient,
+    address: &Pubkey,
+) -> Result<Option<Session>, ChainError> {
+    fetch(rpc, address).await
+}
+
+/// Fetches and decodes a dispute record.
+pub async fn fetch_dispute(
+    rpc: &RpcClient,
+    address: &Pubkey,
+) -> Result<Option<Dispute>, ChainError> {
+    fetch(rpc, address).await
+}
+
+/// A session's balance as the protocol reports it, given the provider's accepted voucher state.
+pub fn session_status(
+    address: &Pubkey,
+    session: &Session,
+    seq: u64,
+    accepted: u64,
+) -> SessionStatus {
+    let cap = session.deposit.saturating_sub(session.refunded);
+    SessionStatus {
+        session_id: x402pp_protocol::Pubkey(address.to_bytes()),
+        state: match session.status {
+            ProgramStatus::Open => SessionState::Open,
+            ProgramStatus::Closing => SessionState::Closing,
+        },
+        seq,
+        accepted: Amount(accepted),
+        deposit: Amount(session.deposit),
+        refunded: Amount(session.refunded),
+        remaining: Amount(cap.saturating_sub(accepted)),
+        price_per_request: Amount(session.price_per_request),
+        expires_at: session.expires_at,
+    }
+}

@@ -1,0 +1,255 @@
+//! The escrow builders through the real RPC path of a localnet: a whole session — open on a
+//! signed offer, claim a voucher anchoring the receipt head, dispute a slow receipt, close —
+//! with every balance checked to the atomic unit.
+#![allow(clippy::unwrap_used, clippy::arithmetic_side_effects)] // tests
+
+use solana_client::nonblocking::rpc_client::RpcClient;
+use solana_client::rpc_config::CommitmentConfig;
+use solana_sdk::instruction::Instruction;
+use solana_sdk::pubkey::Pubkey;
+use solana_sdk::signature::{Keypair, Signer};
+use solana_sdk::transaction::Transaction;
+use x402pp_localnet::{Localnet, LocalnetConfig};
+use x402pp_protocol::crypto::{input_hash, output_hash};
+use x402pp_protocol::{
+    Amount, Hash32, Id16, Offer, OfferSla, OfferTerms, Receipt, ReceiptBody, ReceiptChain,
+    ReceiptStatus, SessionState, SlaVerification, UptimePercent, Voucher,
+};
+use x402pp_solana::escrow::{self, FinalClaim, SessionKeys};
+use x402pp_solana::keys::signing_key;
+use x402pp_solana::token;
+
+const PRICE: u64 = 1_000;
+const DEPOSIT: u64 = 50_000;
+const MAX_LATENCY_MS: u32 = 250;
+const PENALTY_BPS: u16 = 5_000;
+
+async fn send(
+    rpc: &RpcClient,
+    instructions: &[Instruction],
+    payer: &Keypair,
+    signers: &[&Keypair],
+) {
+    let blockhash = rpc.get_latest_blockhash().await.unwrap();
+    let tx =
+        Transaction::new_signed_with_payer(instructions, Some(&payer.pubkey()), signers, blockhash);
+    rpc.send_and_confirm_transaction(&tx).await.unwrap();
+}
+
+async fn balance(rpc: &RpcClient, account: &Pubkey) -> u64 {
+    match rpc
+        .get_account_with_commitment(account, CommitmentConfig::confirmed())
+        .await
+        .unwrap()
+        .value
+    {
+        Some(a) => token::token_account_amount(&a.data).unwrap(),
+        None => 0,
+    }
+}
+
+fn offer(localnet: &Localnet, provider: &Keypair, now: i64) -> Offer {
+    let terms = OfferTerms {
+        offer_id: Id16::random(),
+        intent_id: None,
+        resource: "http://127.0.0.1/v1/inference".into(),
+        provider: x402pp_protocol::Pubkey(provider.pubkey().to_bytes()),
+        network: x402pp_protocol::Network::solana_devnet(),
+        asset: x402pp_protocol::Pubkey(localnet.usdc_mint().to_bytes()),
+        escrow_program: x402pp_protocol::Pubkey(escrow::PROGRAM_ID.to_bytes()),
+        price_per_request: Amount(PRICE),
+        min_deposit: Amount(10_000),
+        session_ttl_secs: 3_600,
+        grace_secs: 600,
+        sla: OfferSla {
+            max_latency_ms: MAX_LATENCY_MS,
+            min_uptime_percent: UptimePercent::from_bps(9_900).unwrap(),
+            latency_penalty_bps: PENALTY_BPS,
+        },
+        expires_at: now + 600,
+    };
+    Offer::sign(terms, &signing_key(provider)).unwrap()
+}
+
+fn receipt(
+    provider: &Keypair,
+    session: Pubkey,
+    seq: u64,
+    latency_ms: u32,
+    chain: &ReceiptChain,
+) -> Receipt {
+    let completed = 1_800_000_000_000 + i64::try_from(seq).unwrap();
+    let body = ReceiptBody {
+        session_id: x402pp_protocol::Pubkey(session.to_bytes()),
+        request_number: seq,
+        input_hash: input_hash("POST", "/v1/inference", b"{}"),
+        output_hash: output_hash(b"ok"),
+        request_started_at: completed - i64::from(latency_ms),
+        request_completed_at: completed,
+        latency_ms,
+        status: ReceiptStatus::Ok,
+        amount_charged: Amount(PRICE),
+        cumulative_charged: Amount(chain.cumulative_charged + PRICE),
+        prev_receipt_hash: chain.head,
+        sla_verification: SlaVerification::latency(MAX_LATENCY_MS, latency_ms),
+        provider: x402pp_protocol::Pubkey(provider.pubkey().to_bytes()),
+    };
+    Receipt::sign(body, &signing_key(provider)).unwrap()
+}
+
+#[tokio::test]
+async fn a_whole_session_over_rpc_conserves_every_token() {
+    let localnet = Localnet::start(LocalnetConfig::ephemeral()).await.unwrap();
+    let rpc = RpcClient::new_with_commitment(localnet.rpc_url(), CommitmentConfig::confirmed());
+    let (agent, provider, voucher_key) = (Keypair::new(), Keypair::new(), Keypair::new());
+    for who in [&agent, &provider] {
+        localnet.airdrop(&who.pubkey(), 1_000_000_000).unwrap();
+    }
+    localnet.mint_to(&agent.pubkey(), 100_000).unwrap();
+    localnet.mint_to(&provider.pubkey(), 0).unwrap();
+
+    let nonce = 7;
+    let keys = SessionKeys::new(
+        agent.pubkey(),
+        provider.pubkey(),
+        nonce,
+        localnet.usdc_mint(),
+        token::TOKEN_PROGRAM_ID,
+    );
+    let offer = offer(&localnet, &provider, localnet.unix_timestamp());
+    let open = escrow::open_session(&keys, &offer, nonce, DEPOSIT, voucher_key.pubkey()).unwrap();
+    send(&rpc, &open, &agent, &[&agent]).await;
+
+    let session = escrow::fetch_session(&rpc, &keys.session)
+        .await
+        .unwrap()
+        .expect("session exists");
+    assert_eq!(
+        (session.deposit, session.price_per_request),
+        (DEPOSIT, PRICE)
+    );
+    assert_eq!(session.offer_hash, offer.offer_hash().unwrap().0);
+    assert_eq!(balance(&rpc, &keys.vault).await, DEPOSIT);
+    assert_eq!(balance(&rpc, &keys.agent_token()).await, 100_000 - DEPOSIT);
+
+    // Five requests: receipts chained, the third one slow.
+    let mut chain = ReceiptChain::new(x402pp_protocol::Pubkey(keys.session.to_bytes()));
+    let mut receipts = Vec::new();
+    for seq in 1..=5 {
+        let latency = if seq == 3 { 900 } else { 20 };
+        let r = receipt(&provider, keys.session, seq, latency, &chain);
+        chain.append(&r.body.message()).unwrap();
+        receipts.push(r);
+    }
+    let session_key = x402pp_protocol::Pubkey(keys.session.to_bytes());
+    let voucher = Voucher::sign(
+        session_key,
+        5,
+        Amount(5 * PRICE),
+        &signing_key(&voucher_key),
+    );
+
+    let claim = escrow::claim(
+        &keys,
+        &voucher,
+        &voucher_key.pubkey(),
+        chain.head.0,
+        chain.last_seq,
+    );
+    send(&rpc, &claim, &provider, &[&provider]).await;
+    let session = escrow::fetch_session(&rpc, &keys.session)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        (session.claimed, session.claimed_seq, session.receipt_count),
+        (5 * PRICE, 5, 5)
+    );
+    assert_eq!(session.receipts_head, chain.head.0);
+    assert_eq!(balance(&rpc, &keys.provider_token()).await, 5 * PRICE);
+    let status = escrow::session_status(&keys.session, &session, 5, 5 * PRICE);
+    assert_eq!(status.state, SessionState::Open);
+    assert_eq!(status.remaining, Amount(DEPOSIT - 5 * PRICE));
+
+    // The slow receipt is evidence: half the price comes back to the agent.
+    let dispute = escrow::dispute(&keys, &receipts[2]);
+    send(&rpc, &dispute, &agent, &[&agent]).await;
+    let penalty = PRICE * u64::from(PENALTY_BPS) / 10_000;
+    let record = escrow::fetch_dispute(&rpc, &escrow::dispute_address(&keys.session, 3))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        (record.seq, record.paid, record.latency_ms),
+        (3, penalty, 900)
+    );
+    assert_eq!(
+        balance(&rpc, &keys.agent_token()).await,
+        100_000 - DEPOSIT + penalty
+    );
+
+    // A fast receipt is no evidence.
+    let blockhash = rpc.get_latest_blockhash().await.unwrap();
+    let tx = Transaction::new_signed_with_payer(
+        &escrow::dispute(&keys, &receipts[0]),
+        Some(&agent.pubkey()),
+        &[&agent],
+        blockhash,
+    );
+    assert!(rpc.send_and_confirm_transaction(&tx).await.is_err());
+
+    // Six more requests, then the provider closes with a final claim.
+    let final_voucher = Voucher::sign(
+        session_key,
+        11,
+        Amount(11 * PRICE),
+        &signing_key(&voucher_key),
+    );
+    let close = escrow::close(
+        &keys,
+        Some(FinalClaim {
+            voucher: &final_voucher,
+            voucher_signer: &voucher_key.pubkey(),
+            receipts_head: Hash32::ZERO.0,
+            receipt_count: 11,
+        }),
+    );
+    send(&rpc, &close, &provider, &[&provider]).await;
+    assert!(
+        escrow::fetch_session(&rpc, &keys.session)
+            .await
+            .unwrap()
+            .is_none(),
+        "session account closed"
+    );
+    assert_eq!(balance(&rpc, &keys.vault).await, 0);
+    let provider_got = balance(&rpc, &keys.provider_token()).await;
+    let agent_has = balance(&rpc, &keys.agent_token()).await;
+    assert_eq!(
+        provider_got,
+        11 * PRICE - penalty,
+        "the penalty came out of the provider's claims"
+    );
+    assert_eq!(agent_has, 100_000 - 11 * PRICE + penalty);
+    assert_eq!(
+        provider_got + agent_has,
+        100_000,
+        "no token created or destroyed"
+    );
+}
+
+#[tokio::test]
+async fn a_forged_offer_cannot_even_be_built_into_an_open() {
+    let localnet = Localnet::start(LocalnetConfig::ephemeral()).await.unwrap();
+    let provider = Keypair::new();
+    let mut forged = offer(&localnet, &provider, localnet.unix_timestamp());
+    forged.terms.price_per_request = Amount(1);
+    let keys = SessionKeys::new(
+        Pubkey::new_unique(),
+        provider.pubkey(),
+        1,
+        localnet.usdc_mint(),
+        token::TOKEN_PROGRAM_ID,
+    );
+    assert!(escrow::open_session(&keys, &forged, 1, DEPOSIT, Pubkey::new_unique()).is_err());
+}
