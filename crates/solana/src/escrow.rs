@@ -343,12 +343,17 @@ async fn fetch<T: AccountDeserialize + Discriminator>(
     rpc: &RpcClient,
     address: &Pubkey,
 ) -> Result<Option<T>, ChainError> {
+    // Not `get_account_with_commitment`: it reports every RPC failure (a refused connection
+    // included) as "AccountNotFound", which would turn an outage into "no such session".
     let response = rpc
-        .get_account_with_commitment(address, rpc.commitment())
+        .get_multiple_accounts_with_commitment(&[*address], rpc.commitment())
         .await
         .map_err(ChainError::rpc)?;
     response
         .value
+        .into_iter()
+        .next()
+        .flatten()
         .map(|account| decode(address, &account.owner, &account.data))
         .transpose()
 }

@@ -63,6 +63,13 @@ pub fn write_keypair(keypair: &Keypair, path: impl AsRef<Path>) -> Result<(), Ke
     }
     use std::io::Write;
     let mut file = options.open(path).map_err(io)?;
+    // The mode above applies only to a new file: tighten an existing one too.
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        file.set_permissions(std::fs::Permissions::from_mode(0o600))
+            .map_err(io)?;
+    }
     file.write_all(text.as_bytes()).map_err(io)
 }
 

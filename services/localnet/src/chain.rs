@@ -132,25 +132,29 @@ impl Chain {
     }
 
     fn advance_one(&self, writer: &mut Writer) {
+        // The child bank is built *before* the forks' write lock is taken, as a validator does:
+        // `Bank::new_from_parent` locks the program cache, and a simulation running concurrently
+        // holds the program cache while it reads the forks — taking them in the other order
+        // deadlocked (seen under load: a claim's preflight against a slot tick).
+        let parent = self.bank();
+        // Registers the slot's final blockhash, exactly once.
+        parent.fill_bank_with_ticks_for_tests();
+        parent.freeze();
+        let slot = parent.slot();
+        let child = Bank::new_from_parent(
+            parent.clone(),
+            parent.collector_id(),
+            slot.saturating_add(1),
+        );
+        let mut clock = child.clock();
+        clock.unix_timestamp = parent
+            .clock()
+            .unix_timestamp
+            .max(wall_clock_secs().saturating_add(writer.clock_offset));
+        child.set_sysvar_for_tests(&clock);
         let root = {
             let mut forks = self.forks.write().unwrap_or_else(PoisonError::into_inner);
-            let parent = forks.working_bank();
-            // Registers the slot's final blockhash, exactly once.
-            parent.fill_bank_with_ticks_for_tests();
-            parent.freeze();
-            let slot = parent.slot();
             forks.set_root(slot, None, Some(slot));
-            let child = Bank::new_from_parent(
-                parent.clone(),
-                parent.collector_id(),
-                slot.saturating_add(1),
-            );
-            let mut clock = child.clock();
-            clock.unix_timestamp = parent
-                .clock()
-                .unix_timestamp
-                .max(wall_clock_secs().saturating_add(writer.clock_offset));
-            child.set_sysvar_for_tests(&clock);
             forks.insert(child);
             parent
         };

@@ -534,16 +534,14 @@ fn write_faucet_keypair(
     dir: &std::path::Path,
     keypair: &Keypair,
 ) -> Result<PathBuf, LocalnetError> {
-    std::fs::create_dir_all(dir).map_err(|source| LocalnetError::Io {
-        path: dir.to_path_buf(),
-        source,
-    })?;
     let path = dir.join("faucet.json");
-    let json = serde_json::to_string(&keypair.to_bytes().to_vec())
-        .map_err(|e| LocalnetError::Startup(format!("cannot encode the keypair: {e}")))?;
-    std::fs::write(&path, json).map_err(|source| LocalnetError::Io {
-        path: path.clone(),
-        source,
+    // Owner-only permissions: it is a funded key.
+    x402pp_solana::keys::write_keypair(keypair, &path).map_err(|e| match e {
+        x402pp_solana::keys::KeyError::Io { source, .. } => LocalnetError::Io {
+            path: path.clone(),
+            source,
+        },
+        other => LocalnetError::Startup(other.to_string()),
     })?;
     Ok(path)
 }

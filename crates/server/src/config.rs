@@ -1,0 +1,98 @@
+//! What a provider sells: per-route prices and terms, and the provider's identity.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use x402pp_protocol::{Network, OfferSla, UptimePercent};
+
+/// Price and terms of one paid route.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RoutePrice {
+    /// Atomic units per successful request.
+    pub price_per_request: u64,
+    /// Smallest deposit accepted for a session.
+    pub min_deposit: u64,
+    /// Session lifetime offered.
+    pub session_ttl_secs: u64,
+    /// Claim window after expiry or close request.
+    pub grace_secs: u64,
+    /// SLA terms offered.
+    pub sla: OfferSla,
+    /// Whether the x402 `exact` scheme is accepted as a fallback.
+    pub exact: bool,
+    /// How long a signed offer can open a session.
+    pub offer_ttl_secs: u64,
+    /// Description in the x402 challenge.
+    pub description: String,
+    /// MIME type of the response, in the x402 challenge.
+    pub mime_type: String,
+}
+
+impl RoutePrice {
+    /// A route at `price_per_request` with defaults: deposit 100 × price, one-hour sessions,
+    /// ten-minute grace, 1 s latency promise at 99 % uptime with a 50 % penalty, exact on.
+    pub fn new(price_per_request: u64) -> Self {
+        Self {
+            price_per_request,
+            min_deposit: price_per_request.saturating_mul(100),
+            session_ttl_secs: 3_600,
+            grace_secs: 600,
+            sla: OfferSla {
+                max_latency_ms: 1_000,
+                min_uptime_percent: UptimePercent::from_bps(9_900).unwrap_or_default(),
+                latency_penalty_bps: 5_000,
+            },
+            exact: true,
+            offer_ttl_secs: 300,
+            description: "paid API".into(),
+            mime_type: "application/json".into(),
+        }
+    }
+}
+
+/// The provider's configuration.
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    /// CAIP-2 network of the escrow and payments.
+    pub network: Network,
+    /// The mint prices are in.
+    pub mint: solana_sdk::pubkey::Pubkey,
+    /// Public base URL (scheme://host:port) used in offers' `resource`.
+    pub public_url: String,
+    /// Paid routes by path; unlisted routes are free.
+    pub routes: BTreeMap<String, RoutePrice>,
+    /// Largest request body hashed into receipts.
+    pub max_request_body: usize,
+    /// Largest response body hashed into receipts.
+    pub max_response_body: usize,
+    /// A handler that runs longer gets a `timeout` receipt and a 504.
+    pub handler_timeout: Duration,
+    /// Cached sessions are refreshed from the chain after this long.
+    pub session_refresh: Duration,
+}
+
+impl ServerConfig {
+    /// A configuration with default limits and no routes.
+    pub fn new(
+        network: Network,
+        mint: solana_sdk::pubkey::Pubkey,
+        public_url: impl Into<String>,
+    ) -> Self {
+        Self {
+            network,
+            mint,
+            public_url: public_url.into(),
+            routes: BTreeMap::new(),
+            max_request_body: 1024 * 1024,
+            max_response_body: 16 * 1024 * 1024,
+            handler_timeout: Duration::from_secs(30),
+            session_refresh: Duration::from_secs(30),
+        }
+    }
+
+    /// Adds a paid route.
+    pub fn route(mut self, path: impl Into<String>, price: RoutePrice) -> Self {
+        self.routes.insert(path.into(), price);
+        self
+    }
+}

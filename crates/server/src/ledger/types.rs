@@ -1,0 +1,155 @@
+//! Records of the ledger, shared by the request path and the settlement task.
+
+use x402pp_protocol::SessionState;
+
+/// A 32-byte address (session, agent, provider, mint, ...).
+pub type Address = [u8; 32];
+
+/// What the chain says about a session (the escrow account, decoded), used to create or refresh
+/// the ledger's row.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChainSession {
+    /// Session PDA.
+    pub address: Address,
+    /// Depositor.
+    pub agent: Address,
+    /// Payee (this provider).
+    pub provider: Address,
+    /// Mint.
+    pub mint: Address,
+    /// Token program of the mint (SPL Token or Token-2022).
+    pub token_program: Address,
+    /// Key that signs vouchers.
+    pub voucher_signer: Address,
+    /// Total deposited.
+    pub deposit: u64,
+    /// Total refunded by disputes.
+    pub refunded: u64,
+    /// Total claimed by the provider.
+    pub claimed: u64,
+    /// seq of the last claimed voucher.
+    pub claimed_seq: u64,
+    /// Price per request.
+    pub price_per_request: u64,
+    /// Promised latency.
+    pub max_latency_ms: u32,
+    /// Unix seconds of expiry.
+    pub expires_at: i64,
+    /// Unix seconds of the close request, 0 if none.
+    pub close_requested_at: i64,
+    /// Claim window after expiry / close request.
+    pub grace_secs: u64,
+    /// Open, closing (close requested) or closed (account gone).
+    pub state: SessionState,
+}
+
+/// A voucher as stored: the agent's signed promise.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StoredVoucher {
+    /// Request number.
+    pub seq: u64,
+    /// Cumulative amount.
+    pub cumulative: u64,
+    /// ed25519 signature by the voucher signer.
+    pub signature: [u8; 64],
+}
+
+/// The ledger's view of a session: the chain's terms plus the provider's accepted state.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SessionRecord {
+    /// The chain's terms and balances, as last refreshed.
+    pub chain: ChainSession,
+    /// Last voucher seq accepted (0 before the first).
+    pub last_seq: u64,
+    /// Cumulative amount earned by successful requests.
+    pub accepted: u64,
+    /// receipt_hash of the last receipt (zeros before the first).
+    pub receipts_head: [u8; 32],
+    /// Number of receipts (= seq of the last one).
+    pub receipt_count: u64,
+    /// The voucher of the last successful request: what a claim redeems.
+    pub best_voucher: Option<StoredVoucher>,
+}
+
+/// A signed receipt as stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReceiptRecord {
+    /// Request number (= voucher seq).
+    pub seq: u64,
+    /// receipt_hash.
+    pub hash: [u8; 32],
+    /// Whether the request was charged (status ok).
+    pub ok: bool,
+    /// Charged for this request.
+    pub amount_charged: u64,
+    /// Charged on the session so far.
+    pub cumulative_charged: u64,
+    /// The receipt's JSON (as sent in `X-402-Receipt`).
+    pub json: String,
+}
+
+/// When the settlement task claims.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SettlementPolicy {
+    /// Claim when accepted − claimed reaches this many atomic units.
+    pub min_unclaimed: u64,
+    /// Claim anything unclaimed at least this often (seconds since the last claim).
+    pub interval_secs: u64,
+    /// Claim anything unclaimed when expiry (or close request) + grace is this close (seconds).
+    pub deadline_margin_secs: u64,
+}
+
+impl Default for SettlementPolicy {
+    fn default() -> Self {
+        Self {
+            min_unclaimed: 1_000_000,
+            interval_secs: 300,
+            deadline_margin_secs: 120,
+        }
+    }
+}
+
+/// State of a claim transaction.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ClaimStatus {
+    /// Sent (or about to be); outcome unknown.
+    Pending,
+    /// Confirmed on chain.
+    Confirmed,
+    /// Failed or expired; nothing moved.
+    Failed,
+}
+
+/// A claim as stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClaimRecord {
+    /// Row id.
+    pub id: i64,
+    /// Session.
+    pub address: Address,
+    /// The voucher claimed.
+    pub voucher: StoredVoucher,
+    /// Anchored head.
+    pub receipts_head: [u8; 32],
+    /// Anchored count.
+    pub receipt_count: u64,
+    /// Transaction signature (base58).
+    pub tx_signature: String,
+    /// Outcome.
+    pub status: ClaimStatus,
+}
+
+/// An `exact` payment that was settled for a request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ExactSettlementRecord {
+    /// Transaction signature.
+    pub tx_signature: String,
+    /// Payer address (base58).
+    pub payer: String,
+    /// Amount.
+    pub amount: u64,
+    /// Resource (path).
+    pub resource: String,
+    /// Unix milliseconds.
+    pub settled_at_ms: i64,
+}

@@ -1,0 +1,853 @@
+//! The provider: its keys, terms, ledger and chain access, and the three things it does with a
+//! request to a paid route — challenge it (402 with a signed offer), serve it on a session
+//! voucher, or serve it on an `exact` payment.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use axum::body::{Body, Bytes};
+use axum::http::{HeaderMap, HeaderValue, Request, Response, StatusCode};
+use ed25519_dalek::SigningKey;
+use futures_util::FutureExt as _;
+use solana_client::nonblocking::rpc_client::RpcClient;
+use solana_sdk::pubkey::Pubkey;
+use solana_sdk::signature::{Keypair, Signer};
+use x402pp_protocol::crypto::{input_hash, output_hash};
+use x402pp_protocol::x402::{
+    ExactSvmExtra, FacilitatorRequest, PaymentPayload, PaymentRequired, PaymentRequirements,
+    ResourceInfo, SessionExtra, X402Version2, SCHEME_EXACT, SCHEME_SESSION,
+};
+use x402pp_protocol::{
+    headers, Amount, ErrorCode, Hash32, Id16, Intent, Offer, OfferTerms, Receipt, ReceiptBody,
+    ReceiptStatus, SessionState, SessionStatus, SlaVerification, Voucher,
+};
+use x402pp_solana::{escrow, ChainError};
+
+use crate::config::{RoutePrice, ServerConfig};
+use crate::error::ServerError;
+use crate::facilitator::SharedFacilitator;
+use crate::ledger::types::{
+    Address, ChainSession, ExactSettlementRecord, ReceiptRecord, SessionRecord, StoredVoucher,
+};
+use crate::ledger::{Ledger, LedgerError};
+use crate::metrics::Metrics;
+
+/// What a handler behind the layer learns about the payment, from the request extensions.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PaymentContext {
+    /// Paid by a session voucher.
+    Session {
+        /// Session address.
+        session: Pubkey,
+        /// Voucher seq (request number).
+        seq: u64,
+        /// Cumulative amount the voucher authorises.
+        cumulative: u64,
+    },
+    /// Paid by an `exact` transfer that settled.
+    Exact {
+        /// Payer address.
+        payer: String,
+        /// Settlement transaction signature.
+        transaction: String,
+    },
+}
+
+struct CachedSession {
+    record: SessionRecord,
+    refreshed: Instant,
+}
+
+/// A provider of paid routes. Build once, share as `Arc`, wrap routes with [`crate::PaymentLayer`].
+pub struct Provider {
+    config: ServerConfig,
+    keypair: Arc<Keypair>,
+    signing_key: SigningKey,
+    address: Pubkey,
+    token_program: Pubkey,
+    ledger: Arc<Ledger>,
+    rpc: Arc<RpcClient>,
+    facilitator: Option<SharedFacilitator>,
+    fee_payer: Option<Pubkey>,
+    sessions: Mutex<HashMap<Address, CachedSession>>,
+    metrics: Metrics,
+}
+
+impl std::fmt::Debug for Provider {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Provider")
+            .field("address", &self.address)
+            .field("network", &self.config.network)
+            .field("routes", &self.config.routes.keys().collect::<Vec<_>>())
+            .finish_non_exhaustive()
+    }
+}
+
+fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+        .unwrap_or(0)
+}
+
+fn header_str<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a [u8]> {
+    headers.get(name).map(HeaderValue::as_bytes)
+}
+
+impl Provider {
+    /// A provider selling `config.routes`, paid to `keypair`'s address.
+    ///
+    /// Looks up the mint's token program, and the facilitator's fee payer when `exact` is offered.
+    pub async fn new(
+        config: ServerConfig,
+        keypair: Arc<Keypair>,
+        ledger: Arc<Ledger>,
+        rpc: Arc<RpcClient>,
+        facilitator: Option<SharedFacilitator>,
+    ) -> Result<Arc<Self>, ServerError> {
+        let mint = rpc
+            .get_account(&config.mint)
+            .await
+            .map_err(ServerError::chain_unavailable)?;
+        if !x402pp_solana::token::is_token_program(&mint.owner) {
+            return Err(ServerError::internal(format!(
+                "{} is not a token mint",
+                config.mint
+            )));
+        }
+        let fee_payer = match &facilitator {
+            Some(f) => {
+                let supported = f.supported().await.map_err(ServerError::internal)?;
+                supported
+                    .kinds
+                    .iter()
+                    .find(|k| k.scheme == SCHEME_EXACT && k.network == config.network)
+                    .and_then(|k| k.extra.as_ref())
+                    .and_then(|e| e.get("feePayer"))
+                    .and_then(|v| v.as_str())
+                    .and_then(|s| s.parse().ok())
+            }
+            None => None,
+        };
+        Ok(Arc::new(Self {
+            signing_key: x402pp_solana::keys::signing_key(&keypair),
+            address: keypair.pubkey(),
+            token_program: mint.owner,
+            config,
+            keypair,
+            ledger,
+            rpc,
+            facilitator,
+            fee_payer,
+            sessions: Mutex::new(HashMap::new()),
+            metrics: Metrics::new(),
+        }))
+    }
+
+    /// The provider's address (payee and offer signer).
+    pub fn address(&self) -> Pubkey {
+        self.address
+    }
+
+    /// The provider's keypair (for the settlement task).
+    pub fn keypair(&self) -> Arc<Keypair> {
+        self.keypair.clone()
+    }
+
+    /// The ledger.
+    pub fn ledger(&self) -> Arc<Ledger> {
+        self.ledger.clone()
+    }
+
+    /// The metrics.
+    pub fn metrics(&self) -> &Metrics {
+        &self.metrics
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &ServerConfig {
+        &self.config
+    }
+
+    /// The price of `path`, if it is a paid route.
+    pub fn route(&self, path: &str) -> Option<&RoutePrice> {
+        self.config.routes.get(path)
+    }
+
+    /// Handles a request to the paid route `path`: serves it through `inner` once paid.
+    pub(crate) async fn handle<F, Fut>(
+        &self,
+        path: &str,
+        request: Request<Body>,
+        inner: F,
+    ) -> Response<Body>
+    where
+        F: FnOnce(Request<Body>) -> Fut,
+        Fut: std::future::Future<Output = Response<Body>>,
+    {
+        self.metrics.request();
+        let Some(route) = self.route(path).cloned() else {
+            return inner(request).await;
+        };
+        let headers = request.headers();
+        let result = if headers.contains_key(headers::X402_VOUCHER)
+            || headers.contains_key(headers::X402_SESSION_ID)
+        {
+            self.serve_session(path, &route, request, inner).await
+        } else if headers.contains_key(headers::PAYMENT_SIGNATURE) {
+            self.serve_exact(path, &route, request, inner).await
+        } else {
+            Err(self.challenge(path, &route, headers, "payment required"))
+        };
+        result.unwrap_or_else(|error| {
+            self.metrics.refused(error.code.as_str());
+            axum::response::IntoResponse::into_response(error)
+        })
+    }
+
+    // ---- the 402 challenge -------------------------------------------------------------------
+
+    fn resource(&self, path: &str) -> String {
+        format!("{}{path}", self.config.public_url.trim_end_matches('/'))
+    }
+
+    fn offer_terms(&self, path: &str, route: &RoutePrice, intent: Option<&Intent>) -> OfferTerms {
+        let now = now_ms() / 1_000;
+        OfferTerms {
+            offer_id: Id16::random(),
+            intent_id: intent.map(|i| i.intent_id),
+            resource: self.resource(path),
+            provider: x402pp_protocol::Pubkey(self.address.to_bytes()),
+            network: self.config.network.clone(),
+            asset: x402pp_protocol::Pubkey(self.config.mint.to_bytes()),
+            escrow_program: x402pp_protocol::Pubkey(escrow::PROGRAM_ID.to_bytes()),
+            price_per_request: Amount(route.price_per_request),
+            min_deposit: Amount(route.min_deposit),
+            session_ttl_secs: route.session_ttl_secs,
+            grace_secs: route.grace_secs,
+            sla: route.sla,
+            expires_at: now.saturating_add(i64::try_from(route.offer_ttl_secs).unwrap_or(i64::MAX)),
+        }
+    }
+
+    /// The `exact` option of a route, when offered and a facilitator fee payer is known.
+    fn exact_requirements(&self, route: &RoutePrice) -> Option<PaymentRequirements> {
+        let fee_payer = self.fee_payer.filter(|_| route.exact)?;
+        Some(PaymentRequirements {
+            scheme: SCHEME_EXACT.to_owned(),
+            network: self.config.network.clone(),
+            amount: route.price_per_request.to_string(),
+            asset: self.config.mint.to_string(),
+            pay_to: self.address.to_string(),
+            max_timeout_seconds: 60,
+            extra: serde_json::to_value(ExactSvmExtra {
+                fee_payer: x402pp_protocol::Pubkey(fee_payer.to_bytes()),
+                memo: None,
+            })
+            .ok(),
+        })
+    }
+
+    /// A 402 with `PAYMENT-REQUIRED` and a freshly signed `X-402-Offer` (answering the
+    /// `X-402-Intent` when one was sent), or `no_acceptable_offer` when the intent cannot be met.
+    fn challenge(
+        &self,
+        path: &str,
+        route: &RoutePrice,
+        headers: &HeaderMap,
+        reason: &str,
+    ) -> ServerError {
+        let intent = match header_str(headers, headers::X402_INTENT) {
+            Some(raw) => match headers::decode::<Intent>(headers::X402_INTENT, raw) {
+                Ok(intent) => Some(intent),
+                Err(e) => return ServerError::malformed(&e),
+            },
+            None => None,
+        };
+        let terms = self.offer_terms(path, route, intent.as_ref());
+        if let Some(intent) = &intent {
+            if let Some(why) = terms.unmet_by(intent) {
+                return ServerError::new(
+                    ErrorCode::NoAcceptableOffer,
+                    format!("no offer meets the intent: {why}"),
+                );
+            }
+        }
+        let offer = match Offer::sign(terms, &self.signing_key) {
+            Ok(offer) => offer,
+            Err(e) => return ServerError::internal(e),
+        };
+        let mut accepts = vec![PaymentRequirements {
+            scheme: SCHEME_SESSION.to_owned(),
+            network: self.config.network.clone(),
+            amount: route.price_per_request.to_string(),
+            asset: self.config.mint.to_string(),
+            pay_to: self.address.to_string(),
+            max_timeout_seconds: 60,
+            extra: serde_json::to_value(SessionExtra {
+                offer: offer.clone(),
+            })
+            .ok(),
+        }];
+        accepts.extend(self.exact_requirements(route));
+        let required = PaymentRequired {
+            x402_version: X402Version2,
+            error: Some(reason.to_owned()),
+            resource: ResourceInfo {
+                url: self.resource(path),
+                description: Some(route.description.clone()),
+                mime_type: Some(route.mime_type.clone()),
+            },
+            accepts,
+            extensions: None,
+        };
+        let mut error = ServerError::new(ErrorCode::PaymentRequired, reason.to_owned());
+        for (name, value) in [
+            (headers::PAYMENT_REQUIRED, headers::encode(&required)),
+            (headers::X402_OFFER, headers::encode(&offer)),
+        ] {
+            match value {
+                Ok(value) => error = error.with_header(name, value),
+                Err(e) => return ServerError::internal(e),
+            }
+        }
+        error
+    }
+
+    // ---- sessions ---------------------------------------------------------------------------
+
+    fn cached(&self, address: &Address) -> Option<SessionRecord> {
+        let sessions = self.sessions.lock().ok()?;
+        let cached = sessions.get(address)?;
+        (cached.refreshed.elapsed() < self.config.session_refresh).then(|| cached.record.clone())
+    }
+
+    fn cache(&self, record: SessionRecord) {
+        if let Ok(mut sessions) = self.sessions.lock() {
+            sessions.insert(
+                record.chain.address,
+                CachedSession {
+                    record,
+                    refreshed: Instant::now(),
+                },
+            );
+        }
+    }
+
+    fn update_cached(&self, address: &Address, update: impl FnOnce(&mut SessionRecord)) {
+        if let Ok(mut sessions) = self.sessions.lock() {
+            if let Some(cached) = sessions.get_mut(address) {
+                update(&mut cached.record);
+            }
+        }
+    }
+
+    /// The session from the cache, else the chain (refreshing the ledger's row), else the ledger
+    /// when the chain is unreachable.
+    async fn load_session(
+        &self,
+        session: &Pubkey,
+        from_chain: bool,
+    ) -> Result<SessionRecord, ServerError> {
+        let address = session.to_bytes();
+        if !from_chain {
+            if let Some(record) = self.cached(&address) {
+                return Ok(record);
+            }
+        }
+        let account = match escrow::fetch_session(&self.rpc, session).await {
+            Ok(Some(account)) => account,
+            Ok(None) => {
+                return Err(ServerError::new(
+                    ErrorCode::SessionNotFound,
+                    format!("no open session {session}"),
+                ))
+            }
+            Err(ChainError::Account { reason, .. }) => {
+                return Err(ServerError::new(
+                    ErrorCode::SessionMismatch,
+                    format!("{session} {reason}"),
+                ))
+            }
+            Err(e) => {
+                // RPC down: the ledger still knows sessions it served.
+                return match self.ledger.session(&address).await {
+                    Ok(Some(record)) => Ok(record),
+                    _ => Err(ServerError::chain_unavailable(e)),
+                };
+            }
+        };
+        let chain = ChainSession {
+            address,
+            agent: account.agent.to_bytes(),
+            provider: account.provider.to_bytes(),
+            mint: account.mint.to_bytes(),
+            token_program: self.token_program.to_bytes(),
+            voucher_signer: account.voucher_signer.to_bytes(),
+            deposit: account.deposit,
+            refunded: account.refunded,
+            claimed: account.claimed,
+            claimed_seq: account.claimed_seq,
+            price_per_request: account.price_per_request,
+            max_latency_ms: account.max_latency_ms,
+            expires_at: account.expires_at,
+            close_requested_at: account.close_requested_at,
+            grace_secs: account.grace_secs,
+            state: match account.status {
+                session_escrow::state::SessionStatus::Open => SessionState::Open,
+                session_escrow::state::SessionStatus::Closing => SessionState::Closing,
+            },
+        };
+        let record = self
+            .ledger
+            .upsert_session(&chain)
+            .await
+            .map_err(ServerError::internal)?;
+        self.cache(record.clone());
+        Ok(record)
+    }
+
+    fn check_session(&self, record: &SessionRecord, route: &RoutePrice) -> Result<(), ServerError> {
+        let chain = &record.chain;
+        if chain.provider != self.address.to_bytes() || chain.mint != self.config.mint.to_bytes() {
+            return Err(ServerError::new(
+                ErrorCode::SessionMismatch,
+                "the session is for another provider or mint",
+            ));
+        }
+        if chain.price_per_request != route.price_per_request {
+            return Err(ServerError::new(
+                ErrorCode::SessionMismatch,
+                format!(
+                    "the session's price {} is not this route's {}",
+                    chain.price_per_request, route.price_per_request
+                ),
+            ));
+        }
+        if chain.state != SessionState::Open {
+            return Err(ServerError::new(
+                ErrorCode::SessionClosed,
+                "the session is closing",
+            ));
+        }
+        if now_ms() / 1_000 >= chain.expires_at {
+            return Err(ServerError::new(
+                ErrorCode::SessionClosed,
+                "the session has expired",
+            ));
+        }
+        Ok(())
+    }
+
+    fn status_of(record: &SessionRecord) -> SessionStatus {
+        let chain = &record.chain;
+        let cap = chain.deposit.saturating_sub(chain.refunded);
+        SessionStatus {
+            session_id: x402pp_protocol::Pubkey(chain.address),
+            state: chain.state,
+            seq: record.last_seq,
+            accepted: Amount(record.accepted),
+            deposit: Amount(chain.deposit),
+            refunded: Amount(chain.refunded),
+            remaining: Amount(cap.saturating_sub(record.accepted)),
+            price_per_request: Amount(chain.price_per_request),
+            expires_at: chain.expires_at,
+        }
+    }
+
+    /// The seq/amount rules of DESIGN §7 against `record`.
+    fn check_voucher(record: &SessionRecord, voucher: &Voucher) -> Result<(), ServerError> {
+        let price = record.chain.price_per_request;
+        if voucher.seq <= record.last_seq {
+            return Err(ServerError::new(
+                ErrorCode::VoucherConflict,
+                format!("voucher seq {} was already used", voucher.seq),
+            ));
+        }
+        if record.receipt_count < record.last_seq {
+            return Err(ServerError::new(
+                ErrorCode::VoucherConflict,
+                "the previous request of this session is still in flight",
+            ));
+        }
+        let next = record.last_seq.saturating_add(1);
+        if voucher.seq != next {
+            return Err(ServerError::new(
+                ErrorCode::InvalidVoucher,
+                format!("voucher seq must be {next}, got {}", voucher.seq),
+            ));
+        }
+        let expected = record
+            .accepted
+            .checked_add(price)
+            .ok_or_else(|| ServerError::internal("accepted + price overflows"))?;
+        if voucher.cumulative.get() != expected {
+            return Err(ServerError::new(
+                ErrorCode::InvalidVoucher,
+                format!(
+                    "voucher cumulative must be {expected} (accepted {} + price {price})",
+                    record.accepted
+                ),
+            ));
+        }
+        let cap = record.chain.deposit.saturating_sub(record.chain.refunded);
+        if expected > cap {
+            let needed = expected.saturating_sub(cap);
+            return Err(ServerError::new(
+                ErrorCode::InsufficientDeposit,
+                format!(
+                    "the deposit left ({cap}) does not cover {expected}; top up at least {needed}"
+                ),
+            )
+            .with_details(serde_json::json!({
+                "sessionId": x402pp_protocol::Pubkey(record.chain.address),
+                "deposit": record.chain.deposit.to_string(),
+                "refunded": record.chain.refunded.to_string(),
+                "accepted": record.accepted.to_string(),
+                "required": expected.to_string(),
+                "topUp": needed.to_string(),
+            })));
+        }
+        Ok(())
+    }
+
+    async fn serve_session<F, Fut>(
+        &self,
+        path: &str,
+        route: &RoutePrice,
+        request: Request<Body>,
+        inner: F,
+    ) -> Result<Response<Body>, ServerError>
+    where
+        F: FnOnce(Request<Body>) -> Fut,
+        Fut: std::future::Future<Output = Response<Body>>,
+    {
+        // 1. Parse.
+        let headers = request.headers();
+        let session: Pubkey = header_str(headers, headers::X402_SESSION_ID)
+            .and_then(|v| std::str::from_utf8(v).ok())
+            .and_then(|s| s.trim().parse().ok())
+            .ok_or_else(|| {
+                ServerError::new(
+                    ErrorCode::MalformedRequest,
+                    "X-402-Session-Id must be a base58 session address",
+                )
+            })?;
+        let voucher: Voucher = match header_str(headers, headers::X402_VOUCHER) {
+            Some(raw) => headers::decode(headers::X402_VOUCHER, raw)
+                .map_err(|e| ServerError::malformed(&e))?,
+            None => {
+                return Err(ServerError::new(
+                    ErrorCode::MalformedRequest,
+                    "X-402-Voucher is missing",
+                ))
+            }
+        };
+        if voucher.session.0 != session.to_bytes() {
+            return Err(ServerError::new(
+                ErrorCode::InvalidVoucher,
+                "the voucher is for another session",
+            ));
+        }
+        // 2. Load and check the session.
+        let mut record = self.load_session(&session, false).await?;
+        self.check_session(&record, route)?;
+        // 3. Verify the voucher (strict ed25519).
+        voucher
+            .verify(&x402pp_protocol::Pubkey(record.chain.voucher_signer))
+            .map_err(|e| ServerError::new(e.code(), e.to_string()))?;
+        // 4. Seq and amount; a stale cache (another replica served, or the agent topped up) gets
+        //    one refresh before a refusal.
+        if let Err(first) = Self::check_voucher(&record, &voucher) {
+            let refreshed = if first.code == ErrorCode::InsufficientDeposit {
+                self.load_session(&session, true).await?
+            } else {
+                match self.ledger.session(&session.to_bytes()).await {
+                    Ok(Some(row)) => row,
+                    Ok(None) => return Err(first),
+                    Err(e) => return Err(ServerError::internal(e)),
+                }
+            };
+            Self::check_voucher(&refreshed, &voucher).map_err(
+                |e| match Self::session_status_header(&refreshed) {
+                    Some(status) => e.with_header(headers::X402_SESSION_STATUS, status),
+                    None => e,
+                },
+            )?;
+            self.cache(refreshed.clone());
+            record = refreshed;
+        }
+        // The body is read (and bounded) before the voucher is accepted, so a bad body cannot
+        // leave an accepted voucher without a receipt.
+        let (parts, body) = request.into_parts();
+        let body = axum::body::to_bytes(body, self.config.max_request_body)
+            .await
+            .map_err(|e| {
+                ServerError::new(ErrorCode::MalformedRequest, format!("request body: {e}"))
+            })?;
+        let path_and_query = parts
+            .uri
+            .path_and_query()
+            .map_or(path, |pq| pq.as_str())
+            .to_owned();
+        let input = input_hash(parts.method.as_str(), &path_and_query, &body);
+
+        // 5. Record it durably: of concurrent requests with this voucher, one wins.
+        let stored = StoredVoucher {
+            seq: voucher.seq,
+            cumulative: voucher.cumulative.get(),
+            signature: voucher.signature.0,
+        };
+        match self
+            .ledger
+            .accept_voucher(&record.chain.address, &stored)
+            .await
+        {
+            Ok(()) => {}
+            Err(LedgerError::Conflict) => {
+                return Err(ServerError::new(
+                    ErrorCode::VoucherConflict,
+                    format!("voucher seq {} was already used", voucher.seq),
+                ))
+            }
+            Err(e) => return Err(ServerError::internal(e)),
+        }
+        record.last_seq = voucher.seq;
+        self.update_cached(&record.chain.address, |r| r.last_seq = voucher.seq);
+
+        // 6. Run the handler, timed, with the payment in the extensions.
+        let mut request = Request::from_parts(parts, Body::from(body));
+        request.extensions_mut().insert(PaymentContext::Session {
+            session,
+            seq: voucher.seq,
+            cumulative: voucher.cumulative.get(),
+        });
+        let (status, response_parts, output, latency) = self.run(request, inner).await;
+
+        // 7. Sign and store the receipt, then answer.
+        let price = record.chain.price_per_request;
+        let (amount, cumulative) = if status == ReceiptStatus::Ok {
+            (price, voucher.cumulative.get())
+        } else {
+            (0, record.accepted)
+        };
+        let latency_ms = u32::try_from(latency.as_millis()).unwrap_or(u32::MAX);
+        let completed = now_ms();
+        let body = ReceiptBody {
+            session_id: voucher.session,
+            request_number: voucher.seq,
+            input_hash: input,
+            output_hash: output_hash(&output),
+            request_started_at: completed.saturating_sub(i64::from(latency_ms)),
+            request_completed_at: completed,
+            latency_ms,
+            status,
+            amount_charged: Amount(amount),
+            cumulative_charged: Amount(cumulative),
+            prev_receipt_hash: Hash32(record.receipts_head),
+            sla_verification: SlaVerification::latency(record.chain.max_latency_ms, latency_ms),
+            provider: x402pp_protocol::Pubkey(self.address.to_bytes()),
+        };
+        let breached = !body.sla_verification.met;
+        let receipt = Receipt::sign(body, &self.signing_key).map_err(ServerError::internal)?;
+        let receipt_header = headers::encode(&receipt).map_err(ServerError::internal)?;
+        let stored_receipt = ReceiptRecord {
+            seq: voucher.seq,
+            hash: receipt.receipt_id.0,
+            ok: status == ReceiptStatus::Ok,
+            amount_charged: amount,
+            cumulative_charged: cumulative,
+            json: serde_json::to_string(&receipt).map_err(ServerError::internal)?,
+        };
+        self.ledger
+            .record_receipt(&record.chain.address, &stored_receipt)
+            .await
+            .map_err(ServerError::internal)?;
+        record.receipts_head = receipt.receipt_id.0;
+        record.receipt_count = voucher.seq;
+        if status == ReceiptStatus::Ok {
+            record.accepted = cumulative;
+            record.best_voucher = Some(stored);
+        }
+        let cached = record.clone();
+        self.update_cached(&record.chain.address, move |r| *r = cached);
+        self.metrics.receipt(status_name(status), breached, latency);
+        if status == ReceiptStatus::Ok {
+            self.metrics.paid(SCHEME_SESSION);
+        }
+
+        let mut response = Response::from_parts(response_parts, Body::from(output));
+        let headers = response.headers_mut();
+        if let Ok(value) = HeaderValue::from_str(&receipt_header) {
+            headers.insert(headers::X402_RECEIPT, value);
+        }
+        if let Some(status) =
+            Self::session_status_header(&record).and_then(|s| HeaderValue::from_str(&s).ok())
+        {
+            headers.insert(headers::X402_SESSION_STATUS, status);
+        }
+        Ok(response)
+    }
+
+    fn session_status_header(record: &SessionRecord) -> Option<String> {
+        headers::encode(&Self::status_of(record)).ok()
+    }
+
+    /// Runs the handler with the configured timeout and buffers its response body.
+    async fn run<F, Fut>(
+        &self,
+        request: Request<Body>,
+        inner: F,
+    ) -> (ReceiptStatus, http::response::Parts, Bytes, Duration)
+    where
+        F: FnOnce(Request<Body>) -> Fut,
+        Fut: std::future::Future<Output = Response<Body>>,
+    {
+        let started = Instant::now();
+        // A panicking handler must still get a receipt: the voucher was already accepted.
+        let guarded = std::panic::AssertUnwindSafe(inner(request)).catch_unwind();
+        let outcome = tokio::time::timeout(self.config.handler_timeout, guarded).await;
+        let failure = |code: StatusCode, message: &str| {
+            let (parts, _) = Response::builder()
+                .status(code)
+                .header(http::header::CONTENT_TYPE, "application/json")
+                .body(())
+                .unwrap_or_default()
+                .into_parts();
+            let body =
+                serde_json::json!({ "error": "handler_failed", "message": message }).to_string();
+            (parts, Bytes::from(body))
+        };
+        let (status, parts, body) = match outcome {
+            Err(_) => {
+                let (parts, body) = failure(StatusCode::GATEWAY_TIMEOUT, "the handler timed out");
+                (ReceiptStatus::Timeout, parts, body)
+            }
+            Ok(Err(_panic)) => {
+                tracing::error!("a paid handler panicked");
+                let (parts, body) =
+                    failure(StatusCode::INTERNAL_SERVER_ERROR, "the handler failed");
+                (ReceiptStatus::HandlerError, parts, body)
+            }
+            Ok(Ok(response)) => {
+                let (parts, body) = response.into_parts();
+                match axum::body::to_bytes(body, self.config.max_response_body).await {
+                    Ok(bytes) if parts.status.is_success() || parts.status.is_redirection() => {
+                        (ReceiptStatus::Ok, parts, bytes)
+                    }
+                    Ok(bytes) => (ReceiptStatus::HandlerError, parts, bytes),
+                    Err(_) => {
+                        let (parts, body) = failure(
+                            StatusCode::BAD_GATEWAY,
+                            "the handler's response was too large or broken",
+                        );
+                        (ReceiptStatus::HandlerError, parts, body)
+                    }
+                }
+            }
+        };
+        (status, parts, body, started.elapsed())
+    }
+
+    // ---- exact ------------------------------------------------------------------------------
+
+    async fn serve_exact<F, Fut>(
+        &self,
+        path: &str,
+        route: &RoutePrice,
+        request: Request<Body>,
+        inner: F,
+    ) -> Result<Response<Body>, ServerError>
+    where
+        F: FnOnce(Request<Body>) -> Fut,
+        Fut: std::future::Future<Output = Response<Body>>,
+    {
+        let (Some(facilitator), Some(requirements)) =
+            (&self.facilitator, self.exact_requirements(route))
+        else {
+            return Err(self.challenge(
+                path,
+                route,
+                request.headers(),
+                "the exact scheme is not accepted on this route",
+            ));
+        };
+        let payload: PaymentPayload =
+            match header_str(request.headers(), headers::PAYMENT_SIGNATURE) {
+                Some(raw) => headers::decode(headers::PAYMENT_SIGNATURE, raw)
+                    .map_err(|e| ServerError::malformed(&e))?,
+                None => {
+                    return Err(ServerError::new(
+                        ErrorCode::MalformedRequest,
+                        "PAYMENT-SIGNATURE is missing",
+                    ))
+                }
+            };
+        let facilitator_request = FacilitatorRequest {
+            x402_version: X402Version2,
+            payment_payload: payload,
+            payment_requirements: requirements,
+        };
+        let verdict = facilitator
+            .verify(&facilitator_request)
+            .await
+            .map_err(ServerError::chain_unavailable)?;
+        if !verdict.is_valid {
+            let reason = verdict
+                .invalid_reason
+                .unwrap_or_else(|| "invalid_payment".into());
+            return Err(self.challenge(path, route, request.headers(), &reason));
+        }
+        // Settle before serving: content is never served for a payment that did not settle.
+        let settled = facilitator
+            .settle(&facilitator_request)
+            .await
+            .map_err(ServerError::chain_unavailable)?;
+        if !settled.success {
+            let reason = settled
+                .error_reason
+                .clone()
+                .unwrap_or_else(|| "settlement_failed".into());
+            let mut error = self.challenge(path, route, request.headers(), &reason);
+            if let Ok(value) = headers::encode(&settled) {
+                error = error.with_header(headers::PAYMENT_RESPONSE, value);
+            }
+            return Err(error);
+        }
+        let record = ExactSettlementRecord {
+            tx_signature: settled.transaction.clone(),
+            payer: settled.payer.clone().unwrap_or_default(),
+            amount: route.price_per_request,
+            resource: path.to_owned(),
+            settled_at_ms: now_ms(),
+        };
+        if let Err(e) = self.ledger.record_exact_settlement(&record).await {
+            tracing::error!(error = %e, transaction = %settled.transaction, "could not record an exact settlement");
+        }
+        let mut request = request;
+        request.extensions_mut().insert(PaymentContext::Exact {
+            payer: record.payer.clone(),
+            transaction: settled.transaction.clone(),
+        });
+        let mut response = inner(request).await;
+        self.metrics.paid(SCHEME_EXACT);
+        if let Some(value) = headers::encode(&settled)
+            .ok()
+            .and_then(|v| HeaderValue::from_str(&v).ok())
+        {
+            response
+                .headers_mut()
+                .insert(headers::PAYMENT_RESPONSE, value);
+        }
+        Ok(response)
+    }
+}
+
+fn status_name(status: ReceiptStatus) -> &'static str {
+    match status {
+        ReceiptStatus::Ok => "ok",
+        ReceiptStatus::HandlerError => "handler_error",
+        ReceiptStatus::Timeout => "timeout",
+    }
+}

@@ -1,0 +1,709 @@
+//! The settlement task: claims on chain what the ledger's best vouchers allow, anchoring the
+//! receipt chain head, by [`SettlementPolicy`], and never twice.
+//!
+//! One round ([`Settler::settle_once`]):
+//!
+//! 1. **Resolve pending claims first.** A claim row is written (Pending, with the signature the
+//!    signed transaction already has, and its blockhash's last valid block height) *before* the
+//!    transaction is sent. A crash between the write and the outcome leaves it Pending; the next
+//!    round looks the signature up: landed → Confirmed (and the session refreshed from the
+//!    chain), failed on chain or its blockhash expired without it landing → Failed, otherwise
+//!    it stays Pending and its session is not claimed again until it is resolved.
+//! 2. **Claim what is due.** For each session the ledger lists
+//!    ([`Ledger::settlement_candidates`]), refresh it from the chain, compute what the program
+//!    would pay for the best voucher (`min(cumulative − latency penalties, deposit − refunded)
+//!    − claimed`), and if that is above 0 send `claim` with the receipt head and count of the
+//!    voucher's seq, then wait for the outcome and refresh the ledger's row from the chain.
+//! 3. Optionally **close** sessions that are finished (see [`SettlerConfig::close_finished`]).
+//!
+//! The background loop ([`Settler::spawn`]) runs a round every [`SettlerConfig::tick`]; when the
+//! RPC or the database is unavailable it retries with exponential backoff bounded by
+//! [`SettlerConfig::backoff_max`]. It logs with `tracing` and never panics.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use session_escrow::state::{Session, SessionStatus as ProgramStatus};
+use solana_client::nonblocking::rpc_client::RpcClient;
+use solana_sdk::pubkey::Pubkey;
+use solana_sdk::signature::{Keypair, Signature, Signer};
+use solana_sdk::transaction::Transaction;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+use x402pp_protocol::{Amount, SessionState, Voucher};
+use x402pp_solana::escrow::{self, SessionKeys};
+use x402pp_solana::{token, ChainError};
+
+use crate::ledger::{
+    claim_deadline, Address, ChainSession, ClaimExpiry, ClaimRecord, ClaimStatus, Ledger,
+    LedgerError, SessionRecord, SettlementPolicy, StoredVoucher,
+};
+
+/// How the settlement task runs.
+#[derive(Debug, Clone)]
+pub struct SettlerConfig {
+    /// When to claim.
+    pub policy: SettlementPolicy,
+    /// Time between rounds of the background loop.
+    pub tick: Duration,
+    /// First retry delay after the RPC or the database was unavailable.
+    pub backoff_initial: Duration,
+    /// Largest retry delay.
+    pub backoff_max: Duration,
+    /// How long a round waits for a sent claim to confirm before leaving it Pending for the
+    /// next round.
+    pub confirm_timeout: Duration,
+    /// Time between signature status polls while waiting.
+    pub poll_interval: Duration,
+    /// Close sessions cooperatively once nothing is left to claim and the agent asked to close
+    /// or the session expired: the rest of the deposit and the rent go back to the agent without
+    /// it having to `reclaim`. Off by default: closing ends the agent's chance to dispute a
+    /// receipt during the grace period (see docs/program.md, *Limitations*).
+    pub close_finished: bool,
+}
+
+impl Default for SettlerConfig {
+    fn default() -> Self {
+        Self {
+            policy: SettlementPolicy::default(),
+            tick: Duration::from_secs(10),
+            backoff_initial: Duration::from_secs(1),
+            backoff_max: Duration::from_secs(60),
+            confirm_timeout: Duration::from_secs(60),
+            poll_interval: Duration::from_millis(400),
+            close_finished: false,
+        }
+    }
+}
+
+/// Why a round stopped.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum SettleError {
+    /// The ledger failed.
+    #[error(transparent)]
+    Ledger(#[from] LedgerError),
+    /// The chain failed.
+    #[error(transparent)]
+    Chain(#[from] ChainError),
+}
+
+impl SettleError {
+    /// Whether retrying later may succeed (RPC or database unavailable).
+    pub fn is_transient(&self) -> bool {
+        match self {
+            Self::Ledger(e) => e.is_transient(),
+            Self::Chain(e) => e.is_transient(),
+        }
+    }
+}
+
+/// What one round did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SettleReport {
+    /// Pending claims found landed.
+    pub recovered_confirmed: usize,
+    /// Pending claims found failed or expired.
+    pub recovered_failed: usize,
+    /// Claims still pending after the round (their sessions were not claimed again).
+    pub pending: usize,
+    /// Claims sent and confirmed in this round.
+    pub claims_confirmed: usize,
+    /// Claims sent in this round that failed.
+    pub claims_failed: usize,
+    /// Atomic units the confirmed claims of this round paid the provider.
+    pub claimed_amount: u64,
+    /// Sessions closed cooperatively.
+    pub closed: usize,
+    /// Sessions skipped after a non-transient error (logged).
+    pub errors: usize,
+}
+
+impl SettleReport {
+    /// Whether the round changed anything worth a log line.
+    pub fn is_empty(&self) -> bool {
+        *self == Self::default()
+    }
+}
+
+/// The outcome of a sent transaction.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Outcome {
+    Confirmed,
+    Failed,
+    Unknown,
+}
+
+/// Claims on chain for the provider. See the module docs.
+pub struct Settler {
+    ledger: Arc<Ledger>,
+    rpc: Arc<RpcClient>,
+    provider: Arc<Keypair>,
+    config: SettlerConfig,
+}
+
+impl std::fmt::Debug for Settler {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Settler")
+            .field("provider", &self.provider.pubkey())
+            .field("config", &self.config)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Stops a spawned [`Settler`].
+#[derive(Debug)]
+pub struct SettlerHandle {
+    stop: watch::Sender<bool>,
+    task: JoinHandle<()>,
+}
+
+impl SettlerHandle {
+    /// Asks the task to stop after its current round and waits for it.
+    pub async fn shutdown(self) {
+        let _ = self.stop.send(true);
+        if let Err(e) = self.task.await {
+            tracing::error!(error = %e, "the settlement task ended abnormally");
+        }
+    }
+
+    /// Whether the task has ended.
+    pub fn is_finished(&self) -> bool {
+        self.task.is_finished()
+    }
+}
+
+impl Settler {
+    /// A settler claiming with `provider` (fee payer and claim signer) through `rpc`.
+    pub fn new(
+        ledger: Arc<Ledger>,
+        rpc: Arc<RpcClient>,
+        provider: Arc<Keypair>,
+        config: SettlerConfig,
+    ) -> Self {
+        Self {
+            ledger,
+            rpc,
+            provider,
+            config,
+        }
+    }
+
+    /// Runs rounds in the background until [`SettlerHandle::shutdown`].
+    pub fn spawn(self) -> SettlerHandle {
+        let (stop, mut stopped) = watch::channel(false);
+        let task = tokio::spawn(async move {
+            let mut backoff = self.config.backoff_initial;
+            loop {
+                let delay = match self.settle_once(now_unix()).await {
+                    Ok(report) => {
+                        if !report.is_empty() {
+                            tracing::info!(?report, "settlement round");
+                        }
+                        backoff = self.config.backoff_initial;
+                        self.config.tick
+                    }
+                    Err(error) if error.is_transient() => {
+                        let delay = backoff;
+                        tracing::warn!(%error, retry_in = ?delay, "settlement round interrupted");
+                        backoff = backoff.saturating_mul(2).min(self.config.backoff_max);
+                        delay
+                    }
+                    Err(error) => {
+                        tracing::error!(%error, "settlement round failed");
+                        self.config.tick
+                    }
+                };
+                tokio::select! {
+                    _ = tokio::time::sleep(delay) => {}
+                    _ = stopped.changed() => break,
+                }
+                if *stopped.borrow() {
+                    break;
+                }
+            }
+            tracing::debug!("settlement task stopped");
+        });
+        SettlerHandle { stop, task }
+    }
+
+    /// One round at `now_unix` (the policy's clock): resolve pending claims, then claim what is
+    /// due, then (optionally) close finished sessions.
+    ///
+    /// A transient error (RPC or database unavailable) stops the round and is returned; other
+    /// errors are logged per session and counted in [`SettleReport::errors`].
+    pub async fn settle_once(&self, now_unix: i64) -> Result<SettleReport, SettleError> {
+        let mut report = SettleReport::default();
+        self.resolve_pending(&mut report).await?;
+        let candidates = self
+            .ledger
+            .settlement_candidates(&self.config.policy, now_unix)
+            .await?;
+        for candidate in candidates {
+            match self.claim(&candidate.record, now_unix, &mut report).await {
+                Ok(()) => {}
+                Err(error) if error.is_transient() => return Err(error),
+                Err(error) => {
+                    report.errors = report.errors.saturating_add(1);
+                    tracing::warn!(
+                        session = %pubkey(&candidate.record.chain.address),
+                        %error,
+                        "could not claim"
+                    );
+                }
+            }
+        }
+        if self.config.close_finished {
+            self.close_finished(now_unix, &mut report).await?;
+        }
+        Ok(report)
+    }
+
+    /// Resolves every Pending claim: landed → Confirmed (session refreshed from the chain);
+    /// failed, or expired without landing → Failed; otherwise left Pending.
+    pub async fn resolve_pending(&self, report: &mut SettleReport) -> Result<(), SettleError> {
+        for claim in self.ledger.pending_claims().await? {
+            match self.resolve(&claim).await {
+                Ok(Outcome::Confirmed) => {
+                    report.recovered_confirmed = report.recovered_confirmed.saturating_add(1)
+                }
+                Ok(Outcome::Failed) => {
+                    report.recovered_failed = report.recovered_failed.saturating_add(1)
+                }
+                Ok(Outcome::Unknown) => report.pending = report.pending.saturating_add(1),
+                Err(error) if error.is_transient() => return Err(error),
+                Err(error) => {
+                    report.errors = report.errors.saturating_add(1);
+                    tracing::warn!(claim = claim.id, %error, "could not resolve a pending claim");
+                }
+            }
+        }
+        Ok(())
+    }
+
+    async fn resolve(&self, claim: &ClaimRecord) -> Result<Outcome, SettleError> {
+        let signature: Signature = claim.tx_signature.parse().map_err(|_| {
+            LedgerError::Corrupt(format!(
+                "claim {} signature {:?}",
+                claim.id, claim.tx_signature
+            ))
+        })?;
+        let mut outcome = self.status(&signature, true).await?;
+        if outcome == Outcome::Unknown {
+            let meta = self.ledger.claim_meta(claim.id).await?;
+            let expired = match &meta.expiry {
+                Some(expiry) => {
+                    let height = self.rpc.get_block_height().await.map_err(ChainError::rpc)?;
+                    height > expiry.last_valid_block_height
+                }
+                // No blockhash recorded: a blockhash lives about 150 blocks (1–2 minutes).
+                None => now_unix().saturating_sub(meta.created_at) > UNKNOWN_EXPIRY_SECS,
+            };
+            if expired {
+                // It can no longer land; one last look closes the race with a late landing.
+                outcome = match self.status(&signature, true).await? {
+                    Outcome::Unknown => Outcome::Failed,
+                    known => known,
+                };
+            }
+        }
+        match outcome {
+            Outcome::Confirmed => {
+                self.ledger
+                    .finish_claim(claim.id, ClaimStatus::Confirmed)
+                    .await?;
+                tracing::info!(
+                    claim = claim.id,
+                    session = %pubkey(&claim.address),
+                    signature = %claim.tx_signature,
+                    "pending claim had landed"
+                );
+                self.refresh(&claim.address).await?;
+            }
+            Outcome::Failed => {
+                self.ledger
+                    .finish_claim(claim.id, ClaimStatus::Failed)
+                    .await?;
+                tracing::warn!(
+                    claim = claim.id,
+                    signature = %claim.tx_signature,
+                    "pending claim did not land"
+                );
+            }
+            Outcome::Unknown => {}
+        }
+        Ok(outcome)
+    }
+
+    /// The signature's status: Confirmed at the RPC client's commitment, Failed when it
+    /// landed with an error, Unknown otherwise.
+    async fn status(&self, signature: &Signature, history: bool) -> Result<Outcome, SettleError> {
+        let response = if history {
+            self.rpc
+                .get_signature_statuses_with_history(std::slice::from_ref(signature))
+                .await
+        } else {
+            self.rpc
+                .get_signature_statuses(std::slice::from_ref(signature))
+                .await
+        }
+        .map_err(ChainError::rpc)?;
+        Ok(match response.value.into_iter().next().flatten() {
+            Some(status) if status.err.is_some() => Outcome::Failed,
+            Some(status) if status.satisfies_commitment(self.rpc.commitment()) => {
+                Outcome::Confirmed
+            }
+            _ => Outcome::Unknown,
+        })
+    }
+
+    /// Re-reads the session from the chain into the ledger (closed when the account is gone).
+    async fn refresh(&self, address: &Address) -> Result<Option<(Session, Pubkey)>, SettleError> {
+        let Some(record) = self.ledger.session(address).await? else {
+            return Ok(None);
+        };
+        let key = Pubkey::new_from_array(*address);
+        let token_program = Pubkey::new_from_array(record.chain.token_program);
+        match self.fetch_session(&key).await? {
+            Some(account) => {
+                self.ledger
+                    .upsert_session(&chain_session(&key, &account, &token_program))
+                    .await?;
+                Ok(Some((account, token_program)))
+            }
+            None => {
+                self.ledger.mark_closed(address).await?;
+                Ok(None)
+            }
+        }
+    }
+
+    /// [`escrow::fetch_session`], with transport failures reported as
+    /// [`ChainError::Unavailable`]: `RpcClient::get_account_with_commitment` folds them into an
+    /// "AccountNotFound" RPC error, so a refusal is checked against a plain request.
+    async fn fetch_session(&self, key: &Pubkey) -> Result<Option<Session>, SettleError> {
+        match escrow::fetch_session(&self.rpc, key).await {
+            Ok(account) => Ok(account),
+            Err(ChainError::Rejected(reason)) => match self.rpc.get_slot().await {
+                Err(probe) => Err(ChainError::rpc(probe).into()),
+                Ok(_) => Err(ChainError::Rejected(reason).into()),
+            },
+            Err(other) => Err(other.into()),
+        }
+    }
+
+    async fn claim(
+        &self,
+        record: &SessionRecord,
+        now_unix: i64,
+        report: &mut SettleReport,
+    ) -> Result<(), SettleError> {
+        let address = record.chain.address;
+        let Some(voucher) = record.best_voucher else {
+            return Ok(());
+        };
+        let Some((account, token_program)) = self.refresh(&address).await? else {
+            tracing::info!(session = %pubkey(&address), "session closed on chain");
+            return Ok(());
+        };
+        if account.provider != self.provider.pubkey() {
+            tracing::warn!(session = %pubkey(&address), "session of another provider; not claiming");
+            return Ok(());
+        }
+        if account
+            .claim_deadline()
+            .map_or(true, |deadline| now_unix > deadline)
+        {
+            tracing::warn!(session = %pubkey(&address), "claim window closed");
+            return Ok(());
+        }
+        let payable = payable(&account, &voucher);
+        if payable == 0 {
+            tracing::debug!(session = %pubkey(&address), "nothing to claim");
+            return Ok(());
+        }
+        let Some(receipt) = self.ledger.receipt(&address, voucher.seq).await? else {
+            tracing::warn!(
+                session = %pubkey(&address),
+                seq = voucher.seq,
+                "no receipt stored for the best voucher; not claiming"
+            );
+            return Ok(());
+        };
+        let receipt_count = voucher.seq;
+        if receipt_count < account.receipt_count {
+            tracing::warn!(
+                session = %pubkey(&address),
+                receipt_count,
+                anchored = account.receipt_count,
+                "the chain already anchors more receipts; not claiming"
+            );
+            return Ok(());
+        }
+
+        let key = Pubkey::new_from_array(address);
+        let keys = SessionKeys::of(key, &account, token_program);
+        let signed = Voucher {
+            session: x402pp_protocol::Pubkey(address),
+            seq: voucher.seq,
+            cumulative: Amount(voucher.cumulative),
+            signature: x402pp_protocol::Signature(voucher.signature),
+        };
+        let payer = self.provider.pubkey();
+        let mut instructions = vec![token::create_associated_token_account_idempotent(
+            &payer,
+            &payer,
+            &account.mint,
+            &token_program,
+        )];
+        instructions.extend(escrow::claim(
+            &keys,
+            &signed,
+            &account.voucher_signer,
+            receipt.hash,
+            receipt_count,
+        ));
+        let (blockhash, last_valid_block_height) = self
+            .rpc
+            .get_latest_blockhash_with_commitment(self.rpc.commitment())
+            .await
+            .map_err(ChainError::rpc)?;
+        let tx = Transaction::new_signed_with_payer(
+            &instructions,
+            Some(&payer),
+            &[self.provider.as_ref()],
+            blockhash,
+        );
+        let Some(signature) = tx.signatures.first().copied() else {
+            return Err(ChainError::Build("the claim transaction has no signature".into()).into());
+        };
+
+        // The claim is durable before it leaves: a crash from here on is resolved by signature.
+        let claim_id = self
+            .ledger
+            .begin_claim_expiring(
+                &address,
+                &voucher,
+                receipt.hash,
+                receipt_count,
+                &signature.to_string(),
+                Some(&ClaimExpiry {
+                    blockhash: blockhash.to_string(),
+                    last_valid_block_height,
+                }),
+            )
+            .await?;
+        tracing::info!(
+            session = %key,
+            seq = voucher.seq,
+            payable,
+            %signature,
+            "claiming"
+        );
+        if let Err(error) = self.rpc.send_transaction(&tx).await {
+            let error = ChainError::rpc(error);
+            if error.is_transient() {
+                // It may or may not have reached the cluster: stays Pending, resolved later.
+                return Err(error.into());
+            }
+            // Refused before it was forwarded (preflight): nothing can land.
+            self.ledger
+                .finish_claim(claim_id, ClaimStatus::Failed)
+                .await?;
+            report.claims_failed = report.claims_failed.saturating_add(1);
+            tracing::warn!(session = %key, %error, "claim refused");
+            return Ok(());
+        }
+        match self
+            .await_outcome(&signature, last_valid_block_height)
+            .await?
+        {
+            Outcome::Confirmed => {
+                self.ledger
+                    .finish_claim(claim_id, ClaimStatus::Confirmed)
+                    .await?;
+                let claimed_after = self
+                    .refresh(&address)
+                    .await?
+                    .map_or(account.claimed.saturating_add(payable), |(a, _)| a.claimed);
+                let paid = claimed_after.saturating_sub(account.claimed);
+                report.claims_confirmed = report.claims_confirmed.saturating_add(1);
+                report.claimed_amount = report.claimed_amount.saturating_add(paid);
+                tracing::info!(session = %key, paid, %signature, "claim confirmed");
+            }
+            Outcome::Failed => {
+                self.ledger
+                    .finish_claim(claim_id, ClaimStatus::Failed)
+                    .await?;
+                report.claims_failed = report.claims_failed.saturating_add(1);
+                tracing::warn!(session = %key, %signature, "claim failed on chain");
+            }
+            Outcome::Unknown => {
+                report.pending = report.pending.saturating_add(1);
+                tracing::warn!(session = %key, %signature, "claim not confirmed yet; left pending");
+            }
+        }
+        Ok(())
+    }
+
+    /// Waits for a sent transaction: Confirmed, Failed (on chain, or its blockhash expired
+    /// without it landing), or Unknown after [`SettlerConfig::confirm_timeout`].
+    async fn await_outcome(
+        &self,
+        signature: &Signature,
+        last_valid_block_height: u64,
+    ) -> Result<Outcome, SettleError> {
+        let start = Instant::now();
+        loop {
+            match self.status(signature, false).await? {
+                Outcome::Unknown => {}
+                known => return Ok(known),
+            }
+            let height = self.rpc.get_block_height().await.map_err(ChainError::rpc)?;
+            if height > last_valid_block_height {
+                return Ok(match self.status(signature, true).await? {
+                    Outcome::Unknown => Outcome::Failed,
+                    known => known,
+                });
+            }
+            if start.elapsed() >= self.config.confirm_timeout {
+                return Ok(Outcome::Unknown);
+            }
+            tokio::time::sleep(self.config.poll_interval).await;
+        }
+    }
+
+    /// Cooperative `close` of sessions with nothing left to claim whose agent asked to close or
+    /// that expired.
+    async fn close_finished(
+        &self,
+        now_unix: i64,
+        report: &mut SettleReport,
+    ) -> Result<(), SettleError> {
+        let pending: Vec<Address> = self
+            .ledger
+            .pending_claims()
+            .await?
+            .into_iter()
+            .map(|c| c.address)
+            .collect();
+        for record in self.ledger.open_sessions().await? {
+            let chain = &record.chain;
+            let finished = chain.state == SessionState::Closing || now_unix >= chain.expires_at;
+            if !finished || pending.contains(&chain.address) || now_unix > claim_deadline(chain) {
+                continue;
+            }
+            match self.close_one(&record, report).await {
+                Ok(()) => {}
+                Err(error) if error.is_transient() => return Err(error),
+                Err(error) => {
+                    report.errors = report.errors.saturating_add(1);
+                    tracing::warn!(session = %pubkey(&chain.address), %error, "could not close");
+                }
+            }
+        }
+        Ok(())
+    }
+
+    async fn close_one(
+        &self,
+        record: &SessionRecord,
+        report: &mut SettleReport,
+    ) -> Result<(), SettleError> {
+        let address = record.chain.address;
+        let Some((account, token_program)) = self.refresh(&address).await? else {
+            return Ok(());
+        };
+        let left = record.best_voucher.map_or(0, |v| payable(&account, &v));
+        if left > 0 || account.provider != self.provider.pubkey() {
+            return Ok(()); // a claim comes first (by policy, at the latest near the deadline)
+        }
+        let key = Pubkey::new_from_array(address);
+        let keys = SessionKeys::of(key, &account, token_program);
+        let payer = self.provider.pubkey();
+        let mut instructions = vec![token::create_associated_token_account_idempotent(
+            &payer,
+            &payer,
+            &account.mint,
+            &token_program,
+        )];
+        instructions.extend(escrow::close(&keys, None));
+        let (blockhash, last_valid_block_height) = self
+            .rpc
+            .get_latest_blockhash_with_commitment(self.rpc.commitment())
+            .await
+            .map_err(ChainError::rpc)?;
+        let tx = Transaction::new_signed_with_payer(
+            &instructions,
+            Some(&payer),
+            &[self.provider.as_ref()],
+            blockhash,
+        );
+        let Some(signature) = tx.signatures.first().copied() else {
+            return Err(ChainError::Build("the close transaction has no signature".into()).into());
+        };
+        self.rpc
+            .send_transaction(&tx)
+            .await
+            .map_err(ChainError::rpc)?;
+        if self
+            .await_outcome(&signature, last_valid_block_height)
+            .await?
+            == Outcome::Confirmed
+        {
+            self.ledger.mark_closed(&address).await?;
+            report.closed = report.closed.saturating_add(1);
+            tracing::info!(session = %key, %signature, "session closed");
+        }
+        Ok(())
+    }
+}
+
+/// A pending claim without a recorded blockhash is taken as expired after this long.
+const UNKNOWN_EXPIRY_SECS: i64 = 300;
+
+/// What the program would pay now for `voucher` on `account`: 0 unless `cumulative > claimed`
+/// and `seq ≥ claimed_seq`, else `min(cumulative − latency penalties, deposit − refunded) −
+/// claimed`.
+pub fn payable(account: &Session, voucher: &StoredVoucher) -> u64 {
+    if voucher.cumulative <= account.claimed || voucher.seq < account.claimed_seq {
+        return 0;
+    }
+    account.payable(voucher.cumulative).unwrap_or(0)
+}
+
+/// The ledger's view of a decoded session account.
+pub fn chain_session(address: &Pubkey, account: &Session, token_program: &Pubkey) -> ChainSession {
+    ChainSession {
+        address: address.to_bytes(),
+        agent: account.agent.to_bytes(),
+        provider: account.provider.to_bytes(),
+        mint: account.mint.to_bytes(),
+        token_program: token_program.to_bytes(),
+        voucher_signer: account.voucher_signer.to_bytes(),
+        deposit: account.deposit,
+        refunded: account.refunded,
+        claimed: account.claimed,
+        claimed_seq: account.claimed_seq,
+        price_per_request: account.price_per_request,
+        max_latency_ms: account.max_latency_ms,
+        expires_at: account.expires_at,
+        close_requested_at: account.close_requested_at,
+        grace_secs: account.grace_secs,
+        state: match account.status {
+            ProgramStatus::Open => SessionState::Open,
+            ProgramStatus::Closing => SessionState::Closing,
+        },
+    }
+}
+
+fn pubkey(address: &Address) -> Pubkey {
+    Pubkey::new_from_array(*address)
+}
+
+fn now_unix() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
+        .unwrap_or(0)
+}

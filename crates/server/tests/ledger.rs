@@ -1,0 +1,793 @@
+//! The durable ledger on SQLite (a temp file) and, when `X402PP_TEST_POSTGRES_URL` is set, on
+//! PostgreSQL (a fresh schema per test): the voucher compare-and-set under concurrency (also
+//! across two replicas on one database), receipts, restart, ranges, settlement selection.
+#![allow(clippy::unwrap_used, clippy::arithmetic_side_effects)] // tests
+
+use std::future::Future;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use solana_sdk::signature::{Keypair, Signer};
+use sqlx::Connection;
+use x402pp_protocol::SessionState;
+use x402pp_server::ledger::{
+    Address, ChainSession, ClaimStatus, ExactSettlementRecord, Ledger, LedgerError, ReceiptRecord,
+    SettlementPolicy, StoredVoucher,
+};
+
+const PRICE: u64 = 1_000;
+const TIME_LIMIT: Duration = Duration::from_secs(120);
+
+fn now() -> i64 {
+    i64::try_from(
+        SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap()
+            .as_secs(),
+    )
+    .unwrap()
+}
+
+fn unique() -> String {
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let nanos = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_nanos();
+    format!(
+        "{}_{}_{}",
+        std::process::id(),
+        nanos,
+        COUNTER.fetch_add(1, Ordering::Relaxed)
+    )
+}
+
+/// A SQLite file in the temp dir, removed (with its WAL files) on drop.
+struct TempDb(PathBuf);
+
+impl TempDb {
+    fn new() -> Self {
+        Self(std::env::temp_dir().join(format!("x402pp-ledger-{}.db", unique())))
+    }
+
+    fn url(&self) -> String {
+        format!("sqlite://{}", self.0.display())
+    }
+}
+
+impl Drop for TempDb {
+    fn drop(&mut self) {
+        for suffix in ["", "-wal", "-shm"] {
+            let _ = std::fs::remove_file(format!("{}{suffix}", self.0.display()));
+        }
+    }
+}
+
+/// A fresh schema on the PostgreSQL of `X402PP_TEST_POSTGRES_URL`, dropped by [`PgSchema::drop`].
+struct PgSchema {
+    base: String,
+    schema: String,
+}
+
+impl PgSchema {
+    /// `None` (printing that the test was skipped) without `X402PP_TEST_POSTGRES_URL`.
+    async fn create() -> Option<Self> {
+        let Ok(base) = std::env::var("X402PP_TEST_POSTGRES_URL") else {
+            println!("skipped: X402PP_TEST_POSTGRES_URL not set");
+            return None;
+        };
+        let schema = format!("ledger_test_{}", unique());
+        let mut conn = sqlx::PgConnection::connect(&base).await.unwrap();
+        sqlx::query(&format!("CREATE SCHEMA {schema}"))
+            .execute(&mut conn)
+            .await
+            .unwrap();
+        conn.close().await.unwrap();
+        Some(Self { base, schema })
+    }
+
+    /// A URL whose connections use the schema.
+    fn url(&self) -> String {
+        let separator = if self.base.contains('?') { '&' } else { '?' };
+        format!(
+            "{}{separator}options=-c%20search_path%3D{}",
+            self.base, self.schema
+        )
+    }
+
+    async fn drop(self) {
+        if let Ok(mut conn) = sqlx::PgConnection::connect(&self.base).await {
+            if let Err(e) = sqlx::query(&format!("DROP SCHEMA {} CASCADE", self.schema))
+                .execute(&mut conn)
+                .await
+            {
+                println!("could not drop schema {}: {e}", self.schema);
+            }
+            let _ = conn.close().await;
+        }
+    }
+}
+
+/// Runs `test` on a SQLite file and, when configured, on PostgreSQL, within the time limit.
+async fn on_each_backend<F, Fut>(test: F)
+where
+    F: Fn(String) -> Fut,
+    Fut: Future<Output = ()>,
+{
+    let file = TempDb::new();
+    tokio::time::timeout(TIME_LIMIT, test(file.url()))
+        .await
+        .expect("sqlite: within the time limit");
+    if let Some(schema) = PgSchema::create().await {
+        tokio::time::timeout(TIME_LIMIT, test(schema.url()))
+            .await
+            .expect("postgres: within the time limit");
+        schema.drop().await;
+    }
+}
+
+fn chain_session(address: Address) -> ChainSession {
+    ChainSession {
+        address,
+        agent: Keypair::new().pubkey().to_bytes(),
+        provider: Keypair::new().pubkey().to_bytes(),
+        mint: Keypair::new().pubkey().to_bytes(),
+        token_program: Keypair::new().pubkey().to_bytes(),
+        voucher_signer: Keypair::new().pubkey().to_bytes(),
+        deposit: 100 * PRICE,
+        refunded: 0,
+        claimed: 0,
+        claimed_seq: 0,
+        price_per_request: PRICE,
+        max_latency_ms: 250,
+        expires_at: now() + 3_600,
+        close_requested_at: 0,
+        grace_secs: 600,
+        state: SessionState::Open,
+    }
+}
+
+async fn new_session(ledger: &Ledger) -> Address {
+    let address = Keypair::new().pubkey().to_bytes();
+    let record = ledger
+        .upsert_session(&chain_session(address))
+        .await
+        .unwrap();
+    assert_eq!(
+        (record.last_seq, record.accepted, record.receipt_count),
+        (0, 0, 0)
+    );
+    assert_eq!(record.best_voucher, None);
+    address
+}
+
+fn voucher(seq: u64) -> StoredVoucher {
+    let mut signature = [0u8; 64];
+    signature[..8].copy_from_slice(&seq.to_le_bytes());
+    signature[63] = 0xaa;
+    StoredVoucher {
+        seq,
+        cumulative: seq * PRICE,
+        signature,
+    }
+}
+
+fn receipt(seq: u64, ok: bool, cumulative: u64) -> ReceiptRecord {
+    let mut hash = [0u8; 32];
+    hash[..8].copy_from_slice(&seq.to_le_bytes());
+    hash[31] = u8::from(ok);
+    ReceiptRecord {
+        seq,
+        hash,
+        ok,
+        amount_charged: if ok { PRICE } else { 0 },
+        cumulative_charged: cumulative,
+        json: format!("{{\"requestNumber\":{seq}}}"),
+    }
+}
+
+/// One paid request: voucher then ok receipt.
+async fn serve(ledger: &Ledger, address: &Address, seq: u64) {
+    ledger.accept_voucher(address, &voucher(seq)).await.unwrap();
+    ledger
+        .record_receipt(address, &receipt(seq, true, seq * PRICE))
+        .await
+        .unwrap();
+}
+
+#[tokio::test]
+async fn vouchers_are_accepted_in_order_and_a_replay_or_a_gap_is_a_conflict() {
+    on_each_backend(|url| async move {
+        let ledger = Ledger::connect(&url).await.unwrap();
+        let address = new_session(&ledger).await;
+        for seq in 1..=3 {
+            serve(&ledger, &address, seq).await;
+        }
+        assert!(matches!(
+            ledger.accept_voucher(&address, &voucher(3)).await,
+            Err(LedgerError::Conflict)
+        ));
+        assert!(matches!(
+            ledger.accept_voucher(&address, &voucher(2)).await,
+            Err(LedgerError::Conflict)
+        ));
+        assert!(matches!(
+            ledger.accept_voucher(&address, &voucher(5)).await,
+            Err(LedgerError::Conflict)
+        ));
+        assert!(matches!(
+            ledger.accept_voucher(&address, &voucher(0)).await,
+            Err(LedgerError::Conflict)
+        ));
+        let record = ledger.session(&address).await.unwrap().unwrap();
+        assert_eq!(record.last_seq, 3);
+        assert_eq!(ledger.voucher(&address, 3).await.unwrap(), Some(voucher(3)));
+        assert_eq!(ledger.voucher(&address, 4).await.unwrap(), None);
+        ledger.accept_voucher(&address, &voucher(4)).await.unwrap();
+        // While seq 4 has no receipt (its request is in flight), seq 5 is refused: otherwise it
+        // could reuse seq 4's cumulative and get two requests for one price.
+        assert!(matches!(
+            ledger.accept_voucher(&address, &voucher(5)).await,
+            Err(LedgerError::Conflict)
+        ));
+        ledger
+            .record_receipt(&address, &receipt(4, true, 4 * PRICE))
+            .await
+            .unwrap();
+        ledger.accept_voucher(&address, &voucher(5)).await.unwrap();
+
+        let stranger = Keypair::new().pubkey().to_bytes();
+        assert!(matches!(
+            ledger.accept_voucher(&stranger, &voucher(1)).await,
+            Err(LedgerError::UnknownSession(_))
+        ));
+    })
+    .await;
+}
+
+async fn race(ledgers: &[Ledger], address: Address, seq: u64, requests: usize) -> usize {
+    let mut tasks = Vec::new();
+    for i in 0..requests {
+        let ledger = ledgers[i % ledgers.len()].clone();
+        tasks.push(tokio::spawn(async move {
+            ledger.accept_voucher(&address, &voucher(seq)).await
+        }));
+    }
+    let mut wins = 0;
+    for task in tasks {
+        match task.await.unwrap() {
+            Ok(()) => wins += 1,
+            Err(LedgerError::Conflict) => {}
+            Err(other) => panic!("a losing request must be a conflict, got {other}"),
+        }
+    }
+    wins
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn of_64_concurrent_requests_with_one_voucher_exactly_one_wins() {
+    on_each_backend(|url| async move {
+        let ledger = Ledger::connect(&url).await.unwrap();
+        let address = new_session(&ledger).await;
+        for seq in 1..=5 {
+            assert_eq!(
+                race(std::slice::from_ref(&ledger), address, seq, 64).await,
+                1,
+                "seq {seq}"
+            );
+            ledger
+                .record_receipt(&address, &receipt(seq, true, seq * PRICE))
+                .await
+                .unwrap();
+        }
+        assert_eq!(ledger.session(&address).await.unwrap().unwrap().last_seq, 5);
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn two_replicas_on_one_postgres_database_still_let_exactly_one_request_win() {
+    let Some(schema) = PgSchema::create().await else {
+        return;
+    };
+    let url = schema.url();
+    tokio::time::timeout(TIME_LIMIT, async {
+        let (a, b) = tokio::join!(Ledger::connect(&url), Ledger::connect(&url));
+        let replicas = [a.unwrap(), b.unwrap()];
+        let address = new_session(&replicas[0]).await;
+        assert!(replicas[1].session(&address).await.unwrap().is_some());
+        for seq in 1..=5 {
+            assert_eq!(race(&replicas, address, seq, 64).await, 1, "seq {seq}");
+            replicas[0]
+                .record_receipt(&address, &receipt(seq, true, seq * PRICE))
+                .await
+                .unwrap();
+        }
+        assert_eq!(
+            replicas[1]
+                .session(&address)
+                .await
+                .unwrap()
+                .unwrap()
+                .last_seq,
+            5
+        );
+        for replica in &replicas {
+            replica.close().await;
+        }
+    })
+    .await
+    .expect("within the time limit");
+    schema.drop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn two_ledgers_on_one_sqlite_file_still_let_exactly_one_request_win() {
+    let file = TempDb::new();
+    tokio::time::timeout(TIME_LIMIT, async {
+        let a = Ledger::connect(&file.url()).await.unwrap();
+        let b = Ledger::connect(&file.url()).await.unwrap();
+        let address = new_session(&a).await;
+        for seq in 1..=3 {
+            assert_eq!(race(&[a.clone(), b.clone()], address, seq, 64).await, 1);
+            a.record_receipt(&address, &receipt(seq, true, seq * PRICE))
+                .await
+                .unwrap();
+        }
+    })
+    .await
+    .expect("within the time limit");
+}
+
+#[tokio::test]
+async fn receipts_move_the_head_and_only_ok_ones_move_accepted_and_the_best_voucher() {
+    on_each_backend(|url| async move {
+        let ledger = Ledger::connect(&url).await.unwrap();
+        let address = new_session(&ledger).await;
+        serve(&ledger, &address, 1).await;
+        serve(&ledger, &address, 2).await;
+        let record = ledger.session(&address).await.unwrap().unwrap();
+        assert_eq!((record.accepted, record.receipt_count), (2 * PRICE, 2));
+        assert_eq!(record.receipts_head, receipt(2, true, 2 * PRICE).hash);
+        assert_eq!(record.best_voucher, Some(voucher(2)));
+
+        // A handler failure: seq 3 accepted, its receipt not ok and charged nothing.
+        ledger.accept_voucher(&address, &voucher(3)).await.unwrap();
+        ledger
+            .record_receipt(&address, &receipt(3, false, 2 * PRICE))
+            .await
+            .unwrap();
+        let record = ledger.session(&address).await.unwrap().unwrap();
+        assert_eq!((record.last_seq, record.receipt_count), (3, 3));
+        assert_eq!(
+            record.accepted,
+            2 * PRICE,
+            "a failed request does not advance accepted"
+        );
+        assert_eq!(record.receipts_head, receipt(3, false, 2 * PRICE).hash);
+        assert_eq!(
+            record.best_voucher,
+            Some(voucher(2)),
+            "the failed voucher is never claimed"
+        );
+
+        // The next voucher repeats the cumulative with seq + 1.
+        let next = StoredVoucher {
+            seq: 4,
+            cumulative: 3 * PRICE,
+            signature: [4; 64],
+        };
+        ledger.accept_voucher(&address, &next).await.unwrap();
+        ledger
+            .record_receipt(&address, &receipt(4, true, 3 * PRICE))
+            .await
+            .unwrap();
+        let record = ledger.session(&address).await.unwrap().unwrap();
+        assert_eq!(
+            (record.accepted, record.best_voucher),
+            (3 * PRICE, Some(next))
+        );
+
+        let all = ledger.receipts(&address, 0, 100).await.unwrap();
+        assert_eq!(
+            all.iter().map(|r| r.seq).collect::<Vec<_>>(),
+            vec![1, 2, 3, 4]
+        );
+        assert_eq!(all[2], receipt(3, false, 2 * PRICE));
+        let page = ledger.receipts(&address, 1, 2).await.unwrap();
+        assert_eq!(page.iter().map(|r| r.seq).collect::<Vec<_>>(), vec![2, 3]);
+        assert_eq!(
+            ledger.receipt(&address, 4).await.unwrap().map(|r| r.seq),
+            Some(4)
+        );
+        assert_eq!(ledger.receipt(&address, 9).await.unwrap(), None);
+
+        // A receipt for a voucher never accepted, or a second one for a seq, is refused.
+        assert!(matches!(
+            ledger
+                .record_receipt(&address, &receipt(5, true, 4 * PRICE))
+                .await,
+            Err(LedgerError::Conflict)
+        ));
+        assert!(matches!(
+            ledger
+                .record_receipt(&address, &receipt(4, true, 3 * PRICE))
+                .await,
+            Err(LedgerError::Conflict)
+        ));
+        let record = ledger.session(&address).await.unwrap().unwrap();
+        assert_eq!((record.receipt_count, record.accepted), (4, 3 * PRICE));
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_chain_refresh_updates_balances_but_never_the_accepted_state() {
+    on_each_backend(|url| async move {
+        let ledger = Ledger::connect(&url).await.unwrap();
+        let address = new_session(&ledger).await;
+        serve(&ledger, &address, 1).await;
+        let mut chain = ledger.session(&address).await.unwrap().unwrap().chain;
+        chain.deposit += 5 * PRICE;
+        chain.claimed = PRICE;
+        chain.claimed_seq = 1;
+        chain.refunded = 7;
+        chain.close_requested_at = now();
+        chain.state = SessionState::Closing;
+        let record = ledger.upsert_session(&chain).await.unwrap();
+        assert_eq!(record.chain, chain);
+        assert_eq!(
+            (record.last_seq, record.accepted, record.receipt_count),
+            (1, PRICE, 1)
+        );
+        assert_eq!(record.best_voucher, Some(voucher(1)));
+
+        ledger.mark_closed(&address).await.unwrap();
+        chain.state = SessionState::Open;
+        let record = ledger.upsert_session(&chain).await.unwrap();
+        assert_eq!(
+            record.chain.state,
+            SessionState::Closed,
+            "a closed session stays closed"
+        );
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_reconnected_ledger_keeps_every_voucher_receipt_and_claim() {
+    on_each_backend(|url| async move {
+        let ledger = Ledger::connect(&url).await.unwrap();
+        let address = new_session(&ledger).await;
+        for seq in 1..=3 {
+            serve(&ledger, &address, seq).await;
+        }
+        ledger.accept_voucher(&address, &voucher(4)).await.unwrap();
+        let claim = ledger
+            .begin_claim(
+                &address,
+                &voucher(3),
+                receipt(3, true, 0).hash,
+                3,
+                "sig-restart",
+            )
+            .await
+            .unwrap();
+        let before = ledger.session(&address).await.unwrap().unwrap();
+        ledger.close().await;
+        assert!(
+            ledger.session(&address).await.is_err(),
+            "a closed pool is unavailable"
+        );
+        drop(ledger);
+
+        let ledger = Ledger::connect(&url).await.unwrap();
+        assert_eq!(ledger.session(&address).await.unwrap().unwrap(), before);
+        assert_eq!(
+            before.last_seq, 4,
+            "the voucher accepted before the crash is kept"
+        );
+        assert_eq!(ledger.receipts(&address, 0, 10).await.unwrap().len(), 3);
+        let pending = ledger.pending_claims().await.unwrap();
+        assert_eq!(pending.len(), 1);
+        assert_eq!((pending[0].id, pending[0].receipt_count), (claim, 3));
+        assert!(matches!(
+            ledger.accept_voucher(&address, &voucher(4)).await,
+            Err(LedgerError::Conflict)
+        ));
+        // Seq 4 was in flight at the crash: its receipt comes first, then seq 5 is accepted.
+        assert!(matches!(
+            ledger.accept_voucher(&address, &voucher(5)).await,
+            Err(LedgerError::Conflict)
+        ));
+        ledger
+            .record_receipt(&address, &receipt(4, false, 3 * PRICE))
+            .await
+            .unwrap();
+        ledger.accept_voucher(&address, &voucher(5)).await.unwrap();
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn values_above_i64_max_are_refused_and_never_wrapped() {
+    on_each_backend(|url| async move {
+        let ledger = Ledger::connect(&url).await.unwrap();
+        let big = i64::MAX as u64 + 1;
+        let mut chain = chain_session(Keypair::new().pubkey().to_bytes());
+        chain.deposit = big;
+        assert!(matches!(
+            ledger.upsert_session(&chain).await,
+            Err(LedgerError::OutOfRange { field: "deposit", value }) if value == big
+        ));
+        assert_eq!(ledger.session(&chain.address).await.unwrap(), None);
+
+        chain.deposit = i64::MAX as u64;
+        let record = ledger.upsert_session(&chain).await.unwrap();
+        assert_eq!(
+            record.chain.deposit,
+            i64::MAX as u64,
+            "i64::MAX itself round-trips"
+        );
+
+        let address = chain.address;
+        let huge = StoredVoucher {
+            seq: 1,
+            cumulative: u64::MAX,
+            signature: [1; 64],
+        };
+        assert!(matches!(
+            ledger.accept_voucher(&address, &huge).await,
+            Err(LedgerError::OutOfRange { .. })
+        ));
+        assert!(matches!(
+            ledger
+                .accept_voucher(
+                    &address,
+                    &StoredVoucher {
+                        seq: big,
+                        cumulative: 1,
+                        signature: [1; 64]
+                    }
+                )
+                .await,
+            Err(LedgerError::OutOfRange { .. })
+        ));
+        assert_eq!(ledger.session(&address).await.unwrap().unwrap().last_seq, 0);
+        ledger.accept_voucher(&address, &voucher(1)).await.unwrap();
+        assert!(matches!(
+            ledger
+                .record_receipt(&address, &receipt(1, true, big))
+                .await,
+            Err(LedgerError::OutOfRange { .. })
+        ));
+        let exact = ExactSettlementRecord {
+            tx_signature: "sig".into(),
+            payer: "payer".into(),
+            amount: u64::MAX,
+            resource: "/r".into(),
+            settled_at_ms: 1,
+        };
+        assert!(matches!(
+            ledger.record_exact_settlement(&exact).await,
+            Err(LedgerError::OutOfRange { .. })
+        ));
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn claims_go_from_pending_to_confirmed_or_failed() {
+    on_each_backend(|url| async move {
+        let ledger = Ledger::connect(&url).await.unwrap();
+        let address = new_session(&ledger).await;
+        serve(&ledger, &address, 1).await;
+        let head = receipt(1, true, PRICE).hash;
+        let first = ledger
+            .begin_claim(&address, &voucher(1), head, 1, "sig-1")
+            .await
+            .unwrap();
+        let second = ledger
+            .begin_claim(&address, &voucher(1), head, 1, "sig-2")
+            .await
+            .unwrap();
+        assert!(matches!(
+            ledger
+                .begin_claim(&address, &voucher(1), head, 1, "sig-1")
+                .await,
+            Err(LedgerError::Conflict)
+        ));
+        assert_eq!(ledger.pending_claims().await.unwrap().len(), 2);
+        assert_eq!(ledger.claim_meta(first).await.unwrap().expiry, None);
+        ledger
+            .finish_claim(first, ClaimStatus::Failed)
+            .await
+            .unwrap();
+        ledger
+            .finish_claim(second, ClaimStatus::Confirmed)
+            .await
+            .unwrap();
+        assert!(ledger.pending_claims().await.unwrap().is_empty());
+        let claims = ledger.claims(&address).await.unwrap();
+        assert_eq!(
+            claims.iter().map(|c| (c.id, c.status)).collect::<Vec<_>>(),
+            vec![
+                (first, ClaimStatus::Failed),
+                (second, ClaimStatus::Confirmed)
+            ]
+        );
+        assert_eq!(claims[1].voucher, voucher(1));
+        assert_eq!(
+            (claims[1].receipts_head, claims[1].tx_signature.as_str()),
+            (head, "sig-2")
+        );
+        assert!(matches!(
+            ledger
+                .finish_claim(second + 1_000, ClaimStatus::Failed)
+                .await,
+            Err(LedgerError::UnknownClaim(_))
+        ));
+
+        let exact = ExactSettlementRecord {
+            tx_signature: format!("exact-{}", unique()),
+            payer: "payer".into(),
+            amount: 5,
+            resource: "/v1/x".into(),
+            settled_at_ms: 1_700_000_000_000,
+        };
+        ledger.record_exact_settlement(&exact).await.unwrap();
+        assert!(matches!(
+            ledger.record_exact_settlement(&exact).await,
+            Err(LedgerError::Conflict)
+        ));
+        assert_eq!(
+            ledger.exact_settlement(&exact.tx_signature).await.unwrap(),
+            Some(exact)
+        );
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn sessions_to_settle_follow_the_policy() {
+    on_each_backend(|url| async move {
+        let ledger = Ledger::connect(&url).await.unwrap();
+        let t = now();
+        let policy = SettlementPolicy {
+            min_unclaimed: 5 * PRICE,
+            interval_secs: 3_600,
+            deadline_margin_secs: 120,
+        };
+        let due = |ledger: Ledger, at: i64| async move {
+            ledger.sessions_to_settle(&policy, at).await.unwrap()
+        };
+
+        // Nothing accepted: never due. Three requests: below the threshold, not due.
+        let small = new_session(&ledger).await;
+        assert!(due(ledger.clone(), t)
+            .await
+            .iter()
+            .all(|s| s.chain.address != small));
+        for seq in 1..=3 {
+            serve(&ledger, &small, seq).await;
+        }
+        let listed = |v: Vec<x402pp_server::ledger::SessionRecord>, a: Address| {
+            v.iter().any(|s| s.chain.address == a)
+        };
+        assert!(!listed(due(ledger.clone(), t).await, small));
+        // ... due once the interval passed.
+        assert!(listed(due(ledger.clone(), t + 3_601).await, small));
+
+        // Five requests reach the threshold.
+        let big = new_session(&ledger).await;
+        for seq in 1..=5 {
+            serve(&ledger, &big, seq).await;
+        }
+        let now_due = due(ledger.clone(), t).await;
+        assert!(listed(now_due.clone(), big));
+        let record = now_due.iter().find(|s| s.chain.address == big).unwrap();
+        assert_eq!(record.best_voucher, Some(voucher(5)));
+
+        // A pending claim takes the session out until it is resolved.
+        let claim = ledger
+            .begin_claim(&big, &voucher(5), [0; 32], 5, &format!("sig-{}", unique()))
+            .await
+            .unwrap();
+        assert!(!listed(due(ledger.clone(), t).await, big));
+        ledger
+            .finish_claim(claim, ClaimStatus::Failed)
+            .await
+            .unwrap();
+        assert!(listed(due(ledger.clone(), t).await, big));
+
+        // Once the chain shows it claimed, nothing is left.
+        let mut chain = ledger.session(&big).await.unwrap().unwrap().chain;
+        chain.claimed = 5 * PRICE;
+        chain.claimed_seq = 5;
+        ledger.upsert_session(&chain).await.unwrap();
+        assert!(!listed(due(ledger.clone(), t + 10_000).await, big));
+
+        // Close to the deadline (end + grace) anything unclaimed is due; after it nothing is.
+        let mut chain = ledger.session(&small).await.unwrap().unwrap().chain;
+        chain.close_requested_at = t + 100;
+        chain.state = SessionState::Closing;
+        ledger.upsert_session(&chain).await.unwrap();
+        let deadline = t + 100 + 600;
+        assert!(!listed(due(ledger.clone(), deadline - 121).await, small));
+        assert!(listed(due(ledger.clone(), deadline - 120).await, small));
+        assert!(listed(due(ledger.clone(), deadline).await, small));
+        assert!(!listed(due(ledger.clone(), deadline + 1).await, small));
+
+        // The deposit cap: refunds that ate the deposit leave nothing to claim.
+        chain.refunded = chain.deposit;
+        ledger.upsert_session(&chain).await.unwrap();
+        assert!(!listed(due(ledger.clone(), deadline).await, small));
+    })
+    .await;
+}
+
+/// Not a test of behaviour: the per-request cost of the durable path on SQLite (voucher
+/// compare-and-set + receipt), for DESIGN §9. `cargo test -p x402pp-server --release --test
+/// ledger -- --ignored --nocapture`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "measurement"]
+async fn measure_the_per_request_ledger_cost_on_sqlite() {
+    let file = TempDb::new();
+    let ledger = Ledger::connect(&file.url()).await.unwrap();
+    let requests = 2_000u64;
+    let sessions = 16u64;
+    let mut addresses = Vec::new();
+    for _ in 0..sessions {
+        addresses.push(new_session(&ledger).await);
+    }
+    let cpu = || {
+        let usage = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+        let fields: Vec<&str> = usage
+            .rsplit(')')
+            .next()
+            .unwrap_or("")
+            .split_whitespace()
+            .collect();
+        let ticks = |i: usize| {
+            fields
+                .get(i)
+                .and_then(|f| f.parse::<u64>().ok())
+                .unwrap_or(0)
+        };
+        (ticks(11) + ticks(12)) as f64 / 100.0 // utime + stime, at 100 ticks/s
+    };
+    // Sequential: one request after the other.
+    let (start, cpu0) = (Instant::now(), cpu());
+    for seq in 1..=requests / sessions {
+        for address in &addresses {
+            serve(&ledger, address, seq).await;
+        }
+    }
+    let n = (requests / sessions * sessions) as f64;
+    println!(
+        "sequential: {:.1} µs wall, {:.1} µs CPU per request (voucher CAS + receipt)",
+        start.elapsed().as_secs_f64() * 1e6 / n,
+        (cpu() - cpu0) * 1e6 / n
+    );
+    // Concurrent: one task per session.
+    let (start, cpu0) = (Instant::now(), cpu());
+    let base = requests / sessions;
+    let mut tasks = Vec::new();
+    for address in addresses.clone() {
+        let ledger = ledger.clone();
+        tasks.push(tokio::spawn(async move {
+            for seq in base + 1..=2 * base {
+                serve(&ledger, &address, seq).await;
+            }
+        }));
+    }
+    for task in tasks {
+        task.await.unwrap();
+    }
+    println!(
+        "concurrent ({sessions} sessions): {:.1} µs wall, {:.1} µs CPU per request",
+        start.elapsed().as_secs_f64() * 1e6 / n,
+        (cpu() - cpu0) * 1e6 / n
+    );
+}

@@ -1,0 +1,925 @@
+//! The payment layer over real HTTP against a real localnet: the 402 challenge, a whole session
+//! of paid requests with verified receipts, every rejection of DESIGN §7 with its code, the
+//! concurrent duplicate voucher, handler failures, the exact fallback, and a provider restart.
+#![allow(clippy::unwrap_used, clippy::arithmetic_side_effects)] // tests
+
+use std::sync::Arc;
+
+use axum::http::StatusCode;
+use axum::routing::{get, post};
+use axum::Router;
+use solana_client::nonblocking::rpc_client::RpcClient;
+use solana_client::rpc_config::CommitmentConfig;
+use solana_sdk::pubkey::Pubkey;
+use solana_sdk::signature::{Keypair, Signer};
+use solana_sdk::transaction::Transaction;
+use x402pp_localnet::{Localnet, LocalnetConfig};
+use x402pp_protocol::crypto::{input_hash, output_hash};
+use x402pp_protocol::x402::{PaymentRequired, SettleResponse};
+use x402pp_protocol::{
+    headers, Amount, ErrorBody, Id16, Intent, IntentSla, Network, Offer, Receipt, ReceiptChain,
+    ReceiptStatus, SessionStatus, UptimePercent, Voucher,
+};
+use x402pp_server::ledger::Ledger;
+use x402pp_server::{PaymentContext, PaymentLayer, Provider, RoutePrice, ServerConfig};
+use x402pp_solana::escrow::{self, SessionKeys};
+use x402pp_solana::exact::facilitator::{ExactFacilitator, FacilitatorConfig};
+use x402pp_solana::keys::signing_key;
+use x402pp_solana::token;
+
+const PRICE: u64 = 1_000;
+const DEPOSIT: u64 = 10 * PRICE;
+
+struct World {
+    localnet: Localnet,
+    rpc: Arc<RpcClient>,
+    network: Network,
+    provider_key: Arc<Keypair>,
+    ledger_url: String,
+    url: String,
+    http: reqwest::Client,
+    _dir: TempDir,
+}
+
+struct TempDir(std::path::PathBuf);
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+async fn echo(axum::Extension(context): axum::Extension<PaymentContext>, body: String) -> String {
+    match context {
+        PaymentContext::Session { seq, .. } => format!("seq {seq}: {body}"),
+        PaymentContext::Exact { .. } => format!("exact: {body}"),
+    }
+}
+
+async fn fail() -> (StatusCode, &'static str) {
+    (StatusCode::INTERNAL_SERVER_ERROR, "boom")
+}
+
+async fn panic() -> &'static str {
+    panic!("a handler bug")
+}
+
+async fn start_provider(
+    world_rpc: Arc<RpcClient>,
+    network: Network,
+    mint: Pubkey,
+    key: Arc<Keypair>,
+    ledger_url: &str,
+    fee_payer: Arc<Keypair>,
+) -> String {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let url = format!("http://{addr}");
+    let config = ServerConfig::new(network.clone(), mint, url.clone())
+        .route(
+            "/echo",
+            RoutePrice {
+                min_deposit: DEPOSIT,
+                ..RoutePrice::new(PRICE)
+            },
+        )
+        .route(
+            "/fail",
+            RoutePrice {
+                min_deposit: DEPOSIT,
+                ..RoutePrice::new(PRICE)
+            },
+        )
+        .route(
+            "/short",
+            RoutePrice {
+                min_deposit: DEPOSIT,
+                session_ttl_secs: 2,
+                ..RoutePrice::new(PRICE)
+            },
+        )
+        .route(
+            "/panic",
+            RoutePrice {
+                min_deposit: DEPOSIT,
+                ..RoutePrice::new(PRICE)
+            },
+        );
+    let facilitator = Arc::new(ExactFacilitator::new(
+        world_rpc.clone(),
+        fee_payer,
+        FacilitatorConfig::new(network),
+    ));
+    let ledger = Arc::new(Ledger::connect(ledger_url).await.unwrap());
+    let provider = Provider::new(config, key, ledger, world_rpc, Some(facilitator))
+        .await
+        .unwrap();
+    let app = Router::new()
+        .route("/echo", post(echo))
+        .route("/fail", post(fail))
+        .route("/short", post(echo))
+        .route("/panic", post(panic))
+        .route("/free", get(|| async { "free" }))
+        .layer(PaymentLayer::new(provider));
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    url
+}
+
+async fn world() -> World {
+    let localnet = Localnet::start(LocalnetConfig::ephemeral()).await.unwrap();
+    let rpc = Arc::new(RpcClient::new_with_commitment(
+        localnet.rpc_url(),
+        CommitmentConfig::confirmed(),
+    ));
+    let network = x402pp_solana::network_of(&rpc).await.unwrap();
+    let provider_key = Arc::new(Keypair::new());
+    localnet
+        .airdrop(&provider_key.pubkey(), 1_000_000_000)
+        .unwrap();
+    localnet.mint_to(&provider_key.pubkey(), 0).unwrap();
+    let fee_payer = Arc::new(Keypair::new());
+    localnet
+        .airdrop(&fee_payer.pubkey(), 1_000_000_000)
+        .unwrap();
+    let dir = std::env::temp_dir().join(format!("x402pp-server-{}", Id16::random()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let ledger_url = format!("sqlite://{}?mode=rwc", dir.join("ledger.sqlite").display());
+    let url = start_provider(
+        rpc.clone(),
+        network.clone(),
+        localnet.usdc_mint(),
+        provider_key.clone(),
+        &ledger_url,
+        fee_payer,
+    )
+    .await;
+    World {
+        localnet,
+        rpc,
+        network,
+        provider_key,
+        ledger_url,
+        url,
+        http: reqwest::Client::new(),
+        _dir: TempDir(dir),
+    }
+}
+
+/// An agent with funds and an open session on the provider's offer.
+struct Agent {
+    wallet: Keypair,
+    voucher_key: Keypair,
+    session: Pubkey,
+    keys: SessionKeys,
+    offer: Offer,
+    accepted: u64,
+    seq: u64,
+    chain: ReceiptChain,
+}
+
+impl World {
+    async fn challenge(&self, path: &str, intent: Option<&Intent>) -> reqwest::Response {
+        let mut request = self.http.post(format!("{}{path}", self.url)).body("hi");
+        if let Some(intent) = intent {
+            request = request.header(headers::X402_INTENT, headers::encode(intent).unwrap());
+        }
+        request.send().await.unwrap()
+    }
+
+    async fn offer(&self) -> Offer {
+        self.offer_for("/echo").await
+    }
+
+    async fn offer_for(&self, path: &str) -> Offer {
+        let response = self.challenge(path, None).await;
+        assert_eq!(response.status(), 402);
+        headers::decode(
+            headers::X402_OFFER,
+            response.headers()[headers::X402_OFFER].as_bytes(),
+        )
+        .unwrap()
+    }
+
+    async fn agent(&self, deposit: u64) -> Agent {
+        self.agent_on("/echo", deposit).await
+    }
+
+    async fn agent_on(&self, path: &str, deposit: u64) -> Agent {
+        let wallet = Keypair::new();
+        self.localnet
+            .airdrop(&wallet.pubkey(), 1_000_000_000)
+            .unwrap();
+        self.localnet.mint_to(&wallet.pubkey(), 1_000_000).unwrap();
+        let offer = self.offer_for(path).await;
+        offer.verify().unwrap();
+        let nonce = u64::from_le_bytes(Id16::random().0[..8].try_into().unwrap());
+        let keys = SessionKeys::new(
+            wallet.pubkey(),
+            self.provider_key.pubkey(),
+            nonce,
+            self.localnet.usdc_mint(),
+            token::TOKEN_PROGRAM_ID,
+        );
+        let voucher_key = Keypair::new();
+        let open =
+            escrow::open_session(&keys, &offer, nonce, deposit, voucher_key.pubkey()).unwrap();
+        self.send(&open, &wallet).await;
+        Agent {
+            session: keys.session,
+            chain: ReceiptChain::new(x402pp_protocol::Pubkey(keys.session.to_bytes())),
+            wallet,
+            voucher_key,
+            keys,
+            offer,
+            accepted: 0,
+            seq: 0,
+        }
+    }
+
+    async fn send(&self, instructions: &[solana_sdk::instruction::Instruction], payer: &Keypair) {
+        let blockhash = self.rpc.get_latest_blockhash().await.unwrap();
+        let tx = Transaction::new_signed_with_payer(
+            instructions,
+            Some(&payer.pubkey()),
+            &[payer],
+            blockhash,
+        );
+        self.rpc.send_and_confirm_transaction(&tx).await.unwrap();
+    }
+
+    async fn paid(
+        &self,
+        path: &str,
+        session: &Pubkey,
+        voucher: &Voucher,
+        body: &str,
+    ) -> reqwest::Response {
+        self.paid_at(&self.url, path, session, voucher, body).await
+    }
+
+    /// A paid request to the provider at `url` (another replica or a restarted process).
+    async fn paid_at(
+        &self,
+        url: &str,
+        path: &str,
+        session: &Pubkey,
+        voucher: &Voucher,
+        body: &str,
+    ) -> reqwest::Response {
+        self.http
+            .post(format!("{url}{path}"))
+            .header(headers::X402_SESSION_ID, session.to_string())
+            .header(headers::X402_VOUCHER, headers::encode(voucher).unwrap())
+            .body(body.to_owned())
+            .send()
+            .await
+            .unwrap()
+    }
+
+    async fn token_balance(&self, owner: &Pubkey) -> u64 {
+        let ata = token::associated_token_address(
+            owner,
+            &self.localnet.usdc_mint(),
+            &token::TOKEN_PROGRAM_ID,
+        );
+        match self
+            .rpc
+            .get_account_with_commitment(&ata, CommitmentConfig::confirmed())
+            .await
+            .unwrap()
+            .value
+        {
+            Some(account) => token::token_account_amount(&account.data).unwrap(),
+            None => 0,
+        }
+    }
+}
+
+impl Agent {
+    fn voucher(&self, seq: u64, cumulative: u64) -> Voucher {
+        Voucher::sign(
+            x402pp_protocol::Pubkey(self.session.to_bytes()),
+            seq,
+            Amount(cumulative),
+            &signing_key(&self.voucher_key),
+        )
+    }
+
+    fn next_voucher(&self) -> Voucher {
+        self.voucher(self.seq + 1, self.accepted + PRICE)
+    }
+
+    /// Sends one paid request with the next voucher and checks its receipt completely.
+    async fn request(&mut self, world: &World, path: &str, body: &str) -> reqwest::Response {
+        let voucher = self.next_voucher();
+        let response = world.paid(path, &self.session, &voucher, body).await;
+        let receipt: Receipt = headers::decode(
+            headers::X402_RECEIPT,
+            response.headers()[headers::X402_RECEIPT].as_bytes(),
+        )
+        .unwrap();
+        let message = receipt.verify(&self.offer.terms.provider).unwrap();
+        assert_eq!(
+            receipt.body.input_hash,
+            input_hash("POST", path, body.as_bytes())
+        );
+        self.chain.append(&message).unwrap();
+        self.seq = voucher.seq;
+        if receipt.body.status == ReceiptStatus::Ok {
+            assert_eq!(receipt.body.amount_charged, Amount(PRICE));
+            self.accepted += PRICE;
+        } else {
+            assert_eq!(receipt.body.amount_charged, Amount(0));
+        }
+        assert_eq!(receipt.body.cumulative_charged, Amount(self.accepted));
+        response
+    }
+}
+
+fn error_of(body: &[u8]) -> String {
+    serde_json::from_slice::<ErrorBody>(body)
+        .map(|b| b.error.as_str().to_owned())
+        .unwrap_or_else(|_| String::from_utf8_lossy(body).into_owned())
+}
+
+#[tokio::test]
+async fn unpaid_request_gets_402_with_session_and_exact_options_and_a_signed_offer() {
+    let w = world().await;
+    let response = w.challenge("/echo", None).await;
+    assert_eq!(response.status(), 402);
+    let required: PaymentRequired = headers::decode(
+        headers::PAYMENT_REQUIRED,
+        response.headers()[headers::PAYMENT_REQUIRED].as_bytes(),
+    )
+    .unwrap();
+    let schemes: Vec<&str> = required.accepts.iter().map(|r| r.scheme.as_str()).collect();
+    assert_eq!(schemes, ["session", "exact"]);
+    assert!(required
+        .accepts
+        .iter()
+        .all(|r| r.network == w.network && r.amount == PRICE.to_string()));
+    let offer: Offer = headers::decode(
+        headers::X402_OFFER,
+        response.headers()[headers::X402_OFFER].as_bytes(),
+    )
+    .unwrap();
+    offer.verify().unwrap();
+    assert_eq!(offer.terms.provider.0, w.provider_key.pubkey().to_bytes());
+    assert_eq!(offer.terms.resource, format!("{}/echo", w.url));
+    assert_eq!(
+        error_of(&response.bytes().await.unwrap()),
+        "payment_required"
+    );
+    // Free routes stay free.
+    assert_eq!(
+        w.http
+            .get(format!("{}/free", w.url))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap(),
+        "free"
+    );
+}
+
+fn intent(w: &World, max_price: u64) -> Intent {
+    Intent {
+        intent_id: Id16([9; 16]),
+        capability: "echo".into(),
+        max_price_per_request: Amount(max_price),
+        asset: x402pp_protocol::Pubkey(w.localnet.usdc_mint().to_bytes()),
+        network: w.network.clone(),
+        sla: IntentSla {
+            max_latency_ms: 5_000,
+            min_uptime_percent: UptimePercent::from_bps(9_000).unwrap(),
+        },
+        agent: x402pp_protocol::Pubkey([1; 32]),
+        expires_at: i64::MAX,
+    }
+}
+
+#[tokio::test]
+async fn an_intent_is_answered_by_an_offer_or_refused_as_unacceptable() {
+    let w = world().await;
+    let response = w.challenge("/echo", Some(&intent(&w, PRICE))).await;
+    assert_eq!(response.status(), 402);
+    let offer: Offer = headers::decode(
+        headers::X402_OFFER,
+        response.headers()[headers::X402_OFFER].as_bytes(),
+    )
+    .unwrap();
+    assert_eq!(offer.terms.intent_id, Some(Id16([9; 16])));
+
+    let response = w.challenge("/echo", Some(&intent(&w, PRICE - 1))).await;
+    assert_eq!(response.status(), 402);
+    assert!(response.headers().get(headers::X402_OFFER).is_none());
+    assert_eq!(
+        error_of(&response.bytes().await.unwrap()),
+        "no_acceptable_offer"
+    );
+}
+
+#[tokio::test]
+async fn a_session_serves_paid_requests_with_chained_receipts_and_status() {
+    let w = world().await;
+    let mut agent = w.agent(DEPOSIT).await;
+    for i in 0..5 {
+        let response = agent.request(&w, "/echo", &format!("hello {i}")).await;
+        assert_eq!(response.status(), 200);
+        let status: SessionStatus = headers::decode(
+            headers::X402_SESSION_STATUS,
+            response.headers()[headers::X402_SESSION_STATUS].as_bytes(),
+        )
+        .unwrap();
+        assert_eq!(
+            (status.seq, status.accepted, status.remaining),
+            (
+                i + 1,
+                Amount((i + 1) * PRICE),
+                Amount(DEPOSIT - (i + 1) * PRICE)
+            )
+        );
+        let body = response.text().await.unwrap();
+        assert_eq!(
+            body,
+            format!("seq {}: hello {i}", i + 1),
+            "the handler saw the payment context"
+        );
+    }
+    assert_eq!(agent.chain.last_seq, 5);
+}
+
+#[tokio::test]
+async fn every_session_rejection_has_its_code_and_serves_nothing() {
+    let w = world().await;
+    let mut agent = w.agent(DEPOSIT).await;
+    agent.request(&w, "/echo", "one").await;
+
+    let cases: Vec<(Voucher, u16, &str)> = vec![
+        // Signed by another key.
+        (
+            Voucher::sign(
+                x402pp_protocol::Pubkey(agent.session.to_bytes()),
+                2,
+                Amount(2 * PRICE),
+                &signing_key(&Keypair::new()),
+            ),
+            402,
+            "invalid_signature",
+        ),
+        // Skipping a seq.
+        (agent.voucher(3, 2 * PRICE), 402, "invalid_voucher"),
+        // Replaying seq 1.
+        (agent.voucher(1, PRICE), 409, "voucher_conflict"),
+        // Paying less than the price.
+        (agent.voucher(2, 2 * PRICE - 1), 402, "invalid_voucher"),
+        // Paying more than the price.
+        (agent.voucher(2, 2 * PRICE + 1), 402, "invalid_voucher"),
+    ];
+    for (voucher, status, code) in cases {
+        let response = w.paid("/echo", &agent.session, &voucher, "x").await;
+        assert_eq!(response.status(), status, "{code}");
+        assert!(response.headers().get(headers::X402_RECEIPT).is_none());
+        assert_eq!(error_of(&response.bytes().await.unwrap()), code);
+    }
+    // A voucher for another session.
+    let response = w
+        .paid("/echo", &Pubkey::new_unique(), &agent.next_voucher(), "x")
+        .await;
+    assert_eq!(
+        error_of(&response.bytes().await.unwrap()),
+        "invalid_voucher"
+    );
+    // An unknown session.
+    let stranger = Pubkey::new_unique();
+    let voucher = Voucher::sign(
+        x402pp_protocol::Pubkey(stranger.to_bytes()),
+        1,
+        Amount(PRICE),
+        &signing_key(&agent.voucher_key),
+    );
+    let response = w.paid("/echo", &stranger, &voucher, "x").await;
+    assert_eq!(
+        (
+            response.status().as_u16(),
+            error_of(&response.bytes().await.unwrap())
+        ),
+        (402, "session_not_found".into())
+    );
+    // Malformed headers.
+    for (id, voucher) in [
+        ("not-a-key", headers::encode(&agent.next_voucher()).unwrap()),
+        (&*agent.session.to_string(), "%%%".to_owned()),
+    ] {
+        let response = w
+            .http
+            .post(format!("{}/echo", w.url))
+            .header(headers::X402_SESSION_ID, id)
+            .header(headers::X402_VOUCHER, voucher)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 400);
+        assert_eq!(
+            error_of(&response.bytes().await.unwrap()),
+            "malformed_request"
+        );
+    }
+    // After all that, the honest next voucher still works.
+    assert_eq!(agent.request(&w, "/echo", "two").await.status(), 200);
+}
+
+#[tokio::test]
+async fn a_voucher_over_the_deposit_gets_402_with_top_up_details_and_works_after_a_top_up() {
+    let w = world().await;
+    let mut agent = w.agent(DEPOSIT).await;
+    for i in 0..DEPOSIT / PRICE {
+        assert_eq!(
+            agent.request(&w, "/echo", &i.to_string()).await.status(),
+            200
+        );
+    }
+    let response = w
+        .paid(
+            "/echo",
+            &agent.session,
+            &agent.next_voucher(),
+            "one too many",
+        )
+        .await;
+    assert_eq!(response.status(), 402);
+    let body: ErrorBody = serde_json::from_slice(&response.bytes().await.unwrap()).unwrap();
+    assert_eq!(body.error.as_str(), "insufficient_deposit");
+    assert_eq!(body.details.unwrap()["topUp"], "1000");
+
+    w.send(&[escrow::top_up(&agent.keys, 5 * PRICE)], &agent.wallet)
+        .await;
+    assert_eq!(
+        agent
+            .request(&w, "/echo", "after the top-up")
+            .await
+            .status(),
+        200
+    );
+}
+
+#[tokio::test]
+async fn of_many_concurrent_requests_with_one_voucher_exactly_one_is_served() {
+    let w = world().await;
+    let agent = w.agent(DEPOSIT).await;
+    let voucher = agent.next_voucher();
+    let responses =
+        futures_join_all((0..16).map(|_| w.paid("/echo", &agent.session, &voucher, "same"))).await;
+    let served = responses.iter().filter(|r| r.status() == 200).count();
+    let conflicts = responses.iter().filter(|r| r.status() == 409).count();
+    assert_eq!((served, conflicts), (1, 15));
+}
+
+async fn futures_join_all<F: std::future::Future>(
+    futures: impl Iterator<Item = F>,
+) -> Vec<F::Output> {
+    let handles: Vec<_> = futures.collect();
+    let mut out = Vec::with_capacity(handles.len());
+    let joined = futures_util_join(handles).await;
+    out.extend(joined);
+    out
+}
+
+async fn futures_util_join<F: std::future::Future>(futures: Vec<F>) -> Vec<F::Output> {
+    // Poll all futures concurrently on this task.
+    let mut pinned: Vec<std::pin::Pin<Box<F>>> = futures.into_iter().map(Box::pin).collect();
+    let mut results: Vec<Option<F::Output>> = (0..pinned.len()).map(|_| None).collect();
+    std::future::poll_fn(|cx| {
+        let mut pending = false;
+        for (i, f) in pinned.iter_mut().enumerate() {
+            if results[i].is_none() {
+                match f.as_mut().poll(cx) {
+                    std::task::Poll::Ready(v) => results[i] = Some(v),
+                    std::task::Poll::Pending => pending = true,
+                }
+            }
+        }
+        if pending {
+            std::task::Poll::Pending
+        } else {
+            std::task::Poll::Ready(())
+        }
+    })
+    .await;
+    results.into_iter().map(|r| r.unwrap()).collect()
+}
+
+#[tokio::test]
+async fn a_failing_handler_gets_a_zero_charge_receipt_and_the_cumulative_does_not_advance() {
+    let w = world().await;
+    let mut agent = w.agent(DEPOSIT).await;
+    agent.request(&w, "/echo", "ok").await;
+    let response = agent.request(&w, "/fail", "").await;
+    assert_eq!(response.status(), 500);
+    assert_eq!(agent.accepted, PRICE, "failure charged nothing");
+    // The next voucher repeats the cumulative with seq + 1.
+    let response = agent.request(&w, "/echo", "after").await;
+    assert_eq!(response.status(), 200);
+    assert_eq!((agent.seq, agent.accepted), (3, 2 * PRICE));
+    // A panicking handler is a failure too, with its receipt, and the session goes on.
+    assert_eq!(agent.request(&w, "/panic", "").await.status(), 500);
+    assert_eq!(agent.request(&w, "/echo", "still").await.status(), 200);
+    assert_eq!((agent.seq, agent.accepted), (5, 3 * PRICE));
+}
+
+#[tokio::test]
+async fn the_exact_fallback_settles_before_serving() {
+    let w = world().await;
+    let payer = Keypair::new();
+    w.localnet.mint_to(&payer.pubkey(), 100_000).unwrap();
+    let response = w.challenge("/echo", None).await;
+    let required: PaymentRequired = headers::decode(
+        headers::PAYMENT_REQUIRED,
+        response.headers()[headers::PAYMENT_REQUIRED].as_bytes(),
+    )
+    .unwrap();
+    let exact = required.option("exact", &w.network).unwrap().clone();
+    let before = w.token_balance(&w.provider_key.pubkey()).await;
+    let payload = x402pp_solana::exact::client::build_payment(
+        &w.rpc,
+        &payer,
+        &exact,
+        Some(required.resource.clone()),
+    )
+    .await
+    .unwrap();
+    let response = w
+        .http
+        .post(format!("{}/echo", w.url))
+        .header(
+            headers::PAYMENT_SIGNATURE,
+            headers::encode(&payload).unwrap(),
+        )
+        .body("paid once")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let settled: SettleResponse = headers::decode(
+        headers::PAYMENT_RESPONSE,
+        response.headers()[headers::PAYMENT_RESPONSE].as_bytes(),
+    )
+    .unwrap();
+    assert!(settled.success);
+    assert_eq!(response.text().await.unwrap(), "exact: paid once");
+    assert_eq!(
+        w.token_balance(&w.provider_key.pubkey()).await,
+        before + PRICE
+    );
+
+    // The same payment again is not served twice.
+    let response = w
+        .http
+        .post(format!("{}/echo", w.url))
+        .header(
+            headers::PAYMENT_SIGNATURE,
+            headers::encode(&payload).unwrap(),
+        )
+        .body("again")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 402);
+    assert_eq!(
+        w.token_balance(&w.provider_key.pubkey()).await,
+        before + PRICE
+    );
+}
+
+#[tokio::test]
+async fn a_restarted_provider_continues_the_session_from_its_ledger() {
+    let w = world().await;
+    let mut agent = w.agent(DEPOSIT).await;
+    agent.request(&w, "/echo", "before").await;
+    agent.request(&w, "/echo", "before").await;
+    // A second provider process on the same ledger file (the first one keeps running, as a replica would).
+    let fee_payer = Arc::new(Keypair::new());
+    let restarted = start_provider(
+        w.rpc.clone(),
+        w.network.clone(),
+        w.localnet.usdc_mint(),
+        w.provider_key.clone(),
+        &w.ledger_url,
+        fee_payer,
+    )
+    .await;
+    let replay = w
+        .paid_at(
+            &restarted,
+            "/echo",
+            &agent.session,
+            &agent.voucher(2, 2 * PRICE),
+            "",
+        )
+        .await;
+    assert_eq!(replay.status(), 409, "the ledger remembers seq 2");
+    let voucher = agent.next_voucher();
+    let response = w
+        .paid_at(&restarted, "/echo", &agent.session, &voucher, "after")
+        .await;
+    assert_eq!(response.status(), 200);
+    let receipt: Receipt = headers::decode(
+        headers::X402_RECEIPT,
+        response.headers()[headers::X402_RECEIPT].as_bytes(),
+    )
+    .unwrap();
+    agent
+        .chain
+        .append(&receipt.verify(&agent.offer.terms.provider).unwrap())
+        .unwrap();
+    assert_eq!(receipt.body.output_hash, output_hash(b"seq 3: after"));
+}
+
+#[tokio::test]
+async fn a_session_of_another_provider_is_refused() {
+    let w = world().await;
+    // A session opened with a different provider key on an offer that provider signed.
+    let other = Keypair::new();
+    let wallet = Keypair::new();
+    w.localnet.airdrop(&wallet.pubkey(), 1_000_000_000).unwrap();
+    w.localnet.mint_to(&wallet.pubkey(), 100_000).unwrap();
+    let mut terms = w.offer().await.terms;
+    terms.provider = x402pp_protocol::Pubkey(other.pubkey().to_bytes());
+    let offer = Offer::sign(terms, &signing_key(&other)).unwrap();
+    let keys = SessionKeys::new(
+        wallet.pubkey(),
+        other.pubkey(),
+        1,
+        w.localnet.usdc_mint(),
+        token::TOKEN_PROGRAM_ID,
+    );
+    let voucher_key = Keypair::new();
+    w.send(
+        &escrow::open_session(&keys, &offer, 1, DEPOSIT, voucher_key.pubkey()).unwrap(),
+        &wallet,
+    )
+    .await;
+    let voucher = Voucher::sign(
+        x402pp_protocol::Pubkey(keys.session.to_bytes()),
+        1,
+        Amount(PRICE),
+        &signing_key(&voucher_key),
+    );
+    let response = w.paid("/echo", &keys.session, &voucher, "x").await;
+    assert_eq!(response.status(), 402);
+    assert_eq!(
+        error_of(&response.bytes().await.unwrap()),
+        "session_mismatch"
+    );
+}
+
+#[tokio::test]
+async fn an_expired_session_is_refused() {
+    let w = world().await;
+    let mut agent = w.agent_on("/short", DEPOSIT).await;
+    assert_eq!(agent.request(&w, "/short", "in time").await.status(), 200);
+    tokio::time::sleep(std::time::Duration::from_millis(2_100)).await;
+    let response = w
+        .paid("/short", &agent.session, &agent.next_voucher(), "late")
+        .await;
+    assert_eq!(response.status(), 402);
+    assert_eq!(error_of(&response.bytes().await.unwrap()), "session_closed");
+}
+
+#[tokio::test]
+async fn two_replicas_on_one_postgres_ledger_serve_a_session_alternately_and_each_voucher_once() {
+    let Ok(postgres) = std::env::var("X402PP_TEST_POSTGRES_URL") else {
+        println!("skipped: X402PP_TEST_POSTGRES_URL not set");
+        return;
+    };
+    let w = world().await;
+    let mut urls = Vec::new();
+    for _ in 0..2 {
+        let fee_payer = Arc::new(Keypair::new());
+        urls.push(
+            start_provider(
+                w.rpc.clone(),
+                w.network.clone(),
+                w.localnet.usdc_mint(),
+                w.provider_key.clone(),
+                &postgres,
+                fee_payer,
+            )
+            .await,
+        );
+    }
+    let mut agent = w.agent(DEPOSIT).await;
+    for i in 0..6 {
+        let url = &urls[i % 2];
+        let voucher = agent.next_voucher();
+        let response = w
+            .paid_at(url, "/echo", &agent.session, &voucher, "alternate")
+            .await;
+        assert_eq!(response.status(), 200, "request {i} on replica {}", i % 2);
+        let receipt: Receipt = headers::decode(
+            headers::X402_RECEIPT,
+            response.headers()[headers::X402_RECEIPT].as_bytes(),
+        )
+        .unwrap();
+        agent
+            .chain
+            .append(&receipt.verify(&agent.offer.terms.provider).unwrap())
+            .unwrap();
+        agent.seq += 1;
+        agent.accepted += PRICE;
+    }
+    // One voucher sent to both replicas at once is served once.
+    let voucher = agent.next_voucher();
+    let send = |url: String| {
+        let http = w.http.clone();
+        let voucher = headers::encode(&voucher).unwrap();
+        let session = agent.session.to_string();
+        async move {
+            http.post(format!("{url}/echo"))
+                .header(headers::X402_SESSION_ID, session)
+                .header(headers::X402_VOUCHER, voucher)
+                .send()
+                .await
+                .unwrap()
+                .status()
+        }
+    };
+    let statuses = futures_util_join(vec![
+        send(urls[0].clone()),
+        send(urls[1].clone()),
+        send(urls[0].clone()),
+        send(urls[1].clone()),
+    ])
+    .await;
+    assert_eq!(
+        statuses.iter().filter(|s| s.as_u16() == 200).count(),
+        1,
+        "{statuses:?}"
+    );
+    assert_eq!(
+        statuses.iter().filter(|s| s.as_u16() == 409).count(),
+        3,
+        "{statuses:?}"
+    );
+}
+
+#[tokio::test]
+async fn settlement_claims_what_was_served_and_anchors_the_agents_receipt_head() {
+    use x402pp_server::ledger::types::SettlementPolicy;
+    use x402pp_server::settlement::{Settler, SettlerConfig};
+    let w = world().await;
+    let mut agent = w.agent(DEPOSIT).await;
+    for i in 0..4 {
+        agent.request(&w, "/echo", &i.to_string()).await;
+    }
+    agent.request(&w, "/fail", "").await;
+    let before = w.token_balance(&w.provider_key.pubkey()).await;
+    let ledger = Arc::new(Ledger::connect(&w.ledger_url).await.unwrap());
+    let settler = Settler::new(
+        ledger,
+        w.rpc.clone(),
+        w.provider_key.clone(),
+        SettlerConfig {
+            policy: SettlementPolicy {
+                min_unclaimed: 1,
+                ..SettlementPolicy::default()
+            },
+            ..SettlerConfig::default()
+        },
+    );
+    let report = settler
+        .settle_once(w.localnet.unix_timestamp())
+        .await
+        .unwrap();
+    assert_eq!(
+        (report.claims_confirmed, report.claimed_amount),
+        (1, 4 * PRICE)
+    );
+    assert_eq!(
+        w.token_balance(&w.provider_key.pubkey()).await,
+        before + 4 * PRICE
+    );
+    let session = escrow::fetch_session(&w.rpc, &agent.session)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        session.claimed, agent.accepted,
+        "claimed exactly what the receipts charged"
+    );
+    // The claim redeems the last successful request's voucher and anchors its receipt.
+    assert_eq!(session.claimed_seq, 4);
+    assert_eq!(session.receipt_count, 4);
+    // A second round claims nothing more.
+    let again = settler
+        .settle_once(w.localnet.unix_timestamp())
+        .await
+        .unwrap();
+    assert_eq!(again.claims_confirmed, 0);
+    assert_eq!(
+        w.token_balance(&w.provider_key.pubkey()).await,
+        before + 4 * PRICE
+    );
+}

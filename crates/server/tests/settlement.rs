@@ -1,0 +1,654 @@
+//! The settlement task against a real localnet: a session opened on chain, vouchers and
+//! receipts recorded in a ledger (a SQLite file), claims sent by `settle_once` — exactly what
+//! the best voucher allows, the receipt head anchored, never twice, and claims left pending by a
+//! crash resolved by signature before anything new is sent.
+#![allow(clippy::unwrap_used, clippy::arithmetic_side_effects)] // tests
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use solana_client::nonblocking::rpc_client::RpcClient;
+use solana_client::rpc_config::CommitmentConfig;
+use solana_sdk::instruction::Instruction;
+use solana_sdk::pubkey::Pubkey;
+use solana_sdk::signature::{Keypair, Signer};
+use solana_sdk::transaction::Transaction;
+use x402pp_localnet::{Localnet, LocalnetConfig};
+use x402pp_protocol::crypto::{input_hash, output_hash};
+use x402pp_protocol::{
+    Amount, Id16, Offer, OfferSla, OfferTerms, Receipt, ReceiptBody, ReceiptChain, ReceiptStatus,
+    SlaVerification, UptimePercent, Voucher,
+};
+use x402pp_server::ledger::{
+    ClaimExpiry, ClaimStatus, Ledger, ReceiptRecord, SettlementPolicy, StoredVoucher,
+};
+use x402pp_server::settlement::{chain_session, SettleReport, Settler, SettlerConfig};
+use x402pp_solana::escrow::{self, SessionKeys};
+use x402pp_solana::keys::signing_key;
+use x402pp_solana::token;
+
+const PRICE: u64 = 1_000;
+const DEPOSIT: u64 = 50_000;
+const AGENT_FUNDS: u64 = 100_000;
+const TTL_SECS: u64 = 3_600;
+const GRACE_SECS: u64 = 600;
+const TIME_LIMIT: Duration = Duration::from_secs(180);
+
+/// A SQLite file in the temp dir, removed (with its WAL files) on drop.
+struct TempDb(PathBuf);
+
+impl TempDb {
+    fn new() -> Self {
+        let nanos = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap()
+            .as_nanos();
+        Self(std::env::temp_dir().join(format!(
+            "x402pp-settlement-{}-{nanos}.db",
+            std::process::id()
+        )))
+    }
+
+    fn url(&self) -> String {
+        format!("sqlite://{}", self.0.display())
+    }
+}
+
+impl Drop for TempDb {
+    fn drop(&mut self) {
+        for suffix in ["", "-wal", "-shm"] {
+            let _ = std::fs::remove_file(format!("{}{suffix}", self.0.display()));
+        }
+    }
+}
+
+/// A localnet with one open session, and a provider ledger that knows it.
+struct Fixture {
+    localnet: Localnet,
+    rpc: Arc<RpcClient>,
+    agent: Keypair,
+    provider: Arc<Keypair>,
+    voucher_key: Keypair,
+    keys: SessionKeys,
+    file: TempDb,
+    ledger: Arc<Ledger>,
+    chain: ReceiptChain,
+}
+
+impl Fixture {
+    async fn new() -> Self {
+        let localnet = Localnet::start(LocalnetConfig::ephemeral()).await.unwrap();
+        let rpc = Arc::new(RpcClient::new_with_commitment(
+            localnet.rpc_url(),
+            CommitmentConfig::confirmed(),
+        ));
+        let (agent, provider, voucher_key) = (Keypair::new(), Keypair::new(), Keypair::new());
+        for who in [&agent, &provider] {
+            localnet.airdrop(&who.pubkey(), 1_000_000_000).unwrap();
+        }
+        localnet.mint_to(&agent.pubkey(), AGENT_FUNDS).unwrap();
+
+        let nonce = u64::from_le_bytes(Id16::random().0[..8].try_into().unwrap());
+        let keys = SessionKeys::new(
+            agent.pubkey(),
+            provider.pubkey(),
+            nonce,
+            localnet.usdc_mint(),
+            token::TOKEN_PROGRAM_ID,
+        );
+        let offer = offer(&localnet, &provider);
+        let open =
+            escrow::open_session(&keys, &offer, nonce, DEPOSIT, voucher_key.pubkey()).unwrap();
+        send(&rpc, &open, &agent).await;
+
+        let file = TempDb::new();
+        let ledger = Arc::new(Ledger::connect(&file.url()).await.unwrap());
+        let account = escrow::fetch_session(&rpc, &keys.session)
+            .await
+            .unwrap()
+            .unwrap();
+        ledger
+            .upsert_session(&chain_session(&keys.session, &account, &keys.token_program))
+            .await
+            .unwrap();
+        let chain = ReceiptChain::new(x402pp_protocol::Pubkey(keys.session.to_bytes()));
+        Self {
+            localnet,
+            rpc,
+            agent,
+            provider: Arc::new(provider),
+            voucher_key,
+            keys,
+            file,
+            ledger,
+            chain,
+        }
+    }
+
+    fn address(&self) -> [u8; 32] {
+        self.keys.session.to_bytes()
+    }
+
+    fn voucher(&self, seq: u64, cumulative: u64) -> Voucher {
+        Voucher::sign(
+            x402pp_protocol::Pubkey(self.address()),
+            seq,
+            Amount(cumulative),
+            &signing_key(&self.voucher_key),
+        )
+    }
+
+    /// One request as the provider records it: voucher accepted, then a signed receipt.
+    async fn serve(&mut self, ok: bool) {
+        let seq = self.chain.last_seq + 1;
+        let accepted = self.chain.cumulative_charged;
+        let voucher = self.voucher(seq, accepted + PRICE);
+        let stored = StoredVoucher {
+            seq,
+            cumulative: voucher.cumulative.0,
+            signature: voucher.signature.0,
+        };
+        self.ledger
+            .accept_voucher(&self.address(), &stored)
+            .await
+            .unwrap();
+        let (status, amount) = if ok {
+            (ReceiptStatus::Ok, PRICE)
+        } else {
+            (ReceiptStatus::HandlerError, 0)
+        };
+        let completed = 1_800_000_000_000 + i64::try_from(seq).unwrap();
+        let body = ReceiptBody {
+            session_id: x402pp_protocol::Pubkey(self.address()),
+            request_number: seq,
+            input_hash: input_hash("POST", "/v1/inference", b"{}"),
+            output_hash: output_hash(b"ok"),
+            request_started_at: completed - 20,
+            request_completed_at: completed,
+            latency_ms: 20,
+            status,
+            amount_charged: Amount(amount),
+            cumulative_charged: Amount(accepted + amount),
+            prev_receipt_hash: self.chain.head,
+            sla_verification: SlaVerification::latency(250, 20),
+            provider: x402pp_protocol::Pubkey(self.provider.pubkey().to_bytes()),
+        };
+        let receipt = Receipt::sign(body, &signing_key(&self.provider)).unwrap();
+        let head = self.chain.append(&receipt.body.message()).unwrap();
+        assert_eq!(head, receipt.receipt_id);
+        let record = ReceiptRecord {
+            seq,
+            hash: receipt.receipt_id.0,
+            ok,
+            amount_charged: amount,
+            cumulative_charged: accepted + amount,
+            json: serde_json::to_string(&receipt).unwrap(),
+        };
+        self.ledger
+            .record_receipt(&self.address(), &record)
+            .await
+            .unwrap();
+    }
+
+    fn settler(&self, ledger: Arc<Ledger>, config: SettlerConfig) -> Settler {
+        Settler::new(ledger, self.rpc.clone(), self.provider.clone(), config)
+    }
+
+    async fn provider_balance(&self) -> u64 {
+        balance(&self.rpc, &self.keys.provider_token()).await
+    }
+
+    /// Asserts the chain anchors what the ledger has as head and count of its best voucher.
+    async fn assert_anchored(&self) {
+        let account = escrow::fetch_session(&self.rpc, &self.keys.session)
+            .await
+            .unwrap()
+            .unwrap();
+        let record = self.ledger.session(&self.address()).await.unwrap().unwrap();
+        let best = record.best_voucher.unwrap();
+        assert_eq!(account.claimed_seq, best.seq);
+        assert_eq!(account.receipt_count, best.seq);
+        let receipt = self
+            .ledger
+            .receipt(&self.address(), best.seq)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(account.receipts_head, receipt.hash);
+        assert_eq!(
+            record.chain.claimed, account.claimed,
+            "the ledger row was refreshed"
+        );
+    }
+}
+
+fn offer(localnet: &Localnet, provider: &Keypair) -> Offer {
+    let terms = OfferTerms {
+        offer_id: Id16::random(),
+        intent_id: None,
+        resource: "http://127.0.0.1/v1/inference".into(),
+        provider: x402pp_protocol::Pubkey(provider.pubkey().to_bytes()),
+        network: x402pp_protocol::Network::solana_devnet(),
+        asset: x402pp_protocol::Pubkey(localnet.usdc_mint().to_bytes()),
+        escrow_program: x402pp_protocol::Pubkey(escrow::PROGRAM_ID.to_bytes()),
+        price_per_request: Amount(PRICE),
+        min_deposit: Amount(10_000),
+        session_ttl_secs: TTL_SECS,
+        grace_secs: GRACE_SECS,
+        sla: OfferSla {
+            max_latency_ms: 250,
+            min_uptime_percent: UptimePercent::from_bps(9_900).unwrap(),
+            latency_penalty_bps: 5_000,
+        },
+        expires_at: localnet.unix_timestamp() + 600,
+    };
+    Offer::sign(terms, &signing_key(provider)).unwrap()
+}
+
+async fn send(rpc: &RpcClient, instructions: &[Instruction], payer: &Keypair) {
+    let blockhash = rpc.get_latest_blockhash().await.unwrap();
+    let tx = Transaction::new_signed_with_payer(
+        instructions,
+        Some(&payer.pubkey()),
+        &[payer],
+        blockhash,
+    );
+    rpc.send_and_confirm_transaction(&tx).await.unwrap();
+}
+
+async fn balance(rpc: &RpcClient, account: &Pubkey) -> u64 {
+    match rpc
+        .get_account_with_commitment(account, CommitmentConfig::confirmed())
+        .await
+        .unwrap()
+        .value
+    {
+        Some(a) => token::token_account_amount(&a.data).unwrap(),
+        None => 0,
+    }
+}
+
+/// Claims anything unclaimed, fast polls.
+fn eager() -> SettlerConfig {
+    SettlerConfig {
+        policy: SettlementPolicy {
+            min_unclaimed: 1,
+            interval_secs: 3_600,
+            deadline_margin_secs: 120,
+        },
+        confirm_timeout: Duration::from_secs(30),
+        poll_interval: Duration::from_millis(100),
+        ..SettlerConfig::default()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn settle_once_claims_exactly_the_best_voucher_anchors_the_receipt_head_and_never_twice() {
+    tokio::time::timeout(TIME_LIMIT, async {
+        let mut f = Fixture::new().await;
+        // Five requests, the fourth failed: its voucher (4 × price) must never be claimed; the
+        // fifth repeats that cumulative with seq 5.
+        for ok in [true, true, true, false, true] {
+            f.serve(ok).await;
+        }
+        let record = f.ledger.session(&f.address()).await.unwrap().unwrap();
+        assert_eq!((record.accepted, record.receipt_count), (4 * PRICE, 5));
+        assert_eq!(f.provider_balance().await, 0);
+
+        let settler = f.settler(f.ledger.clone(), eager());
+        let now = f.localnet.unix_timestamp();
+        let report = settler.settle_once(now).await.unwrap();
+        assert_eq!(
+            report,
+            SettleReport {
+                claims_confirmed: 1,
+                claimed_amount: 4 * PRICE,
+                ..SettleReport::default()
+            }
+        );
+        assert_eq!(f.provider_balance().await, 4 * PRICE);
+        f.assert_anchored().await;
+        let claims = f.ledger.claims(&f.address()).await.unwrap();
+        assert_eq!(claims.len(), 1);
+        assert_eq!(
+            (
+                claims[0].status,
+                claims[0].voucher.seq,
+                claims[0].receipt_count
+            ),
+            (ClaimStatus::Confirmed, 5, 5)
+        );
+
+        // Nothing new: nothing sent, nothing paid.
+        let report = settler.settle_once(now).await.unwrap();
+        assert!(report.is_empty(), "{report:?}");
+        assert_eq!(f.provider_balance().await, 4 * PRICE);
+        assert_eq!(f.ledger.claims(&f.address()).await.unwrap().len(), 1);
+
+        // Two more requests: the next round claims just those.
+        f.serve(true).await;
+        f.serve(true).await;
+        let report = settler.settle_once(now).await.unwrap();
+        assert_eq!(
+            (report.claims_confirmed, report.claimed_amount),
+            (1, 2 * PRICE)
+        );
+        assert_eq!(f.provider_balance().await, 6 * PRICE);
+        f.assert_anchored().await;
+        assert_eq!(f.ledger.claims(&f.address()).await.unwrap().len(), 2);
+    })
+    .await
+    .expect("within the time limit");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_policy_threshold_holds_small_amounts_back_until_the_deadline_nears() {
+    tokio::time::timeout(TIME_LIMIT, async {
+        let mut f = Fixture::new().await;
+        for _ in 0..3 {
+            f.serve(true).await;
+        }
+        let config = SettlerConfig {
+            policy: SettlementPolicy {
+                min_unclaimed: 10 * PRICE,
+                interval_secs: 86_400,
+                deadline_margin_secs: 120,
+            },
+            ..eager()
+        };
+        let settler = f.settler(f.ledger.clone(), config);
+        let now = f.localnet.unix_timestamp();
+        assert!(settler.settle_once(now).await.unwrap().is_empty());
+        assert_eq!(f.provider_balance().await, 0);
+
+        // Past expiry, within the margin of the claim deadline: claimed.
+        let account = escrow::fetch_session(&f.rpc, &f.keys.session)
+            .await
+            .unwrap()
+            .unwrap();
+        let deadline = account.expires_at + i64::try_from(GRACE_SECS).unwrap();
+        let now = f.localnet.warp_clock_to(deadline - 60).unwrap();
+        let report = settler.settle_once(now).await.unwrap();
+        assert_eq!(
+            (report.claims_confirmed, report.claimed_amount),
+            (1, 3 * PRICE)
+        );
+        assert_eq!(f.provider_balance().await, 3 * PRICE);
+        f.assert_anchored().await;
+    })
+    .await
+    .expect("within the time limit");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pending_claim_that_landed_before_a_crash_is_confirmed_on_restart_and_not_sent_again() {
+    tokio::time::timeout(TIME_LIMIT, async {
+        let mut f = Fixture::new().await;
+        for _ in 0..3 {
+            f.serve(true).await;
+        }
+        // The "crashed" provider wrote the claim row, sent the claim, and died before it learnt
+        // the outcome.
+        let record = f.ledger.session(&f.address()).await.unwrap().unwrap();
+        let best = record.best_voucher.unwrap();
+        let voucher = f.voucher(best.seq, best.cumulative);
+        let mut instructions = vec![token::create_associated_token_account_idempotent(
+            &f.provider.pubkey(),
+            &f.provider.pubkey(),
+            &f.keys.mint,
+            &f.keys.token_program,
+        )];
+        instructions.extend(escrow::claim(
+            &f.keys,
+            &voucher,
+            &f.voucher_key.pubkey(),
+            record.receipts_head,
+            record.receipt_count,
+        ));
+        let blockhash = f.rpc.get_latest_blockhash().await.unwrap();
+        let tx = Transaction::new_signed_with_payer(
+            &instructions,
+            Some(&f.provider.pubkey()),
+            &[f.provider.as_ref()],
+            blockhash,
+        );
+        let claim = f
+            .ledger
+            .begin_claim(
+                &f.address(),
+                &best,
+                record.receipts_head,
+                record.receipt_count,
+                &tx.signatures[0].to_string(),
+            )
+            .await
+            .unwrap();
+        f.rpc.send_and_confirm_transaction(&tx).await.unwrap();
+        assert_eq!(f.provider_balance().await, 3 * PRICE);
+        f.ledger.close().await;
+
+        // Restart: a new ledger on the same file, a new settler.
+        let ledger = Arc::new(Ledger::connect(&f.file.url()).await.unwrap());
+        f.ledger = ledger.clone();
+        let stale = ledger.session(&f.address()).await.unwrap().unwrap();
+        assert_eq!(
+            stale.chain.claimed, 0,
+            "the ledger did not see the claim land"
+        );
+        let settler = f.settler(ledger.clone(), eager());
+        let report = settler
+            .settle_once(f.localnet.unix_timestamp())
+            .await
+            .unwrap();
+        assert_eq!(
+            report,
+            SettleReport {
+                recovered_confirmed: 1,
+                ..SettleReport::default()
+            }
+        );
+        assert_eq!(f.provider_balance().await, 3 * PRICE, "paid once");
+        let claims = ledger.claims(&f.address()).await.unwrap();
+        assert_eq!(claims.len(), 1, "nothing was sent again");
+        assert_eq!(
+            (claims[0].id, claims[0].status),
+            (claim, ClaimStatus::Confirmed)
+        );
+        f.assert_anchored().await;
+        assert!(settler
+            .settle_once(f.localnet.unix_timestamp())
+            .await
+            .unwrap()
+            .is_empty());
+    })
+    .await
+    .expect("within the time limit");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pending_claim_that_never_left_is_failed_once_its_blockhash_expired_then_claimed_anew() {
+    tokio::time::timeout(TIME_LIMIT, async {
+        let mut f = Fixture::new().await;
+        for _ in 0..2 {
+            f.serve(true).await;
+        }
+        // Crash after the claim row was written, before the transaction was sent.
+        let record = f.ledger.session(&f.address()).await.unwrap().unwrap();
+        let best = record.best_voucher.unwrap();
+        let (blockhash, last_valid) = f
+            .rpc
+            .get_latest_blockhash_with_commitment(CommitmentConfig::confirmed())
+            .await
+            .unwrap();
+        let voucher = f.voucher(best.seq, best.cumulative);
+        let tx = Transaction::new_signed_with_payer(
+            &escrow::claim(
+                &f.keys,
+                &voucher,
+                &f.voucher_key.pubkey(),
+                record.receipts_head,
+                2,
+            ),
+            Some(&f.provider.pubkey()),
+            &[f.provider.as_ref()],
+            blockhash,
+        );
+        let expiry = ClaimExpiry {
+            blockhash: blockhash.to_string(),
+            last_valid_block_height: last_valid,
+        };
+        let lost = f
+            .ledger
+            .begin_claim_expiring(
+                &f.address(),
+                &best,
+                record.receipts_head,
+                2,
+                &tx.signatures[0].to_string(),
+                Some(&expiry),
+            )
+            .await
+            .unwrap();
+
+        // While its blockhash is valid the claim may still land: it stays pending and the
+        // session is not claimed again.
+        let settler = f.settler(f.ledger.clone(), eager());
+        let report = settler
+            .settle_once(f.localnet.unix_timestamp())
+            .await
+            .unwrap();
+        assert_eq!(
+            report,
+            SettleReport {
+                pending: 1,
+                ..SettleReport::default()
+            }
+        );
+        assert_eq!(f.provider_balance().await, 0);
+
+        f.localnet.advance_slots(160);
+        let report = settler
+            .settle_once(f.localnet.unix_timestamp())
+            .await
+            .unwrap();
+        assert_eq!(report.recovered_failed, 1);
+        assert_eq!(
+            (report.claims_confirmed, report.claimed_amount),
+            (1, 2 * PRICE)
+        );
+        assert_eq!(f.provider_balance().await, 2 * PRICE);
+        let claims = f.ledger.claims(&f.address()).await.unwrap();
+        assert_eq!(
+            claims.iter().map(|c| (c.id, c.status)).collect::<Vec<_>>()[0],
+            (lost, ClaimStatus::Failed)
+        );
+        assert_eq!(claims[1].status, ClaimStatus::Confirmed);
+        f.assert_anchored().await;
+    })
+    .await
+    .expect("within the time limit");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unreachable_rpc_is_retried_with_backoff_and_the_task_stops_on_shutdown() {
+    tokio::time::timeout(TIME_LIMIT, async {
+        let mut f = Fixture::new().await;
+        f.serve(true).await;
+        // Nothing listens on this port.
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let down = Arc::new(RpcClient::new_with_commitment(
+            format!("http://127.0.0.1:{port}"),
+            CommitmentConfig::confirmed(),
+        ));
+        let config = SettlerConfig {
+            backoff_initial: Duration::from_millis(10),
+            backoff_max: Duration::from_millis(40),
+            ..eager()
+        };
+        let settler = Settler::new(
+            f.ledger.clone(),
+            down.clone(),
+            f.provider.clone(),
+            config.clone(),
+        );
+        let error = settler
+            .settle_once(f.localnet.unix_timestamp())
+            .await
+            .unwrap_err();
+        assert!(error.is_transient(), "{error}");
+        assert!(
+            f.ledger.claims(&f.address()).await.unwrap().is_empty(),
+            "nothing claimed blind"
+        );
+
+        let handle = Settler::new(f.ledger.clone(), down, f.provider.clone(), config).spawn();
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        assert!(!handle.is_finished(), "the task keeps retrying");
+        handle.shutdown().await;
+
+        // With the RPC back, the background task claims.
+        let handle = f.settler(f.ledger.clone(), eager()).spawn();
+        let mut paid = 0;
+        for _ in 0..100 {
+            paid = f.provider_balance().await;
+            if paid > 0 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        handle.shutdown().await;
+        assert_eq!(paid, PRICE);
+    })
+    .await
+    .expect("within the time limit");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_expired_session_is_claimed_then_closed_and_the_rest_goes_back_to_the_agent() {
+    tokio::time::timeout(TIME_LIMIT, async {
+        let mut f = Fixture::new().await;
+        for _ in 0..4 {
+            f.serve(true).await;
+        }
+        let config = SettlerConfig {
+            close_finished: true,
+            ..eager()
+        };
+        let settler = f.settler(f.ledger.clone(), config);
+        // Open and unexpired: claimed, not closed.
+        let report = settler
+            .settle_once(f.localnet.unix_timestamp())
+            .await
+            .unwrap();
+        assert_eq!((report.claims_confirmed, report.closed), (1, 0));
+
+        let account = escrow::fetch_session(&f.rpc, &f.keys.session)
+            .await
+            .unwrap()
+            .unwrap();
+        let now = f.localnet.warp_clock_to(account.expires_at + 1).unwrap();
+        let report = settler.settle_once(now).await.unwrap();
+        assert_eq!((report.claims_confirmed, report.closed), (0, 1));
+        assert!(escrow::fetch_session(&f.rpc, &f.keys.session)
+            .await
+            .unwrap()
+            .is_none());
+        assert_eq!(f.provider_balance().await, 4 * PRICE);
+        assert_eq!(
+            balance(&f.rpc, &f.keys.agent_token()).await,
+            AGENT_FUNDS - 4 * PRICE,
+            "the rest of the deposit went back to the agent"
+        );
+        let record = f.ledger.session(&f.address()).await.unwrap().unwrap();
+        assert_eq!(record.chain.state, x402pp_protocol::SessionState::Closed);
+        assert!(settler.settle_once(now).await.unwrap().is_empty());
+        let _ = &f.agent;
+    })
+    .await
+    .expect("within the time limit");
+}

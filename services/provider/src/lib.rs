@@ -1,0 +1,168 @@
+//! x402pp-provider: a reference paid API — `POST /v1/inference`, a deterministic toy text model
+//! whose work grows with its input — behind the x402pp-server payment layer, with free
+//! `GET /health` and `GET /metrics`.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::State;
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use x402pp_server::{PaymentLayer, Provider};
+
+/// The paid route.
+pub const INFERENCE_PATH: &str = "/v1/inference";
+
+/// A completion request.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct InferenceRequest {
+    /// The prompt.
+    pub prompt: String,
+    /// Tokens to generate (default 16, at most 256).
+    #[serde(default)]
+    pub max_tokens: Option<u32>,
+    /// Extra latency to inject, honoured only when the provider allows it (demo and tests).
+    #[serde(default)]
+    pub delay_ms: Option<u64>,
+}
+
+/// A completion.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct InferenceResponse {
+    /// Model name.
+    pub model: String,
+    /// Generated text.
+    pub completion: String,
+    /// Tokens generated.
+    pub tokens: u32,
+}
+
+/// The toy model: each token is chosen by hashing the whole prompt with the previous token,
+/// so the work is proportional to prompt length × tokens, and the output is deterministic.
+pub fn infer(prompt: &str, max_tokens: u32) -> InferenceResponse {
+    const VOCABULARY: [&str; 16] = [
+        "the",
+        "agent",
+        "pays",
+        "per",
+        "request",
+        "with",
+        "signed",
+        "vouchers",
+        "and",
+        "gets",
+        "receipts",
+        "on",
+        "solana",
+        "fast",
+        "cheap",
+        "verifiable",
+    ];
+    let tokens = max_tokens.clamp(1, 256);
+    let mut state = [0u8; 32];
+    let mut words = Vec::with_capacity(usize::try_from(tokens).unwrap_or(16));
+    for _ in 0..tokens {
+        let mut hasher = Sha256::new();
+        hasher.update(state);
+        hasher.update(prompt.as_bytes());
+        state = hasher.finalize().into();
+        words.push(VOCABULARY[usize::from(state[0] % 16)]);
+    }
+    InferenceResponse {
+        model: "x402pp-toy-1".into(),
+        completion: words.join(" "),
+        tokens,
+    }
+}
+
+/// Options of the reference app.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct AppOptions {
+    /// Honour `delay_ms` in requests (for demos and SLA tests; off in production).
+    pub allow_injected_latency: bool,
+}
+
+#[derive(Clone)]
+struct AppState {
+    provider: Arc<Provider>,
+    options: AppOptions,
+}
+
+/// The provider's router, with the payment layer around the paid route.
+pub fn app(provider: Arc<Provider>, options: AppOptions) -> Router {
+    let state = AppState {
+        provider: provider.clone(),
+        options,
+    };
+    Router::new()
+        .route(INFERENCE_PATH, post(inference))
+        .route("/health", get(health))
+        .route("/metrics", get(metrics))
+        .with_state(state)
+        .layer(PaymentLayer::new(provider))
+}
+
+async fn inference(State(state): State<AppState>, body: axum::body::Bytes) -> Response {
+    let request: InferenceRequest = match serde_json::from_slice(&body) {
+        Ok(request) => request,
+        Err(e) => {
+            let body =
+                serde_json::json!({ "error": "malformed_request", "message": e.to_string() });
+            return (StatusCode::BAD_REQUEST, Json(body)).into_response();
+        }
+    };
+    if let Some(delay) = request
+        .delay_ms
+        .filter(|_| state.options.allow_injected_latency)
+    {
+        tokio::time::sleep(Duration::from_millis(delay.min(60_000))).await;
+    }
+    let prompt = request.prompt;
+    let tokens = request.max_tokens.unwrap_or(16);
+    match tokio::task::spawn_blocking(move || infer(&prompt, tokens)).await {
+        Ok(answer) => Json(answer).into_response(),
+        Err(_) => StatusCode::INTERNAL_SERVER_ERROR.into_response(),
+    }
+}
+
+async fn health(State(state): State<AppState>) -> Response {
+    Json(serde_json::json!({
+        "status": "ok",
+        "provider": state.provider.address().to_string(),
+        "network": state.provider.config().network,
+    }))
+    .into_response()
+}
+
+async fn metrics(State(state): State<AppState>) -> Response {
+    match state.provider.metrics().encode() {
+        Ok(text) => (
+            [(
+                header::CONTENT_TYPE,
+                "application/openmetrics-text; version=1.0.0; charset=utf-8",
+            )],
+            text,
+        )
+            .into_response(),
+        Err(_) => StatusCode::INTERNAL_SERVER_ERROR.into_response(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_toy_model_is_deterministic_and_sized_by_max_tokens() {
+        let a = infer("hello", 8);
+        assert_eq!(a, infer("hello", 8));
+        assert_eq!(a.completion.split(' ').count(), 8);
+        assert_ne!(a.completion, infer("hello!", 8).completion);
+        assert_eq!(infer("x", 10_000).tokens, 256);
+    }
+}
