@@ -1,6 +1,10 @@
 //! `x402pp`: the one command-line tool of x402++ session channels on Solana.
 //!
-//! Subcommands arrive with the issues that build them; `demo` is the README's main command.
+//! `demo` runs the whole system on an embedded localnet; `localnet`, `provider` and
+//! `facilitator` run the services; `agent` pays HTTP APIs; `session` manages the agent's sessions;
+//! `keygen` and `fund` manage keys and localnet funds. Errors print one clear line and exit non-zero.
+
+mod commands;
 
 use std::process::ExitCode;
 
@@ -16,19 +20,64 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Run the end-to-end demo on an embedded localnet.
-    Demo,
+    /// Run the end-to-end demo on an embedded localnet: sessions vs the exact scheme.
+    Demo(commands::demo::Args),
+    /// Run the embedded localnet (standard Solana JSON-RPC).
+    Localnet(x402pp_localnet::cli::Args),
+    /// Run the reference provider (a paid toy inference API).
+    Provider(x402pp_provider::cli::Args),
+    /// Run the x402 v2 facilitator (exact scheme on Solana).
+    Facilitator(x402pp_facilitator::cli::Args),
+    /// Pay an HTTP API as an agent.
+    #[command(subcommand)]
+    Agent(commands::agent::AgentCommand),
+    /// The agent's sessions: list, show, top-up, close, reclaim, dispute.
+    #[command(subcommand)]
+    Session(commands::agent::SessionCommand),
+    /// Create a keypair file (Solana CLI format, mode 0600).
+    Keygen(commands::keys::KeygenArgs),
+    /// Fund an address on the localnet (SOL airdrop and test USDC).
+    Fund(commands::keys::FundArgs),
 }
 
 fn main() -> ExitCode {
-    match Cli::parse().command {
-        Command::Demo => {
-            println!(
-                "x402pp demo: not yet available.\n\
-                 The protocol crate is built; the escrow program, localnet, provider and agent \
-                 that the demo drives are still to come (see docs/architecture.md)."
-            );
-            ExitCode::SUCCESS
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async move {
+        match cli.command {
+            Command::Demo(args) => commands::demo::run(args).await,
+            Command::Localnet(args) => {
+                x402pp_localnet::cli::init_tracing();
+                x402pp_localnet::cli::run(args).await.map_err(Into::into)
+            }
+            Command::Provider(args) => {
+                x402pp_provider::cli::init_tracing(args.log_json);
+                x402pp_provider::cli::run(args).await
+            }
+            Command::Facilitator(args) => {
+                x402pp_facilitator::cli::init_tracing(args.log_json);
+                x402pp_facilitator::cli::run(args).await
+            }
+            Command::Agent(command) => commands::agent::run_agent(command).await,
+            Command::Session(command) => commands::agent::run_session(command).await,
+            Command::Keygen(args) => commands::keys::keygen(args),
+            Command::Fund(args) => commands::keys::fund(args).await,
+        }
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("error: {error:#}");
+            ExitCode::FAILURE
         }
     }
 }

@@ -12,6 +12,7 @@
 //! `HTTPFacilitatorClient` can use it. A body that is not such JSON gets
 //! `400 {"error": "malformed_request", "message": ...}`, never a 500.
 
+pub mod cli;
 mod metrics;
 
 use std::net::SocketAddr;

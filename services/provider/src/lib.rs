@@ -2,6 +2,8 @@
 //! whose work grows with its input — behind the x402pp-server payment layer, with free
 //! `GET /health` and `GET /metrics`.
 
+pub mod cli;
+
 use std::sync::Arc;
 use std::time::Duration;
 

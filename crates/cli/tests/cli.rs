@@ -1,0 +1,101 @@
+//! The `x402pp` binary as a user runs it: the demo with a small N and its report, and clear
+//! errors with a non-zero exit for bad input.
+#![allow(clippy::unwrap_used)] // tests
+
+use assert_cmd::Command;
+use serde_json::Value;
+
+fn x402pp() -> Command {
+    Command::cargo_bin("x402pp").unwrap()
+}
+
+#[test]
+fn the_demo_runs_both_schemes_and_reconciles_to_the_atomic_unit() {
+    let output = x402pp()
+        .args(["demo", "--requests", "6", "--agents", "2", "--json"])
+        .timeout(std::time::Duration::from_secs(240))
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "demo failed: {stdout}\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let report: Value = serde_json::from_str(&stdout).unwrap();
+    assert_eq!(report["session"]["requests"], 12);
+    assert_eq!(report["exact"]["requests"], 12);
+    assert_eq!(report["receiptsVerified"], 12);
+    assert_eq!(report["slaBreaches"], 1);
+    assert_eq!(report["disputes"], 1);
+    // 1 000 × 5 000 bps / 10 000.
+    assert_eq!(report["penaltiesRefunded"], 500);
+    // Sessions: one open per agent, one dispute, one close (with final claim) per session.
+    assert_eq!(report["session"]["transactions"], 2 * 2 + 1);
+    assert_eq!(report["exact"]["transactions"], 12);
+    assert_eq!(report["session"]["providerReceived"], 12 * 1_000 - 500);
+    assert_eq!(report["exact"]["providerReceived"], 12 * 1_000);
+    assert_eq!(report["vaultsLeft"], 0);
+    for check in report["checks"].as_array().unwrap() {
+        assert_eq!(check[1], true, "check failed: {}", check[0]);
+    }
+}
+
+#[test]
+fn bad_demo_arguments_exit_non_zero_with_a_clear_message() {
+    let output = x402pp().args(["demo", "--requests", "0"]).output().unwrap();
+    assert!(!output.status.success());
+    assert!(
+        String::from_utf8_lossy(&output.stderr).contains("--requests must be between 1 and 100000")
+    );
+}
+
+#[test]
+fn keygen_refuses_to_overwrite_and_writes_private_files() {
+    let dir = std::env::temp_dir().join(format!("x402pp-cli-{}", std::process::id()));
+    let path = dir.join("id.json");
+    let output = x402pp()
+        .args(["keygen", "--outfile"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert!(output.status.success());
+    let address = String::from_utf8_lossy(&output.stdout).trim().to_owned();
+    assert!((32..=44).contains(&address.len()), "{address}");
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        assert_eq!(
+            std::fs::metadata(&path).unwrap().permissions().mode() & 0o777,
+            0o600
+        );
+    }
+    let again = x402pp()
+        .args(["keygen", "--outfile"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert!(!again.status.success());
+    assert!(String::from_utf8_lossy(&again.stderr).contains("--force"));
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[test]
+fn an_agent_with_a_missing_keypair_file_fails_clearly() {
+    let output = x402pp()
+        .args([
+            "agent",
+            "get",
+            "http://127.0.0.1:9/x",
+            "--keypair",
+            "/nonexistent/key.json",
+        ])
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.starts_with("error:") && stderr.contains("/nonexistent/key.json"),
+        "{stderr}"
+    );
+}

@@ -1,0 +1,80 @@
+//! What the agent may spend and how it behaves: [`Budget`], [`DisputePolicy`], [`AgentConfig`].
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use solana_sdk::signature::Keypair;
+
+/// The most the agent will pay, lock up, and accept in SLA terms.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Budget {
+    /// Largest price per request (atomic units) for either scheme; a dearer route is refused
+    /// with [`ClientError::BudgetExceeded`](crate::ClientError::BudgetExceeded).
+    pub max_price_per_request: u64,
+    /// Most of the agent's funds left unspent in one session at any time (atomic units): caps the
+    /// opening deposit and every top-up (`remaining + top-up ≤ max_deposit`).
+    pub max_deposit: u64,
+    /// A session offer must promise at most this latency (milliseconds).
+    pub max_latency_ms: u32,
+    /// A session offer must promise at least this uptime (basis points, 9 950 = 99.5 %).
+    pub min_uptime_bps: u16,
+}
+
+impl Default for Budget {
+    /// 0.01 USDC (6 decimals) per request, 1 USDC locked at most, 5 s latency, no uptime minimum.
+    fn default() -> Self {
+        Self {
+            max_price_per_request: 10_000,
+            max_deposit: 1_000_000,
+            max_latency_ms: 5_000,
+            min_uptime_bps: 0,
+        }
+    }
+}
+
+/// What to do with a receipt that shows an SLA breach.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum DisputePolicy {
+    /// Dispute it on chain as soon as it is verified (one transaction per breach).
+    #[default]
+    Automatic,
+    /// Only record it; [`Agent::dispute_breaches`](crate::Agent::dispute_breaches) disputes later.
+    Manual,
+}
+
+/// Configuration of an [`Agent`](crate::Agent).
+#[derive(Debug, Clone)]
+pub struct AgentConfig {
+    /// Solana JSON-RPC endpoint (localnet, devnet, mainnet); the agent uses confirmed commitment.
+    pub rpc_url: String,
+    /// The wallet: pays deposits and fees, signs open/top-up/request-close/reclaim/dispute.
+    /// Vouchers are signed by a fresh per-session key (see the crate docs), not by this key.
+    pub keypair: Arc<Keypair>,
+    /// Spending limits.
+    pub budget: Budget,
+    /// Deposit = clamp(price × deposit_requests, offer.min_deposit, budget.max_deposit); top-ups
+    /// add price × deposit_requests (capped by the budget).
+    pub deposit_requests: u64,
+    /// Automatic or manual disputes.
+    pub dispute_policy: DisputePolicy,
+    /// Directory of the local session and receipt store (JSON files); `None` keeps it in memory.
+    pub store_path: Option<PathBuf>,
+    /// `false` always pays with x402 `exact`, even when a session is offered.
+    pub prefer_session: bool,
+}
+
+impl AgentConfig {
+    /// A configuration with defaults: 100 requests per deposit, automatic disputes, in-memory
+    /// store, sessions preferred.
+    pub fn new(rpc_url: impl Into<String>, keypair: Arc<Keypair>, budget: Budget) -> Self {
+        Self {
+            rpc_url: rpc_url.into(),
+            keypair,
+            budget,
+            deposit_requests: 100,
+            dispute_policy: DisputePolicy::Automatic,
+            store_path: None,
+            prefer_session: true,
+        }
+    }
+}

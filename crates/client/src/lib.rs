@@ -1,0 +1,51 @@
+//! x402pp-client: the agent side of x402++ session channels on Solana.
+//!
+//! An [`Agent`] sends HTTP requests and pays the ones that answer `402`:
+//!
+//! - with a **session** when the provider offers one the [`Budget`] accepts: it verifies the
+//!   signed offer, opens an escrow session on chain once (one transaction), then pays each
+//!   request with a cumulative voucher (no transaction) and verifies every receipt (provider
+//!   signature, its own input hash, the body's output hash, the chain link, the amount);
+//! - with x402 v2 **`exact`** otherwise (or when [`AgentConfig::prefer_session`] is `false`).
+//!
+//! It tops the deposit up when it runs low, records SLA breaches (receipt latency above the
+//! offer's `maxLatencyMs`) and disputes them on chain ([`DisputePolicy::Automatic`]), and keeps
+//! sessions and receipts in a local store ([`AgentConfig::store_path`]).
+//!
+//! Vouchers are signed by a **fresh ed25519 key per session** (registered on chain as the
+//! session's `voucher_signer` at open), never by the wallet: a leaked voucher key can only spend
+//! that session's deposit. Requests of one session are serialised (the provider refuses a voucher
+//! while the previous request of the session is in flight); concurrent requests to one provider
+//! share its session and queue.
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), x402pp_client::ClientError> {
+//! use std::sync::Arc;
+//! use x402pp_client::{Agent, AgentConfig, Budget};
+//! let wallet = Arc::new(solana_sdk::signature::Keypair::new());
+//! let agent = Agent::new(AgentConfig::new("http://127.0.0.1:8899", wallet, Budget::default())).await?;
+//! let response = agent
+//!     .client()
+//!     .post("http://127.0.0.1:8080/v1/inference")
+//!     .json(&serde_json::json!({ "prompt": "hello" }))
+//!     .send()
+//!     .await
+//!     .map_err(|e| x402pp_client::ClientError::Http(e.to_string()))?;
+//! println!("{}", response.text().await?);
+//! # Ok(()) }
+//! ```
+//!
+//! See `docs/client.md` for the budget rules, session reuse, disputes and the store format.
+
+mod agent;
+pub mod config;
+pub mod error;
+pub mod middleware;
+mod store;
+pub mod types;
+
+pub use agent::Agent;
+pub use config::{AgentConfig, Budget, DisputePolicy};
+pub use error::ClientError;
+pub use middleware::PaymentMiddleware;
+pub use types::{AgentStats, DisputeOutcome, SessionInfo, SessionState};

@@ -1,0 +1,177 @@
+//! The local session and receipt store.
+//!
+//! A directory with two files per session, named by the session address:
+//!
+//! - `<address>.json` — the session record ([`SessionRecord`]): terms (the signed offer), keys,
+//!   the voucher key's secret, counters, breaches and disputes. Rewritten atomically (write to
+//!   `.tmp`, then rename) after every change. Mode 0600 on Unix: it holds the voucher key.
+//! - `<address>.receipts.jsonl` — the verified receipts, one wire-format JSON per line, in seq
+//!   order, appended as they arrive.
+//!
+//! Without a directory the store keeps nothing (the agent's memory is the only copy).
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{BufRead, BufReader, Write};
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+use x402pp_protocol::{Hash32, Offer, Pubkey, Receipt};
+
+use crate::types::SessionState;
+use crate::ClientError;
+
+/// A breach receipt and, once disputed, the dispute.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub(crate) struct BreachRecord {
+    /// The receipt's seq.
+    pub seq: u64,
+    /// The dispute transaction (base58), once disputed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dispute_signature: Option<String>,
+    /// What the dispute paid back.
+    #[serde(default)]
+    pub paid: u64,
+    /// Whether a dispute was recorded on chain.
+    #[serde(default)]
+    pub disputed: bool,
+}
+
+/// Everything the agent keeps about one session (the JSON of `<address>.json`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub(crate) struct SessionRecord {
+    /// Session account.
+    pub address: Pubkey,
+    /// Token program of the mint.
+    pub token_program: Pubkey,
+    /// Nonce of the session PDA.
+    pub nonce: u64,
+    /// The signed offer the session was opened on.
+    pub offer: Offer,
+    /// The voucher key's 32-byte ed25519 secret, hex.
+    pub voucher_secret: Hash32,
+    /// Total deposited.
+    pub deposit: u64,
+    /// Total refunded by disputes.
+    pub refunded: u64,
+    /// Cumulative of the last accepted voucher.
+    pub accepted: u64,
+    /// seq of the last voucher.
+    pub seq: u64,
+    /// Unix seconds of expiry (from the chain).
+    pub expires_at: i64,
+    /// Receipt chain head.
+    pub head: Hash32,
+    /// Breach receipts.
+    pub breaches: Vec<BreachRecord>,
+    /// Requests with a 2xx answer and a valid `ok` receipt.
+    pub ok_requests: u64,
+    /// Paid requests that failed.
+    pub failed_requests: u64,
+    /// Local state.
+    pub state: SessionState,
+    /// The URLs (origin + path) this session paid for.
+    pub routes: Vec<String>,
+}
+
+/// The store: a directory, or nothing.
+#[derive(Debug, Clone)]
+pub(crate) struct Store {
+    dir: Option<PathBuf>,
+}
+
+fn store_error(path: &Path, e: impl std::fmt::Display) -> ClientError {
+    ClientError::Store(format!("{}: {e}", path.display()))
+}
+
+impl Store {
+    /// Opens (creating) the directory.
+    pub fn open(dir: Option<PathBuf>) -> Result<Self, ClientError> {
+        if let Some(dir) = &dir {
+            fs::create_dir_all(dir).map_err(|e| store_error(dir, e))?;
+        }
+        Ok(Self { dir })
+    }
+
+    /// Every stored session with its receipts.
+    pub fn load(&self) -> Result<Vec<(SessionRecord, Vec<Receipt>)>, ClientError> {
+        let Some(dir) = &self.dir else {
+            return Ok(Vec::new());
+        };
+        let mut out = Vec::new();
+        for entry in fs::read_dir(dir).map_err(|e| store_error(dir, e))? {
+            let path = entry.map_err(|e| store_error(dir, e))?.path();
+            let Some(name) = path.file_name().and_then(|n| n.to_str()) else {
+                continue;
+            };
+            if !name.ends_with(".json") {
+                continue;
+            }
+            let text = fs::read_to_string(&path).map_err(|e| store_error(&path, e))?;
+            let record: SessionRecord =
+                serde_json::from_str(&text).map_err(|e| store_error(&path, e))?;
+            let receipts_path = dir.join(format!("{}.receipts.jsonl", record.address));
+            let mut receipts = Vec::new();
+            if receipts_path.exists() {
+                let file =
+                    File::open(&receipts_path).map_err(|e| store_error(&receipts_path, e))?;
+                for line in BufReader::new(file).lines() {
+                    let line = line.map_err(|e| store_error(&receipts_path, e))?;
+                    if line.trim().is_empty() {
+                        continue;
+                    }
+                    receipts.push(
+                        serde_json::from_str(&line).map_err(|e| store_error(&receipts_path, e))?,
+                    );
+                }
+            }
+            out.push((record, receipts));
+        }
+        Ok(out)
+    }
+
+    /// Writes a session record atomically.
+    pub fn save(&self, record: &SessionRecord) -> Result<(), ClientError> {
+        let Some(dir) = &self.dir else {
+            return Ok(());
+        };
+        let path = dir.join(format!("{}.json", record.address));
+        let tmp = dir.join(format!("{}.json.tmp", record.address));
+        let text = serde_json::to_vec_pretty(record).map_err(|e| store_error(&path, e))?;
+        {
+            let mut file = private_file(&tmp, true)?;
+            file.write_all(&text).map_err(|e| store_error(&tmp, e))?;
+            file.sync_all().map_err(|e| store_error(&tmp, e))?;
+        }
+        fs::rename(&tmp, &path).map_err(|e| store_error(&path, e))
+    }
+
+    /// Appends a verified receipt.
+    pub fn append_receipt(&self, session: &Pubkey, receipt: &Receipt) -> Result<(), ClientError> {
+        let Some(dir) = &self.dir else {
+            return Ok(());
+        };
+        let path = dir.join(format!("{session}.receipts.jsonl"));
+        let mut line = serde_json::to_vec(receipt).map_err(|e| store_error(&path, e))?;
+        line.push(b'\n');
+        let mut file = private_file(&path, false)?;
+        file.write_all(&line).map_err(|e| store_error(&path, e))
+    }
+}
+
+fn private_file(path: &Path, truncate: bool) -> Result<File, ClientError> {
+    let mut options = OpenOptions::new();
+    options.create(true);
+    if truncate {
+        options.write(true).truncate(true);
+    } else {
+        options.append(true);
+    }
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        options.mode(0o600);
+    }
+    options.open(path).map_err(|e| store_error(path, e))
+}

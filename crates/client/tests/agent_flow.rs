@@ -1,0 +1,626 @@
+//! The agent against a real provider (x402pp-server layer + the reference inference app) over
+//! real HTTP, on a real localnet: sessions, receipts, top-ups, exact, budget, forged receipts,
+//! disputes, reclaim, and the reqwest-middleware client.
+#![allow(clippy::unwrap_used, clippy::arithmetic_side_effects)] // tests
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::{HeaderMap, Method, StatusCode, Uri};
+use axum::response::{IntoResponse, Response};
+use axum::Router;
+use serde_json::json;
+use solana_client::nonblocking::rpc_client::RpcClient;
+use solana_client::rpc_config::CommitmentConfig;
+use solana_sdk::pubkey::Pubkey;
+use solana_sdk::signature::{Keypair, Signer};
+use x402pp_client::{Agent, AgentConfig, Budget, ClientError, DisputePolicy, SessionState};
+use x402pp_localnet::{Localnet, LocalnetConfig};
+use x402pp_protocol::{headers, Id16, OfferSla, Receipt, UptimePercent};
+use x402pp_provider::{AppOptions, InferenceResponse, INFERENCE_PATH};
+use x402pp_server::ledger::{Ledger, SettlementPolicy};
+use x402pp_server::settlement::{Settler, SettlerConfig};
+use x402pp_server::{Provider, RoutePrice, ServerConfig};
+use x402pp_solana::escrow;
+use x402pp_solana::exact::facilitator::{ExactFacilitator, FacilitatorConfig};
+use x402pp_solana::token;
+
+const PRICE: u64 = 1_000;
+const AGENT_TOKENS: u64 = 1_000_000;
+
+struct TempDir(std::path::PathBuf);
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+struct World {
+    localnet: Localnet,
+    rpc: Arc<RpcClient>,
+    provider_key: Arc<Keypair>,
+    ledger: Arc<Ledger>,
+    /// Base URL of the provider.
+    url: String,
+    _dir: TempDir,
+}
+
+fn route() -> RoutePrice {
+    RoutePrice {
+        min_deposit: 10 * PRICE,
+        ..RoutePrice::new(PRICE)
+    }
+}
+
+async fn world(route: RoutePrice) -> World {
+    let localnet = Localnet::start(LocalnetConfig::ephemeral()).await.unwrap();
+    let rpc = Arc::new(RpcClient::new_with_commitment(
+        localnet.rpc_url(),
+        CommitmentConfig::confirmed(),
+    ));
+    let network = x402pp_solana::network_of(&rpc).await.unwrap();
+    let provider_key = Arc::new(Keypair::new());
+    localnet
+        .airdrop(&provider_key.pubkey(), 1_000_000_000)
+        .unwrap();
+    localnet.mint_to(&provider_key.pubkey(), 0).unwrap();
+    let fee_payer = Arc::new(Keypair::new());
+    localnet
+        .airdrop(&fee_payer.pubkey(), 1_000_000_000)
+        .unwrap();
+    let dir = std::env::temp_dir().join(format!("x402pp-client-{}", Id16::random()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let ledger_url = format!("sqlite://{}?mode=rwc", dir.join("ledger.sqlite").display());
+    let ledger = Arc::new(Ledger::connect(&ledger_url).await.unwrap());
+
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let config = ServerConfig::new(network.clone(), localnet.usdc_mint(), url.clone())
+        .route(INFERENCE_PATH, route);
+    let facilitator = Arc::new(ExactFacilitator::new(
+        rpc.clone(),
+        fee_payer,
+        FacilitatorConfig::new(network),
+    ));
+    let provider = Provider::new(
+        config,
+        provider_key.clone(),
+        ledger.clone(),
+        rpc.clone(),
+        Some(facilitator),
+    )
+    .await
+    .unwrap();
+    let app = x402pp_provider::app(
+        provider,
+        AppOptions {
+            allow_injected_latency: true,
+        },
+    );
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    World {
+        localnet,
+        rpc,
+        provider_key,
+        ledger,
+        url,
+        _dir: TempDir(dir),
+    }
+}
+
+impl World {
+    fn budget(&self) -> Budget {
+        Budget {
+            max_price_per_request: PRICE,
+            max_deposit: 100 * PRICE,
+            max_latency_ms: 5_000,
+            min_uptime_bps: 9_000,
+        }
+    }
+
+    /// A funded wallet and its agent configuration (10 requests per deposit).
+    fn config(&self) -> AgentConfig {
+        let wallet = Arc::new(Keypair::new());
+        self.localnet
+            .airdrop(&wallet.pubkey(), 1_000_000_000)
+            .unwrap();
+        self.localnet
+            .mint_to(&wallet.pubkey(), AGENT_TOKENS)
+            .unwrap();
+        let mut config = AgentConfig::new(self.localnet.rpc_url(), wallet, self.budget());
+        config.deposit_requests = 10;
+        config
+    }
+
+    fn inference(&self, url: &str, prompt: &str, delay_ms: u64) -> reqwest::Request {
+        reqwest::Client::new()
+            .post(format!("{url}{INFERENCE_PATH}"))
+            .json(&json!({ "prompt": prompt, "max_tokens": 4, "delay_ms": delay_ms }))
+            .build()
+            .unwrap()
+    }
+
+    async fn token_balance(&self, owner: &Pubkey) -> u64 {
+        let ata = token::associated_token_address(
+            owner,
+            &self.localnet.usdc_mint(),
+            &token::TOKEN_PROGRAM_ID,
+        );
+        match self
+            .rpc
+            .get_account_with_commitment(&ata, CommitmentConfig::confirmed())
+            .await
+            .unwrap()
+            .value
+        {
+            Some(account) => token::token_account_amount(&account.data).unwrap(),
+            None => 0,
+        }
+    }
+}
+
+async fn ok_json(response: reqwest::Response) -> InferenceResponse {
+    assert_eq!(response.status(), 200);
+    response.json().await.unwrap()
+}
+
+#[tokio::test]
+async fn a_session_pays_many_requests_with_one_open_transaction_and_verified_receipts() {
+    let w = world(route()).await;
+    let config = w.config();
+    let wallet = config.keypair.pubkey();
+    let agent = Agent::new(config).await.unwrap();
+    for i in 0..6 {
+        let answer = ok_json(
+            agent
+                .send(w.inference(&w.url, &format!("prompt {i}"), 0))
+                .await
+                .unwrap(),
+        )
+        .await;
+        assert_eq!(answer.tokens, 4);
+    }
+    let stats = agent.stats();
+    assert_eq!(stats.transactions, 1, "one open_session for all requests");
+    assert!(stats.fees_lamports > 0);
+    assert_eq!(
+        (stats.requests, stats.session_requests, stats.exact_requests),
+        (6, 6, 0)
+    );
+    assert_eq!((stats.receipts_verified, stats.ok_requests), (6, 6));
+    let sessions = agent.sessions();
+    assert_eq!(sessions.len(), 1);
+    let session = &sessions[0];
+    assert_eq!(session.state, SessionState::Open);
+    assert_eq!((session.seq, session.accepted), (6, 6 * PRICE));
+    assert_eq!(session.deposit, 10 * PRICE);
+    assert_eq!(session.provider, w.provider_key.pubkey());
+    assert_eq!(session.uptime_bps(), 10_000);
+    let receipts = agent.receipts(&session.address);
+    assert_eq!(receipts.len(), 6);
+    assert_eq!(receipts[5].body.cumulative_charged.0, 6 * PRICE);
+    // The session is on chain with the deposit the agent paid.
+    let account = escrow::fetch_session(&w.rpc, &session.address)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!((account.agent, account.deposit), (wallet, 10 * PRICE));
+    assert_eq!(w.token_balance(&wallet).await, AGENT_TOKENS - 10 * PRICE);
+    // The provider's ledger agrees.
+    let stored = w
+        .ledger
+        .receipts(&session.address.to_bytes(), 0, 100)
+        .await
+        .unwrap();
+    assert_eq!(stored.len(), 6);
+}
+
+#[tokio::test]
+async fn the_deposit_is_topped_up_when_it_runs_low_and_requests_continue() {
+    let w = world(RoutePrice {
+        min_deposit: 2 * PRICE,
+        ..RoutePrice::new(PRICE)
+    })
+    .await;
+    let mut config = w.config();
+    config.deposit_requests = 2;
+    config.budget.max_deposit = 2 * PRICE;
+    let agent = Agent::new(config).await.unwrap();
+    for i in 0..5 {
+        ok_json(
+            agent
+                .send(w.inference(&w.url, &format!("p{i}"), 0))
+                .await
+                .unwrap(),
+        )
+        .await;
+    }
+    // open (2 requests) + top-up before the 3rd + top-up before the 5th.
+    assert_eq!(agent.stats().transactions, 3);
+    let session = &agent.sessions()[0];
+    assert_eq!(
+        (session.seq, session.accepted, session.deposit),
+        (5, 5 * PRICE, 6 * PRICE)
+    );
+    let account = escrow::fetch_session(&w.rpc, &session.address)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(account.deposit, 6 * PRICE);
+
+    // An explicit top-up works too.
+    agent.top_up(&session.address, PRICE).await.unwrap();
+    assert_eq!(agent.sessions()[0].deposit, 7 * PRICE);
+}
+
+#[tokio::test]
+async fn without_sessions_the_agent_pays_exact_and_the_provider_balance_rises_by_the_price_per_request(
+) {
+    let w = world(route()).await;
+    let mut config = w.config();
+    config.prefer_session = false;
+    let wallet = config.keypair.pubkey();
+    let agent = Agent::new(config).await.unwrap();
+    let before = w.token_balance(&w.provider_key.pubkey()).await;
+    for i in 0..3 {
+        let response = agent
+            .send(w.inference(&w.url, &format!("x{i}"), 0))
+            .await
+            .unwrap();
+        assert!(response.headers().contains_key(headers::PAYMENT_RESPONSE));
+        ok_json(response).await;
+    }
+    assert_eq!(
+        w.token_balance(&w.provider_key.pubkey()).await,
+        before + 3 * PRICE
+    );
+    assert_eq!(w.token_balance(&wallet).await, AGENT_TOKENS - 3 * PRICE);
+    let stats = agent.stats();
+    assert_eq!((stats.exact_requests, stats.session_requests), (3, 0));
+    assert_eq!(
+        stats.transactions, 0,
+        "the facilitator sends exact transfers"
+    );
+    assert!(agent.sessions().is_empty());
+}
+
+#[tokio::test]
+async fn an_offer_over_budget_is_refused_and_nothing_is_paid() {
+    let w = world(route()).await;
+    let mut config = w.config();
+    config.budget.max_price_per_request = PRICE - 1;
+    let wallet = config.keypair.pubkey();
+    let agent = Agent::new(config).await.unwrap();
+    let provider_before = w.token_balance(&w.provider_key.pubkey()).await;
+    let error = agent
+        .send(w.inference(&w.url, "too dear", 0))
+        .await
+        .unwrap_err();
+    assert!(matches!(error, ClientError::BudgetExceeded(_)), "{error}");
+    assert_eq!(agent.stats().transactions, 0);
+    assert_eq!(agent.stats().exact_requests, 0);
+    assert!(agent.sessions().is_empty());
+    assert_eq!(w.token_balance(&wallet).await, AGENT_TOKENS);
+    assert_eq!(
+        w.token_balance(&w.provider_key.pubkey()).await,
+        provider_before
+    );
+
+    // A minimum deposit above the budget is refused the same way (and exact is not a way
+    // around it when sessions are wanted but exact costs too much).
+    let mut config = w.config();
+    config.budget.max_deposit = PRICE;
+    let agent = Agent::new(config).await.unwrap();
+    // min_deposit (10 × price) > max_deposit: no session, but exact at PRICE is within budget.
+    ok_json(
+        agent
+            .send(w.inference(&w.url, "exact instead", 0))
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(agent.stats().exact_requests, 1);
+    assert_eq!(agent.stats().transactions, 0);
+}
+
+/// A proxy in front of the provider that adds 1 to the receipt's `latencyMs`.
+async fn tamper(
+    State(upstream): State<String>,
+    method: Method,
+    uri: Uri,
+    request_headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let client = reqwest::Client::new();
+    let mut request = client
+        .request(method, format!("{upstream}{uri}"))
+        .body(body);
+    for (name, value) in &request_headers {
+        if name != "host" && name != "content-length" {
+            request = request.header(name, value);
+        }
+    }
+    let response = request.send().await.unwrap();
+    let status = StatusCode::from_u16(response.status().as_u16()).unwrap();
+    let mut out_headers = HeaderMap::new();
+    for (name, value) in response.headers() {
+        if name == "content-length" || name == "transfer-encoding" {
+            continue;
+        }
+        out_headers.insert(name.clone(), value.clone());
+    }
+    if let Some(receipt) = response.headers().get(headers::X402_RECEIPT) {
+        let mut value: serde_json::Value =
+            headers::decode(headers::X402_RECEIPT, receipt.as_bytes()).unwrap();
+        let latency = value["latencyMs"].as_u64().unwrap();
+        value["latencyMs"] = json!(latency + 1);
+        out_headers.insert(
+            headers::X402_RECEIPT,
+            headers::encode(&value).unwrap().parse().unwrap(),
+        );
+    }
+    let body = response.bytes().await.unwrap();
+    (status, out_headers, body).into_response()
+}
+
+#[tokio::test]
+async fn a_forged_receipt_is_detected_and_the_session_abandoned() {
+    let w = world(route()).await;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let proxy = format!("http://{}", listener.local_addr().unwrap());
+    let app = Router::new().fallback(tamper).with_state(w.url.clone());
+    tokio::spawn(async move { axum::serve(listener, app).await });
+
+    let agent = Agent::new(w.config()).await.unwrap();
+    let error = agent
+        .send(w.inference(&proxy, "forged", 0))
+        .await
+        .unwrap_err();
+    assert!(matches!(error, ClientError::ReceiptInvalid(_)), "{error}");
+    let session = &agent.sessions()[0];
+    assert_eq!(session.state, SessionState::Abandoned);
+    assert_eq!(session.receipts, 0);
+    assert_eq!(agent.stats().receipts_verified, 0);
+}
+
+#[tokio::test]
+async fn a_slow_request_is_a_breach_that_the_automatic_policy_disputes_on_chain() {
+    const MAX_LATENCY_MS: u32 = 200;
+    const PENALTY_BPS: u16 = 5_000;
+    let w = world(RoutePrice {
+        min_deposit: 10 * PRICE,
+        sla: OfferSla {
+            max_latency_ms: MAX_LATENCY_MS,
+            min_uptime_percent: UptimePercent::from_bps(9_900).unwrap(),
+            latency_penalty_bps: PENALTY_BPS,
+        },
+        ..RoutePrice::new(PRICE)
+    })
+    .await;
+    let config = w.config();
+    assert_eq!(config.dispute_policy, DisputePolicy::Automatic);
+    let wallet = config.keypair.pubkey();
+    let agent = Agent::new(config).await.unwrap();
+    ok_json(agent.send(w.inference(&w.url, "fast", 0)).await.unwrap()).await;
+    let before = w.token_balance(&wallet).await;
+    let slow = agent
+        .send(w.inference(&w.url, "slow", u64::from(MAX_LATENCY_MS) + 300))
+        .await
+        .unwrap();
+    let receipt: Receipt = headers::decode(
+        headers::X402_RECEIPT,
+        slow.headers()[headers::X402_RECEIPT].as_bytes(),
+    )
+    .unwrap();
+    assert!(receipt.body.latency_ms > MAX_LATENCY_MS);
+    ok_json(slow).await;
+
+    let penalty = PRICE * u64::from(PENALTY_BPS) / 10_000;
+    assert_eq!(w.token_balance(&wallet).await, before + penalty);
+    let session = agent.sessions()[0].clone();
+    let dispute = escrow::fetch_dispute(&w.rpc, &escrow::dispute_address(&session.address, 2))
+        .await
+        .unwrap()
+        .expect("a Dispute account for receipt 2");
+    assert_eq!(dispute.paid, penalty);
+    let stats = agent.stats();
+    assert_eq!((stats.sla_breaches, stats.disputes), (1, 1));
+    assert_eq!(stats.penalties_refunded, penalty);
+    assert_eq!(stats.transactions, 2, "open + dispute");
+    assert_eq!((session.breaches, session.disputed), (1, 1));
+    // Nothing is left to dispute; the session goes on with the refund counted.
+    assert!(agent.dispute_breaches().await.unwrap().is_empty());
+    ok_json(agent.send(w.inference(&w.url, "after", 0)).await.unwrap()).await;
+    assert_eq!(agent.sessions()[0].refunded, penalty);
+}
+
+#[tokio::test]
+async fn the_manual_policy_records_breaches_until_dispute_breaches_is_called() {
+    let w = world(RoutePrice {
+        min_deposit: 10 * PRICE,
+        sla: OfferSla {
+            max_latency_ms: 100,
+            min_uptime_percent: UptimePercent::from_bps(9_900).unwrap(),
+            latency_penalty_bps: 10_000,
+        },
+        ..RoutePrice::new(PRICE)
+    })
+    .await;
+    let mut config = w.config();
+    config.dispute_policy = DisputePolicy::Manual;
+    let agent = Agent::new(config).await.unwrap();
+    ok_json(agent.send(w.inference(&w.url, "slow", 300)).await.unwrap()).await;
+    assert_eq!(agent.stats().sla_breaches, 1);
+    assert_eq!(agent.stats().disputes, 0);
+    let outcomes = agent.dispute_breaches().await.unwrap();
+    assert_eq!(outcomes.len(), 1);
+    assert_eq!((outcomes[0].seq, outcomes[0].paid), (1, PRICE));
+    assert_eq!(agent.stats().penalties_refunded, PRICE);
+}
+
+#[tokio::test]
+async fn reclaim_after_expiry_and_grace_returns_the_remainder() {
+    let w = world(RoutePrice {
+        min_deposit: 10 * PRICE,
+        session_ttl_secs: 60,
+        grace_secs: 30,
+        ..RoutePrice::new(PRICE)
+    })
+    .await;
+    let config = w.config();
+    let wallet = config.keypair.pubkey();
+    let agent = Agent::new(config).await.unwrap();
+    for i in 0..3 {
+        ok_json(
+            agent
+                .send(w.inference(&w.url, &format!("r{i}"), 0))
+                .await
+                .unwrap(),
+        )
+        .await;
+    }
+    let session = agent.sessions()[0].address;
+    // The provider claims what the vouchers allow.
+    let settler = Settler::new(
+        w.ledger.clone(),
+        w.rpc.clone(),
+        w.provider_key.clone(),
+        SettlerConfig {
+            policy: SettlementPolicy {
+                min_unclaimed: 1,
+                interval_secs: 0,
+                deadline_margin_secs: 0,
+            },
+            ..SettlerConfig::default()
+        },
+    );
+    settler
+        .settle_once(w.localnet.unix_timestamp())
+        .await
+        .unwrap();
+    let account = escrow::fetch_session(&w.rpc, &session)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(account.claimed, 3 * PRICE);
+
+    // Too early: the program refuses.
+    let early = agent.reclaim(&session).await.unwrap_err();
+    assert!(matches!(early, ClientError::Chain(_)), "{early}");
+
+    let before = w.token_balance(&wallet).await;
+    w.localnet.advance_clock(60 + 30 + 5).unwrap();
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    agent.reclaim(&session).await.unwrap();
+    assert_eq!(
+        w.token_balance(&wallet).await,
+        before + 10 * PRICE - 3 * PRICE
+    );
+    assert!(escrow::fetch_session(&w.rpc, &session)
+        .await
+        .unwrap()
+        .is_none());
+    assert_eq!(agent.sessions()[0].state, SessionState::Closed);
+    assert_eq!(agent.stats().transactions, 2, "open + reclaim");
+}
+
+#[tokio::test]
+async fn the_reqwest_middleware_client_pays_transparently() {
+    let w = world(route()).await;
+    let agent = Agent::new(w.config()).await.unwrap();
+    let client = agent.client();
+    for i in 0..3 {
+        let response = client
+            .post(format!("{}{INFERENCE_PATH}", w.url))
+            .json(&json!({ "prompt": format!("mw {i}") }))
+            .send()
+            .await
+            .unwrap();
+        assert!(response.headers().contains_key(headers::X402_RECEIPT));
+        let answer: InferenceResponse = response.json().await.unwrap();
+        assert_eq!(answer.tokens, 16);
+    }
+    assert_eq!(agent.stats().transactions, 1);
+    assert_eq!(agent.stats().receipts_verified, 3);
+    // Free routes pass through untouched.
+    let health = client
+        .get(format!("{}/health", w.url))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(health.status(), 200);
+}
+
+#[tokio::test]
+async fn a_stored_session_is_reused_by_a_new_agent_on_the_same_store() {
+    let w = world(route()).await;
+    let dir = std::env::temp_dir().join(format!("x402pp-agent-store-{}", Id16::random()));
+    let _cleanup = TempDir(dir.clone());
+    let mut config = w.config();
+    config.store_path = Some(dir.clone());
+    let agent = Agent::new(config.clone()).await.unwrap();
+    for i in 0..2 {
+        ok_json(
+            agent
+                .send(w.inference(&w.url, &format!("s{i}"), 0))
+                .await
+                .unwrap(),
+        )
+        .await;
+    }
+    let address = agent.sessions()[0].address;
+    drop(agent);
+
+    let agent = Agent::new(config).await.unwrap();
+    assert_eq!(agent.receipts(&address).len(), 2);
+    ok_json(agent.send(w.inference(&w.url, "s2", 0)).await.unwrap()).await;
+    assert_eq!(agent.stats().transactions, 0, "no new session");
+    let session = &agent.sessions()[0];
+    assert_eq!(
+        (session.address, session.seq, session.accepted),
+        (address, 3, 3 * PRICE)
+    );
+    assert_eq!(agent.receipts(&address).len(), 3);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_requests_to_one_provider_share_one_session_and_queue() {
+    let w = world(route()).await;
+    let agent = Agent::new(w.config()).await.unwrap();
+    let mut tasks = Vec::new();
+    for i in 0..8 {
+        let agent = agent.clone();
+        let request = w.inference(&w.url, &format!("c{i}"), 0);
+        tasks.push(tokio::spawn(async move { agent.send(request).await }));
+    }
+    for task in tasks {
+        ok_json(task.await.unwrap().unwrap()).await;
+    }
+    assert_eq!(agent.stats().transactions, 1);
+    let sessions = agent.sessions();
+    assert_eq!(sessions.len(), 1);
+    assert_eq!((sessions[0].seq, sessions[0].accepted), (8, 8 * PRICE));
+    assert_eq!(agent.receipts(&sessions[0].address).len(), 8);
+}
+
+#[tokio::test]
+async fn after_request_close_the_next_request_opens_a_new_session() {
+    let w = world(route()).await;
+    let agent = Agent::new(w.config()).await.unwrap();
+    ok_json(agent.send(w.inference(&w.url, "one", 0)).await.unwrap()).await;
+    let first = agent.sessions()[0].address;
+    agent.request_close(&first).await.unwrap();
+    assert_eq!(agent.sessions()[0].state, SessionState::Closing);
+    ok_json(agent.send(w.inference(&w.url, "two", 0)).await.unwrap()).await;
+    let sessions = agent.sessions();
+    assert_eq!(sessions.len(), 2);
+    assert_ne!(sessions[1].address, first);
+    assert_eq!(
+        (sessions[1].seq, sessions[1].state),
+        (1, SessionState::Open)
+    );
+    assert_eq!(agent.stats().transactions, 3, "open + request_close + open");
+}

@@ -1,0 +1,91 @@
+//! The facilitator's command line: flags (with `X402PP_*` environment fallbacks) and `run`.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use solana_client::nonblocking::rpc_client::RpcClient;
+use solana_client::rpc_config::CommitmentConfig;
+use solana_sdk::signature::Signer;
+use x402pp_protocol::Network;
+use x402pp_solana::exact::facilitator::{ExactFacilitator, FacilitatorConfig, Limits};
+
+/// x402 v2 facilitator (exact scheme on Solana).
+#[derive(Debug, Clone, clap::Args)]
+pub struct Args {
+    /// Solana JSON-RPC endpoint.
+    #[arg(long, env = "X402PP_RPC_URL", default_value = "http://127.0.0.1:8899")]
+    pub rpc_url: String,
+    /// Fee-payer keypair file (Solana CLI JSON format).
+    #[arg(long, env = "X402PP_FEE_PAYER_KEYPAIR")]
+    pub fee_payer_keypair: PathBuf,
+    /// CAIP-2 network id; derived from the cluster's genesis hash when absent.
+    #[arg(long, env = "X402PP_NETWORK")]
+    pub network: Option<Network>,
+    /// Address to listen on.
+    #[arg(long, env = "X402PP_LISTEN", default_value = "127.0.0.1:4020")]
+    pub listen: SocketAddr,
+    /// Highest compute unit price accepted, micro-lamports per CU.
+    #[arg(long, default_value_t = x402pp_solana::exact::MAX_COMPUTE_UNIT_PRICE)]
+    pub max_compute_unit_price: u64,
+    /// Highest compute unit limit accepted.
+    #[arg(long, default_value_t = x402pp_solana::exact::MAX_COMPUTE_UNITS)]
+    pub max_compute_units: u32,
+    /// Seconds settle waits for confirmation before answering `settlement_pending`.
+    #[arg(long, default_value_t = 30)]
+    pub confirm_timeout_secs: u64,
+    /// Log as JSON lines.
+    #[arg(long)]
+    pub log_json: bool,
+}
+
+/// Sets up logging (JSON lines with `json`).
+pub fn init_tracing(json: bool) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    if json {
+        let _ = tracing_subscriber::fmt()
+            .json()
+            .with_env_filter(filter)
+            .try_init();
+    } else {
+        let _ = tracing_subscriber::fmt().with_env_filter(filter).try_init();
+    }
+}
+
+/// Serves the facilitator until the server stops.
+pub async fn run(args: Args) -> anyhow::Result<()> {
+    let fee_payer = x402pp_solana::keys::read_keypair(&args.fee_payer_keypair)?;
+    let rpc = Arc::new(RpcClient::new_with_commitment(
+        args.rpc_url.clone(),
+        CommitmentConfig::confirmed(),
+    ));
+    let network = match args.network {
+        Some(network) => network,
+        None => x402pp_solana::network_of(&rpc)
+            .await
+            .with_context(|| format!("reading the genesis hash from {}", args.rpc_url))?,
+    };
+    let mut config = FacilitatorConfig::new(network.clone());
+    config.limits = Limits {
+        max_compute_unit_price: args.max_compute_unit_price,
+        max_compute_units: args.max_compute_units,
+    };
+    config.confirm_timeout = Duration::from_secs(args.confirm_timeout_secs);
+    let fee_payer_address = fee_payer.pubkey();
+    let facilitator = Arc::new(ExactFacilitator::new(
+        rpc.clone(),
+        Arc::new(fee_payer),
+        config,
+    ));
+    let state = crate::AppState::new(facilitator, rpc);
+    let (addr, task) = crate::serve(args.listen, state).await?;
+    tracing::info!(%addr, %network, fee_payer = %fee_payer_address, rpc = %args.rpc_url, "facilitator listening");
+    println!(
+        "x402pp facilitator on http://{addr} (network {network}, fee payer {fee_payer_address})"
+    );
+    task.await??;
+    Ok(())
+}

@@ -1,0 +1,173 @@
+//! The provider's command line: flags (with `X402PP_*` environment fallbacks) and `run`.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use anyhow::Context as _;
+use solana_client::nonblocking::rpc_client::RpcClient;
+use solana_client::rpc_config::CommitmentConfig;
+use solana_sdk::pubkey::Pubkey;
+use x402pp_protocol::Network;
+use x402pp_server::ledger::types::SettlementPolicy;
+use x402pp_server::ledger::Ledger;
+use x402pp_server::settlement::{Settler, SettlerConfig};
+use x402pp_server::{HttpFacilitator, Provider, RoutePrice, ServerConfig, SharedFacilitator};
+use x402pp_solana::exact::facilitator::{ExactFacilitator, FacilitatorConfig};
+
+/// Reference x402++ provider: a paid toy inference API.
+#[derive(Debug, Clone, clap::Args)]
+pub struct Args {
+    /// Solana JSON-RPC endpoint.
+    #[arg(long, env = "X402PP_RPC_URL", default_value = "http://127.0.0.1:8899")]
+    pub rpc_url: String,
+    /// Provider keypair file (Solana CLI JSON): signs offers and receipts, receives payments.
+    #[arg(long, env = "X402PP_PROVIDER_KEYPAIR")]
+    pub keypair: PathBuf,
+    /// Mint prices are in (the localnet prints its test USDC mint).
+    #[arg(long, env = "X402PP_MINT")]
+    pub mint: Pubkey,
+    /// Price per request in atomic units.
+    #[arg(long, env = "X402PP_PRICE", default_value_t = 1_000)]
+    pub price: u64,
+    /// Smallest deposit accepted (default 100 × price).
+    #[arg(long)]
+    pub min_deposit: Option<u64>,
+    /// Promised latency in milliseconds.
+    #[arg(long, default_value_t = 1_000)]
+    pub max_latency_ms: u32,
+    /// Ledger database: sqlite://path?mode=rwc or postgres://...
+    #[arg(
+        long,
+        env = "X402PP_DATABASE_URL",
+        default_value = "sqlite://provider-ledger.sqlite?mode=rwc"
+    )]
+    pub database_url: String,
+    /// Remote x402 facilitator for the exact scheme; in-process (fees paid by --fee-payer-keypair) when absent.
+    #[arg(long, env = "X402PP_FACILITATOR_URL")]
+    pub facilitator_url: Option<String>,
+    /// Fee payer of the in-process facilitator (defaults to the provider keypair).
+    #[arg(long, env = "X402PP_FEE_PAYER_KEYPAIR")]
+    pub fee_payer_keypair: Option<PathBuf>,
+    /// Disable the exact fallback.
+    #[arg(long)]
+    pub no_exact: bool,
+    /// Address to listen on.
+    #[arg(long, env = "X402PP_LISTEN", default_value = "127.0.0.1:8080")]
+    pub listen: SocketAddr,
+    /// Public base URL used in offers (defaults to http://<listen>).
+    #[arg(long, env = "X402PP_PUBLIC_URL")]
+    pub public_url: Option<String>,
+    /// Honour `delay_ms` in requests (demos and SLA tests only).
+    #[arg(long)]
+    pub allow_injected_latency: bool,
+    /// Claim on chain once this much (atomic units) is unclaimed on a session.
+    #[arg(long, default_value_t = 100_000)]
+    pub claim_threshold: u64,
+    /// Claim anything unclaimed at least this often, in seconds.
+    #[arg(long, default_value_t = 300)]
+    pub claim_interval_secs: u64,
+    /// Log as JSON lines.
+    #[arg(long)]
+    pub log_json: bool,
+}
+
+/// Sets up logging (JSON lines with `json`).
+pub fn init_tracing(json: bool) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    if json {
+        let _ = tracing_subscriber::fmt()
+            .json()
+            .with_env_filter(filter)
+            .try_init();
+    } else {
+        let _ = tracing_subscriber::fmt().with_env_filter(filter).try_init();
+    }
+}
+
+/// Runs the provider until Ctrl-C.
+pub async fn run(args: Args) -> anyhow::Result<()> {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    if args.log_json {
+        tracing_subscriber::fmt()
+            .json()
+            .with_env_filter(filter)
+            .init();
+    } else {
+        tracing_subscriber::fmt().with_env_filter(filter).init();
+    }
+
+    let keypair = Arc::new(x402pp_solana::keys::read_keypair(&args.keypair)?);
+    let rpc = Arc::new(RpcClient::new_with_commitment(
+        args.rpc_url.clone(),
+        CommitmentConfig::confirmed(),
+    ));
+    let network: Network = x402pp_solana::network_of(&rpc)
+        .await
+        .with_context(|| format!("reading the cluster's genesis hash from {}", args.rpc_url))?;
+    let facilitator: Option<SharedFacilitator> = match (&args.facilitator_url, args.no_exact) {
+        (_, true) => None,
+        (Some(url), false) => Some(Arc::new(HttpFacilitator::new(url.clone()))),
+        (None, false) => {
+            let fee_payer = match &args.fee_payer_keypair {
+                Some(path) => Arc::new(x402pp_solana::keys::read_keypair(path)?),
+                None => keypair.clone(),
+            };
+            Some(Arc::new(ExactFacilitator::new(
+                rpc.clone(),
+                fee_payer,
+                FacilitatorConfig::new(network.clone()),
+            )))
+        }
+    };
+    let mut route = RoutePrice::new(args.price);
+    route.description = "toy text inference".into();
+    route.min_deposit = args.min_deposit.unwrap_or(route.min_deposit);
+    route.sla.max_latency_ms = args.max_latency_ms;
+    route.exact = !args.no_exact;
+    let public_url = args
+        .public_url
+        .clone()
+        .unwrap_or_else(|| format!("http://{}", args.listen));
+    let config = ServerConfig::new(network.clone(), args.mint, public_url.clone())
+        .route(crate::INFERENCE_PATH, route);
+    let ledger = Arc::new(Ledger::connect(&args.database_url).await?);
+    let settler = Settler::new(
+        ledger.clone(),
+        rpc.clone(),
+        keypair.clone(),
+        SettlerConfig {
+            policy: SettlementPolicy {
+                min_unclaimed: args.claim_threshold,
+                interval_secs: args.claim_interval_secs,
+                ..SettlementPolicy::default()
+            },
+            ..SettlerConfig::default()
+        },
+    )
+    .spawn();
+    let provider = Provider::new(config, keypair, ledger, rpc, facilitator)
+        .await
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    let app = crate::app(
+        provider.clone(),
+        crate::AppOptions {
+            allow_injected_latency: args.allow_injected_latency,
+        },
+    );
+    let listener = tokio::net::TcpListener::bind(args.listen).await?;
+    tracing::info!(addr = %listener.local_addr()?, %network, provider = %provider.address(), "provider listening");
+    println!(
+        "x402pp provider on {public_url} (network {network}, provider {})",
+        provider.address()
+    );
+    axum::serve(listener, app)
+        .with_graceful_shutdown(async {
+            let _ = tokio::signal::ctrl_c().await;
+        })
+        .await?;
+    settler.shutdown().await;
+    Ok(())
+}
