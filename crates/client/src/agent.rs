@@ -885,7 +885,7 @@ impl Agent {
         let url = response.url().clone();
         let response_headers = response.headers().clone();
         let body = response.bytes().await?;
-        match self.check_receipt(session, voucher, input, &response_headers, &body) {
+        match self.check_receipt(session, voucher, input, status, &response_headers, &body) {
             Ok((receipt, chain)) => {
                 let ok = receipt.body.status == ReceiptStatus::Ok && status.is_success();
                 let breach = receipt.body.status == ReceiptStatus::Ok
@@ -962,6 +962,7 @@ impl Agent {
         session: &SessionHandle,
         voucher: &Voucher,
         input: Hash32,
+        status: StatusCode,
         response_headers: &reqwest::header::HeaderMap,
         body: &[u8],
     ) -> Result<(Receipt, ReceiptChain), String> {
@@ -990,6 +991,12 @@ impl Agent {
         }
         if receipt.body.output_hash != output_hash(body) {
             return Err("outputHash is not the hash of the body received".into());
+        }
+        // docs/protocol.md §6: only a 2xx/3xx answer is `ok` and charged.
+        if receipt.body.status == ReceiptStatus::Ok
+            && !(status.is_success() || status.is_redirection())
+        {
+            return Err(format!("the receipt charges for an HTTP {status} answer"));
         }
         let price = session.price();
         let expected = if receipt.body.status == ReceiptStatus::Ok {

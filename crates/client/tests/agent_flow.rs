@@ -326,9 +326,18 @@ async fn an_offer_over_budget_is_refused_and_nothing_is_paid() {
     assert_eq!(agent.stats().transactions, 0);
 }
 
-/// A proxy in front of the provider that adds 1 to the receipt's `latencyMs`.
+/// What the tampering proxy changes.
+#[derive(Clone, Copy)]
+enum Tamper {
+    /// Adds 1 to the receipt's `latencyMs` (breaks the signature).
+    Latency,
+    /// Keeps the provider's genuine receipt but answers 500 (a charge for an error).
+    Status,
+}
+
+/// A proxy in front of the provider that tampers with its answer.
 async fn tamper(
-    State(upstream): State<String>,
+    State((upstream, mode)): State<(String, Tamper)>,
     method: Method,
     uri: Uri,
     request_headers: HeaderMap,
@@ -344,7 +353,11 @@ async fn tamper(
         }
     }
     let response = request.send().await.unwrap();
-    let status = StatusCode::from_u16(response.status().as_u16()).unwrap();
+    let paid = response.headers().contains_key(headers::X402_RECEIPT);
+    let status = match mode {
+        Tamper::Status if paid => StatusCode::INTERNAL_SERVER_ERROR,
+        _ => StatusCode::from_u16(response.status().as_u16()).unwrap(),
+    };
     let mut out_headers = HeaderMap::new();
     for (name, value) in response.headers() {
         if name == "content-length" || name == "transfer-encoding" {
@@ -352,7 +365,8 @@ async fn tamper(
         }
         out_headers.insert(name.clone(), value.clone());
     }
-    if let Some(receipt) = response.headers().get(headers::X402_RECEIPT) {
+    if let (Tamper::Latency, Some(receipt)) = (mode, response.headers().get(headers::X402_RECEIPT))
+    {
         let mut value: serde_json::Value =
             headers::decode(headers::X402_RECEIPT, receipt.as_bytes()).unwrap();
         let latency = value["latencyMs"].as_u64().unwrap();
@@ -371,7 +385,9 @@ async fn a_forged_receipt_is_detected_and_the_session_abandoned() {
     let w = world(route()).await;
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let proxy = format!("http://{}", listener.local_addr().unwrap());
-    let app = Router::new().fallback(tamper).with_state(w.url.clone());
+    let app = Router::new()
+        .fallback(tamper)
+        .with_state((w.url.clone(), Tamper::Latency));
     tokio::spawn(async move { axum::serve(listener, app).await });
 
     let agent = Agent::new(w.config()).await.unwrap();
@@ -383,6 +399,28 @@ async fn a_forged_receipt_is_detected_and_the_session_abandoned() {
     let session = &agent.sessions()[0];
     assert_eq!(session.state, SessionState::Abandoned);
     assert_eq!(session.receipts, 0);
+    assert_eq!(agent.stats().receipts_verified, 0);
+}
+
+#[tokio::test]
+async fn a_receipt_that_charges_for_an_error_answer_is_refused() {
+    let w = world(route()).await;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let proxy = format!("http://{}", listener.local_addr().unwrap());
+    let app = Router::new()
+        .fallback(tamper)
+        .with_state((w.url.clone(), Tamper::Status));
+    tokio::spawn(async move { axum::serve(listener, app).await });
+
+    let agent = Agent::new(w.config()).await.unwrap();
+    let error = agent
+        .send(w.inference(&proxy, "charged error", 0))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&error, ClientError::ReceiptInvalid(why) if why.contains("HTTP 500")),
+        "{error}"
+    );
     assert_eq!(agent.stats().receipts_verified, 0);
 }
 
