@@ -91,6 +91,8 @@ pub struct Report {
     pub disputes: u64,
     /// Tokens refunded by disputes.
     pub penalties_refunded: u64,
+    /// The offer that answered the first agent's intent.
+    pub offer_for_intent: String,
     /// Agents' test-USDC before and after (sum).
     pub agents_tokens: (u64, u64),
     /// Provider's test-USDC before and after.
@@ -265,6 +267,56 @@ impl World {
         config
     }
 
+    /// States the agent's intent (price and SLA it needs) and returns the signed offer answering
+    /// it, verified.
+    async fn offer_for_intent(
+        &self,
+        url: &str,
+        wallet: &Keypair,
+        price: u64,
+    ) -> anyhow::Result<x402pp_protocol::Offer> {
+        use x402pp_protocol::{headers, Id16, Intent, IntentSla, Offer, UptimePercent};
+        let network = x402pp_solana::network_of(&self.rpc).await?;
+        let intent = Intent {
+            intent_id: Id16::random(),
+            capability: "inference".into(),
+            max_price_per_request: Amount(price),
+            asset: x402pp_protocol::Pubkey(self.localnet.usdc_mint().to_bytes()),
+            network,
+            sla: IntentSla {
+                max_latency_ms: MAX_LATENCY_MS,
+                min_uptime_percent: UptimePercent::from_bps(9_900).unwrap_or_default(),
+            },
+            agent: x402pp_protocol::Pubkey(wallet.pubkey().to_bytes()),
+            expires_at: self.localnet.unix_timestamp().saturating_add(300),
+        };
+        let response = reqwest::Client::new()
+            .post(url)
+            .header(headers::X402_INTENT, headers::encode(&intent)?)
+            .send()
+            .await?;
+        ensure!(
+            response.status().as_u16() == 402,
+            "the provider answered the intent with {}",
+            response.status()
+        );
+        let header = response
+            .headers()
+            .get(headers::X402_OFFER)
+            .context("no X-402-Offer answered the intent")?;
+        let offer: Offer = headers::decode(headers::X402_OFFER, header.as_bytes())?;
+        offer.verify()?;
+        ensure!(
+            offer.terms.intent_id == Some(intent.intent_id),
+            "the offer does not answer the intent"
+        );
+        ensure!(
+            offer.terms.unmet_by(&intent).is_none(),
+            "the offer does not meet the intent"
+        );
+        Ok(offer)
+    }
+
     /// The provider closes `session` with a final claim of the best voucher (one transaction).
     async fn close_with_final_claim(&self, session: &Pubkey) -> anyhow::Result<()> {
         let record = self
@@ -380,6 +432,12 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     let provider = world.provider_key.pubkey();
     let agents_before = world.tokens_of(&wallets).await?;
     let provider_before = world.tokens(&provider).await?;
+
+    // ---- intent -> offer ------------------------------------------------------------------
+    let offer = world
+        .offer_for_intent(&url, &wallets[0], args.price)
+        .await?;
+    report.offer_for_intent = offer.terms.offer_id.to_string();
 
     // ---- sessions -------------------------------------------------------------------------
     let phase = Instant::now();
