@@ -36,7 +36,11 @@ fn the_demo_runs_both_schemes_and_reconciles_to_the_atomic_unit() {
     assert_eq!(report["session"]["providerReceived"], 12 * 1_000 - 500);
     assert_eq!(report["exact"]["providerReceived"], 12 * 1_000);
     assert_eq!(report["vaultsLeft"], 0);
-    assert_eq!(report["offerForIntent"].as_str().unwrap().len(), 32, "an offer id answered the intent");
+    assert_eq!(
+        report["offerForIntent"].as_str().unwrap().len(),
+        32,
+        "an offer id answered the intent"
+    );
     for check in report["checks"].as_array().unwrap() {
         assert_eq!(check[1], true, "check failed: {}", check[0]);
     }
