@@ -1,0 +1,1 @@
+//! Workspace-level end-to-end tests; everything lives under `tests/tests/` (see `docs/interop.md`).

@@ -1,0 +1,468 @@
+//! Interoperability with the official x402 v2 TypeScript packages (pinned in `tests/interop`),
+//! run through `node` against our provider, facilitator and agent on an in-process localnet.
+//! Skipped, with a message, only when `node` is not installed; `npm ci` runs when
+//! `tests/interop/node_modules` is missing. See `docs/interop.md`.
+#![allow(clippy::unwrap_used, clippy::arithmetic_side_effects)] // tests
+
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::sync::Arc;
+use std::time::Duration;
+
+use base64::Engine as _;
+use serde_json::Value;
+use solana_client::nonblocking::rpc_client::RpcClient;
+use solana_client::rpc_config::CommitmentConfig;
+use solana_sdk::pubkey::Pubkey;
+use solana_sdk::signature::{Keypair, Signer};
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, BufReader};
+use x402pp_client::{Agent, AgentConfig, Budget};
+use x402pp_localnet::{Localnet, LocalnetConfig};
+use x402pp_protocol::{Id16, Network};
+use x402pp_provider::{AppOptions, INFERENCE_PATH};
+use x402pp_server::ledger::Ledger;
+use x402pp_server::{HttpFacilitator, Provider, RoutePrice, ServerConfig};
+use x402pp_solana::exact::facilitator::{ExactFacilitator, FacilitatorConfig};
+use x402pp_solana::token;
+
+const PRICE: u64 = 1_000;
+const PAYER_TOKENS: u64 = 1_000_000;
+const LAMPORTS: u64 = 1_000_000_000;
+
+fn js_dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("interop")
+}
+
+fn found(program: &str) -> bool {
+    std::process::Command::new(program)
+        .arg("--version")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+/// Runs `program args` in the js dir, killed after `secs`; returns (success, stdout, stderr).
+async fn run(program: &str, args: &[&str], secs: u64) -> (bool, String, String) {
+    let child = tokio::process::Command::new(program)
+        .args(args)
+        .current_dir(js_dir())
+        .stdin(Stdio::null())
+        .kill_on_drop(true)
+        .output();
+    let output = tokio::time::timeout(Duration::from_secs(secs), child)
+        .await
+        .unwrap_or_else(|_| panic!("`{program} {args:?}` took more than {secs} s"))
+        .unwrap();
+    (
+        output.status.success(),
+        String::from_utf8_lossy(&output.stdout).into_owned(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}
+
+static NPM_CI: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+/// False (with a printed reason) when node is absent; installs the pinned packages when missing.
+async fn node_ready(test: &str) -> bool {
+    if !found("node") {
+        println!(
+            "SKIPPED {test}: `node` is not installed, so the official x402 packages cannot run"
+        );
+        return false;
+    }
+    // The tests run in parallel: one `npm ci` at a time, the others wait for it.
+    let _install = NPM_CI.lock().await;
+    if !js_dir().join("node_modules/@x402/fetch").exists() {
+        assert!(
+            found("npm"),
+            "node is installed but tests/interop/node_modules is missing and npm is not: run \
+             `npm ci --prefix tests/interop`"
+        );
+        let (ok, _, stderr) = run("npm", &["ci", "--no-audit", "--no-fund"], 110).await;
+        assert!(ok, "npm ci failed:\n{stderr}");
+    }
+    true
+}
+
+async fn bounded<F: std::future::Future<Output = ()>>(secs: u64, f: F) {
+    tokio::time::timeout(Duration::from_secs(secs), f)
+        .await
+        .unwrap_or_else(|_| panic!("the test took more than {secs} s"));
+}
+
+struct TempDir(PathBuf);
+
+impl TempDir {
+    fn new() -> Self {
+        let dir = std::env::temp_dir().join(format!("x402pp-e2e-{}", Id16::random()));
+        std::fs::create_dir_all(&dir).unwrap();
+        Self(dir)
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// A localnet and our facilitator service on it, over HTTP.
+struct Chain {
+    localnet: Localnet,
+    rpc: Arc<RpcClient>,
+    network: Network,
+    facilitator_url: String,
+    fee_payer: Pubkey,
+    dir: TempDir,
+}
+
+/// Starts a localnet and `x402pp_facilitator::serve` on a free port. `network` overrides the
+/// CAIP-2 id our side announces (default: the localnet's own, from its genesis hash).
+async fn chain(network: Option<Network>) -> Chain {
+    let localnet = Localnet::start(LocalnetConfig::ephemeral()).await.unwrap();
+    let rpc = Arc::new(RpcClient::new_with_commitment(
+        localnet.rpc_url(),
+        CommitmentConfig::confirmed(),
+    ));
+    let network = match network {
+        Some(n) => n,
+        None => x402pp_solana::network_of(&rpc).await.unwrap(),
+    };
+    let fee_payer = Arc::new(Keypair::new());
+    localnet
+        .airdrop(&fee_payer.pubkey(), 10 * LAMPORTS)
+        .unwrap();
+    let facilitator = Arc::new(ExactFacilitator::new(
+        rpc.clone(),
+        fee_payer.clone(),
+        FacilitatorConfig::new(network.clone()),
+    ));
+    let (addr, _task) = x402pp_facilitator::serve(
+        "127.0.0.1:0".parse().unwrap(),
+        x402pp_facilitator::AppState::new(facilitator, rpc.clone()),
+    )
+    .await
+    .unwrap();
+    Chain {
+        localnet,
+        rpc,
+        network,
+        facilitator_url: format!("http://{addr}"),
+        fee_payer: fee_payer.pubkey(),
+        dir: TempDir::new(),
+    }
+}
+
+impl Chain {
+    /// A wallet with SOL and `tokens` test USDC (its token account exists even for 0).
+    fn wallet(&self, tokens: u64) -> Arc<Keypair> {
+        let key = Arc::new(Keypair::new());
+        self.localnet.airdrop(&key.pubkey(), LAMPORTS).unwrap();
+        self.localnet.mint_to(&key.pubkey(), tokens).unwrap();
+        key
+    }
+
+    async fn tokens(&self, owner: &Pubkey) -> u64 {
+        let ata = token::associated_token_address(
+            owner,
+            &self.localnet.usdc_mint(),
+            &token::TOKEN_PROGRAM_ID,
+        );
+        let account = self.rpc.get_account(&ata).await.unwrap();
+        token::token_account_amount(&account.data).unwrap()
+    }
+
+    /// Writes a Solana CLI keypair file (JSON array of the 64-byte secret) for node to read.
+    fn key_file(&self, key: &Keypair) -> PathBuf {
+        let path = self.dir.0.join(format!("{}.json", key.pubkey()));
+        let bytes: Vec<u8> = key.to_bytes().to_vec();
+        std::fs::write(&path, serde_json::to_string(&bytes).unwrap()).unwrap();
+        path
+    }
+
+    /// Our reference provider (x402pp-server layer + inference app) using our facilitator over
+    /// HTTP; returns its base URL and key.
+    async fn provider(&self) -> (String, Arc<Keypair>) {
+        let provider_key = self.wallet(0);
+        let ledger_url = format!(
+            "sqlite://{}?mode=rwc",
+            self.dir.0.join("ledger.sqlite").display()
+        );
+        let ledger = Arc::new(Ledger::connect(&ledger_url).await.unwrap());
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let route = RoutePrice {
+            min_deposit: 10 * PRICE,
+            ..RoutePrice::new(PRICE)
+        };
+        let config =
+            ServerConfig::new(self.network.clone(), self.localnet.usdc_mint(), url.clone())
+                .route(INFERENCE_PATH, route);
+        let provider = Provider::new(
+            config,
+            provider_key.clone(),
+            ledger,
+            self.rpc.clone(),
+            Some(Arc::new(HttpFacilitator::new(self.facilitator_url.clone()))),
+        )
+        .await
+        .unwrap();
+        let app = x402pp_provider::app(provider, AppOptions::default());
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        (url, provider_key)
+    }
+
+    /// `node pay.mjs`: the official client pays `url` once; its JSON report.
+    async fn official_client_pays(&self, url: &str, payer: &Keypair) -> Value {
+        let key_file = self.key_file(payer);
+        let (ok, stdout, stderr) = run(
+            "node",
+            &[
+                "pay.mjs",
+                url,
+                &self.localnet.rpc_url(),
+                path_str(&key_file),
+                &self.localnet.usdc_mint().to_string(),
+                &PRICE.to_string(),
+                r#"{"prompt":"hello from @x402/fetch"}"#,
+            ],
+            60,
+        )
+        .await;
+        assert!(ok, "node pay.mjs failed:\n{stderr}\n{stdout}");
+        serde_json::from_str(stdout.trim())
+            .unwrap_or_else(|e| panic!("pay.mjs printed no JSON ({e}):\n{stdout}\n{stderr}"))
+    }
+}
+
+fn path_str(path: &Path) -> &str {
+    path.to_str().unwrap()
+}
+
+/// The checks every challenge of our provider must pass in @x402/core.
+fn assert_challenge_parses(report: &Value) {
+    let challenge = &report["challenge"];
+    assert_eq!(challenge["status"], 402, "{report}");
+    assert_eq!(challenge["header"], true, "{report}");
+    assert_eq!(
+        challenge["schemaValid"], true,
+        "@x402/core's PaymentRequired schema refused our challenge: {}",
+        challenge["schemaError"]
+    );
+    assert_eq!(challenge["x402Version"], 2, "{report}");
+    assert_eq!(
+        challenge["schemes"],
+        serde_json::json!(["session", "exact"])
+    );
+}
+
+#[tokio::test]
+async fn the_official_x402_fetch_client_pays_our_providers_exact_route_and_gets_a_valid_payment_response(
+) {
+    if !node_ready("the official client pays our provider").await {
+        return;
+    }
+    bounded(110, async {
+        // @x402/svm 2.27 only knows the mainnet, devnet and testnet CAIP-2 ids (its
+        // `normalizeNetwork` throws "Unsupported SVM network" for any other), while its
+        // `rpcUrl` option points it at any RPC: our side announces the devnet id on the
+        // localnet (docs/interop.md).
+        let chain = chain(Some(Network::solana_devnet())).await;
+        let (url, provider_key) = chain.provider().await;
+        let payer = chain.wallet(PAYER_TOKENS);
+        let provider_before = chain.tokens(&provider_key.pubkey()).await;
+
+        let report = chain
+            .official_client_pays(&format!("{url}{INFERENCE_PATH}"), &payer)
+            .await;
+
+        assert_challenge_parses(&report);
+        // The client knows only `exact`: it skipped the `session` option and paid `exact`.
+        let accepted = &report["chosen"]["accepted"];
+        assert_eq!(report["chosen"]["x402Version"], 2, "{report}");
+        assert_eq!(accepted["scheme"], "exact", "{report}");
+        assert_eq!(accepted["amount"], PRICE.to_string());
+        assert_eq!(accepted["payTo"], provider_key.pubkey().to_string());
+        assert_eq!(accepted["extra"]["feePayer"], chain.fee_payer.to_string());
+
+        assert_eq!(report["status"], 200, "{report}");
+        let body: Value = serde_json::from_str(report["body"].as_str().unwrap()).unwrap();
+        assert!(
+            body["completion"].as_str().is_some_and(|c| !c.is_empty()),
+            "{body}"
+        );
+        let settlement = &report["paymentResponse"];
+        assert_eq!(settlement["success"], true, "{report}");
+        assert_eq!(settlement["network"], chain.network.to_string());
+        assert_eq!(settlement["payer"], payer.pubkey().to_string());
+        let signature: solana_sdk::signature::Signature =
+            settlement["transaction"].as_str().unwrap().parse().unwrap();
+        let status = chain.rpc.get_signature_status(&signature).await.unwrap();
+        assert!(matches!(status, Some(Ok(()))), "{status:?}");
+
+        assert_eq!(
+            chain.tokens(&payer.pubkey()).await,
+            PAYER_TOKENS - PRICE,
+            "the payer paid exactly the price"
+        );
+        assert_eq!(
+            chain.tokens(&provider_key.pubkey()).await,
+            provider_before + PRICE,
+            "the provider got exactly the price"
+        );
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn our_402_challenge_on_the_localnets_own_network_id_parses_with_x402_core() {
+    if !node_ready("our challenge parses with @x402/core").await {
+        return;
+    }
+    bounded(110, async {
+        let chain = chain(None).await;
+        let (url, provider_key) = chain.provider().await;
+        let payer = chain.wallet(PAYER_TOKENS);
+        let report = chain
+            .official_client_pays(&format!("{url}{INFERENCE_PATH}"), &payer)
+            .await;
+        assert_challenge_parses(&report);
+        assert_eq!(
+            report["challenge"]["networks"],
+            serde_json::json!([chain.network.to_string(), chain.network.to_string()])
+        );
+        // Whatever @x402/svm does with a network id it does not know, nothing was paid twice
+        // and nothing was served unpaid.
+        if report["status"] == 200 {
+            assert_eq!(report["paymentResponse"]["success"], true, "{report}");
+            assert_eq!(chain.tokens(&payer.pubkey()).await, PAYER_TOKENS - PRICE);
+            assert_eq!(chain.tokens(&provider_key.pubkey()).await, PRICE);
+        } else {
+            println!(
+                "NOTE: @x402/svm did not pay on the localnet's own network id {}: {}",
+                chain.network,
+                report["error"]
+                    .as_str()
+                    .unwrap_or("(no error)")
+                    .lines()
+                    .next()
+                    .unwrap_or("")
+            );
+            assert_eq!(chain.tokens(&payer.pubkey()).await, PAYER_TOKENS);
+            assert_eq!(chain.tokens(&provider_key.pubkey()).await, 0);
+        }
+    })
+    .await;
+}
+
+/// A running `node server.mjs`; killed when dropped.
+struct NodeServer {
+    url: String,
+    _child: tokio::process::Child,
+}
+
+async fn official_server(chain: &Chain, pay_to: &Pubkey) -> NodeServer {
+    let mut child = tokio::process::Command::new("node")
+        .args([
+            "server.mjs",
+            &chain.facilitator_url,
+            &chain.network.to_string(),
+            &chain.localnet.usdc_mint().to_string(),
+            &pay_to.to_string(),
+            &PRICE.to_string(),
+        ])
+        .current_dir(js_dir())
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut stdout = BufReader::new(child.stdout.take().unwrap()).lines();
+    let first = tokio::time::timeout(Duration::from_secs(60), stdout.next_line()).await;
+    let line = match first {
+        Ok(Ok(Some(line))) => line,
+        other => {
+            let mut stderr = String::new();
+            if let Some(mut e) = child.stderr.take() {
+                let _ = tokio::time::timeout(Duration::from_secs(2), e.read_to_string(&mut stderr))
+                    .await;
+            }
+            panic!("node server.mjs did not start ({other:?}):\n{stderr}");
+        }
+    };
+    // Keep draining both pipes so the server never blocks on a full pipe.
+    tokio::spawn(async move { while let Ok(Some(_)) = stdout.next_line().await {} });
+    if let Some(stderr) = child.stderr.take() {
+        tokio::spawn(async move {
+            let mut lines = BufReader::new(stderr).lines();
+            while let Ok(Some(line)) = lines.next_line().await {
+                eprintln!("server.mjs: {line}");
+            }
+        });
+    }
+    let started: Value = serde_json::from_str(&line).unwrap();
+    NodeServer {
+        url: started["url"].as_str().unwrap().to_owned(),
+        _child: child,
+    }
+}
+
+#[tokio::test]
+async fn our_rust_agent_pays_an_official_x402_express_server_that_settles_through_our_facilitator()
+{
+    if !node_ready("our agent pays an official server").await {
+        return;
+    }
+    bounded(110, async {
+        let chain = chain(None).await;
+        let pay_to = chain.wallet(0);
+        let server = official_server(&chain, &pay_to.pubkey()).await;
+
+        let wallet = chain.wallet(PAYER_TOKENS);
+        let mut config = AgentConfig::new(
+            chain.localnet.rpc_url(),
+            wallet.clone(),
+            Budget {
+                max_price_per_request: PRICE,
+                max_deposit: 100 * PRICE,
+                max_latency_ms: 5_000,
+                min_uptime_bps: 9_000,
+            },
+        );
+        config.prefer_session = false;
+        let agent = Agent::new(config).await.unwrap();
+
+        let request = reqwest::Client::new()
+            .get(format!("{}/paid", server.url))
+            .build()
+            .unwrap();
+        let response = agent.send(request).await.unwrap();
+        let status = response.status();
+        let header = response
+            .headers()
+            .get("payment-response")
+            .map(|v| v.to_str().unwrap().to_owned());
+        let body = response.text().await.unwrap();
+        assert_eq!(status, 200, "{body}");
+        let body: Value = serde_json::from_str(&body).unwrap();
+        assert_eq!(body["content"], "paid content");
+
+        let header = header.expect("the official server sends PAYMENT-RESPONSE");
+        let settlement: Value = serde_json::from_slice(
+            &base64::engine::general_purpose::STANDARD
+                .decode(header)
+                .unwrap(),
+        )
+        .unwrap();
+        assert_eq!(settlement["success"], true, "{settlement}");
+        assert_eq!(settlement["network"], chain.network.to_string());
+        assert_eq!(settlement["payer"], wallet.pubkey().to_string());
+
+        assert_eq!(agent.stats().exact_requests, 1);
+        assert_eq!(chain.tokens(&wallet.pubkey()).await, PAYER_TOKENS - PRICE);
+        assert_eq!(chain.tokens(&pay_to.pubkey()).await, PRICE);
+    })
+    .await;
+}
