@@ -22,6 +22,8 @@ struct Cli {
 enum Command {
     /// Run the end-to-end demo on an embedded localnet: sessions vs the exact scheme.
     Demo(commands::demo::Args),
+    /// Measure paid (session) vs unpaid requests/s and latency through the real provider.
+    Bench(commands::bench::Args),
     /// Run the embedded localnet (standard Solana JSON-RPC).
     Localnet(x402pp_localnet::cli::Args),
     /// Run the reference provider (a paid toy inference API).
@@ -55,6 +57,7 @@ fn main() -> ExitCode {
     let result = runtime.block_on(async move {
         match cli.command {
             Command::Demo(args) => commands::demo::run(args).await,
+            Command::Bench(args) => commands::bench::run(args).await,
             Command::Localnet(args) => {
                 x402pp_localnet::cli::init_tracing();
                 x402pp_localnet::cli::run(args).await.map_err(Into::into)

@@ -31,7 +31,7 @@ use x402pp_solana::escrow::{self, FinalClaim, SessionKeys};
 use x402pp_solana::exact::facilitator::{ExactFacilitator, FacilitatorConfig};
 use x402pp_solana::token;
 
-const LAMPORTS_PER_SOL: u64 = 1_000_000_000;
+pub(crate) const LAMPORTS_PER_SOL: u64 = 1_000_000_000;
 /// The provider's latency promise in the demo, and the injected delay of the slow request.
 const MAX_LATENCY_MS: u32 = 250;
 const SLOW_DELAY_MS: u64 = 400;
@@ -117,13 +117,13 @@ fn progress(total: u64, label: &str, hidden: bool) -> ProgressBar {
     bar
 }
 
-struct World {
-    localnet: Localnet,
-    rpc: Arc<RpcClient>,
-    provider_key: Arc<Keypair>,
-    fee_payer: Arc<Keypair>,
-    ledger: Arc<Ledger>,
-    url: String,
+pub(crate) struct World {
+    pub(crate) localnet: Localnet,
+    pub(crate) rpc: Arc<RpcClient>,
+    pub(crate) provider_key: Arc<Keypair>,
+    pub(crate) fee_payer: Arc<Keypair>,
+    pub(crate) ledger: Arc<Ledger>,
+    pub(crate) url: String,
     _dir: TempDir,
 }
 
@@ -135,7 +135,7 @@ impl Drop for TempDir {
     }
 }
 
-async fn start(args: &Args) -> anyhow::Result<World> {
+pub(crate) async fn start(args: &Args) -> anyhow::Result<World> {
     let localnet = Localnet::start(LocalnetConfig {
         port: 0,
         state_dir: None,
@@ -242,11 +242,11 @@ impl World {
         Ok(sum)
     }
 
-    async fn lamports(&self, owner: &Pubkey) -> anyhow::Result<u64> {
+    pub(crate) async fn lamports(&self, owner: &Pubkey) -> anyhow::Result<u64> {
         Ok(self.rpc.get_balance(owner).await?)
     }
 
-    fn agent(
+    pub(crate) fn agent(
         &self,
         keypair: Arc<Keypair>,
         price: u64,
@@ -318,7 +318,7 @@ impl World {
     }
 
     /// The provider closes `session` with a final claim of the best voucher (one transaction).
-    async fn close_with_final_claim(&self, session: &Pubkey) -> anyhow::Result<()> {
+    pub(crate) async fn close_with_final_claim(&self, session: &Pubkey) -> anyhow::Result<()> {
         let record = self
             .ledger
             .session(&session.to_bytes())
