@@ -28,7 +28,7 @@ use crate::config::{RoutePrice, ServerConfig};
 use crate::error::ServerError;
 use crate::facilitator::SharedFacilitator;
 use crate::ledger::types::{
-    Address, ChainSession, ExactSettlementRecord, ReceiptRecord, SessionRecord, StoredVoucher,
+    Address, ExactSettlementRecord, ReceiptRecord, SessionRecord, StoredVoucher,
 };
 use crate::ledger::{Ledger, LedgerError};
 use crate::metrics::Metrics;
@@ -378,27 +378,7 @@ impl Provider {
                 };
             }
         };
-        let chain = ChainSession {
-            address,
-            agent: account.agent.to_bytes(),
-            provider: account.provider.to_bytes(),
-            mint: account.mint.to_bytes(),
-            token_program: self.token_program.to_bytes(),
-            voucher_signer: account.voucher_signer.to_bytes(),
-            deposit: account.deposit,
-            refunded: account.refunded,
-            claimed: account.claimed,
-            claimed_seq: account.claimed_seq,
-            price_per_request: account.price_per_request,
-            max_latency_ms: account.max_latency_ms,
-            expires_at: account.expires_at,
-            close_requested_at: account.close_requested_at,
-            grace_secs: account.grace_secs,
-            state: match account.status {
-                session_escrow::state::SessionStatus::Open => SessionState::Open,
-                session_escrow::state::SessionStatus::Closing => SessionState::Closing,
-            },
-        };
+        let chain = crate::settlement::chain_session(session, &account, &self.token_program);
         let record = self
             .ledger
             .upsert_session(&chain)
