@@ -25,6 +25,8 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use session_escrow::state::{Session, SessionStatus as ProgramStatus};
 use solana_client::nonblocking::rpc_client::RpcClient;
+use solana_sdk::hash::Hash;
+use solana_sdk::instruction::Instruction;
 use solana_sdk::pubkey::Pubkey;
 use solana_sdk::signature::{Keypair, Signature, Signer};
 use solana_sdk::transaction::Transaction;
@@ -463,20 +465,12 @@ impl Settler {
             receipt.hash,
             receipt_count,
         ));
-        let (blockhash, last_valid_block_height) = self
-            .rpc
-            .get_latest_blockhash_with_commitment(self.rpc.commitment())
-            .await
-            .map_err(ChainError::rpc)?;
-        let tx = Transaction::new_signed_with_payer(
-            &instructions,
-            Some(&payer),
-            &[self.provider.as_ref()],
+        let Signed {
+            tx,
+            signature,
             blockhash,
-        );
-        let Some(signature) = tx.signatures.first().copied() else {
-            return Err(ChainError::Build("the claim transaction has no signature".into()).into());
-        };
+            last_valid_block_height,
+        } = self.sign(&instructions, &payer, "claim").await?;
 
         // The claim is durable before it leaves: a crash from here on is resolved by signature.
         let claim_id = self
@@ -544,6 +538,37 @@ impl Settler {
             }
         }
         Ok(())
+    }
+
+    /// Signs `instructions` with the provider (fee payer `payer`) on a fresh blockhash.
+    async fn sign(
+        &self,
+        instructions: &[Instruction],
+        payer: &Pubkey,
+        what: &str,
+    ) -> Result<Signed, SettleError> {
+        let (blockhash, last_valid_block_height) = self
+            .rpc
+            .get_latest_blockhash_with_commitment(self.rpc.commitment())
+            .await
+            .map_err(ChainError::rpc)?;
+        let tx = Transaction::new_signed_with_payer(
+            instructions,
+            Some(payer),
+            &[self.provider.as_ref()],
+            blockhash,
+        );
+        let Some(signature) = tx.signatures.first().copied() else {
+            return Err(
+                ChainError::Build(format!("the {what} transaction has no signature")).into(),
+            );
+        };
+        Ok(Signed {
+            tx,
+            signature,
+            blockhash,
+            last_valid_block_height,
+        })
     }
 
     /// Waits for a sent transaction: Confirmed, Failed (on chain, or its blockhash expired
@@ -628,20 +653,12 @@ impl Settler {
             &token_program,
         )];
         instructions.extend(escrow::close(&keys, None));
-        let (blockhash, last_valid_block_height) = self
-            .rpc
-            .get_latest_blockhash_with_commitment(self.rpc.commitment())
-            .await
-            .map_err(ChainError::rpc)?;
-        let tx = Transaction::new_signed_with_payer(
-            &instructions,
-            Some(&payer),
-            &[self.provider.as_ref()],
-            blockhash,
-        );
-        let Some(signature) = tx.signatures.first().copied() else {
-            return Err(ChainError::Build("the close transaction has no signature".into()).into());
-        };
+        let Signed {
+            tx,
+            signature,
+            blockhash: _,
+            last_valid_block_height,
+        } = self.sign(&instructions, &payer, "close").await?;
         self.rpc
             .send_transaction(&tx)
             .await
@@ -695,6 +712,14 @@ pub fn chain_session(address: &Pubkey, account: &Session, token_program: &Pubkey
             ProgramStatus::Closing => SessionState::Closing,
         },
     }
+}
+
+/// A transaction signed by the provider, with what crash recovery needs to judge it later.
+struct Signed {
+    tx: Transaction,
+    signature: Signature,
+    blockhash: Hash,
+    last_valid_block_height: u64,
 }
 
 fn pubkey(address: &Address) -> Pubkey {
