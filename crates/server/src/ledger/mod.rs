@@ -63,8 +63,9 @@ static POSTGRES_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("../../migr
 
 /// How long a SQLite writer waits for the file lock before the statement fails as busy.
 const SQLITE_BUSY_TIMEOUT: Duration = Duration::from_secs(10);
-/// Connections of a SQLite file pool (writers serialize on the file; readers run in parallel).
-const SQLITE_POOL_SIZE: u32 = 4;
+/// Read connections of a SQLite file (readers run in parallel in WAL mode; the one writer has
+/// its own pool).
+const SQLITE_READ_POOL_SIZE: u32 = 4;
 /// Connections of a PostgreSQL pool.
 const POSTGRES_POOL_SIZE: u32 = 16;
 /// How long a request waits for a pooled connection.
@@ -85,11 +86,21 @@ enum Pool {
     Postgres(PgPool),
 }
 
-/// Runs `$body` with `$pool` bound to the concrete pool of either backend (the same SQL and
-/// Rust code, type-checked once per backend).
+/// Runs `$body` with `$pool` bound to the concrete read pool of either backend (the same SQL
+/// and Rust code, type-checked once per backend).
 macro_rules! on_pool {
     ($self:expr, |$pool:ident| $body:expr) => {
         match &$self.pool {
+            Pool::Sqlite($pool) => $body,
+            Pool::Postgres($pool) => $body,
+        }
+    };
+}
+
+/// [`on_pool!`] on the pool that writes.
+macro_rules! on_writer {
+    ($self:expr, |$pool:ident| $body:expr) => {
+        match &$self.writer {
             Pool::Sqlite($pool) => $body,
             Pool::Postgres($pool) => $body,
         }
@@ -115,10 +126,17 @@ macro_rules! select_claim {
     };
 }
 
-/// The provider's durable ledger. Cheap to clone (a pool handle).
+/// The provider's durable ledger. Cheap to clone (pool handles).
+///
+/// On a SQLite file, writes go through a pool of **one** connection and reads through a pool of
+/// several: writers serialize on the file anyway, and queueing them in the pool (a fair async
+/// wait) instead of on the file lock (SQLite's busy handler sleeps for milliseconds) keeps a
+/// write's latency at its own cost under concurrency. On PostgreSQL (and SQLite in memory)
+/// both are the same pool.
 #[derive(Debug, Clone)]
 pub struct Ledger {
     pool: Pool,
+    writer: Pool,
 }
 
 /// A claim transaction's validity: its blockhash and the last block height at which it can land.
@@ -155,37 +173,53 @@ impl Ledger {
     /// file path, or `postgres://...` / `postgresql://...`. A SQLite file runs in WAL mode with
     /// `synchronous = NORMAL` and a busy timeout.
     pub async fn connect(url: &str) -> Result<Self, LedgerError> {
-        let pool = if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+        if url.starts_with("postgres://") || url.starts_with("postgresql://") {
             let pool = PgPoolOptions::new()
                 .max_connections(POSTGRES_POOL_SIZE)
                 .acquire_timeout(ACQUIRE_TIMEOUT)
                 .connect(url)
                 .await?;
             POSTGRES_MIGRATIONS.run(&pool).await?;
-            Pool::Postgres(pool)
-        } else {
-            let (options, memory) = sqlite_options(url)?;
+            let pool = Pool::Postgres(pool);
+            return Ok(Self {
+                writer: pool.clone(),
+                pool,
+            });
+        }
+        let (options, memory) = sqlite_options(url)?;
+        if memory {
+            // An in-memory database is per connection: keep exactly one, for reads and writes.
             let pool = SqlitePoolOptions::new()
-                // An in-memory database is per connection: keep exactly one.
-                .max_connections(if memory { 1 } else { SQLITE_POOL_SIZE })
-                .min_connections(if memory { 1 } else { 0 })
-                .idle_timeout(if memory {
-                    None
-                } else {
-                    Some(Duration::from_secs(600))
-                })
-                .max_lifetime(if memory {
-                    None
-                } else {
-                    Some(Duration::from_secs(1_800))
-                })
+                .max_connections(1)
+                .min_connections(1)
+                .idle_timeout(None)
+                .max_lifetime(None)
                 .acquire_timeout(ACQUIRE_TIMEOUT)
                 .connect_with(options)
                 .await?;
             SQLITE_MIGRATIONS.run(&pool).await?;
-            Pool::Sqlite(pool)
+            let pool = Pool::Sqlite(pool);
+            return Ok(Self {
+                writer: pool.clone(),
+                pool,
+            });
+        }
+        let file_pool = |size: u32| {
+            SqlitePoolOptions::new()
+                .max_connections(size)
+                .idle_timeout(Some(Duration::from_secs(600)))
+                .max_lifetime(Some(Duration::from_secs(1_800)))
+                .acquire_timeout(ACQUIRE_TIMEOUT)
         };
-        Ok(Self { pool })
+        let writer = file_pool(1).connect_with(options.clone()).await?;
+        SQLITE_MIGRATIONS.run(&writer).await?;
+        let pool = file_pool(SQLITE_READ_POOL_SIZE)
+            .connect_with(options)
+            .await?;
+        Ok(Self {
+            pool: Pool::Sqlite(pool),
+            writer: Pool::Sqlite(writer),
+        })
     }
 
     /// Which database this ledger runs on.
@@ -199,7 +233,8 @@ impl Ledger {
     /// Closes the pool (waits for connections in use to come back). Later calls fail as
     /// [`LedgerError::Unavailable`].
     pub async fn close(&self) {
-        on_pool!(self, |pool| pool.close().await)
+        on_pool!(self, |pool| pool.close().await);
+        on_writer!(self, |pool| pool.close().await);
     }
 
     /// The session's row, with its accepted state.
@@ -227,7 +262,7 @@ impl Ledger {
             i64::from(chain.max_latency_ms),
             to_db("grace_secs", chain.grace_secs)?,
         ];
-        on_pool!(self, |pool| {
+        on_writer!(self, |pool| {
             sqlx::query(
                 "INSERT INTO sessions (address, agent, provider, mint, token_program, \
                  voucher_signer, deposit, refunded, claimed, claimed_seq, price_per_request, \
@@ -270,7 +305,7 @@ impl Ledger {
 
     /// Marks the session closed (its account is gone from the chain).
     pub async fn mark_closed(&self, address: &Address) -> Result<(), LedgerError> {
-        let done = on_pool!(self, |pool| {
+        let done = on_writer!(self, |pool| {
             sqlx::query("UPDATE sessions SET state = 'closed' WHERE address = $1")
                 .bind(address.as_slice())
                 .execute(pool)
@@ -283,10 +318,14 @@ impl Ledger {
         Ok(())
     }
 
-    /// The voucher compare-and-set: in one transaction, `last_seq = voucher.seq` only where
-    /// `last_seq = voucher.seq - 1`, and the voucher row is stored. Any other `last_seq` (a
-    /// replay, a concurrent request that won, a gap) is [`LedgerError::Conflict`] and nothing is
+    /// The voucher compare-and-set: stores the voucher row and sets `last_seq = voucher.seq`,
+    /// only where `last_seq = receipt_count = voucher.seq - 1` (the previous request has its
+    /// receipt, so none of the session is in flight). Any other state (a replay, a concurrent
+    /// request that won, a gap, a request in flight) is [`LedgerError::Conflict`] and nothing is
     /// written; a session without a row is [`LedgerError::UnknownSession`].
+    ///
+    /// One `INSERT`: the check and the `last_seq` move are the `vouchers_next_seq_only` trigger
+    /// of the migrations, so the whole compare-and-set is one atomic statement.
     pub async fn accept_voucher(
         &self,
         address: &Address,
@@ -294,69 +333,35 @@ impl Ledger {
     ) -> Result<(), LedgerError> {
         let seq = to_db("voucher seq", voucher.seq)?;
         let cumulative = to_db("voucher cumulative", voucher.cumulative)?;
-        let Some(previous) = seq.checked_sub(1).filter(|p| *p >= 0) else {
+        if seq < 1 {
             return Err(LedgerError::Conflict);
-        };
+        }
         let now = now_unix();
-        let won = on_pool!(self, |pool| {
-            let mut tx = pool.begin().await?;
-            let updated = sqlx::query(
-                // `receipt_count = last_seq`: the previous request has its receipt, so no
-                // request of this session is in flight (else seq n+1 could reuse n's cumulative).
-                "UPDATE sessions SET last_seq = $1 \
-                 WHERE address = $2 AND last_seq = $3 AND receipt_count = $3",
+        on_writer!(self, |pool| {
+            sqlx::query(
+                "INSERT INTO vouchers (session, seq, cumulative, signature, accepted_at) \
+                 VALUES ($1, $2, $3, $4, $5)",
             )
-            .bind(seq)
             .bind(address.as_slice())
-            .bind(previous)
-            .execute(&mut *tx)
-            .await?
-            .rows_affected();
-            if updated == 1 {
-                sqlx::query(
-                    "INSERT INTO vouchers (session, seq, cumulative, signature, accepted_at) \
-                     VALUES ($1, $2, $3, $4, $5)",
-                )
-                .bind(address.as_slice())
-                .bind(seq)
-                .bind(cumulative)
-                .bind(voucher.signature.as_slice())
-                .bind(now)
-                .execute(&mut *tx)
-                .await?;
-                tx.commit().await?;
-                true
-            } else {
-                tx.rollback().await?;
-                false
-            }
+            .bind(seq)
+            .bind(cumulative)
+            .bind(voucher.signature.as_slice())
+            .bind(now)
+            .execute(pool)
+            .await
+            .map_err(|e| LedgerError::from_insert(e, address))?;
         });
-        if won {
-            return Ok(());
-        }
-        match self.last_seq(address).await? {
-            None => Err(LedgerError::UnknownSession(show(address))),
-            Some(_) => Err(LedgerError::Conflict),
-        }
+        Ok(())
     }
 
-    async fn last_seq(&self, address: &Address) -> Result<Option<u64>, LedgerError> {
-        on_pool!(self, |pool| {
-            let row = sqlx::query("SELECT last_seq FROM sessions WHERE address = $1")
-                .bind(address.as_slice())
-                .fetch_optional(pool)
-                .await?;
-            row.map(|row| row.u64("last_seq")).transpose()
-        })
-    }
-
-    /// Stores a signed receipt and, in the same transaction, moves the session's receipt chain
+    /// Stores a signed receipt and, in the same statement, moves the session's receipt chain
     /// head to it; an `ok` receipt also sets `accepted` to its cumulative and makes its voucher
     /// the best voucher (what a claim redeems).
     ///
     /// The receipt's seq must have been accepted (`seq ≤ last_seq`), else
     /// [`LedgerError::Conflict`]; a second receipt for one seq is a conflict too. A receipt
     /// older than the head (recorded out of order) is stored but does not move the head back.
+    /// One `INSERT`, with the `receipts_accepted_seq_only` trigger of the migrations.
     pub async fn record_receipt(
         &self,
         address: &Address,
@@ -366,47 +371,7 @@ impl Ledger {
         let charged = to_db("amount charged", record.amount_charged)?;
         let cumulative = to_db("cumulative charged", record.cumulative_charged)?;
         let now = now_unix();
-        on_pool!(self, |pool| {
-            let mut tx = pool.begin().await?;
-            // The head moves forward only, and only to a seq whose voucher was accepted.
-            let update = if record.ok {
-                sqlx::query(
-                    "UPDATE sessions SET receipts_head = $1, receipt_count = $2, best_seq = $2, \
-                     accepted = $4 WHERE address = $3 AND last_seq >= $2 AND receipt_count < $2",
-                )
-                .bind(record.hash.as_slice())
-                .bind(seq)
-                .bind(address.as_slice())
-                .bind(cumulative)
-            } else {
-                sqlx::query(
-                    "UPDATE sessions SET receipts_head = $1, receipt_count = $2 \
-                     WHERE address = $3 AND last_seq >= $2 AND receipt_count < $2",
-                )
-                .bind(record.hash.as_slice())
-                .bind(seq)
-                .bind(address.as_slice())
-            };
-            let moved = update.execute(&mut *tx).await?.rows_affected();
-            if moved == 0 {
-                let row = sqlx::query("SELECT last_seq FROM sessions WHERE address = $1")
-                    .bind(address.as_slice())
-                    .fetch_optional(&mut *tx)
-                    .await?;
-                let last_seq = match row {
-                    None => return Err(LedgerError::UnknownSession(show(address))),
-                    Some(row) => row.u64("last_seq")?,
-                };
-                if last_seq < record.seq {
-                    tx.rollback().await?;
-                    return Err(LedgerError::Conflict);
-                }
-                tracing::warn!(
-                    session = %show(address),
-                    seq = record.seq,
-                    "receipt recorded after a later one; the chain head stays"
-                );
-            }
+        on_writer!(self, |pool| {
             sqlx::query(
                 "INSERT INTO receipts (session, seq, hash, ok, amount_charged, \
                  cumulative_charged, json, recorded_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
@@ -419,11 +384,11 @@ impl Ledger {
             .bind(cumulative)
             .bind(record.json.as_str())
             .bind(now)
-            .execute(&mut *tx)
-            .await?;
-            tx.commit().await?;
-            Ok(())
-        })
+            .execute(pool)
+            .await
+            .map_err(|e| LedgerError::from_insert(e, address))?;
+        });
+        Ok(())
     }
 
     /// Up to `limit` receipts of the session with seq above `after_seq`, in seq order.
@@ -592,7 +557,7 @@ impl Ledger {
             .map(|e| to_db("last valid block height", e.last_valid_block_height))
             .transpose()?;
         let now = now_unix();
-        on_pool!(self, |pool| {
+        on_writer!(self, |pool| {
             let row = sqlx::query(
                 "INSERT INTO claims (session, voucher_seq, voucher_cumulative, voucher_signature, \
                  receipts_head, receipt_count, tx_signature, blockhash, last_valid_block_height, \
@@ -622,7 +587,7 @@ impl Ledger {
         status: ClaimStatus,
     ) -> Result<(), LedgerError> {
         let now = now_unix();
-        on_pool!(self, |pool| {
+        on_writer!(self, |pool| {
             let mut tx = pool.begin().await?;
             let updated =
                 sqlx::query("UPDATE claims SET status = $1, updated_at = $2 WHERE id = $3")
@@ -709,7 +674,7 @@ impl Ledger {
         record: &ExactSettlementRecord,
     ) -> Result<(), LedgerError> {
         let amount = to_db("amount", record.amount)?;
-        on_pool!(self, |pool| {
+        on_writer!(self, |pool| {
             sqlx::query(
                 "INSERT INTO settlements (tx_signature, payer, amount, resource, settled_at_ms) \
                  VALUES ($1, $2, $3, $4, $5)",
