@@ -3,7 +3,7 @@
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use ed25519_dalek::SigningKey;
 use reqwest::header::{HeaderName, HeaderValue};
@@ -33,6 +33,11 @@ use crate::{AgentConfig, AgentStats, ClientError, DisputeOutcome, DisputePolicy,
 const EXPIRY_MARGIN_SECS: i64 = 2;
 /// Lamports per signature when the RPC cannot price a message.
 const FALLBACK_LAMPORTS_PER_SIGNATURE: u64 = 5_000;
+/// The longest an agent waits, in total for one request, for a provider to finish (or recover)
+/// an earlier request of the session (`409 request_in_flight`) before giving up.
+const MAX_IN_FLIGHT_WAIT: Duration = Duration::from_secs(60);
+/// The longest single wait a `Retry-After` can ask for.
+const MAX_RETRY_AFTER: Duration = Duration::from_secs(40);
 /// How many sent transaction signatures are remembered to avoid resending an identical one.
 const RECENT_SIGNATURES: usize = 64;
 
@@ -279,6 +284,20 @@ fn clone_request(request: &Request) -> Result<Request, ClientError> {
 
 fn header_value(value: &str) -> Result<HeaderValue, ClientError> {
     HeaderValue::from_str(value).map_err(|e| ClientError::Http(e.to_string()))
+}
+
+/// The `Retry-After` of a `409 request_in_flight` (capped), if this is one: of the 409 answers
+/// only `request_in_flight` carries a `Retry-After`, so the body is left for the caller.
+fn in_flight_wait(response: &Response) -> Option<Duration> {
+    let seconds: u64 = response
+        .headers()
+        .get(reqwest::header::RETRY_AFTER)?
+        .to_str()
+        .ok()?
+        .trim()
+        .parse()
+        .ok()?;
+    Some(Duration::from_secs(seconds).min(MAX_RETRY_AFTER))
 }
 
 /// The `{error, message}` of an error response (best effort).
@@ -783,6 +802,7 @@ impl Agent {
         let _turn = session.turn.lock().await;
         let price = session.price();
         let mut topped_up = false;
+        let mut waited = Duration::ZERO;
         loop {
             let (seq, cumulative, cap) = {
                 let data = lock(&session.data);
@@ -826,6 +846,25 @@ impl Agent {
             );
             let response = transport.execute(paid).await?;
             bump(&self.inner.stats.session_requests, 1);
+            if response.status() == StatusCode::CONFLICT
+                && response.headers().contains_key(headers::X402_RECEIPT)
+            {
+                // This voucher was served before but its answer was lost (a dropped connection,
+                // a provider crash): adopt the attached receipt, then pay with the next seq.
+                self.recover_receipt(session, &voucher, response.headers())?;
+                continue;
+            }
+            if response.status() == StatusCode::CONFLICT {
+                if let Some(wait) = in_flight_wait(&response) {
+                    if waited.saturating_add(wait) <= MAX_IN_FLIGHT_WAIT {
+                        // The provider still serves (or will recover) this voucher's request:
+                        // resend the same voucher once it can answer with the receipt.
+                        waited = waited.saturating_add(wait);
+                        tokio::time::sleep(wait).await;
+                        continue;
+                    }
+                }
+            }
             if response.headers().contains_key(headers::X402_RECEIPT) {
                 let (response, breach) = self
                     .accept_receipt(session, &voucher, input, response)
@@ -888,50 +927,7 @@ impl Agent {
         match self.check_receipt(session, voucher, input, status, &response_headers, &body) {
             Ok((receipt, chain)) => {
                 let ok = receipt.body.status == ReceiptStatus::Ok && status.is_success();
-                let breach = receipt.body.status == ReceiptStatus::Ok
-                    && receipt.body.latency_ms > session.offer.terms.sla.max_latency_ms;
-                {
-                    let mut data = lock(&session.data);
-                    data.chain = chain;
-                    data.seq = voucher.seq;
-                    data.accepted = receipt.body.cumulative_charged.0;
-                    if ok {
-                        data.ok_requests = data.ok_requests.saturating_add(1);
-                    } else {
-                        data.failed_requests = data.failed_requests.saturating_add(1);
-                    }
-                    if breach {
-                        data.breaches.push(BreachRecord {
-                            seq: voucher.seq,
-                            dispute_signature: None,
-                            paid: 0,
-                            disputed: false,
-                        });
-                    }
-                    data.receipts.push(receipt.clone());
-                }
-                bump(&self.inner.stats.receipts_verified, 1);
-                if ok {
-                    bump(&self.inner.stats.ok_requests, 1);
-                }
-                if breach {
-                    bump(&self.inner.stats.sla_breaches, 1);
-                    tracing::warn!(
-                        session = %session.address(),
-                        seq = voucher.seq,
-                        latency_ms = receipt.body.latency_ms,
-                        max_latency_ms = session.offer.terms.sla.max_latency_ms,
-                        "SLA breach"
-                    );
-                }
-                if let Err(e) = self
-                    .inner
-                    .store
-                    .append_receipt(&proto_key(&session.address()), &receipt)
-                {
-                    tracing::warn!(error = %e, "cannot store the receipt");
-                }
-                self.persist(session);
+                let breach = self.record_receipt(session, receipt, chain, ok);
                 let mut builder = http::Response::builder()
                     .status(status)
                     .version(version)
@@ -944,17 +940,106 @@ impl Agent {
                     .map_err(|e| ClientError::Http(e.to_string()))?;
                 Ok((Response::from(rebuilt), breach.then_some(voucher.seq)))
             }
-            Err(why) => {
-                {
-                    let mut data = lock(&session.data);
-                    data.state = SessionState::Abandoned;
-                    data.failed_requests = data.failed_requests.saturating_add(1);
-                }
-                self.persist(session);
-                tracing::error!(session = %session.address(), reason = %why, "invalid receipt; session abandoned");
-                Err(ClientError::ReceiptInvalid(why))
-            }
+            Err(why) => Err(self.abandon(session, why)),
         }
+    }
+
+    /// Adopts the receipt a provider attached to `409 voucher_conflict` for a voucher it served
+    /// before (the answer was lost). It is checked like any receipt except against the request
+    /// and response, which this agent no longer has; the request counts as failed (its content
+    /// never arrived) even when the receipt charges it.
+    fn recover_receipt(
+        &self,
+        session: &SessionHandle,
+        voucher: &Voucher,
+        response_headers: &reqwest::header::HeaderMap,
+    ) -> Result<(), ClientError> {
+        let checked = Self::decode_receipt(response_headers)
+            .and_then(|receipt| Ok((self.check_continues(session, voucher, &receipt)?, receipt)));
+        match checked {
+            Ok((chain, receipt)) => {
+                tracing::warn!(
+                    session = %session.address(),
+                    seq = voucher.seq,
+                    status = ?receipt.body.status,
+                    charged = receipt.body.amount_charged.0,
+                    "recovered the receipt of a request whose answer was lost"
+                );
+                // A breach is recorded for `dispute_breaches`; not disputed on the spot.
+                self.record_receipt(session, receipt, chain, false);
+                Ok(())
+            }
+            Err(why) => Err(self.abandon(session, why)),
+        }
+    }
+
+    /// Stores a verified receipt: moves the session's chain, seq and accepted amount, counts the
+    /// request as `ok` or failed, records an SLA breach; returns whether it breaches.
+    fn record_receipt(
+        &self,
+        session: &SessionHandle,
+        receipt: Receipt,
+        chain: ReceiptChain,
+        ok: bool,
+    ) -> bool {
+        let seq = receipt.body.request_number;
+        let breach = receipt.body.status == ReceiptStatus::Ok
+            && receipt.body.latency_ms > session.offer.terms.sla.max_latency_ms;
+        {
+            let mut data = lock(&session.data);
+            data.chain = chain;
+            data.seq = seq;
+            data.accepted = receipt.body.cumulative_charged.0;
+            if ok {
+                data.ok_requests = data.ok_requests.saturating_add(1);
+            } else {
+                data.failed_requests = data.failed_requests.saturating_add(1);
+            }
+            if breach {
+                data.breaches.push(BreachRecord {
+                    seq,
+                    dispute_signature: None,
+                    paid: 0,
+                    disputed: false,
+                });
+            }
+            data.receipts.push(receipt.clone());
+        }
+        bump(&self.inner.stats.receipts_verified, 1);
+        if ok {
+            bump(&self.inner.stats.ok_requests, 1);
+        }
+        if breach {
+            bump(&self.inner.stats.sla_breaches, 1);
+            tracing::warn!(
+                session = %session.address(),
+                seq,
+                latency_ms = receipt.body.latency_ms,
+                max_latency_ms = session.offer.terms.sla.max_latency_ms,
+                "SLA breach"
+            );
+        }
+        if let Err(e) = self
+            .inner
+            .store
+            .append_receipt(&proto_key(&session.address()), &receipt)
+        {
+            tracing::warn!(error = %e, "cannot store the receipt");
+        }
+        self.persist(session);
+        breach
+    }
+
+    /// Marks the session abandoned after an invalid receipt.
+    fn abandon(&self, session: &SessionHandle, why: String) -> ClientError {
+        {
+            let mut data = lock(&session.data);
+            data.state = SessionState::Abandoned;
+            data.failed_requests = data.failed_requests.saturating_add(1);
+        }
+        self.persist(session);
+        tracing::error!(session = %session.address(), reason = %why, "invalid receipt; session abandoned");
+        ClientError::ReceiptInvalid(why)
     }
 
     fn check_receipt(
@@ -966,11 +1051,39 @@ impl Agent {
         response_headers: &reqwest::header::HeaderMap,
         body: &[u8],
     ) -> Result<(Receipt, ReceiptChain), String> {
+        let receipt = Self::decode_receipt(response_headers)?;
+        if receipt.body.input_hash != input {
+            return Err("inputHash is not the hash of the request sent".into());
+        }
+        if receipt.body.output_hash != output_hash(body) {
+            return Err("outputHash is not the hash of the body received".into());
+        }
+        // docs/protocol.md §6: only a 2xx/3xx answer is `ok` and charged.
+        if receipt.body.status == ReceiptStatus::Ok
+            && !(status.is_success() || status.is_redirection())
+        {
+            return Err(format!("the receipt charges for an HTTP {status} answer"));
+        }
+        let chain = self.check_continues(session, voucher, &receipt)?;
+        Ok((receipt, chain))
+    }
+
+    fn decode_receipt(response_headers: &reqwest::header::HeaderMap) -> Result<Receipt, String> {
         let value = response_headers
             .get(headers::X402_RECEIPT)
             .ok_or("no X-402-Receipt")?;
-        let receipt: Receipt =
-            headers::decode(headers::X402_RECEIPT, value.as_bytes()).map_err(|e| e.to_string())?;
+        headers::decode(headers::X402_RECEIPT, value.as_bytes()).map_err(|e| e.to_string())
+    }
+
+    /// Checks what a receipt says about payment: the provider's signature, the session and
+    /// seq of `voucher`, the charge for its status, and that it continues the session's chain
+    /// and accepted amount; returns the advanced chain.
+    fn check_continues(
+        &self,
+        session: &SessionHandle,
+        voucher: &Voucher,
+        receipt: &Receipt,
+    ) -> Result<ReceiptChain, String> {
         let message = receipt
             .verify(&session.offer.terms.provider)
             .map_err(|e| e.to_string())?;
@@ -985,18 +1098,6 @@ impl Agent {
                 "receipt seq {} for voucher seq {}",
                 message.seq, voucher.seq
             ));
-        }
-        if receipt.body.input_hash != input {
-            return Err("inputHash is not the hash of the request sent".into());
-        }
-        if receipt.body.output_hash != output_hash(body) {
-            return Err("outputHash is not the hash of the body received".into());
-        }
-        // docs/protocol.md §6: only a 2xx/3xx answer is `ok` and charged.
-        if receipt.body.status == ReceiptStatus::Ok
-            && !(status.is_success() || status.is_redirection())
-        {
-            return Err(format!("the receipt charges for an HTTP {status} answer"));
         }
         let price = session.price();
         let expected = if receipt.body.status == ReceiptStatus::Ok {
@@ -1021,7 +1122,7 @@ impl Agent {
                 receipt.body.cumulative_charged.0
             ));
         }
-        Ok((receipt, chain))
+        Ok(chain)
     }
 
     async fn after_breach(&self, session: &SessionHandle, breach: Option<u64>) {

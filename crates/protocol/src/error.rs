@@ -27,6 +27,10 @@ pub enum ErrorCode {
     InvalidVoucher,
     /// Another request already used this voucher sequence number.
     VoucherConflict,
+    /// The voucher was accepted and its request is still being served (or was cut off by a
+    /// provider crash and is not yet recovered); resend the same voucher after `Retry-After`
+    /// seconds to get its receipt.
+    RequestInFlight,
     /// The voucher's cumulative amount exceeds what is left of the deposit; top up.
     InsufficientDeposit,
     /// No open session with this id exists for this provider.
@@ -43,8 +47,12 @@ pub enum ErrorCode {
     InvalidReceipt,
     /// The network or asset is not supported here.
     UnsupportedNetwork,
-    /// Too many requests from this client or session.
+    /// Too many requests from this client or session; retry after `Retry-After` seconds.
     RateLimited,
+    /// The request body is larger than the server accepts.
+    PayloadTooLarge,
+    /// The request (its body) was not received within the server's read timeout.
+    RequestTimeout,
     /// The blockchain RPC is unreachable or failing; retry later.
     ChainUnavailable,
     /// An unexpected server-side failure; details are logged, not returned.
@@ -55,8 +63,11 @@ impl ErrorCode {
     /// The HTTP status the code is returned with.
     pub const fn http_status(self) -> u16 {
         match self {
-            Self::MalformedRequest | Self::HeaderTooLarge => 400,
-            Self::VoucherConflict => 409,
+            Self::MalformedRequest => 400,
+            Self::RequestTimeout => 408,
+            Self::PayloadTooLarge => 413,
+            Self::HeaderTooLarge => 431,
+            Self::VoucherConflict | Self::RequestInFlight => 409,
             Self::RateLimited => 429,
             Self::ChainUnavailable => 503,
             Self::InternalError => 500,
@@ -83,6 +94,7 @@ impl ErrorCode {
             Self::InvalidSignature => "invalid_signature",
             Self::InvalidVoucher => "invalid_voucher",
             Self::VoucherConflict => "voucher_conflict",
+            Self::RequestInFlight => "request_in_flight",
             Self::InsufficientDeposit => "insufficient_deposit",
             Self::SessionNotFound => "session_not_found",
             Self::SessionClosed => "session_closed",
@@ -92,6 +104,8 @@ impl ErrorCode {
             Self::InvalidReceipt => "invalid_receipt",
             Self::UnsupportedNetwork => "unsupported_network",
             Self::RateLimited => "rate_limited",
+            Self::PayloadTooLarge => "payload_too_large",
+            Self::RequestTimeout => "request_timeout",
             Self::ChainUnavailable => "chain_unavailable",
             Self::InternalError => "internal_error",
         }
@@ -237,6 +251,9 @@ mod tests {
             ErrorCode::VoucherConflict,
             ErrorCode::NoAcceptableOffer,
             ErrorCode::ChainUnavailable,
+            ErrorCode::PayloadTooLarge,
+            ErrorCode::RequestTimeout,
+            ErrorCode::RateLimited,
         ] {
             let json = serde_json::to_string(&code).expect("serialises");
             assert_eq!(json, format!("\"{}\"", code.as_str()));
@@ -249,6 +266,10 @@ mod tests {
         assert_eq!(ErrorCode::InsufficientDeposit.http_status(), 402);
         assert_eq!(ErrorCode::VoucherConflict.http_status(), 409);
         assert_eq!(ErrorCode::ChainUnavailable.http_status(), 503);
+        assert_eq!(ErrorCode::RequestTimeout.http_status(), 408);
+        assert_eq!(ErrorCode::PayloadTooLarge.http_status(), 413);
+        assert_eq!(ErrorCode::HeaderTooLarge.http_status(), 431);
+        assert_eq!(ErrorCode::RateLimited.http_status(), 429);
     }
 
     #[test]

@@ -1,7 +1,8 @@
 //! Header names and the header codec: base64 (standard alphabet, padded) of compact JSON.
 //!
 //! [`decode`] also accepts raw JSON (a value starting with `{`), refuses values over
-//! [`MAX_HEADER_LEN`] before doing any work, and reports failures as typed
+//! [`MAX_HEADER_LEN`] before doing any work and JSON nested deeper than [`MAX_JSON_DEPTH`], and
+//! reports failures as typed
 //! [`ProtocolError`]s that map to `400 malformed_request` / `header_too_large`.
 
 use base64::engine::general_purpose::STANDARD;
@@ -32,6 +33,43 @@ pub const X402_SESSION_STATUS: &str = "X-402-Session-Status";
 
 /// Largest header value accepted by [`decode`], in bytes (8 KiB, the common proxy limit).
 pub const MAX_HEADER_LEN: usize = 8 * 1024;
+
+/// Deepest JSON nesting (objects and arrays) accepted by [`decode`]. Real headers nest a few
+/// levels; the margin below serde_json's own limit of 128 lets a decoded value be embedded in a
+/// larger document and still parse — the provider forwards `PAYMENT-SIGNATURE` to the
+/// facilitator one level deeper, which refused a payload nested 127 levels deep.
+pub const MAX_JSON_DEPTH: usize = 64;
+
+/// Whether `json` nests objects and arrays deeper than `limit` (strings are skipped).
+fn nests_deeper_than(json: &[u8], limit: usize) -> bool {
+    let mut depth = 0usize;
+    let mut in_string = false;
+    let mut escaped = false;
+    for &byte in json {
+        if in_string {
+            if escaped {
+                escaped = false;
+            } else if byte == b'\\' {
+                escaped = true;
+            } else if byte == b'"' {
+                in_string = false;
+            }
+            continue;
+        }
+        match byte {
+            b'"' => in_string = true,
+            b'[' | b'{' => {
+                depth = depth.saturating_add(1);
+                if depth > limit {
+                    return true;
+                }
+            }
+            b']' | b'}' => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+    }
+    false
+}
 
 /// Encodes a value as base64 of its compact JSON.
 ///
@@ -65,6 +103,12 @@ pub fn decode<T: DeserializeOwned>(name: &'static str, value: &[u8]) -> Result<T
             })?;
         std::borrow::Cow::Owned(bytes)
     };
+    if nests_deeper_than(&json, MAX_JSON_DEPTH) {
+        return Err(ProtocolError::HeaderJson {
+            name,
+            reason: format!("JSON is nested deeper than {MAX_JSON_DEPTH} levels"),
+        });
+    }
     serde_json::from_slice(&json).map_err(|e| ProtocolError::HeaderJson {
         name,
         reason: e.to_string(),
@@ -106,6 +150,25 @@ mod tests {
         let err = decode::<Sample>("X", STANDARD.encode(b"\xff\xfe").as_bytes()).expect_err("bad");
         assert!(matches!(err, ProtocolError::HeaderJson { .. }));
         assert_eq!(err.code().http_status(), 400);
+    }
+
+    #[test]
+    fn json_nested_past_the_depth_limit_is_a_malformed_request() {
+        let nested = |depth: usize| {
+            format!(
+                r#"{{"a":1,"b":{}"[{{\"]"{}}}"#,
+                "[".repeat(depth),
+                "]".repeat(depth)
+            )
+        };
+        // Brackets inside strings do not count.
+        assert_eq!(
+            decode::<Sample>("X", nested(MAX_JSON_DEPTH - 1).as_bytes()),
+            Ok(Sample { a: 1 })
+        );
+        let err = decode::<Sample>("X", nested(MAX_JSON_DEPTH).as_bytes()).expect_err("too deep");
+        assert!(matches!(err, ProtocolError::HeaderJson { .. }));
+        assert_eq!(err.code(), ErrorCode::MalformedRequest);
     }
 
     #[test]

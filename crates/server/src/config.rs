@@ -5,6 +5,8 @@ use std::time::Duration;
 
 use x402pp_protocol::{Network, OfferSla, UptimePercent};
 
+use crate::limits::{RateLimit, RequestLimits};
+
 /// Price and terms of one paid route.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RoutePrice {
@@ -67,8 +69,19 @@ pub struct ServerConfig {
     pub max_response_body: usize,
     /// A handler that runs longer gets a `timeout` receipt and a 504.
     pub handler_timeout: Duration,
+    /// A request whose voucher was accepted longer than `handler_timeout + orphan_grace` ago
+    /// and which still has no receipt was cut off by a crash: it gets a zero-charge
+    /// `handler_error` receipt when its session is next used (see docs/reliability.md).
+    pub orphan_grace: Duration,
     /// Cached sessions are refreshed from the chain after this long.
     pub session_refresh: Duration,
+    /// Per-session rate on paid routes, keyed by `X-402-Session-Id` and checked before any
+    /// verification (default 5 000/s, bursts of 5 000; `None` turns it off). A session's requests
+    /// are sequential, so an honest agent stays far below it.
+    pub per_session_rate: Option<RateLimit>,
+    /// Limits on every request (header bytes, body bytes, read timeout, per-IP rate), applied by
+    /// [`crate::limits::RequestLimitsLayer`] (the reference provider's `app` adds it).
+    pub limits: RequestLimits,
 }
 
 impl ServerConfig {
@@ -86,7 +99,10 @@ impl ServerConfig {
             max_request_body: 1024 * 1024,
             max_response_body: 16 * 1024 * 1024,
             handler_timeout: Duration::from_secs(30),
+            orphan_grace: Duration::from_secs(5),
             session_refresh: Duration::from_secs(30),
+            per_session_rate: RateLimit::per_second(5_000, 5_000),
+            limits: RequestLimits::default(),
         }
     }
 

@@ -10,6 +10,8 @@
 //! - [`ledger`]: the durable ledger (SQLite by default, PostgreSQL by URL).
 //! - [`settlement`]: the background task that claims on chain.
 //! - [`Facilitator`]: `exact` verification and settlement, in-process or over HTTP.
+//! - [`limits`]: header, body, read-timeout and rate limits answering JSON errors
+//!   ([`RequestLimitsLayer`] for every route, the per-session rate inside [`Provider`]).
 //!
 //! Handlers read what paid for the request from the extensions ([`PaymentContext`]).
 
@@ -18,6 +20,7 @@ pub mod error;
 pub mod facilitator;
 pub mod layer;
 pub mod ledger;
+pub mod limits;
 pub mod metrics;
 pub mod provider;
 pub mod settlement;
@@ -26,5 +29,6 @@ pub use config::{RoutePrice, ServerConfig};
 pub use error::ServerError;
 pub use facilitator::{Facilitator, FacilitatorError, HttpFacilitator, SharedFacilitator};
 pub use layer::{PaymentLayer, PaymentService};
+pub use limits::{RateLimit, RequestLimits, RequestLimitsLayer};
 pub use metrics::Metrics;
 pub use provider::{PaymentContext, Provider};

@@ -12,11 +12,11 @@ use ed25519_dalek::SigningKey;
 use futures_util::FutureExt as _;
 use solana_client::nonblocking::rpc_client::RpcClient;
 use solana_sdk::pubkey::Pubkey;
-use solana_sdk::signature::{Keypair, Signer};
+use solana_sdk::signature::{Keypair, Signature, Signer};
 use x402pp_protocol::crypto::{input_hash, output_hash};
 use x402pp_protocol::x402::{
     ExactSvmExtra, FacilitatorRequest, PaymentPayload, PaymentRequired, PaymentRequirements,
-    ResourceInfo, SessionExtra, X402Version2, SCHEME_EXACT, SCHEME_SESSION,
+    ResourceInfo, SessionExtra, SettleResponse, X402Version2, SCHEME_EXACT, SCHEME_SESSION,
 };
 use x402pp_protocol::{
     headers, Amount, ErrorCode, Hash32, Id16, Intent, Offer, OfferTerms, Receipt, ReceiptBody,
@@ -71,6 +71,7 @@ pub struct Provider {
     facilitator: Option<SharedFacilitator>,
     fee_payer: Option<Pubkey>,
     sessions: Mutex<HashMap<Address, CachedSession>>,
+    session_limiter: Option<crate::limits::RateLimiter<Address>>,
     metrics: Metrics,
 }
 
@@ -130,7 +131,11 @@ impl Provider {
             }
             None => None,
         };
+        let session_limiter = config
+            .per_session_rate
+            .map(|rate| crate::limits::RateLimiter::new(rate, config.limits.max_tracked_keys));
         Ok(Arc::new(Self {
+            session_limiter,
             signing_key: x402pp_solana::keys::signing_key(&keypair),
             address: keypair.pubkey(),
             token_program: mint.owner,
@@ -190,6 +195,16 @@ impl Provider {
         let Some(route) = self.route(path).cloned() else {
             return inner(request).await;
         };
+        // Per-session rate first: a flood on one session costs a map lookup, not a verification
+        // or a ledger write, and leaves the voucher unused.
+        if let Some(Err(error)) = self
+            .session_limiter
+            .as_ref()
+            .map(|limiter| limiter.check_session(request.headers()))
+        {
+            self.metrics.refused(error.code.as_str());
+            return axum::response::IntoResponse::into_response(error);
+        }
         let headers = request.headers();
         let result = if headers.contains_key(headers::X402_VOUCHER)
             || headers.contains_key(headers::X402_SESSION_ID)
@@ -549,12 +564,20 @@ impl Provider {
                     Err(e) => return Err(ServerError::internal(e)),
                 }
             };
-            Self::check_voucher(&refreshed, &voucher).map_err(
-                |e| match Self::session_status_header(&refreshed) {
-                    Some(status) => e.with_header(headers::X402_SESSION_STATUS, status),
-                    None => e,
-                },
-            )?;
+            let refreshed = match Self::check_voucher(&refreshed, &voucher) {
+                Ok(()) => refreshed,
+                Err(e) if e.code == ErrorCode::VoucherConflict => {
+                    let row = self.resolve_conflict(&refreshed, &voucher).await?;
+                    Self::check_voucher(&row, &voucher)?;
+                    row
+                }
+                Err(e) => {
+                    return Err(match Self::session_status_header(&refreshed) {
+                        Some(status) => e.with_header(headers::X402_SESSION_STATUS, status),
+                        None => e,
+                    })
+                }
+            };
             self.cache(refreshed.clone());
             record = refreshed;
         }
@@ -564,7 +587,17 @@ impl Provider {
         let body = axum::body::to_bytes(body, self.config.max_request_body)
             .await
             .map_err(|e| {
-                ServerError::new(ErrorCode::MalformedRequest, format!("request body: {e}"))
+                if crate::limits::is_length_limit(&e) {
+                    ServerError::new(
+                        ErrorCode::PayloadTooLarge,
+                        format!(
+                            "the request body is over the limit of {} bytes",
+                            self.config.max_request_body
+                        ),
+                    )
+                } else {
+                    ServerError::new(ErrorCode::MalformedRequest, format!("request body: {e}"))
+                }
             })?;
         let path_and_query = parts
             .uri
@@ -579,11 +612,23 @@ impl Provider {
             cumulative: voucher.cumulative.get(),
             signature: voucher.signature.0,
         };
-        match self
+        let mut accepted = self
             .ledger
             .accept_voucher(&record.chain.address, &stored)
-            .await
-        {
+            .await;
+        if matches!(accepted, Err(LedgerError::Conflict)) {
+            // A resend, a concurrent duplicate, or a session blocked by a request a crash cut
+            // off: recover or explain; try once more only where the voucher may now be next.
+            let row = self.resolve_conflict(&record, &voucher).await?;
+            Self::check_voucher(&row, &voucher)?;
+            self.cache(row.clone());
+            record = row;
+            accepted = self
+                .ledger
+                .accept_voucher(&record.chain.address, &stored)
+                .await;
+        }
+        match accepted {
             Ok(()) => {}
             Err(LedgerError::Conflict) => {
                 return Err(ServerError::new(
@@ -630,16 +675,7 @@ impl Provider {
             provider: x402pp_protocol::Pubkey(self.address.to_bytes()),
         };
         let breached = !body.sla_verification.met;
-        let receipt = Receipt::sign(body, &self.signing_key).map_err(ServerError::internal)?;
-        let receipt_header = headers::encode(&receipt).map_err(ServerError::internal)?;
-        let stored_receipt = ReceiptRecord {
-            seq: voucher.seq,
-            hash: receipt.receipt_id.0,
-            ok: status == ReceiptStatus::Ok,
-            amount_charged: amount,
-            cumulative_charged: cumulative,
-            json: serde_json::to_string(&receipt).map_err(ServerError::internal)?,
-        };
+        let (receipt, receipt_header, stored_receipt) = self.sign_receipt(body)?;
         self.ledger
             .record_receipt(&record.chain.address, &stored_receipt)
             .await
@@ -668,6 +704,168 @@ impl Provider {
             headers.insert(headers::X402_SESSION_STATUS, status);
         }
         Ok(response)
+    }
+
+    /// Signs a receipt body; returns the receipt, its `X-402-Receipt` header and its ledger row.
+    fn sign_receipt(
+        &self,
+        body: ReceiptBody,
+    ) -> Result<(Receipt, String, ReceiptRecord), ServerError> {
+        let receipt = Receipt::sign(body, &self.signing_key).map_err(ServerError::internal)?;
+        let header = headers::encode(&receipt).map_err(ServerError::internal)?;
+        let record = ReceiptRecord {
+            seq: receipt.body.request_number,
+            hash: receipt.receipt_id.0,
+            ok: receipt.body.status == ReceiptStatus::Ok,
+            amount_charged: receipt.body.amount_charged.0,
+            cumulative_charged: receipt.body.cumulative_charged.0,
+            json: serde_json::to_string(&receipt).map_err(ServerError::internal)?,
+        };
+        Ok((receipt, header, record))
+    }
+
+    /// After a voucher lost the ledger's compare-and-set. Reads the session's row and:
+    ///
+    /// - if a request is in flight (`receipt_count < last_seq`) and its voucher was accepted
+    ///   longer ago than the handler timeout plus the orphan grace, no process is serving it any
+    ///   more (a crash cut it off): writes a zero-charge `handler_error` receipt for it, which
+    ///   unblocks the session; if it is younger, answers `409 request_in_flight` with
+    ///   `Retry-After`;
+    /// - if `voucher` is the very voucher already accepted for its seq (a resend after a lost
+    ///   answer), answers `409 voucher_conflict` with that seq's stored receipt attached, so the
+    ///   agent can continue its receipt chain;
+    /// - returns the row when the voucher may now be the next one (after a recovery), else
+    ///   `409 voucher_conflict`.
+    async fn resolve_conflict(
+        &self,
+        record: &SessionRecord,
+        voucher: &Voucher,
+    ) -> Result<SessionRecord, ServerError> {
+        let address = record.chain.address;
+        let conflict = || {
+            ServerError::new(
+                ErrorCode::VoucherConflict,
+                format!("voucher seq {} was already used", voucher.seq),
+            )
+        };
+        let mut row = match self.ledger.session(&address).await {
+            Ok(Some(row)) => row,
+            Ok(None) => return Err(conflict()),
+            Err(e) => return Err(ServerError::internal(e)),
+        };
+        if row.receipt_count < row.last_seq {
+            let accepted_at = self
+                .ledger
+                .voucher_accepted_at(&address, row.last_seq)
+                .await
+                .map_err(ServerError::internal)?
+                .unwrap_or(0);
+            let deadline = self
+                .config
+                .handler_timeout
+                .saturating_add(self.config.orphan_grace)
+                .as_secs();
+            let deadline = accepted_at.saturating_add(i64::try_from(deadline).unwrap_or(i64::MAX));
+            let now = now_ms() / 1_000;
+            if now < deadline {
+                let wait = deadline.saturating_sub(now).max(1);
+                return Err(ServerError::new(
+                    ErrorCode::RequestInFlight,
+                    format!(
+                        "request {} of this session is still being served; resend its voucher \
+                         after {wait} s for its receipt",
+                        row.last_seq
+                    ),
+                )
+                .with_header("retry-after", wait.to_string()));
+            }
+            self.recover_orphan(&row, accepted_at).await?;
+            row = match self.ledger.session(&address).await {
+                Ok(Some(row)) => row,
+                Ok(None) => return Err(conflict()),
+                Err(e) => return Err(ServerError::internal(e)),
+            };
+        }
+        if voucher.seq == row.last_seq.saturating_add(1) {
+            return Ok(row);
+        }
+        let resent = voucher.seq <= row.last_seq
+            && matches!(
+                self.ledger.voucher(&address, voucher.seq).await,
+                Ok(Some(stored)) if stored.signature == voucher.signature.0
+                    && stored.cumulative == voucher.cumulative.get()
+            );
+        if !resent {
+            return Err(conflict());
+        }
+        let stored = self
+            .ledger
+            .receipt(&address, voucher.seq)
+            .await
+            .map_err(ServerError::internal)?;
+        let Some(stored) = stored else {
+            return Err(conflict());
+        };
+        let receipt: Receipt = serde_json::from_str(&stored.json).map_err(ServerError::internal)?;
+        let header = headers::encode(&receipt).map_err(ServerError::internal)?;
+        let mut error = ServerError::new(
+            ErrorCode::VoucherConflict,
+            format!(
+                "voucher seq {} was already served; its receipt is attached",
+                voucher.seq
+            ),
+        )
+        .with_header(headers::X402_RECEIPT, header);
+        if let Some(status) = Self::session_status_header(&row) {
+            error = error.with_header(headers::X402_SESSION_STATUS, status);
+        }
+        Err(error)
+    }
+
+    /// Writes the zero-charge receipt of a request whose voucher was accepted at `accepted_at`
+    /// (unix seconds) but whose process died before its receipt. The input is unknown (the
+    /// request was never stored): its hash is zero. A concurrent recovery by another replica
+    /// wins harmlessly (one receipt per seq).
+    async fn recover_orphan(
+        &self,
+        row: &SessionRecord,
+        accepted_at: i64,
+    ) -> Result<(), ServerError> {
+        let completed = now_ms();
+        let started = accepted_at.saturating_mul(1_000);
+        let latency_ms =
+            u32::try_from(completed.saturating_sub(started).max(0)).unwrap_or(u32::MAX);
+        let body = ReceiptBody {
+            session_id: x402pp_protocol::Pubkey(row.chain.address),
+            request_number: row.last_seq,
+            input_hash: Hash32::ZERO,
+            output_hash: output_hash(&[]),
+            request_started_at: started,
+            request_completed_at: completed,
+            latency_ms,
+            status: ReceiptStatus::HandlerError,
+            amount_charged: Amount(0),
+            cumulative_charged: Amount(row.accepted),
+            prev_receipt_hash: Hash32(row.receipts_head),
+            sla_verification: SlaVerification::latency(row.chain.max_latency_ms, latency_ms),
+            provider: x402pp_protocol::Pubkey(self.address.to_bytes()),
+        };
+        let (_, _, stored) = self.sign_receipt(body)?;
+        match self
+            .ledger
+            .record_receipt(&row.chain.address, &stored)
+            .await
+        {
+            Ok(()) | Err(LedgerError::Conflict) => {}
+            Err(e) => return Err(ServerError::internal(e)),
+        }
+        tracing::warn!(
+            session = %Pubkey::new_from_array(row.chain.address),
+            seq = row.last_seq,
+            "a request cut off by a crash got a zero-charge handler_error receipt"
+        );
+        self.metrics.receipt("handler_error", false, Duration::ZERO);
+        Ok(())
     }
 
     fn session_status_header(record: &SessionRecord) -> Option<String> {
@@ -780,10 +978,21 @@ impl Provider {
             return Err(self.challenge(path, route, request.headers(), &reason));
         }
         // Settle before serving: content is never served for a payment that did not settle.
-        let settled = facilitator
-            .settle(&facilitator_request)
-            .await
-            .map_err(ServerError::chain_unavailable)?;
+        let (settled, retried) = self
+            .settle_exact(facilitator.as_ref(), &facilitator_request)
+            .await?;
+        // A retry after a transport failure may learn that the first attempt landed
+        // (`duplicate_settlement` with its signature): confirmed on chain, it is this payment.
+        let recovered = if retried
+            && !settled.success
+            && settled.error_reason.as_deref() == Some("duplicate_settlement")
+        {
+            self.confirm_landed_exact(&facilitator_request, &settled)
+                .await
+        } else {
+            None
+        };
+        let settled = recovered.clone().unwrap_or(settled);
         if !settled.success {
             let reason = settled
                 .error_reason
@@ -803,6 +1012,15 @@ impl Provider {
             settled_at_ms: now_ms(),
         };
         if let Err(e) = self.ledger.record_exact_settlement(&record).await {
+            if recovered.is_some() {
+                // The settlements primary key is what makes one landed transaction serve once.
+                return Err(match e {
+                    LedgerError::Conflict => {
+                        self.challenge(path, route, request.headers(), "duplicate_settlement")
+                    }
+                    e => ServerError::internal(e),
+                });
+            }
             tracing::error!(error = %e, transaction = %settled.transaction, "could not record an exact settlement");
         }
         let mut request = request;
@@ -822,7 +1040,85 @@ impl Provider {
         }
         Ok(response)
     }
+
+    /// `/settle`, retried on a transport failure (the facilitator may have died mid-settle) up
+    /// to [`EXACT_SETTLE_RETRIES`] times with a doubling backoff. Returns the answer and whether
+    /// an earlier attempt failed, i.e. whether the payment may already have been sent.
+    async fn settle_exact(
+        &self,
+        facilitator: &dyn crate::facilitator::Facilitator,
+        request: &FacilitatorRequest,
+    ) -> Result<(SettleResponse, bool), ServerError> {
+        let mut attempt: u32 = 0;
+        loop {
+            match facilitator.settle(request).await {
+                Ok(answer) => return Ok((answer, attempt > 0)),
+                Err(e) if attempt < EXACT_SETTLE_RETRIES => {
+                    tracing::warn!(error = %e, attempt, "settle failed in transport; retrying");
+                    let backoff =
+                        EXACT_SETTLE_BACKOFF.saturating_mul(2_u32.saturating_pow(attempt));
+                    tokio::time::sleep(backoff).await;
+                    attempt = attempt.saturating_add(1);
+                }
+                Err(e) => return Err(ServerError::chain_unavailable(e)),
+            }
+        }
+    }
+
+    /// The settlement a retried `/settle` reported as `duplicate_settlement`, when its signature
+    /// is the fee payer's over this very payment's message (so that transaction is this payment)
+    /// and the chain has it confirmed without error; `None` otherwise.
+    async fn confirm_landed_exact(
+        &self,
+        request: &FacilitatorRequest,
+        answer: &SettleResponse,
+    ) -> Option<SettleResponse> {
+        let signature: Signature = answer.transaction.parse().ok()?;
+        let fee_payer = self.fee_payer?;
+        let tx =
+            x402pp_solana::exact::facilitator::decode_transaction(&request.payment_payload.payload)
+                .ok()?;
+        if !signature.verify(fee_payer.as_ref(), &tx.message.serialize()) {
+            tracing::warn!(%signature, "the facilitator reported a transaction that is not this payment");
+            return None;
+        }
+        let statuses = match self
+            .rpc
+            .get_signature_statuses_with_history(&[signature])
+            .await
+        {
+            Ok(statuses) => statuses,
+            Err(e) => {
+                tracing::warn!(%signature, error = %e, "could not confirm a reported settlement");
+                return None;
+            }
+        };
+        let status = statuses.value.first().cloned().flatten()?;
+        if status.err.is_some()
+            || !status
+                .satisfies_commitment(solana_client::rpc_config::CommitmentConfig::confirmed())
+        {
+            return None;
+        }
+        let payer = tx.message.static_account_keys().get(1)?.to_string();
+        tracing::info!(%signature, "a retried settle found the payment already landed");
+        Some(SettleResponse {
+            success: true,
+            error_reason: None,
+            error_message: None,
+            payer: Some(payer),
+            transaction: signature.to_string(),
+            network: answer.network.clone(),
+            amount: Some(request.payment_requirements.amount.clone()),
+            extensions: None,
+        })
+    }
 }
+
+/// How many times `serve_exact` retries a `/settle` that failed in transport.
+const EXACT_SETTLE_RETRIES: u32 = 3;
+/// The first retry's delay; each next one doubles (0.25 s, 0.5 s, 1 s).
+const EXACT_SETTLE_BACKOFF: Duration = Duration::from_millis(250);
 
 fn status_name(status: ReceiptStatus) -> &'static str {
     match status {

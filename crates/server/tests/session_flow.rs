@@ -20,7 +20,7 @@ use x402pp_protocol::{
     headers, Amount, ErrorBody, Id16, Intent, IntentSla, Network, Offer, Receipt, ReceiptChain,
     ReceiptStatus, SessionStatus, UptimePercent, Voucher,
 };
-use x402pp_server::ledger::Ledger;
+use x402pp_server::ledger::{Ledger, StoredVoucher};
 use x402pp_server::{PaymentContext, PaymentLayer, Provider, RoutePrice, ServerConfig};
 use x402pp_solana::escrow::{self, SessionKeys};
 use x402pp_solana::exact::facilitator::{ExactFacilitator, FacilitatorConfig};
@@ -471,8 +471,9 @@ async fn every_session_rejection_has_its_code_and_serves_nothing() {
         ),
         // Skipping a seq.
         (agent.voucher(3, 2 * PRICE), 402, "invalid_voucher"),
-        // Replaying seq 1.
-        (agent.voucher(1, PRICE), 409, "voucher_conflict"),
+        // Reusing seq 1 for another amount (the identical voucher resent gets its receipt:
+        // `a_resent_voucher_gets_its_receipt_...`).
+        (agent.voucher(1, 2 * PRICE), 409, "voucher_conflict"),
         // Paying less than the price.
         (agent.voucher(2, 2 * PRICE - 1), 402, "invalid_voucher"),
         // Paying more than the price.
@@ -921,5 +922,89 @@ async fn settlement_claims_what_was_served_and_anchors_the_agents_receipt_head()
     assert_eq!(
         w.token_balance(&w.provider_key.pubkey()).await,
         before + 4 * PRICE
+    );
+}
+
+#[tokio::test]
+async fn a_resent_voucher_gets_its_receipt_and_a_request_cut_off_by_a_crash_is_recovered() {
+    let w = world().await;
+    let mut agent = w.agent(DEPOSIT).await;
+    let first = agent.next_voucher();
+    let served = agent.request(&w, "/echo", "one").await;
+    let served_receipt = served.headers()[headers::X402_RECEIPT].clone();
+
+    // The answer was lost and the agent sends the same voucher again: 409 with the receipt.
+    let again = w.paid("/echo", &agent.session, &first, "one").await;
+    assert_eq!(again.status(), 409);
+    assert_eq!(again.headers()[headers::X402_RECEIPT], served_receipt);
+    assert_eq!(error_of(&again.bytes().await.unwrap()), "voucher_conflict");
+
+    // A crash between the voucher's acceptance and its receipt: seq 2 accepted, no receipt.
+    let orphan = agent.next_voucher();
+    let ledger = Ledger::connect(&w.ledger_url).await.unwrap();
+    ledger
+        .accept_voucher(
+            &agent.session.to_bytes(),
+            &StoredVoucher {
+                seq: orphan.seq,
+                cumulative: orphan.cumulative.get(),
+                signature: orphan.signature.0,
+            },
+        )
+        .await
+        .unwrap();
+    // Within the handler timeout it may still be served somewhere: wait.
+    let waiting = w.paid("/echo", &agent.session, &orphan, "two").await;
+    assert_eq!(waiting.status(), 409);
+    let retry_after: u64 = waiting.headers()["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!((1..=35).contains(&retry_after), "Retry-After {retry_after}");
+    assert_eq!(
+        error_of(&waiting.bytes().await.unwrap()),
+        "request_in_flight"
+    );
+    // A new voucher cannot jump over it either.
+    let jump = agent.voucher(orphan.seq + 1, orphan.cumulative.get());
+    let jumped = w.paid("/echo", &agent.session, &jump, "three").await;
+    assert_eq!(
+        error_of(&jumped.bytes().await.unwrap()),
+        "request_in_flight"
+    );
+
+    // Past the handler timeout and grace, the resend recovers it: a zero-charge receipt.
+    let db = sqlx::SqlitePool::connect(&w.ledger_url).await.unwrap();
+    sqlx::query("UPDATE vouchers SET accepted_at = accepted_at - 3600 WHERE seq = 2")
+        .execute(&db)
+        .await
+        .unwrap();
+    let recovered = w.paid("/echo", &agent.session, &orphan, "two").await;
+    assert_eq!(recovered.status(), 409);
+    let receipt: Receipt = headers::decode(
+        headers::X402_RECEIPT,
+        recovered.headers()[headers::X402_RECEIPT].as_bytes(),
+    )
+    .unwrap();
+    let message = receipt.verify(&agent.offer.terms.provider).unwrap();
+    agent.chain.append(&message).unwrap();
+    assert_eq!(receipt.body.request_number, 2);
+    assert_eq!(receipt.body.status, ReceiptStatus::HandlerError);
+    assert_eq!(receipt.body.amount_charged, Amount(0));
+    assert_eq!(receipt.body.cumulative_charged, Amount(agent.accepted));
+    agent.seq = 2;
+
+    // The session goes on, and nothing was charged for the lost request.
+    assert_eq!(agent.request(&w, "/echo", "three").await.status(), 200);
+    assert_eq!((agent.seq, agent.accepted), (3, 2 * PRICE));
+    let row = ledger
+        .session(&agent.session.to_bytes())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        (row.last_seq, row.receipt_count, row.accepted),
+        (3, 3, 2 * PRICE)
     );
 }

@@ -118,6 +118,73 @@ mod tests {
         let _ = std::fs::remove_dir_all(dir);
     }
 
+    /// The warnings `read_keypair` logs for `path`, captured at TRACE.
+    #[cfg(unix)]
+    fn warnings_reading(path: &Path) -> String {
+        use std::sync::{Arc, Mutex};
+
+        #[derive(Clone, Default)]
+        struct Captured(Arc<Mutex<Vec<u8>>>);
+        impl std::io::Write for Captured {
+            fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+                self.0
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner)
+                    .extend_from_slice(buf);
+                Ok(buf.len())
+            }
+            fn flush(&mut self) -> std::io::Result<()> {
+                Ok(())
+            }
+        }
+        let captured = Captured::default();
+        let writer = captured.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .with_max_level(tracing::Level::TRACE)
+            .with_ansi(false)
+            .with_writer(move || writer.clone())
+            .finish();
+        tracing::subscriber::with_default(subscriber, || {
+            read_keypair(path).expect("reads");
+        });
+        let bytes = captured
+            .0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone();
+        String::from_utf8_lossy(&bytes)
+            .lines()
+            .filter(|line| line.contains("WARN"))
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn a_keypair_file_others_can_read_logs_a_warning_and_a_private_one_does_not() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = std::env::temp_dir().join(format!("x402pp-key-modes-{}", std::process::id()));
+        let path = dir.join("id.json");
+        let keypair = Keypair::new();
+        write_keypair(&keypair, &path).expect("writes");
+
+        assert_eq!(warnings_reading(&path), "", "0600 reads silently");
+
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).expect("chmod");
+        let warnings = warnings_reading(&path);
+        assert!(warnings.contains("chmod 600"), "{warnings}");
+        assert!(warnings.contains(&path.display().to_string()), "{warnings}");
+        // The warning names the file, never the key.
+        assert!(!warnings.contains(&keypair.to_base58_string()));
+
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o640)).expect("chmod");
+        assert!(
+            warnings_reading(&path).contains("chmod 600"),
+            "group-readable warns too"
+        );
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
     #[test]
     fn garbage_is_a_format_error() {
         let path = std::env::temp_dir().join(format!("x402pp-bad-key-{}.json", std::process::id()));

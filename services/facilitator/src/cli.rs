@@ -10,6 +10,7 @@ use solana_client::nonblocking::rpc_client::RpcClient;
 use solana_client::rpc_config::CommitmentConfig;
 use solana_sdk::signature::Signer;
 use x402pp_protocol::Network;
+use x402pp_server::{RateLimit, RequestLimits};
 use x402pp_solana::exact::facilitator::{ExactFacilitator, FacilitatorConfig, Limits};
 
 /// x402 v2 facilitator (exact scheme on Solana).
@@ -36,9 +37,37 @@ pub struct Args {
     /// Seconds settle waits for confirmation before answering `settlement_pending`.
     #[arg(long, default_value_t = 30)]
     pub confirm_timeout_secs: u64,
+    /// Largest total size of a request's header names and values, in bytes (431 above).
+    #[arg(long, env = "X402PP_MAX_HEADER_BYTES", default_value_t = 32 * 1024)]
+    pub max_header_bytes: usize,
+    /// Largest request body, in bytes (413 above).
+    #[arg(long, env = "X402PP_MAX_BODY_BYTES", default_value_t = crate::MAX_BODY_BYTES)]
+    pub max_body_bytes: usize,
+    /// Seconds to receive a request's body once its headers are in (408 after).
+    #[arg(long, env = "X402PP_READ_TIMEOUT_SECS", default_value_t = 30)]
+    pub read_timeout_secs: u64,
+    /// Requests per second per client IP (0: no per-IP limit; behind a proxy all clients share its IP).
+    #[arg(long, env = "X402PP_RATE_LIMIT_PER_IP", default_value_t = 0)]
+    pub rate_limit_per_ip: u32,
+    /// Burst per client IP (0: the per-second rate).
+    #[arg(long, env = "X402PP_RATE_LIMIT_PER_IP_BURST", default_value_t = 0)]
+    pub rate_limit_per_ip_burst: u32,
     /// Log as JSON lines.
     #[arg(long)]
     pub log_json: bool,
+}
+
+impl Args {
+    /// The request limits the flags describe.
+    pub fn request_limits(&self) -> RequestLimits {
+        RequestLimits {
+            max_header_bytes: self.max_header_bytes,
+            max_body_bytes: self.max_body_bytes,
+            read_timeout: Duration::from_secs(self.read_timeout_secs),
+            per_ip: RateLimit::per_second(self.rate_limit_per_ip, self.rate_limit_per_ip_burst),
+            ..crate::default_limits()
+        }
+    }
 }
 
 /// Sets up logging (JSON lines with `json`).
@@ -57,6 +86,7 @@ pub fn init_tracing(json: bool) {
 
 /// Serves the facilitator until the server stops.
 pub async fn run(args: Args) -> anyhow::Result<()> {
+    let limits = args.request_limits();
     let fee_payer = x402pp_solana::keys::read_keypair(&args.fee_payer_keypair)?;
     let rpc = Arc::new(RpcClient::new_with_commitment(
         args.rpc_url.clone(),
@@ -80,7 +110,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         Arc::new(fee_payer),
         config,
     ));
-    let state = crate::AppState::new(facilitator, rpc);
+    let state = crate::AppState::new(facilitator, rpc).with_limits(limits);
     let (addr, task) = crate::serve(args.listen, state).await?;
     tracing::info!(%addr, %network, fee_payer = %fee_payer_address, rpc = %args.rpc_url, "facilitator listening");
     println!(

@@ -11,6 +11,11 @@
 //! The JSON is byte-compatible with the x402 v2 specification so `@x402/core`'s
 //! `HTTPFacilitatorClient` can use it. A body that is not such JSON gets
 //! `400 {"error": "malformed_request", "message": ...}`, never a 500.
+//!
+//! Every route has the [`RequestLimits`] of its [`AppState`] ([`default_limits`] unless set):
+//! header bytes (`431 header_too_large`), body bytes (`413 payload_too_large`), time to receive
+//! the body (`408 request_timeout`) and an optional per-IP rate (`429 rate_limited` with
+//! `Retry-After`; [`serve`] passes the peer address).
 
 pub mod cli;
 mod metrics;
@@ -29,6 +34,7 @@ use axum::{Json, Router};
 use solana_client::nonblocking::rpc_client::RpcClient;
 use x402pp_protocol::x402::FacilitatorRequest;
 use x402pp_protocol::{ErrorBody, ErrorCode};
+use x402pp_server::{RequestLimits, RequestLimitsLayer};
 use x402pp_solana::exact::facilitator::ExactFacilitator;
 
 pub use metrics::Metrics;
@@ -36,35 +42,57 @@ pub use metrics::Metrics;
 /// Largest request body accepted: a facilitator request with a 1 232-byte transaction is ~3 KiB.
 pub const MAX_BODY_BYTES: usize = 64 * 1024;
 
+/// The facilitator's default request limits: 32 KiB of headers, [`MAX_BODY_BYTES`] of body,
+/// 30 s to receive it, no per-IP rate.
+pub fn default_limits() -> RequestLimits {
+    RequestLimits {
+        max_body_bytes: MAX_BODY_BYTES,
+        ..RequestLimits::default()
+    }
+}
+
 /// Shared state of the HTTP handlers.
 #[derive(Clone)]
 pub struct AppState {
     facilitator: Arc<ExactFacilitator>,
     rpc: Arc<RpcClient>,
     metrics: Arc<Metrics>,
+    limits: RequestLimits,
 }
 
 impl AppState {
-    /// State around a facilitator and the RPC it uses.
+    /// State around a facilitator and the RPC it uses, with [`default_limits`].
     pub fn new(facilitator: Arc<ExactFacilitator>, rpc: Arc<RpcClient>) -> Self {
         Self {
             facilitator,
             rpc,
             metrics: Arc::new(Metrics::new()),
+            limits: default_limits(),
         }
+    }
+
+    /// The same state with other request limits.
+    pub fn with_limits(mut self, limits: RequestLimits) -> Self {
+        self.limits = limits;
+        self
     }
 }
 
 /// The facilitator's routes.
 pub fn router(state: AppState) -> Router {
+    let limits = RequestLimitsLayer::new(state.limits.clone());
+    let max_body = state.limits.max_body_bytes;
     Router::new()
         .route("/verify", post(verify))
         .route("/settle", post(settle))
         .route("/supported", get(supported))
         .route("/health", get(health))
         .route("/metrics", get(metrics))
-        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(DefaultBodyLimit::max(max_body))
         .with_state(state)
+        .layer(limits)
 }
 
 /// Binds `addr` and serves `router(state)` until the future is dropped; returns the bound address
@@ -76,7 +104,9 @@ pub async fn serve(
     let listener = tokio::net::TcpListener::bind(addr).await?;
     let local = listener.local_addr()?;
     let app = router(state);
-    let task = tokio::spawn(async move { axum::serve(listener, app).await });
+    // The peer address feeds the per-IP rate limit.
+    let make = app.into_make_service_with_connect_info::<SocketAddr>();
+    let task = tokio::spawn(async move { axum::serve(listener, make).await });
     Ok((local, task))
 }
 
@@ -106,7 +136,12 @@ fn parse(body: Result<Bytes, BytesRejection>) -> Result<FacilitatorRequest, ApiE
     let bytes = body.map_err(|rejection| {
         // Oversized bodies keep their 413; every other rejection is a malformed request.
         let status = rejection.status();
-        ApiError::new(status, ErrorCode::MalformedRequest, rejection.body_text())
+        let code = if status == StatusCode::PAYLOAD_TOO_LARGE {
+            ErrorCode::PayloadTooLarge
+        } else {
+            ErrorCode::MalformedRequest
+        };
+        ApiError::new(status, code, rejection.body_text())
     })?;
     serde_json::from_slice(&bytes).map_err(|e| {
         ApiError::new(
@@ -160,6 +195,23 @@ async fn settle(State(state): State<AppState>, body: Result<Bytes, BytesRejectio
         "settle"
     );
     Json(answer).into_response()
+}
+
+/// Unknown paths get a JSON error like every other refusal (axum's default has no body).
+async fn not_found(uri: axum::http::Uri) -> Response {
+    let path: String = uri.path().chars().take(200).collect();
+    let body = serde_json::json!({ "error": "not_found", "message": format!("no route {path}") });
+    (StatusCode::NOT_FOUND, Json(body)).into_response()
+}
+
+/// A known path with another method gets a JSON error (axum's default has no body).
+async fn method_not_allowed(method: axum::http::Method, uri: axum::http::Uri) -> Response {
+    let path: String = uri.path().chars().take(200).collect();
+    let body = serde_json::json!({
+        "error": "method_not_allowed",
+        "message": format!("{method} is not allowed on {path}"),
+    });
+    (StatusCode::METHOD_NOT_ALLOWED, Json(body)).into_response()
 }
 
 async fn supported(State(state): State<AppState>) -> Response {

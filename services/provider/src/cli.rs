@@ -3,6 +3,7 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::Context as _;
 use solana_client::nonblocking::rpc_client::RpcClient;
@@ -12,7 +13,10 @@ use x402pp_protocol::Network;
 use x402pp_server::ledger::types::SettlementPolicy;
 use x402pp_server::ledger::Ledger;
 use x402pp_server::settlement::{Settler, SettlerConfig};
-use x402pp_server::{HttpFacilitator, Provider, RoutePrice, ServerConfig, SharedFacilitator};
+use x402pp_server::{
+    HttpFacilitator, Provider, RateLimit, RequestLimits, RoutePrice, ServerConfig,
+    SharedFacilitator,
+};
 use x402pp_solana::exact::facilitator::{ExactFacilitator, FacilitatorConfig};
 
 /// Reference x402++ provider: a paid toy inference API.
@@ -67,9 +71,50 @@ pub struct Args {
     /// Claim anything unclaimed at least this often, in seconds.
     #[arg(long, default_value_t = 300)]
     pub claim_interval_secs: u64,
+    /// Largest total size of a request's header names and values, in bytes (431 above).
+    #[arg(long, env = "X402PP_MAX_HEADER_BYTES", default_value_t = 32 * 1024)]
+    pub max_header_bytes: usize,
+    /// Largest request body on any route, paid or free, in bytes (413 above).
+    #[arg(long, env = "X402PP_MAX_BODY_BYTES", default_value_t = 1024 * 1024)]
+    pub max_body_bytes: usize,
+    /// Seconds to receive a request's body once its headers are in (408 after).
+    #[arg(long, env = "X402PP_READ_TIMEOUT_SECS", default_value_t = 30)]
+    pub read_timeout_secs: u64,
+    /// Seconds a paid handler may run (504 and a `timeout` receipt after).
+    #[arg(long, env = "X402PP_HANDLER_TIMEOUT_SECS", default_value_t = 30)]
+    pub handler_timeout_secs: u64,
+    /// Seconds past the handler timeout after which a request without a receipt counts as cut
+    /// off by a crash and gets a zero-charge receipt, unblocking its session.
+    #[arg(long, env = "X402PP_ORPHAN_GRACE_SECS", default_value_t = 5)]
+    pub orphan_grace_secs: u64,
+    /// Requests per second per client IP (0: no per-IP limit; behind a proxy all clients share its IP).
+    #[arg(long, env = "X402PP_RATE_LIMIT_PER_IP", default_value_t = 0)]
+    pub rate_limit_per_ip: u32,
+    /// Burst per client IP (0: the per-second rate).
+    #[arg(long, env = "X402PP_RATE_LIMIT_PER_IP_BURST", default_value_t = 0)]
+    pub rate_limit_per_ip_burst: u32,
+    /// Paid requests per second per session, checked before any verification (0: no limit).
+    #[arg(long, env = "X402PP_RATE_LIMIT_PER_SESSION", default_value_t = 5_000)]
+    pub rate_limit_per_session: u32,
+    /// Burst per session (0: the per-second rate).
+    #[arg(long, env = "X402PP_RATE_LIMIT_PER_SESSION_BURST", default_value_t = 0)]
+    pub rate_limit_per_session_burst: u32,
     /// Log as JSON lines.
     #[arg(long)]
     pub log_json: bool,
+}
+
+impl Args {
+    /// The request limits the flags describe.
+    pub fn request_limits(&self) -> RequestLimits {
+        RequestLimits {
+            max_header_bytes: self.max_header_bytes,
+            max_body_bytes: self.max_body_bytes,
+            read_timeout: Duration::from_secs(self.read_timeout_secs),
+            per_ip: RateLimit::per_second(self.rate_limit_per_ip, self.rate_limit_per_ip_burst),
+            ..RequestLimits::default()
+        }
+    }
 }
 
 /// Sets up logging (JSON lines with `json`).
@@ -88,16 +133,7 @@ pub fn init_tracing(json: bool) {
 
 /// Runs the provider until Ctrl-C.
 pub async fn run(args: Args) -> anyhow::Result<()> {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    if args.log_json {
-        tracing_subscriber::fmt()
-            .json()
-            .with_env_filter(filter)
-            .init();
-    } else {
-        tracing_subscriber::fmt().with_env_filter(filter).init();
-    }
+    init_tracing(args.log_json);
 
     let keypair = Arc::new(x402pp_solana::keys::read_keypair(&args.keypair)?);
     let rpc = Arc::new(RpcClient::new_with_commitment(
@@ -131,8 +167,16 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         .public_url
         .clone()
         .unwrap_or_else(|| format!("http://{}", args.listen));
-    let config = ServerConfig::new(network.clone(), args.mint, public_url.clone())
+    let mut config = ServerConfig::new(network.clone(), args.mint, public_url.clone())
         .route(crate::INFERENCE_PATH, route);
+    config.limits = args.request_limits();
+    config.max_request_body = args.max_body_bytes;
+    config.handler_timeout = Duration::from_secs(args.handler_timeout_secs);
+    config.orphan_grace = Duration::from_secs(args.orphan_grace_secs);
+    config.per_session_rate = RateLimit::per_second(
+        args.rate_limit_per_session,
+        args.rate_limit_per_session_burst,
+    );
     let ledger = Arc::new(Ledger::connect(&args.database_url).await?);
     let settler = Settler::new(
         ledger.clone(),
@@ -163,11 +207,15 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         "x402pp provider on {public_url} (network {network}, provider {})",
         provider.address()
     );
-    axum::serve(listener, app)
-        .with_graceful_shutdown(async {
-            let _ = tokio::signal::ctrl_c().await;
-        })
-        .await?;
+    // The peer address feeds the per-IP rate limit.
+    axum::serve(
+        listener,
+        app.into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .with_graceful_shutdown(async {
+        let _ = tokio::signal::ctrl_c().await;
+    })
+    .await?;
     settler.shutdown().await;
     Ok(())
 }

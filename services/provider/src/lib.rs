@@ -14,7 +14,7 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
-use x402pp_server::{PaymentLayer, Provider};
+use x402pp_server::{PaymentLayer, Provider, RequestLimitsLayer};
 
 /// The paid route.
 pub const INFERENCE_PATH: &str = "/v1/inference";
@@ -95,8 +95,12 @@ struct AppState {
     options: AppOptions,
 }
 
-/// The provider's router, with the payment layer around the paid route.
+/// The provider's router, with the payment layer around the paid route and the provider's
+/// [`x402pp_server::RequestLimits`] (header bytes, body bytes, read timeout, per-IP rate) around
+/// every route. Serve it with `into_make_service_with_connect_info::<SocketAddr>()` for the
+/// per-IP limit to apply.
 pub fn app(provider: Arc<Provider>, options: AppOptions) -> Router {
+    let limits = RequestLimitsLayer::new(provider.config().limits.clone());
     let state = AppState {
         provider: provider.clone(),
         options,
@@ -105,8 +109,11 @@ pub fn app(provider: Arc<Provider>, options: AppOptions) -> Router {
         .route(INFERENCE_PATH, post(inference))
         .route("/health", get(health))
         .route("/metrics", get(metrics))
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
         .with_state(state)
         .layer(PaymentLayer::new(provider))
+        .layer(limits)
 }
 
 async fn inference(State(state): State<AppState>, body: axum::body::Bytes) -> Response {
@@ -130,6 +137,23 @@ async fn inference(State(state): State<AppState>, body: axum::body::Bytes) -> Re
         Ok(answer) => Json(answer).into_response(),
         Err(_) => StatusCode::INTERNAL_SERVER_ERROR.into_response(),
     }
+}
+
+/// Unknown paths get a JSON error like every other refusal (axum's default has no body).
+async fn not_found(uri: axum::http::Uri) -> Response {
+    let path: String = uri.path().chars().take(200).collect();
+    let body = serde_json::json!({ "error": "not_found", "message": format!("no route {path}") });
+    (StatusCode::NOT_FOUND, Json(body)).into_response()
+}
+
+/// A known path with another method gets a JSON error (axum's default has no body).
+async fn method_not_allowed(method: axum::http::Method, uri: axum::http::Uri) -> Response {
+    let path: String = uri.path().chars().take(200).collect();
+    let body = serde_json::json!({
+        "error": "method_not_allowed",
+        "message": format!("{method} is not allowed on {path}"),
+    });
+    (StatusCode::METHOD_NOT_ALLOWED, Json(body)).into_response()
 }
 
 async fn health(State(state): State<AppState>) -> Response {

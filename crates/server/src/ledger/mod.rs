@@ -452,6 +452,25 @@ impl Ledger {
         })
     }
 
+    /// When the voucher of `seq` was accepted (unix seconds), if it was. A request whose
+    /// voucher was accepted long ago and which still has no receipt was cut off by a crash.
+    pub async fn voucher_accepted_at(
+        &self,
+        address: &Address,
+        seq: u64,
+    ) -> Result<Option<i64>, LedgerError> {
+        let seq = to_db("voucher seq", seq)?;
+        on_pool!(self, |pool| {
+            let row =
+                sqlx::query("SELECT accepted_at FROM vouchers WHERE session = $1 AND seq = $2")
+                    .bind(address.as_slice())
+                    .bind(seq)
+                    .fetch_optional(pool)
+                    .await?;
+            row.map(|row| row.int("accepted_at")).transpose()
+        })
+    }
+
     /// Sessions the policy says to claim now: not closed, with a best voucher, something
     /// unclaimed below the deposit cap, no pending claim, the claim window still open, and one
     /// of: unclaimed ≥ `min_unclaimed`; `interval_secs` since the last claim; the claim deadline

@@ -334,7 +334,8 @@ pub struct ExactFacilitator {
     rpc: Arc<RpcClient>,
     fee_payer: Arc<Keypair>,
     config: FacilitatorConfig,
-    in_flight: Mutex<HashMap<Signature, Instant>>,
+    /// Client signature -> (claimed at, fee-payer signature of that settlement).
+    in_flight: Mutex<HashMap<Signature, (Instant, Signature)>>,
 }
 
 impl std::fmt::Debug for ExactFacilitator {
@@ -436,24 +437,37 @@ impl ExactFacilitator {
                 None,
             );
         };
-        if !self.claim_settlement(key) {
+        // The fee-payer signature is deterministic (ed25519 over the message): it is the id the
+        // transaction carries on chain whether or not it was ever sent.
+        let message = tx.message.serialize();
+        let signature = self.fee_payer.sign_message(&message);
+        if let Err(earlier) = self.claim_settlement(key, signature) {
             return failure(
                 ExactReason::DuplicateSettlement,
-                "this transaction is already being settled".into(),
+                "this transaction is already being settled, or was just settled".into(),
                 payer,
-                None,
+                earlier,
             );
+        }
+        // A settle interrupted after sending (crash, kill -9, lost response) may have landed:
+        // a retry reports that transaction instead of simulating it again. Nothing is sent when
+        // this cannot be checked, so the answer is never a confusing simulation failure.
+        match self.landed(&signature, &tx).await {
+            Ok(None) => {}
+            Ok(Some(error)) => return failure(error.reason, error.message, payer, Some(signature)),
+            Err(error) => {
+                self.release_settlement(&key);
+                return failure(error.reason, error.message, payer, None);
+            }
         }
         if let Err(error) = self.chain_verify(&checked, &req, &tx).await {
             // Nothing was sent: a corrected retry of the same transaction may settle.
             self.release_settlement(&key);
             return failure(error.reason, error.message, payer, None);
         }
-        let message = tx.message.serialize();
         if let Some(slot) = tx.signatures.first_mut() {
-            *slot = self.fee_payer.sign_message(&message);
+            *slot = signature;
         }
-        let signature = tx.signatures[0];
         let send = self.rpc.send_transaction_with_config(
             &tx,
             RpcSendTransactionConfig {
@@ -488,19 +502,67 @@ impl ExactFacilitator {
         }
     }
 
-    /// Records `key` as settling; false when it already is (or was, within the window).
-    fn claim_settlement(&self, key: Signature) -> bool {
+    /// Records `key` as settling under the fee-payer `signature`; when it already is (or was,
+    /// within the window) the error carries the signature of that settlement.
+    fn claim_settlement(
+        &self,
+        key: Signature,
+        signature: Signature,
+    ) -> Result<(), Option<Signature>> {
         let now = Instant::now();
         let Ok(mut map) = self.in_flight.lock() else {
-            return false;
+            return Err(None);
         };
         let window = self.config.duplicate_window;
-        map.retain(|_, at| now.saturating_duration_since(*at) < window);
-        if map.contains_key(&key) {
-            return false;
+        map.retain(|_, (at, _)| now.saturating_duration_since(*at) < window);
+        if let Some((_, earlier)) = map.get(&key) {
+            return Err(Some(*earlier));
         }
-        map.insert(key, now);
-        true
+        map.insert(key, (now, signature));
+        Ok(())
+    }
+
+    /// Whether the transaction with fee-payer `signature` already landed (an earlier settle sent
+    /// it and was interrupted): `Ok(None)` when the chain has never seen it, `Ok(Some(answer))`
+    /// when it did — `duplicate_settlement` once confirmed without error,
+    /// `invalid_transaction_state` when it failed, `settlement_pending` when it does not
+    /// confirm in time — and `Err(unexpected_settle_error)` when the RPC cannot tell.
+    async fn landed(
+        &self,
+        signature: &Signature,
+        tx: &VersionedTransaction,
+    ) -> Result<Option<ExactError>, ExactError> {
+        let statuses = self
+            .rpc
+            .get_signature_statuses_with_history(&[*signature])
+            .await
+            .map_err(|e| {
+                ExactError::new(
+                    ExactReason::UnexpectedSettleError,
+                    format!(
+                        "could not check whether this transaction already landed (RPC: {e}); \
+                         nothing was sent, retry later"
+                    ),
+                )
+            })?;
+        let Some(status) = statuses.value.first().cloned().flatten() else {
+            return Ok(None);
+        };
+        if let Some(err) = status.err {
+            return Ok(Some(ExactError::new(
+                ExactReason::InvalidTransactionState,
+                format!("this transaction already landed and failed: {err:?}"),
+            )));
+        }
+        if !status.satisfies_commitment(CommitmentConfig::confirmed()) {
+            if let Err(error) = self.confirm(signature, tx).await {
+                return Ok(Some(error));
+            }
+        }
+        Ok(Some(ExactError::new(
+            ExactReason::DuplicateSettlement,
+            format!("this transaction was already settled in {signature}; it was not sent again"),
+        )))
     }
 
     async fn confirm(

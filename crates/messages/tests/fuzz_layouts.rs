@@ -1,0 +1,269 @@
+//! Fuzzing of the signed binary layouts: arbitrary bytes and mutations of valid encodings never
+//! panic the decoders, anything accepted re-encodes to the same bytes, and every message
+//! round-trips through its layout.
+#![allow(clippy::arithmetic_side_effects, missing_docs)] // test arithmetic on small bounded values
+
+use proptest::prelude::*;
+use x402pp_messages::{MessageError, OfferMessage, ReceiptMessage, ReceiptStatus, VoucherMessage};
+
+const CASES: u32 = 2_000;
+
+fn config() -> ProptestConfig {
+    ProptestConfig {
+        cases: CASES,
+        // Failures print their minimal input; no regression files are written.
+        failure_persistence: None,
+        ..ProptestConfig::default()
+    }
+}
+
+fn key() -> impl Strategy<Value = [u8; 32]> {
+    any::<[u8; 32]>()
+}
+
+fn offer() -> impl Strategy<Value = OfferMessage> {
+    (
+        (key(), key(), any::<u64>(), any::<u64>(), any::<u64>()),
+        (any::<u64>(), any::<u32>(), any::<u16>(), any::<u16>()),
+        (any::<i64>(), any::<[u8; 16]>(), key()),
+    )
+        .prop_map(
+            |(
+                (provider, mint, price_per_request, min_deposit, session_ttl_secs),
+                (grace_secs, max_latency_ms, min_uptime_bps, latency_penalty_bps),
+                (expires_at, offer_id, resource_hash),
+            )| OfferMessage {
+                provider,
+                mint,
+                price_per_request,
+                min_deposit,
+                session_ttl_secs,
+                grace_secs,
+                max_latency_ms,
+                min_uptime_bps,
+                latency_penalty_bps,
+                expires_at,
+                offer_id,
+                resource_hash,
+            },
+        )
+}
+
+fn voucher() -> impl Strategy<Value = VoucherMessage> {
+    (key(), any::<u64>(), any::<u64>()).prop_map(|(session, seq, cumulative)| VoucherMessage {
+        session,
+        seq,
+        cumulative,
+    })
+}
+
+fn status() -> impl Strategy<Value = ReceiptStatus> {
+    prop_oneof![
+        Just(ReceiptStatus::Ok),
+        Just(ReceiptStatus::HandlerError),
+        Just(ReceiptStatus::Timeout),
+    ]
+}
+
+fn receipt() -> impl Strategy<Value = ReceiptMessage> {
+    (
+        (
+            key(),
+            any::<u64>(),
+            any::<u64>(),
+            any::<u64>(),
+            any::<u32>(),
+        ),
+        (status(), any::<i64>(), key(), key(), key()),
+    )
+        .prop_map(
+            |(
+                (session, seq, amount_charged, cumulative_charged, latency_ms),
+                (status, completed_at_ms, input_hash, output_hash, prev_receipt_hash),
+            )| ReceiptMessage {
+                session,
+                seq,
+                amount_charged,
+                cumulative_charged,
+                latency_ms,
+                status,
+                completed_at_ms,
+                input_hash,
+                output_hash,
+                prev_receipt_hash,
+            },
+        )
+}
+
+/// One edit of a valid encoding: flip a bit, overwrite, truncate, extend, or cut a piece out.
+#[derive(Debug, Clone)]
+enum Mutation {
+    Flip(usize, u8),
+    Set(usize, u8),
+    Truncate(usize),
+    Extend(Vec<u8>),
+    Remove(usize, usize),
+}
+
+fn mutation() -> impl Strategy<Value = Mutation> {
+    prop_oneof![
+        (any::<usize>(), 0u8..8).prop_map(|(i, bit)| Mutation::Flip(i, bit)),
+        (any::<usize>(), any::<u8>()).prop_map(|(i, b)| Mutation::Set(i, b)),
+        any::<usize>().prop_map(Mutation::Truncate),
+        proptest::collection::vec(any::<u8>(), 1..64).prop_map(Mutation::Extend),
+        (any::<usize>(), 1usize..16).prop_map(|(i, n)| Mutation::Remove(i, n)),
+    ]
+}
+
+fn mutate(mut bytes: Vec<u8>, mutations: &[Mutation]) -> Vec<u8> {
+    for m in mutations {
+        let len = bytes.len().max(1);
+        match m {
+            Mutation::Flip(i, bit) => {
+                if let Some(b) = bytes.get_mut(i % len) {
+                    *b ^= 1 << bit;
+                }
+            }
+            Mutation::Set(i, v) => {
+                if let Some(b) = bytes.get_mut(i % len) {
+                    *b = *v;
+                }
+            }
+            Mutation::Truncate(i) => bytes.truncate(i % len),
+            Mutation::Extend(tail) => bytes.extend_from_slice(tail),
+            Mutation::Remove(i, n) => {
+                let start = (i % len).min(bytes.len());
+                let end = start.saturating_add(*n).min(bytes.len());
+                bytes.drain(start..end);
+            }
+        }
+    }
+    bytes
+}
+
+/// The decoders' contract on any input: an exact-length input with the tag decodes (to a message
+/// that re-encodes to the same bytes), anything else is the matching typed error.
+fn check_offer(bytes: &[u8]) {
+    match OfferMessage::decode(bytes) {
+        Ok(m) => assert_eq!(m.encode().as_slice(), bytes),
+        Err(MessageError::WrongLength { expected, actual }) => {
+            assert_eq!((expected, actual), (OfferMessage::LEN, bytes.len()));
+        }
+        Err(MessageError::WrongTag) => {
+            assert_eq!(bytes.len(), OfferMessage::LEN);
+            assert!(!bytes.starts_with(OfferMessage::TAG));
+        }
+        Err(e @ MessageError::UnknownStatus(_)) => panic!("offers have no status: {e}"),
+    }
+}
+
+fn check_voucher(bytes: &[u8]) {
+    match VoucherMessage::decode(bytes) {
+        Ok(m) => assert_eq!(m.encode().as_slice(), bytes),
+        Err(MessageError::WrongLength { expected, actual }) => {
+            assert_eq!((expected, actual), (VoucherMessage::LEN, bytes.len()));
+        }
+        Err(MessageError::WrongTag) => {
+            assert_eq!(bytes.len(), VoucherMessage::LEN);
+            assert!(!bytes.starts_with(VoucherMessage::TAG));
+        }
+        Err(e @ MessageError::UnknownStatus(_)) => panic!("vouchers have no status: {e}"),
+    }
+}
+
+fn check_receipt(bytes: &[u8]) {
+    match ReceiptMessage::decode(bytes) {
+        Ok(m) => assert_eq!(m.encode().as_slice(), bytes),
+        Err(MessageError::WrongLength { expected, actual }) => {
+            assert_eq!((expected, actual), (ReceiptMessage::LEN, bytes.len()));
+        }
+        Err(MessageError::WrongTag) => {
+            assert_eq!(bytes.len(), ReceiptMessage::LEN);
+            assert!(!bytes.starts_with(ReceiptMessage::TAG));
+        }
+        Err(MessageError::UnknownStatus(byte)) => {
+            assert_eq!(bytes.len(), ReceiptMessage::LEN);
+            assert!(byte > 2, "status byte {byte} is a known status");
+        }
+    }
+}
+
+fn check_all(bytes: &[u8]) {
+    check_offer(bytes);
+    check_voucher(bytes);
+    check_receipt(bytes);
+    // Every error renders.
+    for e in [
+        OfferMessage::decode(bytes).err(),
+        VoucherMessage::decode(bytes).err(),
+        ReceiptMessage::decode(bytes).err(),
+    ]
+    .into_iter()
+    .flatten()
+    {
+        assert!(!e.to_string().is_empty());
+    }
+}
+
+proptest! {
+    #![proptest_config(config())]
+
+    #[test]
+    fn arbitrary_bytes_never_panic_a_layout_decoder(bytes in proptest::collection::vec(any::<u8>(), 0..400)) {
+        check_all(&bytes);
+    }
+
+    #[test]
+    fn bytes_of_exactly_a_layouts_length_never_panic_its_decoder(
+        offer in proptest::collection::vec(any::<u8>(), OfferMessage::LEN),
+        voucher in proptest::collection::vec(any::<u8>(), VoucherMessage::LEN),
+        receipt in proptest::collection::vec(any::<u8>(), ReceiptMessage::LEN),
+    ) {
+        check_all(&offer);
+        check_all(&voucher);
+        check_all(&receipt);
+    }
+
+    #[test]
+    fn tagged_random_bodies_decode_or_fail_with_a_typed_error(
+        body in proptest::collection::vec(any::<u8>(), ReceiptMessage::LEN),
+    ) {
+        for (tag, len) in [
+            (OfferMessage::TAG.as_slice(), OfferMessage::LEN),
+            (VoucherMessage::TAG.as_slice(), VoucherMessage::LEN),
+            (ReceiptMessage::TAG.as_slice(), ReceiptMessage::LEN),
+        ] {
+            let mut bytes = tag.to_vec();
+            bytes.extend_from_slice(&body[..len - tag.len()]);
+            check_all(&bytes);
+        }
+        // A receipt with the tag decodes exactly when its status byte is known.
+        let mut bytes = ReceiptMessage::TAG.to_vec();
+        bytes.extend_from_slice(&body[..ReceiptMessage::LEN - ReceiptMessage::TAG.len()]);
+        let status_byte = bytes[ReceiptMessage::TAG.len() + 32 + 8 * 3 + 4];
+        prop_assert_eq!(ReceiptMessage::decode(&bytes).is_ok(), status_byte <= 2);
+    }
+
+    #[test]
+    fn mutated_valid_encodings_never_panic_a_layout_decoder(
+        offer in offer(),
+        voucher in voucher(),
+        receipt in receipt(),
+        mutations in proptest::collection::vec(mutation(), 1..4),
+    ) {
+        check_all(&mutate(offer.encode().to_vec(), &mutations));
+        check_all(&mutate(voucher.encode().to_vec(), &mutations));
+        check_all(&mutate(receipt.encode().to_vec(), &mutations));
+    }
+
+    #[test]
+    fn every_message_round_trips_through_its_layout(
+        offer in offer(),
+        voucher in voucher(),
+        receipt in receipt(),
+    ) {
+        prop_assert_eq!(OfferMessage::decode(&offer.encode()), Ok(offer));
+        prop_assert_eq!(VoucherMessage::decode(&voucher.encode()), Ok(voucher));
+        prop_assert_eq!(ReceiptMessage::decode(&receipt.encode()), Ok(receipt));
+    }
+}
