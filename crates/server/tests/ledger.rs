@@ -791,3 +791,70 @@ async fn measure_the_per_request_ledger_cost_on_sqlite() {
         (cpu() - cpu0) * 1e6 / n
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn writes_committed_together_each_get_their_own_outcome() {
+    on_each_backend(|url| async move {
+        let ledger = Ledger::connect(&url).await.unwrap();
+        let mut sessions = Vec::new();
+        for _ in 0..24 {
+            sessions.push(new_session(&ledger).await);
+        }
+        let stranger = Keypair::new().pubkey().to_bytes();
+        // Concurrent writes that the writer task groups: per session a valid seq 1 and a gap
+        // (seq 3), plus a session the ledger does not know.
+        let mut tasks = Vec::new();
+        for &address in &sessions {
+            for seq in [1, 3] {
+                let ledger = ledger.clone();
+                tasks.push(tokio::spawn(async move {
+                    (seq, ledger.accept_voucher(&address, &voucher(seq)).await)
+                }));
+            }
+        }
+        let unknown = {
+            let ledger = ledger.clone();
+            tokio::spawn(async move { ledger.accept_voucher(&stranger, &voucher(1)).await })
+        };
+        for task in tasks {
+            match task.await.unwrap() {
+                (1, outcome) => outcome.unwrap(),
+                (_, outcome) => assert!(matches!(outcome, Err(LedgerError::Conflict))),
+            }
+        }
+        assert!(matches!(
+            unknown.await.unwrap(),
+            Err(LedgerError::UnknownSession(_))
+        ));
+        // Receipts together, one of them a duplicate of another: the duplicate alone is refused.
+        let mut tasks = Vec::new();
+        for &address in &sessions {
+            let ledger = ledger.clone();
+            tasks.push(tokio::spawn(async move {
+                ledger
+                    .record_receipt(&address, &receipt(1, true, PRICE))
+                    .await
+            }));
+        }
+        for task in tasks {
+            task.await.unwrap().unwrap();
+        }
+        let (duplicate, second) = (receipt(1, true, PRICE), voucher(2));
+        let (again, next) = tokio::join!(
+            ledger.record_receipt(&sessions[0], &duplicate),
+            ledger.accept_voucher(&sessions[1], &second),
+        );
+        assert!(matches!(again, Err(LedgerError::Conflict)));
+        next.unwrap();
+        for (i, address) in sessions.iter().enumerate() {
+            let row = ledger.session(address).await.unwrap().unwrap();
+            let expected_seq = if i == 1 { 2 } else { 1 };
+            assert_eq!(
+                (row.last_seq, row.receipt_count, row.accepted),
+                (expected_seq, 1, PRICE)
+            );
+            assert_eq!(ledger.receipts(address, 0, 10).await.unwrap().len(), 1);
+        }
+    })
+    .await;
+}

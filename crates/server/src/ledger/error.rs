@@ -35,6 +35,9 @@ pub enum LedgerError {
     /// The database refused or failed the statement.
     #[error("ledger database error: {0}")]
     Database(#[source] sqlx::Error),
+    /// The ledger was closed (or its writer task stopped); nothing was written.
+    #[error("the ledger is closed")]
+    Closed,
     /// The migrations could not be applied.
     #[error("ledger migration failed: {0}")]
     Migrate(#[from] sqlx::migrate::MigrateError),
@@ -46,30 +49,6 @@ impl LedgerError {
         matches!(self, Self::Unavailable(_))
     }
 }
-
-impl LedgerError {
-    /// The error of an `INSERT` guarded by the ledger's triggers (see the migrations): their
-    /// `x402pp:conflict` and `x402pp:unknown_session` refusals become [`LedgerError::Conflict`]
-    /// and [`LedgerError::UnknownSession`]; anything else converts as usual.
-    pub(crate) fn from_insert(error: sqlx::Error, session: &[u8; 32]) -> Self {
-        if let sqlx::Error::Database(db) = &error {
-            let message = db.message();
-            if message.contains(TRIGGER_CONFLICT) {
-                return Self::Conflict;
-            }
-            if message.contains(TRIGGER_UNKNOWN_SESSION) {
-                return Self::UnknownSession(x402pp_protocol::Pubkey(*session).to_string());
-            }
-        }
-        Self::from(error)
-    }
-}
-
-/// The message of a trigger refusing a write that would break the voucher compare-and-set or the
-/// receipt chain.
-const TRIGGER_CONFLICT: &str = "x402pp:conflict";
-/// The message of a trigger refusing a write for a session without a row.
-const TRIGGER_UNKNOWN_SESSION: &str = "x402pp:unknown_session";
 
 impl From<sqlx::Error> for LedgerError {
     fn from(error: sqlx::Error) -> Self {

@@ -37,6 +37,7 @@
 //! voucher exactly one updates a row, also across several provider replicas on one database.
 //! See `docs/ledger.md`.
 
+mod batch;
 mod error;
 mod row;
 pub mod types;
@@ -56,6 +57,7 @@ pub use types::{
     SessionRecord, SettlementPolicy, StoredVoucher,
 };
 
+use batch::{Batcher, ReceiptRow, VoucherRow};
 use row::{from_db, to_db, RowExt};
 
 static SQLITE_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("../../migrations/sqlite");
@@ -137,6 +139,7 @@ macro_rules! select_claim {
 pub struct Ledger {
     pool: Pool,
     writer: Pool,
+    batcher: Batcher,
 }
 
 /// A claim transaction's validity: its blockhash and the last block height at which it can land.
@@ -181,10 +184,7 @@ impl Ledger {
                 .await?;
             POSTGRES_MIGRATIONS.run(&pool).await?;
             let pool = Pool::Postgres(pool);
-            return Ok(Self {
-                writer: pool.clone(),
-                pool,
-            });
+            return Ok(Self::with_pools(pool.clone(), pool));
         }
         let (options, memory) = sqlite_options(url)?;
         if memory {
@@ -199,10 +199,7 @@ impl Ledger {
                 .await?;
             SQLITE_MIGRATIONS.run(&pool).await?;
             let pool = Pool::Sqlite(pool);
-            return Ok(Self {
-                writer: pool.clone(),
-                pool,
-            });
+            return Ok(Self::with_pools(pool.clone(), pool));
         }
         let file_pool = |size: u32| {
             SqlitePoolOptions::new()
@@ -216,10 +213,16 @@ impl Ledger {
         let pool = file_pool(SQLITE_READ_POOL_SIZE)
             .connect_with(options)
             .await?;
-        Ok(Self {
-            pool: Pool::Sqlite(pool),
-            writer: Pool::Sqlite(writer),
-        })
+        Ok(Self::with_pools(Pool::Sqlite(pool), Pool::Sqlite(writer)))
+    }
+
+    /// A ledger reading from `pool` and writing through `writer`, with its group-commit task.
+    fn with_pools(pool: Pool, writer: Pool) -> Self {
+        Self {
+            batcher: Batcher::spawn(writer.clone()),
+            pool,
+            writer,
+        }
     }
 
     /// Which database this ledger runs on.
@@ -324,8 +327,9 @@ impl Ledger {
     /// request that won, a gap, a request in flight) is [`LedgerError::Conflict`] and nothing is
     /// written; a session without a row is [`LedgerError::UnknownSession`].
     ///
-    /// One `INSERT`: the check and the `last_seq` move are the `vouchers_next_seq_only` trigger
-    /// of the migrations, so the whole compare-and-set is one atomic statement.
+    /// One row of a group-committed `INSERT` (see `batch.rs`): the check and the `last_seq` move
+    /// are the `vouchers_next_seq_only` trigger of the migrations, so the compare-and-set is
+    /// atomic with the row's insert.
     pub async fn accept_voucher(
         &self,
         address: &Address,
@@ -336,22 +340,17 @@ impl Ledger {
         if seq < 1 {
             return Err(LedgerError::Conflict);
         }
-        let now = now_unix();
-        on_writer!(self, |pool| {
-            sqlx::query(
-                "INSERT INTO vouchers (session, seq, cumulative, signature, accepted_at) \
-                 VALUES ($1, $2, $3, $4, $5)",
-            )
-            .bind(address.as_slice())
-            .bind(seq)
-            .bind(cumulative)
-            .bind(voucher.signature.as_slice())
-            .bind(now)
-            .execute(pool)
-            .await
-            .map_err(|e| LedgerError::from_insert(e, address))?;
-        });
-        Ok(())
+        let row = VoucherRow {
+            session: *address,
+            seq,
+            cumulative,
+            signature: voucher.signature,
+            accepted_at: now_unix(),
+        };
+        if self.batcher.voucher(row).await? {
+            return Ok(());
+        }
+        Err(self.refusal(address).await)
     }
 
     /// Stores a signed receipt and, in the same statement, moves the session's receipt chain
@@ -361,7 +360,8 @@ impl Ledger {
     /// The receipt's seq must have been accepted (`seq ≤ last_seq`), else
     /// [`LedgerError::Conflict`]; a second receipt for one seq is a conflict too. A receipt
     /// older than the head (recorded out of order) is stored but does not move the head back.
-    /// One `INSERT`, with the `receipts_accepted_seq_only` trigger of the migrations.
+    /// One row of a group-committed `INSERT`, with the `receipts_accepted_seq_only` trigger of
+    /// the migrations.
     pub async fn record_receipt(
         &self,
         address: &Address,
@@ -370,25 +370,37 @@ impl Ledger {
         let seq = to_db("receipt seq", record.seq)?;
         let charged = to_db("amount charged", record.amount_charged)?;
         let cumulative = to_db("cumulative charged", record.cumulative_charged)?;
-        let now = now_unix();
-        on_writer!(self, |pool| {
-            sqlx::query(
-                "INSERT INTO receipts (session, seq, hash, ok, amount_charged, \
-                 cumulative_charged, json, recorded_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
-            )
-            .bind(address.as_slice())
-            .bind(seq)
-            .bind(record.hash.as_slice())
-            .bind(record.ok)
-            .bind(charged)
-            .bind(cumulative)
-            .bind(record.json.as_str())
-            .bind(now)
-            .execute(pool)
-            .await
-            .map_err(|e| LedgerError::from_insert(e, address))?;
+        let row = ReceiptRow {
+            session: *address,
+            seq,
+            hash: record.hash,
+            ok: record.ok,
+            amount_charged: charged,
+            cumulative_charged: cumulative,
+            json: record.json.clone(),
+            recorded_at: now_unix(),
+        };
+        if self.batcher.receipt(row).await? {
+            return Ok(());
+        }
+        Err(self.refusal(address).await)
+    }
+
+    /// Why the ledger's rules refused a write of `address`: the session has no row, or a
+    /// [`LedgerError::Conflict`].
+    async fn refusal(&self, address: &Address) -> LedgerError {
+        let known = on_pool!(self, |pool| {
+            sqlx::query("SELECT 1 AS one FROM sessions WHERE address = $1")
+                .bind(address.as_slice())
+                .fetch_optional(pool)
+                .await
+                .map(|row| row.is_some())
         });
-        Ok(())
+        match known {
+            Ok(true) => LedgerError::Conflict,
+            Ok(false) => LedgerError::UnknownSession(show(address)),
+            Err(e) => LedgerError::from(e),
+        }
     }
 
     /// Up to `limit` receipts of the session with seq above `after_seq`, in seq order.
