@@ -20,7 +20,8 @@ use x402pp_protocol::{
     headers, Amount, ErrorBody, Id16, Intent, IntentSla, Network, Offer, Receipt, ReceiptChain,
     ReceiptStatus, SessionStatus, UptimePercent, Voucher,
 };
-use x402pp_server::ledger::{Ledger, StoredVoucher};
+use x402pp_server::ledger::{ClaimStatus, Ledger, SettlementPolicy, StoredVoucher};
+use x402pp_server::settlement::{Settler, SettlerConfig};
 use x402pp_server::{PaymentContext, PaymentLayer, Provider, RoutePrice, ServerConfig};
 use x402pp_solana::escrow::{self, SessionKeys};
 use x402pp_solana::exact::facilitator::{ExactFacilitator, FacilitatorConfig};
@@ -790,11 +791,23 @@ async fn an_expired_session_is_refused() {
 }
 
 #[tokio::test]
-async fn two_replicas_on_one_postgres_ledger_serve_a_session_alternately_and_each_voucher_once() {
-    let Ok(postgres) = std::env::var("X402PP_TEST_POSTGRES_URL") else {
+async fn two_replicas_on_one_postgres_ledger_serve_a_session_alternately_each_voucher_once_and_claim_it_once(
+) {
+    let Ok(base) = std::env::var("X402PP_TEST_POSTGRES_URL") else {
         println!("skipped: X402PP_TEST_POSTGRES_URL not set");
         return;
     };
+    // A schema of its own: the settlers below settle every session of their ledger.
+    let schema = format!("replicas_{}", Id16::random().to_string().to_lowercase());
+    let mut admin = <sqlx::PgConnection as sqlx::Connection>::connect(&base)
+        .await
+        .unwrap();
+    sqlx::query(&format!("CREATE SCHEMA {schema}"))
+        .execute(&mut admin)
+        .await
+        .unwrap();
+    let separator = if base.contains('?') { '&' } else { '?' };
+    let postgres = format!("{base}{separator}options=-c%20search_path%3D{schema}");
     let w = world().await;
     let mut urls = Vec::new();
     for _ in 0..2 {
@@ -864,6 +877,49 @@ async fn two_replicas_on_one_postgres_ledger_serve_a_session_alternately_and_eac
         3,
         "{statuses:?}"
     );
+    let served = 7 * PRICE;
+
+    // Both replicas' settlers run at once on the shared ledger: the session is claimed once,
+    // for exactly what was served.
+    let mut settlers = Vec::new();
+    for _ in 0..2 {
+        let ledger = Arc::new(Ledger::connect(&postgres).await.unwrap());
+        let config = SettlerConfig {
+            policy: SettlementPolicy {
+                min_unclaimed: 1,
+                ..SettlementPolicy::default()
+            },
+            ..SettlerConfig::default()
+        };
+        settlers.push(Settler::new(
+            ledger,
+            w.rpc.clone(),
+            w.provider_key.clone(),
+            config,
+        ));
+    }
+    let now = w.localnet.unix_timestamp();
+    let (a, b) = tokio::join!(settlers[0].settle_once(now), settlers[1].settle_once(now));
+    let (a, b) = (a.unwrap(), b.unwrap());
+    assert_eq!(a.claimed_amount + b.claimed_amount, served, "{a:?} {b:?}");
+    let account = escrow::fetch_session(&w.rpc, &agent.session)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(account.claimed, served);
+    assert_eq!(w.token_balance(&w.provider_key.pubkey()).await, served);
+    let ledger = Ledger::connect(&postgres).await.unwrap();
+    let claims = ledger.claims(&agent.session.to_bytes()).await.unwrap();
+    let confirmed = claims
+        .iter()
+        .filter(|c| c.status == ClaimStatus::Confirmed)
+        .count();
+    assert_eq!(confirmed, 1, "{claims:?}");
+    ledger.close().await;
+    sqlx::query(&format!("DROP SCHEMA {schema} CASCADE"))
+        .execute(&mut admin)
+        .await
+        .unwrap();
 }
 
 #[tokio::test]
