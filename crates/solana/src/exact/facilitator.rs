@@ -461,6 +461,11 @@ impl ExactFacilitator {
             }
         }
         if let Err(error) = self.chain_verify(&checked, &req, &tx).await {
+            // A send of an interrupted settle may still have been in flight during the check
+            // above and landed since (simulation then fails with `AlreadyProcessed`): report it.
+            if let Ok(Some(landed)) = self.landed(&signature, &tx).await {
+                return failure(landed.reason, landed.message, payer, Some(signature));
+            }
             // Nothing was sent: a corrected retry of the same transaction may settle.
             self.release_settlement(&key);
             return failure(error.reason, error.message, payer, None);
