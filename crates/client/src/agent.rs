@@ -657,12 +657,18 @@ impl Agent {
         if let Some(program) = lock(&self.inner.token_programs).get(mint) {
             return Ok(*program);
         }
-        let account = self
-            .inner
-            .rpc
-            .get_account(mint)
+        // Not `get_account`: it reports every RPC failure (a refused connection included) as
+        // "AccountNotFound", which would turn an outage into a rejected request.
+        let rpc = &self.inner.rpc;
+        let account = rpc
+            .get_multiple_accounts_with_commitment(&[*mint], rpc.commitment())
             .await
-            .map_err(ChainError::rpc)?;
+            .map_err(ChainError::rpc)?
+            .value
+            .into_iter()
+            .next()
+            .flatten()
+            .ok_or_else(|| ClientError::OfferRejected(format!("mint {mint} does not exist")))?;
         if !x402pp_solana::token::is_token_program(&account.owner) {
             return Err(ClientError::OfferRejected(format!(
                 "{mint} is not a token mint"
@@ -698,14 +704,41 @@ impl Agent {
         let voucher_key = SigningKey::generate(&mut rand::rngs::OsRng);
         let voucher_signer = Pubkey::new_from_array(voucher_key.verifying_key().to_bytes());
         let instructions = escrow::open_session(&keys, &offer, nonce, deposit, voucher_signer)?;
-        let signature = self.send_transaction(&instructions).await?;
-        let account = escrow::fetch_session(&self.inner.rpc, &keys.session)
-            .await?
-            .ok_or_else(|| ChainError::Account {
-                account: keys.session.to_string(),
-                reason: "missing right after open_session".into(),
-            })?;
-        tracing::info!(session = %keys.session, %signature, deposit, "session opened");
+        // The RPC failing once the transaction may have been sent (confirmation, or the read
+        // after it) leaves the open in doubt: the session is kept, with its voucher key, so a
+        // deposit that landed is not forgotten. Its first use tells: the provider serves it, or
+        // answers `session_not_found`, the session is set aside and the next request opens
+        // another.
+        let (transaction, fee) = self.prepare_transaction(&instructions).await?;
+        let sent = self.submit_transaction(&transaction, fee).await;
+        let ttl = i64::try_from(offer.terms.session_ttl_secs).unwrap_or(i64::MAX);
+        let in_doubt = (deposit, 0, now_secs().saturating_add(ttl));
+        let mut doubt: Option<ClientError> = None;
+        let (account_deposit, refunded, expires_at) = match sent {
+            Ok(signature) => match escrow::fetch_session(&self.inner.rpc, &keys.session).await {
+                Ok(Some(account)) => {
+                    tracing::info!(session = %keys.session, %signature, deposit, "session opened");
+                    (account.deposit, account.refunded, account.expires_at)
+                }
+                Ok(None) => {
+                    return Err(ChainError::Account {
+                        account: keys.session.to_string(),
+                        reason: "missing right after open_session".into(),
+                    }
+                    .into())
+                }
+                Err(e) if e.is_transient() => {
+                    doubt = Some(e.into());
+                    in_doubt
+                }
+                Err(e) => return Err(e.into()),
+            },
+            Err(ClientError::Chain(e)) if e.is_transient() => {
+                doubt = Some(ClientError::Chain(e));
+                in_doubt
+            }
+            Err(e) => return Err(e),
+        };
         let session = Arc::new(SessionHandle {
             keys,
             nonce,
@@ -713,11 +746,11 @@ impl Agent {
             voucher_key,
             turn: tokio::sync::Mutex::new(()),
             data: Mutex::new(SessionData {
-                deposit: account.deposit,
-                refunded: account.refunded,
+                deposit: account_deposit,
+                refunded,
                 accepted: 0,
                 seq: 0,
-                expires_at: account.expires_at,
+                expires_at,
                 chain: ReceiptChain::new(proto_key(&keys.session)),
                 receipts: Vec::new(),
                 breaches: Vec::new(),
@@ -730,6 +763,10 @@ impl Agent {
         });
         lock(&self.inner.sessions).push(session.clone());
         self.persist(&session);
+        if let Some(error) = doubt {
+            tracing::warn!(session = %session.address(), %error, "open_session in doubt; kept");
+            return Err(error);
+        }
         Ok(session)
     }
 
@@ -1243,6 +1280,16 @@ impl Agent {
         &self,
         instructions: &[Instruction],
     ) -> Result<Signature, ClientError> {
+        let (transaction, fee) = self.prepare_transaction(instructions).await?;
+        self.submit_transaction(&transaction, fee).await
+    }
+
+    /// Signs a transaction with the wallet on a recent blockhash, with its expected fee.
+    /// Nothing is sent.
+    async fn prepare_transaction(
+        &self,
+        instructions: &[Instruction],
+    ) -> Result<(Transaction, u64), ClientError> {
         let wallet = &*self.inner.config.keypair;
         let rpc = &self.inner.rpc;
         let blockhash = rpc.get_latest_blockhash().await.map_err(ChainError::rpc)?;
@@ -1271,8 +1318,20 @@ impl Agent {
             Ok(fee) => fee,
             Err(_) => FALLBACK_LAMPORTS_PER_SIGNATURE.saturating_mul(signatures),
         };
-        let signature = rpc
-            .send_and_confirm_transaction(&transaction)
+        Ok((transaction, fee))
+    }
+
+    /// Sends a prepared transaction, waits for confirmation, and counts it and its fee. On an
+    /// error it may still land.
+    async fn submit_transaction(
+        &self,
+        transaction: &Transaction,
+        fee: u64,
+    ) -> Result<Signature, ClientError> {
+        let signature = self
+            .inner
+            .rpc
+            .send_and_confirm_transaction(transaction)
             .await
             .map_err(ChainError::rpc)?;
         {

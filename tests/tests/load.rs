@@ -1,0 +1,420 @@
+//! Load: many concurrent agents, each with its own wallet and session, paying back-to-back
+//! requests to one in-process provider (SQLite ledger file, real axum over TCP, the settler
+//! claiming every second) on a real localnet.
+//!
+//! Checked: every request is answered `200` with a verified receipt exactly once (receipt seqs
+//! `1..=n`), the ledger's `accepted` per session is the sum of the agent's receipts
+//! (`price × n`) with `last_seq = receipt_count = n`, and after settlement each session's
+//! on-chain `claimed` equals the ledger's `accepted` to the atomic unit and the provider's token
+//! balance is their sum. Meanwhile one voucher sent on 32 parallel connections is served once.
+//!
+//! Each agent deposits exactly `price × n` when it opens (no top-ups: one transaction per agent).
+//! Size: `X402PP_LOAD_AGENTS` (default 64) × `X402PP_LOAD_REQUESTS` (default 1 000) for the
+//! full run (ignored in debug: `cargo test --release -p x402pp-e2e --test load -- --ignored
+//! --nocapture`); the CI variant runs 64 × 50.
+#![allow(clippy::unwrap_used, clippy::arithmetic_side_effects)] // tests
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use serde_json::json;
+use solana_client::nonblocking::rpc_client::RpcClient;
+use solana_client::rpc_config::CommitmentConfig;
+use solana_sdk::pubkey::Pubkey;
+use solana_sdk::signature::{Keypair, Signer};
+use x402pp_client::{Agent, AgentConfig, Budget};
+use x402pp_localnet::{Localnet, LocalnetConfig};
+use x402pp_protocol::{headers, Amount, Hash32, Id16, Receipt, Voucher};
+use x402pp_provider::{AppOptions, INFERENCE_PATH};
+use x402pp_server::ledger::{ClaimStatus, Ledger, SettlementPolicy};
+use x402pp_server::settlement::{Settler, SettlerConfig, SettlerHandle};
+use x402pp_server::{Provider, RoutePrice, ServerConfig};
+use x402pp_solana::{escrow, token};
+
+const PRICE: u64 = 1_000;
+/// Parallel copies of one voucher.
+const DUPLICATES: usize = 32;
+
+struct TempDir(std::path::PathBuf);
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+struct World {
+    localnet: Localnet,
+    rpc: Arc<RpcClient>,
+    provider_key: Arc<Keypair>,
+    ledger: Arc<Ledger>,
+    settler: std::sync::Mutex<Option<SettlerHandle>>,
+    url: String,
+    dir: TempDir,
+}
+
+async fn world() -> World {
+    let localnet = Localnet::start(LocalnetConfig::ephemeral()).await.unwrap();
+    let rpc = Arc::new(RpcClient::new_with_commitment(
+        localnet.rpc_url(),
+        CommitmentConfig::confirmed(),
+    ));
+    let network = x402pp_solana::network_of(&rpc).await.unwrap();
+    let provider_key = Arc::new(Keypair::new());
+    localnet
+        .airdrop(&provider_key.pubkey(), 1_000_000_000)
+        .unwrap();
+    localnet.mint_to(&provider_key.pubkey(), 0).unwrap();
+    let dir = std::env::temp_dir().join(format!("x402pp-load-{}", Id16::random()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let ledger_url = format!("sqlite://{}?mode=rwc", dir.join("ledger.sqlite").display());
+    let ledger = Arc::new(Ledger::connect(&ledger_url).await.unwrap());
+
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let route = RoutePrice {
+        min_deposit: PRICE,
+        exact: false,
+        ..RoutePrice::new(PRICE)
+    };
+    let config =
+        ServerConfig::new(network, localnet.usdc_mint(), url.clone()).route(INFERENCE_PATH, route);
+    let provider = Provider::new(
+        config,
+        provider_key.clone(),
+        ledger.clone(),
+        rpc.clone(),
+        None,
+    )
+    .await
+    .unwrap();
+    let app = x402pp_provider::app(provider, AppOptions::default());
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    // Claims whatever is unclaimed about every second, while the load runs.
+    let settler = Settler::new(
+        ledger.clone(),
+        rpc.clone(),
+        provider_key.clone(),
+        SettlerConfig {
+            policy: SettlementPolicy {
+                min_unclaimed: u64::MAX,
+                interval_secs: 1,
+                ..SettlementPolicy::default()
+            },
+            tick: Duration::from_secs(1),
+            backoff_initial: Duration::from_millis(200),
+            backoff_max: Duration::from_secs(2),
+            ..SettlerConfig::default()
+        },
+    )
+    .spawn();
+    World {
+        localnet,
+        rpc,
+        provider_key,
+        ledger,
+        settler: std::sync::Mutex::new(Some(settler)),
+        url,
+        dir: TempDir(dir),
+    }
+}
+
+impl World {
+    /// A funded wallet whose agent deposits `price × requests` once (no top-ups).
+    async fn agent(&self, requests: u64, store: Option<std::path::PathBuf>) -> Agent {
+        let wallet = Arc::new(Keypair::new());
+        self.localnet
+            .airdrop(&wallet.pubkey(), 1_000_000_000)
+            .unwrap();
+        self.localnet
+            .mint_to(&wallet.pubkey(), requests * PRICE)
+            .unwrap();
+        let budget = Budget {
+            max_price_per_request: PRICE,
+            max_deposit: requests * PRICE,
+            max_latency_ms: 5_000,
+            min_uptime_bps: 9_000,
+        };
+        let mut config = AgentConfig::new(self.localnet.rpc_url(), wallet, budget);
+        config.deposit_requests = requests;
+        config.store_path = store;
+        Agent::new(config).await.unwrap()
+    }
+
+    fn inference(&self, client: &reqwest::Client, prompt: &str) -> reqwest::Request {
+        client
+            .post(format!("{}{INFERENCE_PATH}", self.url))
+            .json(&json!({ "prompt": prompt, "max_tokens": 2 }))
+            .build()
+            .unwrap()
+    }
+
+    async fn token_balance(&self, owner: &Pubkey) -> u64 {
+        let ata = token::associated_token_address(
+            owner,
+            &self.localnet.usdc_mint(),
+            &token::TOKEN_PROGRAM_ID,
+        );
+        match self
+            .rpc
+            .get_account_with_commitment(&ata, CommitmentConfig::confirmed())
+            .await
+            .unwrap()
+            .value
+        {
+            Some(account) => token::token_account_amount(&account.data).unwrap(),
+            None => 0,
+        }
+    }
+}
+
+fn env_size(name: &str, default: u64) -> u64 {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(default)
+}
+
+/// The voucher key of `session` from the agent's store (`<address>.json`, `voucherSecret`).
+fn stored_voucher_key(store: &std::path::Path, session: &Pubkey) -> ed25519_dalek::SigningKey {
+    let text = std::fs::read_to_string(store.join(format!("{session}.json"))).unwrap();
+    let record: serde_json::Value = serde_json::from_str(&text).unwrap();
+    let secret: Hash32 = serde_json::from_value(record["voucherSecret"].clone()).unwrap();
+    ed25519_dalek::SigningKey::from_bytes(&secret.0)
+}
+
+/// One agent sending `requests` back to back; returns the statuses that were not 200 (or the
+/// transport errors), as text.
+async fn drive(world: Arc<World>, agent: Agent, index: usize, requests: u64) -> Vec<String> {
+    let client = reqwest::Client::new();
+    let mut errors = Vec::new();
+    for i in 0..requests {
+        let request = world.inference(&client, &format!("agent {index} request {i}"));
+        match agent.send(request).await {
+            Ok(response) if response.status() == 200 => {
+                // Drain the body (already buffered by the agent).
+                let _ = response.bytes().await;
+            }
+            Ok(response) => {
+                let status = response.status();
+                let body = response.text().await.unwrap_or_default();
+                errors.push(format!("agent {index} request {i}: {status} {body}"));
+            }
+            Err(e) => errors.push(format!("agent {index} request {i}: {e}")),
+        }
+    }
+    errors
+}
+
+/// `DUPLICATES` copies of the witness session's next voucher at once: the statuses.
+async fn duplicate_voucher(world: Arc<World>, session: Pubkey, voucher: Voucher) -> Vec<u16> {
+    let header = headers::encode(&voucher).unwrap();
+    let mut tasks = tokio::task::JoinSet::new();
+    for copy in 0..DUPLICATES {
+        let url = format!("{}{INFERENCE_PATH}", world.url);
+        let header = header.clone();
+        tasks.spawn(async move {
+            // One client each: its own connection.
+            reqwest::Client::new()
+                .post(url)
+                .header(headers::X402_SESSION_ID, session.to_string())
+                .header(headers::X402_VOUCHER, header)
+                .json(&json!({ "prompt": format!("duplicate {copy}"), "max_tokens": 2 }))
+                .send()
+                .await
+                .unwrap()
+                .status()
+                .as_u16()
+        });
+    }
+    let mut statuses = Vec::new();
+    while let Some(status) = tasks.join_next().await {
+        statuses.push(status.unwrap());
+    }
+    statuses
+}
+
+async fn load(agents: usize, requests: u64) {
+    let w = world().await;
+    // The agents and their wallets are made before the clock starts.
+    let mut all = Vec::with_capacity(agents);
+    for _ in 0..agents {
+        all.push(w.agent(requests, None).await);
+    }
+    // The witness: a session opened by an agent with a store, whose next voucher is then sent
+    // on many connections at once while the load runs.
+    let store = w.dir.0.join("witness");
+    let witness = w.agent(2, Some(store.clone())).await;
+    let first = witness
+        .send(w.inference(&reqwest::Client::new(), "witness"))
+        .await
+        .unwrap();
+    assert_eq!(first.status(), 200);
+    let witness_session = witness.sessions()[0].address;
+    let voucher = Voucher::sign(
+        x402pp_protocol::Pubkey(witness_session.to_bytes()),
+        2,
+        Amount(2 * PRICE),
+        &stored_voucher_key(&store, &witness_session),
+    );
+
+    let w = Arc::new(w);
+    let started = Instant::now();
+    let mut tasks = tokio::task::JoinSet::new();
+    for (index, agent) in all.iter().enumerate() {
+        tasks.spawn(drive(w.clone(), agent.clone(), index, requests));
+    }
+    let duplicates = {
+        let w = w.clone();
+        tokio::spawn(async move {
+            // Once the agents are under way.
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            duplicate_voucher(w, witness_session, voucher).await
+        })
+    };
+    let mut errors = Vec::new();
+    while let Some(result) = tasks.join_next().await {
+        errors.extend(result.unwrap());
+    }
+    let elapsed = started.elapsed();
+    let statuses = duplicates.await.unwrap();
+    let total = agents as u64 * requests;
+    eprintln!(
+        "load: agents={agents} requests/agent={requests} total={total} wall={:.1}s \
+         req/s={:.0} errors={}",
+        elapsed.as_secs_f64(),
+        total as f64 / elapsed.as_secs_f64(),
+        errors.len()
+    );
+    assert!(
+        errors.is_empty(),
+        "{} failed requests, first: {:?}",
+        errors.len(),
+        &errors[..errors.len().min(5)]
+    );
+
+    // One voucher on many connections: served exactly once.
+    let served = statuses.iter().filter(|s| **s == 200).count();
+    let conflicts = statuses.iter().filter(|s| **s == 409).count();
+    assert_eq!(
+        (served, conflicts),
+        (1, DUPLICATES - 1),
+        "statuses {statuses:?}"
+    );
+
+    // Every request answered once with a verified receipt; the ledger agrees to the unit.
+    let mut sessions = Vec::with_capacity(agents + 1);
+    for agent in &all {
+        let stats = agent.stats();
+        assert_eq!(
+            (stats.requests, stats.session_requests, stats.exact_requests),
+            (requests, requests, 0)
+        );
+        assert_eq!(
+            (stats.receipts_verified, stats.ok_requests),
+            (requests, requests)
+        );
+        assert_eq!(stats.transactions, 1, "one open_session, no top-up");
+        let infos = agent.sessions();
+        assert_eq!(infos.len(), 1);
+        let session = infos[0].address;
+        let receipts: Vec<Receipt> = agent.receipts(&session);
+        assert_eq!(receipts.len() as u64, requests);
+        for (i, receipt) in receipts.iter().enumerate() {
+            assert_eq!(receipt.body.request_number, i as u64 + 1);
+        }
+        let charged: u64 = receipts.iter().map(|r| r.body.amount_charged.0).sum();
+        assert_eq!(charged, PRICE * requests);
+        let record = w
+            .ledger
+            .session(&session.to_bytes())
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(record.accepted, charged);
+        assert_eq!(
+            (record.last_seq, record.receipt_count),
+            (requests, requests)
+        );
+        sessions.push((session, record.accepted));
+    }
+    let record = w
+        .ledger
+        .session(&witness_session.to_bytes())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        (record.accepted, record.last_seq, record.receipt_count),
+        (2 * PRICE, 2, 2)
+    );
+    sessions.push((witness_session, record.accepted));
+
+    // Settlement: every session's claimed reaches the ledger's accepted.
+    let settle_started = Instant::now();
+    let deadline = settle_started + Duration::from_secs(180);
+    let mut pending = sessions.clone();
+    while !pending.is_empty() {
+        assert!(
+            Instant::now() < deadline,
+            "{} sessions not fully claimed after 180 s",
+            pending.len()
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let mut still = Vec::new();
+        for (session, accepted) in pending {
+            let account = escrow::fetch_session(&w.rpc, &session)
+                .await
+                .unwrap()
+                .unwrap();
+            assert!(account.claimed <= accepted, "over-claimed {session}");
+            if account.claimed < accepted {
+                still.push((session, accepted));
+            }
+        }
+        pending = still;
+    }
+    let settle_wait = settle_started.elapsed();
+    let settler = w.settler.lock().unwrap().take().unwrap();
+    settler.shutdown().await;
+    let mut sum = 0;
+    let mut claims = 0;
+    for (session, accepted) in &sessions {
+        let account = escrow::fetch_session(&w.rpc, session)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(account.claimed, *accepted, "{session}");
+        assert_eq!(
+            account.deposit, *accepted,
+            "deposit = price × n, all claimed"
+        );
+        let rows = w.ledger.claims(&session.to_bytes()).await.unwrap();
+        assert!(rows.iter().all(|c| c.status != ClaimStatus::Pending));
+        claims += rows
+            .iter()
+            .filter(|c| c.status == ClaimStatus::Confirmed)
+            .count();
+        sum += accepted;
+    }
+    assert_eq!(w.token_balance(&w.provider_key.pubkey()).await, sum);
+    eprintln!(
+        "load: settled sum={sum} over {} sessions with {claims} confirmed claims; \
+         last claims landed {:.1}s after the load",
+        sessions.len(),
+        settle_wait.as_secs_f64()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sixty_four_concurrent_agents_times_fifty_requests_are_each_paid_served_and_settled_once() {
+    load(64, 50).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+#[ignore = "full-size load run: cargo test --release -p x402pp-e2e --test load -- --ignored"]
+async fn sixty_four_agents_times_a_thousand_requests_are_each_paid_served_and_settled_once() {
+    let agents = env_size("X402PP_LOAD_AGENTS", 64);
+    let requests = env_size("X402PP_LOAD_REQUESTS", 1_000);
+    load(usize::try_from(agents).unwrap(), requests).await;
+}
