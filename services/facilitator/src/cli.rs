@@ -19,6 +19,10 @@ pub struct Args {
     /// Solana JSON-RPC endpoint.
     #[arg(long, env = "X402PP_RPC_URL", default_value = "http://127.0.0.1:8899")]
     pub rpc_url: String,
+    /// Seconds an RPC call may take before it fails (a hanging RPC then answers
+    /// `chain_unavailable` instead of holding requests).
+    #[arg(long, env = "X402PP_RPC_TIMEOUT_SECS", default_value_t = 10)]
+    pub rpc_timeout_secs: u64,
     /// Fee-payer keypair file (Solana CLI JSON format).
     #[arg(long, env = "X402PP_FEE_PAYER_KEYPAIR")]
     pub fee_payer_keypair: PathBuf,
@@ -88,8 +92,9 @@ pub fn init_tracing(json: bool) {
 pub async fn run(args: Args) -> anyhow::Result<()> {
     let limits = args.request_limits();
     let fee_payer = x402pp_solana::keys::read_keypair(&args.fee_payer_keypair)?;
-    let rpc = Arc::new(RpcClient::new_with_commitment(
+    let rpc = Arc::new(RpcClient::new_with_timeout_and_commitment(
         args.rpc_url.clone(),
+        Duration::from_secs(args.rpc_timeout_secs),
         CommitmentConfig::confirmed(),
     ));
     let network = match args.network {

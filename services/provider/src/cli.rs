@@ -25,6 +25,10 @@ pub struct Args {
     /// Solana JSON-RPC endpoint.
     #[arg(long, env = "X402PP_RPC_URL", default_value = "http://127.0.0.1:8899")]
     pub rpc_url: String,
+    /// Seconds an RPC call may take before it fails (a hanging RPC then answers
+    /// `chain_unavailable` instead of holding requests).
+    #[arg(long, env = "X402PP_RPC_TIMEOUT_SECS", default_value_t = 10)]
+    pub rpc_timeout_secs: u64,
     /// Provider keypair file (Solana CLI JSON): signs offers and receipts, receives payments.
     #[arg(long, env = "X402PP_PROVIDER_KEYPAIR")]
     pub keypair: PathBuf,
@@ -136,8 +140,9 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     init_tracing(args.log_json);
 
     let keypair = Arc::new(x402pp_solana::keys::read_keypair(&args.keypair)?);
-    let rpc = Arc::new(RpcClient::new_with_commitment(
+    let rpc = Arc::new(RpcClient::new_with_timeout_and_commitment(
         args.rpc_url.clone(),
+        Duration::from_secs(args.rpc_timeout_secs),
         CommitmentConfig::confirmed(),
     ));
     let network: Network = x402pp_solana::network_of(&rpc)
