@@ -8,8 +8,8 @@
 //!   ledger: decode `X-402-Session-Id` and `X-402-Voucher`, verify the voucher, hash input and
 //!   output, build and sign the receipt, encode `X-402-Receipt`, the stored receipt JSON and
 //!   `X-402-Session-Status`.
-//! - `step/ledger_only`: the two durable ledger transactions of one request
-//!   (`accept_voucher` + `record_receipt`) on a SQLite file (WAL, `synchronous = NORMAL`).
+//! - `step/ledger_only`: the two durable ledger writes of one request
+//!   (`accept_voucher` + `record_receipt`, group-committed) on a SQLite file (WAL, `synchronous = NORMAL`).
 //! - `step/full`: both, in the order of the request path: the full server-side protocol step.
 //!
 //! ```sh
