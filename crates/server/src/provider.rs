@@ -864,7 +864,11 @@ impl Provider {
             seq = row.last_seq,
             "a request cut off by a crash got a zero-charge handler_error receipt"
         );
-        self.metrics.receipt("handler_error", false, Duration::ZERO);
+        self.metrics.receipt(
+            status_name(ReceiptStatus::HandlerError),
+            false,
+            Duration::ZERO,
+        );
         Ok(())
     }
 
