@@ -77,7 +77,13 @@ fn nests_deeper_than(json: &[u8], limit: usize) -> bool {
 /// crate encodes.
 pub fn encode<T: Serialize>(value: &T) -> Result<String, ProtocolError> {
     let json = serde_json::to_vec(value).map_err(|e| ProtocolError::Serialize(e.to_string()))?;
-    Ok(STANDARD.encode(json))
+    Ok(encode_json(&json))
+}
+
+/// The header value of JSON already serialized (what [`encode`] does after serializing), for a
+/// caller that also keeps the JSON, so it is serialized once.
+pub fn encode_json(json: &[u8]) -> String {
+    STANDARD.encode(json)
 }
 
 /// Decodes a header value (base64 of JSON, or raw JSON) into `T`.

@@ -143,14 +143,15 @@ fn compute(fixture: &Fixture, session_header: &str, voucher_header: &str) -> Com
         provider: pk(&fixture.provider_key),
     };
     let receipt = Receipt::sign(body, &fixture.provider_key).unwrap();
-    let receipt_header = headers::encode(&receipt).unwrap();
+    let json = serde_json::to_string(&receipt).unwrap();
+    let receipt_header = headers::encode_json(json.as_bytes());
     let stored_receipt = ReceiptRecord {
         seq: voucher.seq,
         hash: receipt.receipt_id.0,
         ok: true,
         amount_charged: PRICE,
         cumulative_charged: voucher.cumulative.0,
-        json: serde_json::to_string(&receipt).unwrap(),
+        json,
     };
     let chain = &record.chain;
     let status = SessionStatus {

@@ -712,14 +712,16 @@ impl Provider {
         body: ReceiptBody,
     ) -> Result<(Receipt, String, ReceiptRecord), ServerError> {
         let receipt = Receipt::sign(body, &self.signing_key).map_err(ServerError::internal)?;
-        let header = headers::encode(&receipt).map_err(ServerError::internal)?;
+        // Serialized once: the stored JSON and the header are the same bytes.
+        let json = serde_json::to_string(&receipt).map_err(ServerError::internal)?;
+        let header = headers::encode_json(json.as_bytes());
         let record = ReceiptRecord {
             seq: receipt.body.request_number,
             hash: receipt.receipt_id.0,
             ok: receipt.body.status == ReceiptStatus::Ok,
             amount_charged: receipt.body.amount_charged.0,
             cumulative_charged: receipt.body.cumulative_charged.0,
-            json: serde_json::to_string(&receipt).map_err(ServerError::internal)?,
+            json,
         };
         Ok((receipt, header, record))
     }
