@@ -90,15 +90,24 @@ impl HttpFacilitator {
             .await
             .map_err(|e| FacilitatorError::Unavailable(e.to_string()))?;
         let status = response.status();
-        if !status.is_success() {
-            return Err(FacilitatorError::Unavailable(format!(
-                "{path} answered HTTP {status}"
-            )));
-        }
-        response
-            .json()
+        let body = response
+            .bytes()
             .await
-            .map_err(|e| FacilitatorError::Unavailable(format!("{path}: {e}")))
+            .map_err(|e| FacilitatorError::Unavailable(format!("{path}: {e}")))?;
+        // Facilitators answer a payment they refuse with a 4xx whose body is still the verdict
+        // (`isValid: false` and a reason): that is the client's fault, not an outage, and the
+        // provider answers it with a 402. Rate limits, 5xx and bodies that are no verdict are.
+        let verdict = status.is_success()
+            || (status.is_client_error() && status != reqwest::StatusCode::TOO_MANY_REQUESTS);
+        match serde_json::from_slice(&body) {
+            Ok(answer) if verdict => Ok(answer),
+            Ok(_) => Err(FacilitatorError::Unavailable(format!(
+                "{path} answered HTTP {status}"
+            ))),
+            Err(e) => Err(FacilitatorError::Unavailable(format!(
+                "{path} answered HTTP {status} without a verdict: {e}"
+            ))),
+        }
     }
 }
 
@@ -125,3 +134,74 @@ impl Facilitator for HttpFacilitator {
 
 /// A shared facilitator.
 pub type SharedFacilitator = Arc<dyn Facilitator>;
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)] // tests
+
+    use axum::http::StatusCode;
+    use axum::routing::post;
+    use axum::Router;
+    use x402pp_protocol::x402::{FacilitatorRequest, VerifyResponse};
+
+    use super::{Facilitator, FacilitatorError, HttpFacilitator};
+
+    /// A facilitator whose `/verify` answers `status` with `body`.
+    async fn answering(status: StatusCode, body: &'static str) -> HttpFacilitator {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let app = Router::new().route("/verify", post(move || async move { (status, body) }));
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        HttpFacilitator::new(url)
+    }
+
+    fn request() -> FacilitatorRequest {
+        serde_json::from_value(serde_json::json!({
+            "x402Version": 2,
+            "paymentPayload": {
+                "x402Version": 2,
+                "accepted": {
+                    "scheme": "exact", "network": "solana:devnet", "amount": "1",
+                    "asset": "x", "payTo": "y", "maxTimeoutSeconds": 60
+                },
+                "payload": {}
+            },
+            "paymentRequirements": {
+                "scheme": "exact", "network": "solana:devnet", "amount": "1",
+                "asset": "x", "payTo": "y", "maxTimeoutSeconds": 60
+            }
+        }))
+        .unwrap()
+    }
+
+    const REFUSED: &str =
+        r#"{"isValid":false,"invalidReason":"invalid_exact_svm_payload_transaction","payer":"p"}"#;
+
+    #[tokio::test]
+    async fn a_refusal_sent_with_a_4xx_is_a_verdict_not_an_outage() {
+        let facilitator = answering(StatusCode::BAD_REQUEST, REFUSED).await;
+        let verdict: VerifyResponse = facilitator.verify(&request()).await.unwrap();
+        assert!(!verdict.is_valid);
+        assert_eq!(
+            verdict.invalid_reason.as_deref(),
+            Some("invalid_exact_svm_payload_transaction")
+        );
+    }
+
+    #[tokio::test]
+    async fn rate_limits_server_errors_and_bodies_without_a_verdict_are_outages() {
+        for (status, body) in [
+            (StatusCode::TOO_MANY_REQUESTS, REFUSED),
+            (StatusCode::INTERNAL_SERVER_ERROR, REFUSED),
+            (StatusCode::BAD_REQUEST, "not json"),
+            (StatusCode::OK, "{}"),
+        ] {
+            let facilitator = answering(status, body).await;
+            let outcome = facilitator.verify(&request()).await;
+            assert!(
+                matches!(outcome, Err(FacilitatorError::Unavailable(_))),
+                "{status} {body}: {outcome:?}"
+            );
+        }
+    }
+}
