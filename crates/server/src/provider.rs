@@ -558,10 +558,9 @@ impl Provider {
             let refreshed = if first.code == ErrorCode::InsufficientDeposit {
                 self.load_session(&session, true).await?
             } else {
-                match self.ledger.session(&session.to_bytes()).await {
-                    Ok(Some(row)) => row,
-                    Ok(None) => return Err(first),
-                    Err(e) => return Err(ServerError::internal(e)),
+                match self.ledger_row(&session.to_bytes()).await? {
+                    Some(row) => row,
+                    None => return Err(first),
                 }
             };
             let refreshed = match Self::check_voucher(&refreshed, &voucher) {
@@ -750,11 +749,8 @@ impl Provider {
                 format!("voucher seq {} was already used", voucher.seq),
             )
         };
-        let mut row = match self.ledger.session(&address).await {
-            Ok(Some(row)) => row,
-            Ok(None) => return Err(conflict()),
-            Err(e) => return Err(ServerError::internal(e)),
-        };
+        let row_or_conflict = |row: Option<SessionRecord>| row.ok_or_else(conflict);
+        let mut row = row_or_conflict(self.ledger_row(&address).await?)?;
         if row.receipt_count < row.last_seq {
             let accepted_at = self
                 .ledger
@@ -782,11 +778,7 @@ impl Provider {
                 .with_header("retry-after", wait.to_string()));
             }
             self.recover_orphan(&row, accepted_at).await?;
-            row = match self.ledger.session(&address).await {
-                Ok(Some(row)) => row,
-                Ok(None) => return Err(conflict()),
-                Err(e) => return Err(ServerError::internal(e)),
-            };
+            row = row_or_conflict(self.ledger_row(&address).await?)?;
         }
         if voucher.seq == row.last_seq.saturating_add(1) {
             return Ok(row);
@@ -822,6 +814,14 @@ impl Provider {
             error = error.with_header(headers::X402_SESSION_STATUS, status);
         }
         Err(error)
+    }
+
+    /// The session's ledger row as it is now (not the cache's copy).
+    async fn ledger_row(&self, address: &Address) -> Result<Option<SessionRecord>, ServerError> {
+        self.ledger
+            .session(address)
+            .await
+            .map_err(ServerError::internal)
     }
 
     /// Writes the zero-charge receipt of a request whose voucher was accepted at `accepted_at`
