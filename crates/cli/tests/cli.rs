@@ -36,6 +36,24 @@ fn the_demo_runs_both_schemes_and_reconciles_to_the_atomic_unit() {
     assert_eq!(report["session"]["providerReceived"], 12 * 1_000 - 500);
     assert_eq!(report["exact"]["providerReceived"], 12 * 1_000);
     assert_eq!(report["vaultsLeft"], 0);
+    // With X402PP_ESCROW_SO set (CI does it once) the demo runs on the SBF build, on the real
+    // loader; every escrow transaction asked for a compute unit limit and stayed within it.
+    let runtime = match std::env::var_os("X402PP_ESCROW_SO") {
+        Some(_) => "sbf",
+        None => "native",
+    };
+    assert_eq!(report["escrowRuntime"], runtime);
+    assert_eq!(
+        report["escrowTransactions"], report["session"]["transactions"],
+        "every session transaction invokes the escrow program"
+    );
+    for pair in report["escrowComputeUnits"].as_array().unwrap() {
+        let (used, limit) = (pair[0].as_u64().unwrap(), pair[1].as_u64().unwrap());
+        assert!(
+            0 < used && used <= limit,
+            "used {used} of a limit of {limit}"
+        );
+    }
     assert_eq!(
         report["offerForIntent"].as_str().unwrap().len(),
         32,

@@ -22,6 +22,7 @@ use x402pp_protocol::x402::{
 use x402pp_protocol::{
     headers, Amount, Hash32, Network, Offer, Receipt, ReceiptChain, ReceiptStatus, Voucher,
 };
+use x402pp_solana::compute;
 use x402pp_solana::escrow::{self, SessionKeys};
 use x402pp_solana::ChainError;
 
@@ -1284,14 +1285,16 @@ impl Agent {
         self.submit_transaction(&transaction, fee).await
     }
 
-    /// Signs a transaction with the wallet on a recent blockhash, with its expected fee.
-    /// Nothing is sent.
+    /// Signs a transaction with the wallet on a recent blockhash, with its compute budget
+    /// (`x402pp_solana::compute`) and its expected fee. Nothing is sent.
     async fn prepare_transaction(
         &self,
         instructions: &[Instruction],
     ) -> Result<(Transaction, u64), ClientError> {
         let wallet = &*self.inner.config.keypair;
         let rpc = &self.inner.rpc;
+        let instructions =
+            &compute::with_compute_budget(instructions, self.inner.config.compute_unit_price);
         let blockhash = rpc.get_latest_blockhash().await.map_err(ChainError::rpc)?;
         let mut transaction = Transaction::new_signed_with_payer(
             instructions,

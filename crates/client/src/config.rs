@@ -61,11 +61,14 @@ pub struct AgentConfig {
     pub store_path: Option<PathBuf>,
     /// `false` always pays with x402 `exact`, even when a session is offered.
     pub prefer_session: bool,
+    /// Priority fee of the agent's transactions, micro-lamports per compute unit (each asks
+    /// for the compute units it uses: `x402pp_solana::compute`).
+    pub compute_unit_price: u64,
 }
 
 impl AgentConfig {
     /// A configuration with defaults: 100 requests per deposit, automatic disputes, in-memory
-    /// store, sessions preferred.
+    /// store, sessions preferred, 1 micro-lamport per compute unit.
     pub fn new(rpc_url: impl Into<String>, keypair: Arc<Keypair>, budget: Budget) -> Self {
         Self {
             rpc_url: rpc_url.into(),
@@ -75,6 +78,7 @@ impl AgentConfig {
             dispute_policy: DisputePolicy::Automatic,
             store_path: None,
             prefer_session: true,
+            compute_unit_price: x402pp_solana::compute::DEFAULT_UNIT_PRICE,
         }
     }
 }

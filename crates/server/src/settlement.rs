@@ -34,7 +34,7 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use x402pp_protocol::{Amount, SessionState, Voucher};
 use x402pp_solana::escrow::{self, SessionKeys};
-use x402pp_solana::{token, ChainError};
+use x402pp_solana::{compute, token, ChainError};
 
 use crate::ledger::{
     claim_deadline, Address, ChainSession, ClaimExpiry, ClaimRecord, ClaimStatus, Ledger,
@@ -62,6 +62,9 @@ pub struct SettlerConfig {
     /// it having to `reclaim`. Off by default: closing ends the agent's chance to dispute a
     /// receipt during the grace period (see docs/program.md, *Limitations*).
     pub close_finished: bool,
+    /// Priority fee of claim and close transactions, micro-lamports per compute unit (each asks
+    /// for the compute units it uses: `x402pp_solana::compute`).
+    pub compute_unit_price: u64,
 }
 
 impl Default for SettlerConfig {
@@ -74,6 +77,7 @@ impl Default for SettlerConfig {
             confirm_timeout: Duration::from_secs(60),
             poll_interval: Duration::from_millis(400),
             close_finished: false,
+            compute_unit_price: x402pp_solana::compute::DEFAULT_UNIT_PRICE,
         }
     }
 }
@@ -540,7 +544,8 @@ impl Settler {
         Ok(())
     }
 
-    /// Signs `instructions` with the provider (fee payer `payer`) on a fresh blockhash.
+    /// Signs `instructions`, after their compute budget, with the provider (fee payer `payer`)
+    /// on a fresh blockhash.
     async fn sign(
         &self,
         instructions: &[Instruction],
@@ -552,8 +557,10 @@ impl Settler {
             .get_latest_blockhash_with_commitment(self.rpc.commitment())
             .await
             .map_err(ChainError::rpc)?;
+        let instructions =
+            compute::with_compute_budget(instructions, self.config.compute_unit_price);
         let tx = Transaction::new_signed_with_payer(
-            instructions,
+            &instructions,
             Some(payer),
             &[self.provider.as_ref()],
             blockhash,

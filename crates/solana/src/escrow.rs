@@ -129,6 +129,20 @@ fn build(accounts: impl ToAccountMetas, data: impl InstructionData) -> Instructi
     }
 }
 
+/// Marks a Token-2022 mint writable in a `close` or `reclaim`: the program harvests the vault's
+/// withheld transfer fees to the mint before closing the vault. An SPL Token mint stays
+/// read-only (write-locking USDC's mint would put the transaction in its local fee market).
+fn mint_writable_for_token_2022(mut instruction: Instruction, keys: &SessionKeys) -> Instruction {
+    if keys.token_program == token::TOKEN_2022_PROGRAM_ID {
+        for meta in &mut instruction.accounts {
+            if meta.pubkey == keys.mint {
+                meta.is_writable = true;
+            }
+        }
+    }
+    instruction
+}
+
 /// `open_session` on `offer`, preceded by the Ed25519 instruction over the provider's signature.
 ///
 /// The offer must verify; its provider, mint and terms become the session's.
@@ -252,13 +266,14 @@ pub struct FinalClaim<'a> {
     pub receipt_count: u64,
 }
 
-/// Cooperative `close` by the provider, with an optional final claim.
+/// Cooperative `close` by the provider, with an optional final claim (a Token-2022 mint is
+/// passed writable, see [`reclaim`]).
 pub fn close(keys: &SessionKeys, final_claim: Option<FinalClaim<'_>>) -> Vec<Instruction> {
     let mut instructions = Vec::with_capacity(2);
     if let Some(claim) = &final_claim {
         instructions.push(voucher_instruction(claim.voucher, claim.voucher_signer));
     }
-    instructions.push(build(
+    let close = build(
         session_escrow::accounts::CloseSession {
             provider: keys.provider,
             agent: keys.agent,
@@ -278,13 +293,16 @@ pub fn close(keys: &SessionKeys, final_claim: Option<FinalClaim<'_>>) -> Vec<Ins
                 }),
             },
         },
-    ));
+    );
+    instructions.push(mint_writable_for_token_2022(close, keys));
     instructions
 }
 
-/// `reclaim` by the agent after expiry (or close request) plus grace.
+/// `reclaim` by the agent after expiry (or close request) plus grace. A Token-2022 mint is
+/// passed writable: the program harvests transfer fees withheld in the vault to it before
+/// closing the vault.
 pub fn reclaim(keys: &SessionKeys) -> Instruction {
-    build(
+    let reclaim = build(
         session_escrow::accounts::Reclaim {
             agent: keys.agent,
             session: keys.session,
@@ -294,7 +312,8 @@ pub fn reclaim(keys: &SessionKeys) -> Instruction {
             token_program: keys.token_program,
         },
         session_escrow::instruction::Reclaim {},
-    )
+    );
+    mint_writable_for_token_2022(reclaim, keys)
 }
 
 /// `dispute` by the agent with a provider-signed receipt.

@@ -4,11 +4,13 @@
 //! - [`exact`]: the x402 v2 `exact` scheme on SVM — client transaction building and the
 //!   facilitator's verification and settlement.
 //! - [`escrow`]: the session-escrow program: PDAs, instruction builders, account decoding.
+//! - [`compute`]: the compute unit limit and price every transaction we build carries.
 //! - [`token`]: SPL Token / Token-2022 helpers (ATA derivation, `TransferChecked`).
 //! - [`keys`]: keypair files (Solana CLI format), with a warning on loose permissions.
 //! - [`ed25519`]: the canonical Ed25519 precompile instruction the escrow program reads.
 //! - [`ChainError`]: transport failures (`Unavailable`, retry) kept apart from rejections.
 
+pub mod compute;
 pub mod ed25519;
 pub mod error;
 pub mod escrow;

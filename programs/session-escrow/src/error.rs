@@ -128,4 +128,10 @@ pub enum EscrowError {
     /// A checked arithmetic operation overflowed.
     #[msg("arithmetic overflow")]
     ArithmeticOverflow,
+
+    // --- Tokens ---------------------------------------------------------------------------------
+    /// The vault holds Token-2022 transfer fees that must be harvested to the mint before it can
+    /// close, and the mint was not passed writable.
+    #[msg("the Token-2022 mint must be writable to harvest the vault's withheld transfer fees")]
+    MintNotWritable,
 }

@@ -15,13 +15,15 @@
 //!
 //! Layout: `lib.rs` dispatches; `instructions/<verb>.rs` hold each `Accounts` struct and handler;
 //! [`state`] the accounts; [`error`] the error codes; [`events`] the events; [`constants`] the
-//! PDA seeds. See `docs/program.md` for the full reference.
+//! PDA seeds; [`compute_units`] the compute budget of each instruction. See `docs/program.md`
+//! for the full reference.
 
 // `#[program]` and `#[derive(Accounts)]` generate undocumented public items at the crate root
 // (`instruction::*`, `accounts::*`, client modules). Everything written here is documented; with
 // this allow removed, only those generated items warn. No other workspace lint is relaxed.
 #![allow(missing_docs)]
 
+pub mod compute_units;
 pub mod constants;
 pub mod ed25519;
 pub mod error;

@@ -1,11 +1,13 @@
 //! Token movements out of a session's vault. The session PDA is the vault's authority and signs.
 
 use anchor_lang::prelude::*;
+use anchor_lang::Ids;
 use anchor_lang::solana_program::program_pack::Pack;
 use anchor_spl::token_interface::{
     self, CloseAccount, Mint, TokenAccount, TokenInterface, TransferChecked,
 };
 
+use crate::error::EscrowError;
 use crate::state::Session;
 
 /// Transfers `amount` from the vault to `to`, signed by the session PDA. Does nothing for 0.
@@ -40,13 +42,18 @@ pub fn pay_out<'info>(
     )
 }
 
-/// Closes the (empty) vault, sending its rent lamports to `destination`.
+/// Closes the (empty) vault, sending its rent lamports to `destination`. Transfer fees a
+/// Token-2022 mint withheld in the vault are harvested to the mint first (Token-2022 refuses to
+/// close an account that still holds some; harvesting is permissionless but needs the mint
+/// writable, so clients pass a Token-2022 mint writable to `close` and `reclaim`).
 pub fn close_vault<'info>(
     session: &Account<'info, Session>,
     vault: &InterfaceAccount<'info, TokenAccount>,
+    mint: &InterfaceAccount<'info, Mint>,
     destination: &AccountInfo<'info>,
     token_program: &Interface<'info, TokenInterface>,
 ) -> Result<()> {
+    harvest_withheld_fees(vault, mint, token_program)?;
     let nonce_le = session.nonce.to_le_bytes();
     let bump = [session.bump];
     let seeds = session.signer_seeds(&nonce_le, &bump);
@@ -60,6 +67,46 @@ pub fn close_vault<'info>(
         },
         signer,
     ))
+}
+
+/// Transfer fees withheld in a Token-2022 `vault`; 0 for SPL Token or without the extension.
+fn withheld_fees(vault: &AccountInfo) -> Result<u64> {
+    use anchor_spl::token_2022::spl_token_2022::extension::transfer_fee::TransferFeeAmount;
+    use anchor_spl::token_2022::spl_token_2022::extension::{
+        BaseStateWithExtensions, StateWithExtensions,
+    };
+    use anchor_spl::token_2022::spl_token_2022::state::Account;
+    if *vault.owner != anchor_spl::token_2022::ID {
+        return Ok(0);
+    }
+    let data = vault.try_borrow_data()?;
+    let state = StateWithExtensions::<Account>::unpack(&data)?;
+    Ok(state
+        .get_extension::<TransferFeeAmount>()
+        .map_or(0, |fees| u64::from(fees.withheld_amount)))
+}
+
+/// Moves the transfer fees withheld in `vault` to the mint (Token-2022
+/// `HarvestWithheldTokensToMint`, permissionless); nothing when there are none.
+fn harvest_withheld_fees<'info>(
+    vault: &InterfaceAccount<'info, TokenAccount>,
+    mint: &InterfaceAccount<'info, Mint>,
+    token_program: &Interface<'info, TokenInterface>,
+) -> Result<()> {
+    let vault = vault.to_account_info();
+    if withheld_fees(&vault)? == 0 {
+        return Ok(());
+    }
+    let mint = mint.to_account_info();
+    require!(mint.is_writable, EscrowError::MintNotWritable);
+    let harvest =
+        anchor_spl::token_2022::spl_token_2022::extension::transfer_fee::instruction::harvest_withheld_tokens_to_mint(
+            &token_program.key(),
+            mint.key,
+            &[vault.key],
+        )?;
+    anchor_lang::solana_program::program::invoke(&harvest, &[mint, vault])?;
+    Ok(())
 }
 
 /// Size of a token account for `mint`: 165 bytes for SPL Token; for Token-2022 the base account
@@ -99,9 +146,21 @@ pub fn initialize_vault<'info>(
     ))
 }
 
-/// The token amount held by `account` (a token account of either token program).
+/// Where a token account keeps its amount (u64 LE), in SPL Token and Token-2022 alike.
+const AMOUNT_RANGE: std::ops::Range<usize> = 64..72;
+
+/// The token amount held by `account`, a token account of either token program: read from its
+/// bytes after a CPI moved tokens, instead of deserializing the whole account (and, under
+/// Token-2022, its extensions) again.
 pub fn token_amount(account: &AccountInfo) -> Result<u64> {
+    require!(
+        anchor_spl::token_interface::TokenInterface::ids().contains(account.owner),
+        anchor_lang::error::ErrorCode::AccountOwnedByWrongProgram
+    );
     let data = account.try_borrow_data()?;
-    let parsed = TokenAccount::try_deserialize(&mut &data[..])?;
-    Ok(parsed.amount)
+    let amount: [u8; 8] = data
+        .get(AMOUNT_RANGE)
+        .and_then(|bytes| bytes.try_into().ok())
+        .ok_or_else(|| error!(anchor_lang::error::ErrorCode::AccountDidNotDeserialize))?;
+    Ok(u64::from_le_bytes(amount))
 }

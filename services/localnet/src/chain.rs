@@ -315,6 +315,16 @@ impl Chain {
             .cloned()
     }
 
+    /// Every recorded transaction, oldest first.
+    pub(crate) fn records(&self) -> Vec<Arc<TxRecord>> {
+        let records = self.records.read().unwrap_or_else(PoisonError::into_inner);
+        records
+            .order
+            .iter()
+            .filter_map(|signature| records.by_signature.get(signature).cloned())
+            .collect()
+    }
+
     // --- faucet and tokens ---------------------------------------------------------------------
 
     /// Signs `instructions` with the faucet (fee payer) and `extra` signers, processes them

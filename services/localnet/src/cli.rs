@@ -20,6 +20,10 @@ pub struct Args {
     /// `<temp dir>/x402pp-localnet`.
     #[arg(long, env = "X402PP_LOCALNET_STATE_DIR")]
     pub state_dir: Option<PathBuf>,
+    /// Run the escrow program from this SBF build (`session_escrow.so`) on the real BPF loader
+    /// instead of natively (docs/program.md says how to build it).
+    #[arg(long, env = "X402PP_ESCROW_SO")]
+    pub program_so: Option<PathBuf>,
     /// Print the localnet's description as one JSON line instead of text.
     #[arg(long)]
     pub json: bool,
@@ -45,6 +49,7 @@ impl Args {
                     .clone()
                     .unwrap_or_else(|| std::env::temp_dir().join("x402pp-localnet")),
             ),
+            program_so: self.program_so.clone(),
         }
     }
 }
@@ -85,7 +90,7 @@ pub async fn run(args: Args) -> Result<(), LocalnetError> {
              USDC mint:       {} (SPL Token, {} decimals)\n\
              USDC-2022 mint:  {} (Token-2022)\n\
              Faucet keypair:  {} ({})\n\
-             Escrow program:  {}\n\
+             Escrow program:  {} ({})\n\
              Network:         {}\n\
              Ctrl-C to stop.",
             started.elapsed().as_millis(),
@@ -96,6 +101,11 @@ pub async fn run(args: Args) -> Result<(), LocalnetError> {
             keypair,
             info.faucet,
             info.programs.session_escrow,
+            match &info.escrow_runtime {
+                crate::EscrowRuntime::Native => "native".to_owned(),
+                crate::EscrowRuntime::Sbf { path, bytes } =>
+                    format!("SBF, {} bytes from {}", bytes, path.display()),
+            },
             info.network,
         )
     };

@@ -1,5 +1,5 @@
-//! Genesis: the first bank, with the SPL programs, the escrow program (native) and the test
-//! mints.
+//! Genesis: the first bank, with the SPL programs, the escrow program (native, or an SBF build
+//! on the real loader) and the test mints.
 //!
 //! This follows `solana_program_test::ProgramTest`'s own bank setup (same genesis helper, fee
 //! rate, rent, all features on, the SPL and core BPF programs program-test bundles) but keeps the
@@ -8,6 +8,7 @@
 //! 150 slots. program-test is still what runs the native program: its `processor!` adapter and
 //! the syscall stubs that route the program's CPIs, logs and sysvar reads into the bank.
 
+use std::path::Path;
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
@@ -71,6 +72,28 @@ pub(crate) async fn install_native_program_support() {
     .await;
 }
 
+/// How the escrow program is loaded.
+pub(crate) enum EscrowProgram {
+    /// The native build, as a builtin.
+    Native,
+    /// An SBF ELF, deployed under the upgradeable loader.
+    Sbf(Vec<u8>),
+}
+
+/// Reads an SBF build of the escrow program, refusing what is not an ELF file.
+pub(crate) fn read_program_so(path: &Path) -> Result<Vec<u8>, LocalnetError> {
+    let elf = std::fs::read(path).map_err(|e| {
+        LocalnetError::Startup(format!("cannot read the program {}: {e}", path.display()))
+    })?;
+    if !elf.starts_with(b"\x7fELF") {
+        return Err(LocalnetError::Startup(format!(
+            "{} is not an SBF program (no ELF header)",
+            path.display()
+        )));
+    }
+    Ok(elf)
+}
+
 /// The layout of an initialized SPL mint with no freeze authority.
 fn mint_data(authority: &Pubkey, decimals: u8) -> Vec<u8> {
     let mut data = Vec::with_capacity(MINT_LEN);
@@ -85,7 +108,11 @@ fn mint_data(authority: &Pubkey, decimals: u8) -> Vec<u8> {
 }
 
 /// Builds the genesis bank and opens slot 1.
-pub(crate) fn build(slot_interval: Duration, mints: &[MintSpec]) -> Result<Genesis, LocalnetError> {
+pub(crate) fn build(
+    slot_interval: Duration,
+    escrow: &EscrowProgram,
+    mints: &[MintSpec],
+) -> Result<Genesis, LocalnetError> {
     let faucet = Keypair::new();
     let rent = Rent::default();
     let fee_rate_governor = FeeRateGovernor {
@@ -154,15 +181,31 @@ pub(crate) fn build(slot_interval: Duration, mints: &[MintSpec]) -> Result<Genes
     {
         bank.store_account(program_id, account);
     }
-    let entry: Option<BuiltinFunctionWithContext> =
-        solana_program_test::processor!(programs::escrow_entry);
-    let entry = entry.ok_or_else(|| LocalnetError::Startup("no native escrow entry".into()))?;
-    let name = "session_escrow";
-    bank.add_builtin(
-        programs::SESSION_ESCROW,
-        name,
-        ProgramCacheEntry::new_builtin(0, name.len(), entry),
-    );
+    match escrow {
+        EscrowProgram::Native => {
+            let entry: Option<BuiltinFunctionWithContext> =
+                solana_program_test::processor!(programs::escrow_entry);
+            let entry =
+                entry.ok_or_else(|| LocalnetError::Startup("no native escrow entry".into()))?;
+            let name = "session_escrow";
+            bank.add_builtin(
+                programs::SESSION_ESCROW,
+                name,
+                ProgramCacheEntry::new_builtin(0, name.len(), entry),
+            );
+        }
+        EscrowProgram::Sbf(elf) => {
+            // As `solana program deploy` leaves it: a program account pointing at its
+            // program-data account, which holds the ELF. The loader verifies it on first use.
+            for (address, account) in solana_program_binaries::bpf_loader_upgradeable_program_accounts(
+                &programs::SESSION_ESCROW,
+                elf,
+                &rent,
+            ) {
+                bank.store_account(&address, &account.into());
+            }
+        }
+    }
     bank.set_capitalization_for_tests(bank.calculate_capitalization_for_tests());
 
     let bank = Arc::new(bank);

@@ -94,6 +94,9 @@ pub struct LocalnetConfig {
     /// Where to write the faucet keypair (`faucet.json`, a standard Solana keypair file); no
     /// file when `None`.
     pub state_dir: Option<PathBuf>,
+    /// An SBF build of the escrow program (`session_escrow.so`) to deploy at genesis and run on
+    /// the real BPF loader; `None` runs the program natively, compiled into this binary.
+    pub program_so: Option<PathBuf>,
 }
 
 impl Default for LocalnetConfig {
@@ -102,6 +105,7 @@ impl Default for LocalnetConfig {
             port: DEFAULT_PORT,
             slot_interval: DEFAULT_SLOT_INTERVAL,
             state_dir: None,
+            program_so: None,
         }
     }
 }
@@ -141,6 +145,22 @@ pub struct ProgramIds {
     pub memo: Pubkey,
 }
 
+/// How the localnet runs the escrow program.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase", tag = "kind")]
+pub enum EscrowRuntime {
+    /// Compiled into the localnet, called as a builtin (fast; not metered like a deployed
+    /// program).
+    Native,
+    /// An SBF build deployed at genesis (upgradeable loader) and run by the real BPF loader.
+    Sbf {
+        /// The `.so` it was loaded from.
+        path: PathBuf,
+        /// Its size in bytes.
+        bytes: u64,
+    },
+}
+
 /// What a running localnet is: `localnet_info` returns this (plus the current slot and time).
 #[derive(Debug, Clone, Serialize)]
 #[serde(rename_all = "camelCase")]
@@ -166,8 +186,70 @@ pub struct LocalnetInfo {
     pub faucet_keypair_path: Option<PathBuf>,
     /// Loaded programs.
     pub programs: ProgramIds,
+    /// How the escrow program runs.
+    pub escrow_runtime: EscrowRuntime,
     /// Automatic slot interval in milliseconds (0: off).
     pub slot_interval_ms: u64,
+}
+
+/// A transaction the localnet executed, as [`Localnet::transactions`] reports it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TransactionSummary {
+    /// Its first signature.
+    pub signature: Signature,
+    /// Whether it succeeded.
+    pub succeeded: bool,
+    /// The program of each top-level instruction, in order.
+    pub programs: Vec<Pubkey>,
+    /// Its `SetComputeUnitLimit`, if it has one.
+    pub compute_unit_limit: Option<u32>,
+    /// Its `SetComputeUnitPrice` (micro-lamports per unit), if it has one.
+    pub compute_unit_price: Option<u64>,
+    /// Compute units it consumed.
+    pub compute_units_consumed: u64,
+}
+
+impl TransactionSummary {
+    fn of(record: &chain::TxRecord) -> Self {
+        let message = &record.transaction.message;
+        let keys = message.static_account_keys();
+        let mut summary = Self {
+            signature: record.transaction.signatures.first().copied().unwrap_or_default(),
+            succeeded: record.meta.status.is_ok(),
+            programs: Vec::new(),
+            compute_unit_limit: None,
+            compute_unit_price: None,
+            compute_units_consumed: record.meta.compute_units_consumed.unwrap_or(0),
+        };
+        for ix in message.instructions() {
+            let program = keys
+                .get(usize::from(ix.program_id_index))
+                .copied()
+                .unwrap_or_default();
+            summary.programs.push(program);
+            if program != solana_sdk_ids::compute_budget::ID {
+                continue;
+            }
+            // SetComputeUnitLimit = 2 (u32 LE), SetComputeUnitPrice = 3 (u64 LE).
+            match ix.data.split_first() {
+                Some((2, rest)) => {
+                    summary.compute_unit_limit =
+                        rest.try_into().ok().map(u32::from_le_bytes);
+                }
+                Some((3, rest)) => {
+                    summary.compute_unit_price =
+                        rest.try_into().ok().map(u64::from_le_bytes);
+                }
+                _ => {}
+            }
+        }
+        summary
+    }
+
+    /// Whether it invoked `program` at the top level.
+    pub fn invokes(&self, program: &Pubkey) -> bool {
+        self.programs.contains(program)
+    }
 }
 
 /// A running localnet. Dropping it stops it (as [`Localnet::shutdown`] does).
@@ -317,6 +399,17 @@ impl Localnet {
         self.slot()
     }
 
+    /// The transactions the chain executed (the most recent few thousand, oldest first), each
+    /// with the programs it invoked and its compute budget: what tests read to check that
+    /// transactions ask for the compute units they use.
+    pub fn transactions(&self) -> Vec<TransactionSummary> {
+        self.chain
+            .records()
+            .iter()
+            .map(|record| TransactionSummary::of(record))
+            .collect()
+    }
+
     /// Creates or overwrites an account (test setup that no transaction could do).
     pub fn set_account(&self, address: &Pubkey, account: Account) {
         self.chain.set_account(address, account);
@@ -454,8 +547,20 @@ async fn start_inner(config: &LocalnetConfig) -> Result<Started, LocalnetError> 
     genesis::install_native_program_support().await;
     let usdc_mint = usdc_mint_address();
     let usdc_2022_mint = usdc_2022_mint_address();
+    let escrow = match &config.program_so {
+        Some(path) => genesis::EscrowProgram::Sbf(genesis::read_program_so(path)?),
+        None => genesis::EscrowProgram::Native,
+    };
+    let escrow_runtime = match (&escrow, &config.program_so) {
+        (genesis::EscrowProgram::Sbf(elf), Some(path)) => EscrowRuntime::Sbf {
+            path: path.clone(),
+            bytes: u64::try_from(elf.len()).unwrap_or(u64::MAX),
+        },
+        _ => EscrowRuntime::Native,
+    };
     let genesis = genesis::build(
         config.slot_interval,
+        &escrow,
         &[
             genesis::MintSpec {
                 address: usdc_mint,
@@ -513,6 +618,7 @@ async fn start_inner(config: &LocalnetConfig) -> Result<Started, LocalnetError> 
             associated_token: ASSOCIATED_TOKEN,
             memo: MEMO,
         },
+        escrow_runtime,
         slot_interval_ms: u64::try_from(config.slot_interval.as_millis()).unwrap_or(u64::MAX),
     };
     let io = Arc::new(rpc::handler(Arc::new(rpc::RpcState {

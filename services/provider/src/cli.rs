@@ -75,6 +75,10 @@ pub struct Args {
     /// Claim anything unclaimed at least this often, in seconds.
     #[arg(long, default_value_t = 300)]
     pub claim_interval_secs: u64,
+    /// Priority fee of claim and close transactions, micro-lamports per compute unit (each
+    /// transaction asks for the compute units it uses).
+    #[arg(long, env = "X402PP_COMPUTE_UNIT_PRICE", default_value_t = x402pp_solana::compute::DEFAULT_UNIT_PRICE)]
+    pub compute_unit_price: u64,
     /// Largest total size of a request's header names and values, in bytes (431 above).
     #[arg(long, env = "X402PP_MAX_HEADER_BYTES", default_value_t = 32 * 1024)]
     pub max_header_bytes: usize,
@@ -193,6 +197,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
                 interval_secs: args.claim_interval_secs,
                 ..SettlementPolicy::default()
             },
+            compute_unit_price: args.compute_unit_price,
             ..SettlerConfig::default()
         },
     )

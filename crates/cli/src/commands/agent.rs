@@ -34,6 +34,10 @@ pub struct AgentArgs {
     /// Dispute SLA breaches on chain as soon as they happen.
     #[arg(long)]
     pub auto_dispute: bool,
+    /// Priority fee of the agent's transactions, micro-lamports per compute unit (each
+    /// transaction asks for the compute units it uses).
+    #[arg(long, env = "X402PP_COMPUTE_UNIT_PRICE", default_value_t = x402pp_solana::compute::DEFAULT_UNIT_PRICE)]
+    pub compute_unit_price: u64,
     /// Print JSON.
     #[arg(long)]
     pub json: bool,
@@ -51,6 +55,7 @@ impl AgentArgs {
         let mut config = AgentConfig::new(self.rpc_url.clone(), keypair, budget);
         config.store_path = Some(self.store.clone());
         config.prefer_session = !self.exact;
+        config.compute_unit_price = self.compute_unit_price;
         config.dispute_policy = if self.auto_dispute {
             DisputePolicy::Automatic
         } else {

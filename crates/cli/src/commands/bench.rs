@@ -348,6 +348,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         requests: DEPOSIT_REQUESTS,
         agents: 1,
         price: PRICE,
+        program_so: None,
         json: true,
     })
     .await?;

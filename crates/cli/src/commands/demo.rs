@@ -22,11 +22,12 @@ use solana_sdk::pubkey::Pubkey;
 use solana_sdk::signature::{Keypair, Signer};
 use solana_sdk::transaction::Transaction;
 use x402pp_client::{Agent, AgentConfig, Budget, DisputePolicy};
-use x402pp_localnet::{Localnet, LocalnetConfig};
+use x402pp_localnet::{EscrowRuntime, Localnet, LocalnetConfig};
 use x402pp_protocol::{Amount, Voucher};
 use x402pp_provider::{AppOptions, INFERENCE_PATH};
 use x402pp_server::ledger::Ledger;
 use x402pp_server::{HttpFacilitator, Provider, RoutePrice, ServerConfig};
+use x402pp_solana::compute;
 use x402pp_solana::escrow::{self, FinalClaim, SessionKeys};
 use x402pp_solana::exact::facilitator::{ExactFacilitator, FacilitatorConfig};
 use x402pp_solana::token;
@@ -48,6 +49,10 @@ pub struct Args {
     /// Price per request in atomic units of the test USDC (6 decimals).
     #[arg(long, default_value_t = 1_000)]
     pub price: u64,
+    /// Run the escrow program from this SBF build (`session_escrow.so`) on the localnet's real
+    /// BPF loader instead of natively (docs/program.md says how to build it).
+    #[arg(long, env = "X402PP_ESCROW_SO")]
+    pub program_so: Option<std::path::PathBuf>,
     /// Print the report as JSON.
     #[arg(long)]
     pub json: bool,
@@ -75,6 +80,8 @@ pub struct SchemeReport {
 #[derive(Debug, Clone, Default, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Report {
+    /// How the localnet ran the escrow program: `native`, or `sbf` (a `.so` on the real loader).
+    pub escrow_runtime: String,
     /// Agents.
     pub agents: u64,
     /// Price per request.
@@ -101,6 +108,10 @@ pub struct Report {
     pub vaults_left: u64,
     /// Total wall time, milliseconds.
     pub wall_ms: u128,
+    /// Transactions that invoked the escrow program.
+    pub escrow_transactions: u64,
+    /// Compute units consumed and asked for (`SetComputeUnitLimit`, 0 when missing) of each.
+    pub escrow_compute_units: Vec<(u64, u64)>,
     /// Every check and whether it held.
     pub checks: Vec<(String, bool)>,
 }
@@ -139,6 +150,7 @@ pub(crate) async fn start(args: &Args) -> anyhow::Result<World> {
     let localnet = Localnet::start(LocalnetConfig {
         port: 0,
         state_dir: None,
+        program_so: args.program_so.clone(),
         ..LocalnetConfig::default()
     })
     .await
@@ -350,7 +362,10 @@ impl World {
         } else {
             None
         };
-        let instructions = escrow::close(&keys, claim);
+        let instructions = compute::with_compute_budget(
+            &escrow::close(&keys, claim),
+            compute::DEFAULT_UNIT_PRICE,
+        );
         let blockhash = self.rpc.get_latest_blockhash().await?;
         let tx = Transaction::new_signed_with_payer(
             &instructions,
@@ -425,6 +440,10 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         wallets.push(wallet);
     }
     let mut report = Report {
+        escrow_runtime: match world.localnet.info().escrow_runtime {
+            EscrowRuntime::Native => "native".to_owned(),
+            EscrowRuntime::Sbf { .. } => "sbf".to_owned(),
+        },
         agents: args.agents,
         price: args.price,
         ..Report::default()
@@ -558,6 +577,16 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     let expected_session = n
         .saturating_mul(args.price)
         .saturating_sub(report.penalties_refunded);
+    let escrow_program = world.localnet.info().programs.session_escrow;
+    for tx in world.localnet.transactions() {
+        if tx.invokes(&escrow_program) {
+            report.escrow_transactions = report.escrow_transactions.saturating_add(1);
+            report.escrow_compute_units.push((
+                tx.compute_units_consumed,
+                tx.compute_unit_limit.map_or(0, u64::from),
+            ));
+        }
+    }
     report.checks = vec![
         (
             "every request served and every receipt verified".into(),
@@ -596,6 +625,11 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
             format!("sessions used at most {} transactions per session", 3),
             report.session.transactions <= 3u64.saturating_mul(sessions.len().max(1) as u64),
         ),
+        (
+            "every escrow transaction asked for its compute units and stayed within them".into(),
+            report.escrow_transactions > 0
+                && report.escrow_compute_units.iter().all(|&(used, limit)| used <= limit),
+        ),
     ];
     print_report(&report, args.json)?;
     if report.checks.iter().any(|(_, ok)| !ok) {
@@ -616,9 +650,10 @@ fn print_report(report: &Report, json: bool) -> anyhow::Result<()> {
     let s = &report.session;
     let e = &report.exact;
     println!(
-        "x402pp demo — {} agent(s), price {} USDC per request",
+        "x402pp demo — {} agent(s), price {} USDC per request, escrow program {}",
         report.agents,
-        usdc(report.price)
+        usdc(report.price),
+        report.escrow_runtime
     );
     println!();
     println!("{:<28} {:>14} {:>14}", "", "session", "exact");

@@ -18,7 +18,7 @@ use x402pp_protocol::x402::{ExactSvmExtra, PaymentRequirements, SCHEME_EXACT};
 /// Default compute unit limit of a payment transaction (transfer + memo use well under it).
 pub const DEFAULT_COMPUTE_UNIT_LIMIT: u32 = 20_000;
 /// Default compute unit price, micro-lamports per CU.
-pub const DEFAULT_COMPUTE_UNIT_PRICE: u64 = 1;
+pub const DEFAULT_COMPUTE_UNIT_PRICE: u64 = crate::compute::DEFAULT_UNIT_PRICE;
 /// The spec's reference cap on compute unit price for the static path: 5 lamports per CU.
 pub const MAX_COMPUTE_UNIT_PRICE: u64 = 5_000_000;
 /// The spec's reference cap on compute units.

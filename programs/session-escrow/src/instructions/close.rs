@@ -9,7 +9,7 @@ use crate::error::EscrowError;
 use crate::events::{SessionClosed, VoucherClaimed};
 use crate::instructions::claim::{redeem_voucher, ClaimArgs};
 use crate::state::Session;
-use crate::vault::{close_vault, pay_out};
+use crate::vault::{close_vault, pay_out, token_amount};
 
 /// Arguments of `close`.
 #[derive(AnchorSerialize, AnchorDeserialize, Clone, Copy, Debug, PartialEq, Eq)]
@@ -32,7 +32,7 @@ pub struct CloseSession<'info> {
         mut,
         close = agent,
         seeds = [SESSION_SEED, session.agent.as_ref(), session.provider.as_ref(), &session.nonce.to_le_bytes()],
-        bump,
+        bump = session.bump,
         has_one = provider @ EscrowError::NotSessionProvider,
         has_one = agent @ EscrowError::NotSessionAgent,
         has_one = mint @ EscrowError::WrongMint,
@@ -42,7 +42,9 @@ pub struct CloseSession<'info> {
     /// The session's vault; closed by this instruction.
     #[account(mut)]
     pub vault: Box<InterfaceAccount<'info, TokenAccount>>,
-    /// The session's mint.
+    /// The session's mint. A Token-2022 mint is passed writable: the vault's withheld transfer
+    /// fees, if any, are harvested to it before the vault closes (not `mut` here, so an SPL
+    /// Token mint such as USDC's is not write-locked).
     #[account(mint::token_program = token_program)]
     pub mint: Box<InterfaceAccount<'info, Mint>>,
     /// Where a final claim pays the provider.
@@ -97,8 +99,7 @@ pub fn handler(ctx: Context<CloseSession>, args: CloseArgs) -> Result<()> {
         });
     }
 
-    accounts.vault.reload()?;
-    let returned = accounts.vault.amount;
+    let returned = token_amount(&accounts.vault.to_account_info())?;
     pay_out(
         &accounts.session,
         &accounts.vault,
@@ -110,6 +111,7 @@ pub fn handler(ctx: Context<CloseSession>, args: CloseArgs) -> Result<()> {
     close_vault(
         &accounts.session,
         &accounts.vault,
+        &accounts.mint,
         &accounts.agent.to_account_info(),
         &accounts.token_program,
     )?;

@@ -20,7 +20,7 @@ pub struct Reclaim<'info> {
         mut,
         close = agent,
         seeds = [SESSION_SEED, session.agent.as_ref(), session.provider.as_ref(), &session.nonce.to_le_bytes()],
-        bump,
+        bump = session.bump,
         has_one = agent @ EscrowError::NotSessionAgent,
         has_one = mint @ EscrowError::WrongMint,
         has_one = vault @ EscrowError::WrongVault,
@@ -29,7 +29,9 @@ pub struct Reclaim<'info> {
     /// The session's vault; closed by this instruction.
     #[account(mut)]
     pub vault: Box<InterfaceAccount<'info, TokenAccount>>,
-    /// The session's mint.
+    /// The session's mint. A Token-2022 mint is passed writable: the vault's withheld transfer
+    /// fees, if any, are harvested to it before the vault closes (not `mut` here, so an SPL
+    /// Token mint such as USDC's is not write-locked).
     #[account(mint::token_program = token_program)]
     pub mint: Box<InterfaceAccount<'info, Mint>>,
     /// Where the rest of the vault goes (any token account of the mint; the agent signs).
@@ -59,6 +61,7 @@ pub fn handler(ctx: Context<Reclaim>) -> Result<()> {
     close_vault(
         &accounts.session,
         &accounts.vault,
+        &accounts.mint,
         &accounts.agent.to_account_info(),
         &accounts.token_program,
     )?;

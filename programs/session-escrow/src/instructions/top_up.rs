@@ -7,6 +7,7 @@ use crate::constants::SESSION_SEED;
 use crate::error::EscrowError;
 use crate::events::DepositToppedUp;
 use crate::state::{Session, SessionStatus};
+use crate::vault::token_amount;
 
 /// Accounts of `top_up`.
 #[derive(Accounts)]
@@ -17,7 +18,7 @@ pub struct TopUp<'info> {
     #[account(
         mut,
         seeds = [SESSION_SEED, session.agent.as_ref(), session.provider.as_ref(), &session.nonce.to_le_bytes()],
-        bump,
+        bump = session.bump,
         has_one = agent @ EscrowError::NotSessionAgent,
         has_one = mint @ EscrowError::WrongMint,
         has_one = vault @ EscrowError::WrongVault,
@@ -75,10 +76,7 @@ pub fn handler(ctx: Context<TopUp>, amount: u64) -> Result<()> {
         amount,
         accounts.mint.decimals,
     )?;
-    accounts.vault.reload()?;
-    let received = accounts
-        .vault
-        .amount
+    let received = token_amount(&accounts.vault.to_account_info())?
         .checked_sub(before)
         .ok_or_else(|| error!(EscrowError::ArithmeticOverflow))?;
     require!(received > 0, EscrowError::ZeroAmount);

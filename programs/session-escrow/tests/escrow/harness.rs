@@ -1,5 +1,10 @@
-//! Test harness: a real bank (solana-program-test) running the escrow program natively next to
-//! the SBF builds of SPL Token and Token-2022 that program-test bundles.
+//! Test harness: a real bank (solana-program-test) running the escrow program next to the SBF
+//! builds of SPL Token and Token-2022 that program-test bundles.
+//!
+//! The program runs natively by default (fast, debuggable). With `X402PP_ESCROW_SO` set to the
+//! path of an SBF build (`session_escrow.so`), every test runs it on Agave's real BPF loader
+//! instead, deployed at genesis under the upgradeable loader as `solana program deploy` leaves
+//! it: ELF loader and verifier, SBPF VM, compute meter, 4 KiB stack frames, 32 KiB heap.
 //!
 //! One helper per instruction builds it (so adversarial tests can tweak accounts); `send` runs a
 //! transaction and returns its result with the program logs; `assert_err` checks the exact error
@@ -61,6 +66,22 @@ fn process_instruction(
     session_escrow::entry(program_id, accounts, data)
 }
 
+/// The environment variable that points the harness at an SBF build of the program.
+pub const SBF_ENV: &str = "X402PP_ESCROW_SO";
+
+/// The SBF build the tests run on, read once; `None` runs the program natively.
+pub fn sbf_elf() -> Option<&'static [u8]> {
+    static ELF: std::sync::OnceLock<Option<Vec<u8>>> = std::sync::OnceLock::new();
+    ELF.get_or_init(|| {
+        let path = std::env::var_os(SBF_ENV)?;
+        let elf = std::fs::read(&path).unwrap_or_else(|e| {
+            panic!("{SBF_ENV}={}: cannot read the program: {e}", path.to_string_lossy())
+        });
+        Some(elf)
+    })
+    .as_deref()
+}
+
 /// program-test turns on debug logging of every instruction unless RUST_LOG says otherwise; keep
 /// test output readable (failed transactions print their logs through `assert_err` anyway).
 fn quiet_bank_logs() {
@@ -76,6 +97,28 @@ fn quiet_bank_logs() {
 // ------------------------------------------------------------------------------------------------
 // Errors
 
+/// The deposit mint of an [`Env`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MintKind {
+    /// A plain SPL Token mint (USDC's kind).
+    SplToken,
+    /// A Token-2022 mint without extensions.
+    Token2022,
+    /// A Token-2022 mint with a transfer fee of `fee_bps`, a close authority and a metadata
+    /// pointer (PYUSD's kind, whose fee is 0 bps today); see [`Env::create_extended_mint`].
+    Token2022Extended { fee_bps: u16 },
+}
+
+impl MintKind {
+    /// The mint's token program.
+    pub fn token_program(self) -> Pubkey {
+        match self {
+            Self::SplToken => spl_token_id(),
+            Self::Token2022 | Self::Token2022Extended { .. } => token_2022_id(),
+        }
+    }
+}
+
 /// A failed transaction: the error and the logs.
 #[derive(Debug)]
 pub struct TxFailure {
@@ -84,6 +127,26 @@ pub struct TxFailure {
 }
 
 pub type TxResult = Result<(), TxFailure>;
+
+/// A successful transaction: its logs and the compute units it consumed in all.
+#[derive(Debug)]
+pub struct Executed {
+    pub instructions: Vec<Instruction>,
+    pub logs: Vec<String>,
+    pub units: u64,
+}
+
+impl Executed {
+    /// Compute units the escrow program consumed (its CPIs included), from the runtime's
+    /// `Program <id> consumed N of M compute units` lines; `None` if it did not run.
+    pub fn escrow_units(&self) -> Option<u64> {
+        let prefix = format!("Program {} consumed ", session_escrow::ID);
+        self.logs
+            .iter()
+            .filter_map(|line| line.strip_prefix(&prefix)?.split(' ').next()?.parse().ok())
+            .reduce(|a: u64, b| a + b)
+    }
+}
 
 /// The custom error code of a failed transaction, if it has one.
 pub fn custom_code(failure: &TxFailure) -> Option<u32> {
@@ -260,6 +323,8 @@ pub struct Env {
     pub mint: Pubkey,
     pub agent_token: Pubkey,
     pub provider_token: Pubkey,
+    /// What the last successful [`Env::send`] left (logs, compute units).
+    pub last: Option<Executed>,
 }
 
 impl Env {
@@ -275,14 +340,37 @@ impl Env {
 
     /// A bank with extra accounts (for fake sessions and the like).
     pub async fn with(token_program: Pubkey, extra: Vec<(Pubkey, Account)>) -> Self {
+        let kind = if token_program == token_2022_id() {
+            MintKind::Token2022
+        } else {
+            MintKind::SplToken
+        };
+        Self::with_mint(kind, extra).await
+    }
+
+    /// A bank whose deposit mint is of `kind`.
+    pub async fn with_mint(kind: MintKind, extra: Vec<(Pubkey, Account)>) -> Self {
+        let token_program = kind.token_program();
         quiet_bank_logs();
         let mut test = ProgramTest::default();
         test.prefer_bpf(false);
-        test.add_program(
-            "session_escrow",
-            session_escrow::ID,
-            processor!(process_instruction),
-        );
+        match sbf_elf() {
+            Some(elf) => {
+                let rent = solana_sdk::rent::Rent::default();
+                for (address, account) in solana_program_binaries::bpf_loader_upgradeable_program_accounts(
+                    &session_escrow::ID,
+                    elf,
+                    &rent,
+                ) {
+                    test.add_genesis_account(address, account);
+                }
+            }
+            None => test.add_program(
+                "session_escrow",
+                session_escrow::ID,
+                processor!(process_instruction),
+            ),
+        }
         let agent = Keypair::new();
         let provider = Keypair::new();
         let stranger = Keypair::new();
@@ -313,9 +401,13 @@ impl Env {
             mint: Pubkey::default(),
             agent_token: Pubkey::default(),
             provider_token: Pubkey::default(),
+            last: None,
         };
         env.set_time(START);
-        env.mint = env.create_mint(token_program).await;
+        env.mint = match kind {
+            MintKind::Token2022Extended { fee_bps } => env.create_extended_mint(fee_bps).await,
+            _ => env.create_mint(token_program).await,
+        };
         let (agent, provider, mint) = (env.agent.pubkey(), env.provider.pubkey(), env.mint);
         env.agent_token = env.create_token_account(&agent, &mint).await;
         env.provider_token = env.create_token_account(&provider, &mint).await;
@@ -352,6 +444,17 @@ impl Env {
 
     /// Sends `ixs` paid by the test payer and signed by `signers`.
     pub async fn send(&mut self, ixs: &[Instruction], signers: &[&Keypair]) -> TxResult {
+        let executed = self.send_logged(ixs, signers).await?;
+        self.last = Some(executed);
+        Ok(())
+    }
+
+    /// Same, returning what a successful transaction left: its logs and compute units.
+    pub async fn send_logged(
+        &mut self,
+        ixs: &[Instruction],
+        signers: &[&Keypair],
+    ) -> Result<Executed, TxFailure> {
         self.next_slot();
         let payer = self.ctx.payer.insecure_clone();
         let mut all: Vec<&Keypair> = vec![&payer];
@@ -372,8 +475,18 @@ impl Env {
             .process_transaction_with_metadata(tx)
             .await
             .unwrap();
-        let logs = outcome.metadata.map(|m| m.log_messages).unwrap_or_default();
-        outcome.result.map_err(|error| TxFailure { error, logs })
+        let (logs, units) = outcome
+            .metadata
+            .map(|m| (m.log_messages, m.compute_units_consumed))
+            .unwrap_or_default();
+        match outcome.result {
+            Ok(()) => Ok(Executed {
+                instructions: ixs.to_vec(),
+                logs,
+                units,
+            }),
+            Err(error) => Err(TxFailure { error, logs }),
+        }
     }
 
     // --- tokens ----------------------------------------------------------------------------------
@@ -403,19 +516,89 @@ impl Env {
         mint.pubkey()
     }
 
-    /// A token account of `mint` owned by `owner` (uses the mint's token program).
+    /// A Token-2022 mint with the extensions a regulated stablecoin carries: a transfer fee of
+    /// `fee_bps` (capped at 1 000 atomic units), a close authority and a metadata pointer.
+    pub async fn create_extended_mint(&mut self, fee_bps: u16) -> Pubkey {
+        use spl_token_2022::extension::{metadata_pointer, transfer_fee, ExtensionType};
+        let token_program = token_2022_id();
+        let mint = Keypair::new();
+        let authority = self.mint_authority.pubkey();
+        let space = ExtensionType::try_calculate_account_len::<spl_token_2022::state::Mint>(&[
+            ExtensionType::TransferFeeConfig,
+            ExtensionType::MintCloseAuthority,
+            ExtensionType::MetadataPointer,
+        ])
+        .unwrap();
+        let rent = self.ctx.banks_client.get_rent().await.unwrap();
+        let ixs = [
+            system_instruction::create_account(
+                &self.ctx.payer.pubkey(),
+                &mint.pubkey(),
+                rent.minimum_balance(space),
+                space as u64,
+                &token_program,
+            ),
+            transfer_fee::instruction::initialize_transfer_fee_config(
+                &token_program,
+                &mint.pubkey(),
+                Some(&authority),
+                Some(&authority),
+                fee_bps,
+                1_000,
+            )
+            .unwrap(),
+            spl_token_2022::instruction::initialize_mint_close_authority(
+                &token_program,
+                &mint.pubkey(),
+                Some(&authority),
+            )
+            .unwrap(),
+            metadata_pointer::instruction::initialize(
+                &token_program,
+                &mint.pubkey(),
+                Some(authority),
+                Some(mint.pubkey()),
+            )
+            .unwrap(),
+            spl_token_2022::instruction::initialize_mint2(
+                &token_program,
+                &mint.pubkey(),
+                &authority,
+                None,
+                DECIMALS,
+            )
+            .unwrap(),
+        ];
+        assert_ok(self.send(&ixs, &[&mint]).await);
+        mint.pubkey()
+    }
+
+    /// A token account of `mint` owned by `owner` (uses the mint's token program, with the
+    /// account extensions the mint's extensions require).
     pub async fn create_token_account(&mut self, owner: &Pubkey, mint: &Pubkey) -> Pubkey {
-        let token_program = self
+        use spl_token_2022::extension::{BaseStateWithExtensions, ExtensionType, StateWithExtensions};
+        let mint_account = self
             .ctx
             .banks_client
             .get_account(*mint)
             .await
             .unwrap()
-            .unwrap()
-            .owner;
+            .unwrap();
+        let token_program = mint_account.owner;
+        let space = if token_program == token_2022_id() {
+            let state =
+                StateWithExtensions::<spl_token_2022::state::Mint>::unpack(&mint_account.data)
+                    .unwrap();
+            let required = ExtensionType::get_required_init_account_extensions(
+                &state.get_extension_types().unwrap(),
+            );
+            ExtensionType::try_calculate_account_len::<spl_token_2022::state::Account>(&required)
+                .unwrap()
+        } else {
+            165
+        };
         let account = Keypair::new();
         let rent = self.ctx.banks_client.get_rent().await.unwrap();
-        let space = 165;
         let ixs = [
             system_instruction::create_account(
                 &self.ctx.payer.pubkey(),
@@ -745,15 +928,29 @@ impl Env {
             ));
             final_claim = Some(claim_args(seq));
         }
-        ixs.push(close_ix(self.close_accounts(s), CloseArgs { final_claim }));
+        let close = close_ix(self.close_accounts(s), CloseArgs { final_claim });
+        ixs.push(self.mint_writable_for_token_2022(close));
         let provider = self.provider.insecure_clone();
         self.send(&ixs, &[&provider]).await
     }
 
     pub async fn reclaim(&mut self, s: &SessionRef) -> TxResult {
-        let ix = reclaim_ix(self.reclaim_accounts(s));
+        let ix = self.mint_writable_for_token_2022(reclaim_ix(self.reclaim_accounts(s)));
         let agent = self.agent.insecure_clone();
         self.send(&[ix], &[&agent]).await
+    }
+
+    /// As clients build `close` and `reclaim`: a Token-2022 mint writable (so withheld transfer
+    /// fees can be harvested before the vault closes), an SPL Token mint read-only.
+    pub fn mint_writable_for_token_2022(&self, mut ix: Instruction) -> Instruction {
+        if self.token_program == token_2022_id() {
+            for meta in &mut ix.accounts {
+                if meta.pubkey == self.mint {
+                    meta.is_writable = true;
+                }
+            }
+        }
+        ix
     }
 
     /// Disputes `receipt`, signed by the provider.

@@ -11,6 +11,7 @@
 )]
 
 mod adversarial;
+mod compute;
 mod happy;
 mod harness;
 mod properties;

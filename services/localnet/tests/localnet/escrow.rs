@@ -10,7 +10,9 @@ use solana_message::Message;
 use solana_pubkey::Pubkey;
 use solana_signer::Signer;
 use solana_transaction::Transaction;
-use x402pp_localnet::{associated_token_address, SPL_TOKEN};
+use x402pp_localnet::{
+    associated_token_address, EscrowRuntime, Localnet, LocalnetConfig, SPL_TOKEN,
+};
 
 use crate::common::{bounded, client, funded, localnet};
 
@@ -44,7 +46,70 @@ fn ed25519_instruction(signer: &Keypair, message: &[u8]) -> Instruction {
 async fn an_escrow_session_opens_through_the_rpc() {
     bounded(90, async {
         let localnet = localnet().await;
-        let client = client(&localnet);
+        opens_a_session(&localnet).await;
+    })
+    .await;
+}
+
+/// With `X402PP_ESCROW_SO` set (CI sets it), the same on the SBF build: deployed under the
+/// upgradeable loader and run by the real BPF loader, which meters it.
+#[tokio::test]
+async fn the_escrow_runs_from_an_sbf_build_on_the_real_loader() {
+    let Some(so) = std::env::var_os("X402PP_ESCROW_SO") else {
+        eprintln!("skipped: X402PP_ESCROW_SO is not set");
+        return;
+    };
+    bounded(90, async {
+        let localnet = Localnet::start(LocalnetConfig {
+            program_so: Some(so.into()),
+            ..LocalnetConfig::ephemeral()
+        })
+        .await
+        .unwrap();
+        assert!(matches!(
+            localnet.info().escrow_runtime,
+            EscrowRuntime::Sbf { bytes, .. } if bytes > 0
+        ));
+        let program = client(&localnet)
+            .get_account(&session_escrow::ID)
+            .await
+            .unwrap();
+        assert!(program.executable);
+        assert_eq!(program.owner, solana_sdk_ids::bpf_loader_upgradeable::ID);
+        let logs = opens_a_session(&localnet).await;
+        // Only the BPF loader meters a program and logs what it consumed.
+        let consumed = format!("Program {} consumed ", session_escrow::ID);
+        assert!(logs.iter().any(|l| l.starts_with(&consumed)), "{logs:#?}");
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_program_file_that_is_missing_or_not_an_elf_stops_the_start_with_a_clear_error() {
+    let dir = std::env::temp_dir().join(format!("x402pp-localnet-so-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let not_elf = dir.join("not_a_program.so");
+    std::fs::write(&not_elf, b"#!/bin/sh\n").unwrap();
+    for (path, expected) in [
+        (dir.join("missing.so"), "cannot read the program"),
+        (not_elf, "is not an SBF program"),
+    ] {
+        let error = Localnet::start(LocalnetConfig {
+            program_so: Some(path),
+            ..LocalnetConfig::ephemeral()
+        })
+        .await
+        .unwrap_err();
+        assert!(error.to_string().contains(expected), "{error}");
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Opens a session through the RPC, checks the balances and that a tampered offer signature is
+/// refused, and returns the open transaction's logs.
+async fn opens_a_session(localnet: &Localnet) -> Vec<String> {
+    {
+        let client = client(localnet);
         let agent = funded(&client).await;
         let provider = Keypair::new();
         let mint = localnet.usdc_mint();
@@ -139,8 +204,8 @@ async fn an_escrow_session_opens_through_the_rpc() {
             .await
             .unwrap();
         let logs: Option<Vec<String>> = record.transaction.meta.unwrap().log_messages.into();
+        let logs = logs.unwrap();
         assert!(logs
-            .unwrap()
             .iter()
             .any(|l| l.contains(&format!("Program {} success", session_escrow::ID))),);
 
@@ -159,6 +224,6 @@ async fn an_escrow_session_opens_through_the_rpc() {
             error.to_string().contains("Transaction simulation failed"),
             "{error}"
         );
-    })
-    .await;
+        logs
+    }
 }

@@ -1,0 +1,150 @@
+//! The compute budget of the transactions x402++ builds.
+//!
+//! Every transaction the agent, the provider's settler and the demo send starts with
+//! `SetComputeUnitLimit` (the sum of what its instructions may use) and `SetComputeUnitPrice`
+//! (micro-lamports per compute unit, 1 by default as in x402's `exact`), instead of the
+//! runtime's default of 200 000 units per instruction: the priority fee is price × limit, and a
+//! block packs a transaction by its limit, so a tight limit is what makes priority cheap on a
+//! busy cluster.
+//!
+//! The escrow program's budgets are [`session_escrow::compute_units`] (measured on its SBF build,
+//! with headroom, plus the bump search of the PDAs an instruction creates, and held by a program
+//! test); the other programs' are below. An instruction of
+//! a program not listed here gets the runtime's default, so a transaction never asks for less
+//! than it needs.
+
+use solana_compute_budget_interface::ComputeBudgetInstruction;
+use solana_sdk::instruction::Instruction;
+use solana_sdk::pubkey::Pubkey;
+
+use crate::escrow::PROGRAM_ID;
+use crate::token;
+
+/// Default price of a compute unit, micro-lamports (x402's `exact` default).
+pub const DEFAULT_UNIT_PRICE: u64 = 1;
+
+/// What the runtime charges a builtin instruction (compute budget, system program).
+pub const BUILTIN_UNITS: u32 = 150;
+
+/// What an Ed25519SigVerify precompile instruction takes from the compute meter: nothing (its
+/// cost is in the signature fee); counted anyway so a cluster that meters it still fits.
+pub const ED25519_UNITS: u32 = 0;
+
+/// `CreateIdempotent` of the Associated Token Account program, creating a Token-2022 account
+/// (its most expensive path; about 20 000 units measured on the localnet's SPL build).
+pub const CREATE_ATA_UNITS: u32 = 40_000;
+
+/// What the runtime allows an instruction without a limit; used for programs not listed here.
+pub const DEFAULT_INSTRUCTION_UNITS: u32 = 200_000;
+
+/// The most a transaction may ask for.
+pub const MAX_TRANSACTION_UNITS: u32 = 1_400_000;
+
+const ED25519_PROGRAM_ID: Pubkey =
+    solana_sdk::pubkey!("Ed25519SigVerify111111111111111111111111111");
+
+/// The compute units `instruction` may use.
+pub fn instruction_units(instruction: &Instruction) -> u32 {
+    let program = instruction.program_id;
+    if program == PROGRAM_ID {
+        session_escrow::compute_units::of_instruction(instruction)
+            .unwrap_or(DEFAULT_INSTRUCTION_UNITS)
+    } else if program == solana_compute_budget_interface::id()
+        || program == token::SYSTEM_PROGRAM_ID
+    {
+        BUILTIN_UNITS
+    } else if program == ED25519_PROGRAM_ID {
+        ED25519_UNITS
+    } else if program == token::ASSOCIATED_TOKEN_PROGRAM_ID {
+        CREATE_ATA_UNITS
+    } else {
+        DEFAULT_INSTRUCTION_UNITS
+    }
+}
+
+/// The compute unit limit of a transaction made of `instructions` and the two compute budget
+/// instructions [`with_compute_budget`] adds.
+pub fn unit_limit(instructions: &[Instruction]) -> u32 {
+    instructions
+        .iter()
+        .map(instruction_units)
+        .fold(2 * BUILTIN_UNITS, u32::saturating_add)
+        .min(MAX_TRANSACTION_UNITS)
+}
+
+/// `instructions` preceded by `SetComputeUnitLimit` ([`unit_limit`]) and `SetComputeUnitPrice`
+/// (`unit_price` micro-lamports per unit). Compute budget instructions already in `instructions`
+/// are dropped: a transaction may carry each only once.
+pub fn with_compute_budget(instructions: &[Instruction], unit_price: u64) -> Vec<Instruction> {
+    let rest: Vec<Instruction> = instructions
+        .iter()
+        .filter(|ix| ix.program_id != solana_compute_budget_interface::id())
+        .cloned()
+        .collect();
+    let mut all = Vec::with_capacity(rest.len().saturating_add(2));
+    all.push(ComputeBudgetInstruction::set_compute_unit_limit(unit_limit(
+        &rest,
+    )));
+    all.push(ComputeBudgetInstruction::set_compute_unit_price(unit_price));
+    all.extend(rest);
+    all
+}
+
+#[cfg(test)]
+mod tests {
+    use anchor_lang::InstructionData;
+
+    use super::*;
+
+    #[test]
+    fn a_transaction_asks_for_the_sum_of_its_instruction_budgets() {
+        let escrow = Instruction {
+            program_id: PROGRAM_ID,
+            accounts: vec![],
+            data: session_escrow::instruction::TopUp { amount: 1 }.data(),
+        };
+        let verify = Instruction {
+            program_id: ED25519_PROGRAM_ID,
+            accounts: vec![],
+            data: vec![],
+        };
+        let all = with_compute_budget(&[verify, escrow], 7);
+        assert_eq!(all.len(), 4);
+        assert_eq!(
+            all[0],
+            ComputeBudgetInstruction::set_compute_unit_limit(
+                2 * BUILTIN_UNITS + ED25519_UNITS + session_escrow::compute_units::TOP_UP
+            )
+        );
+        assert_eq!(all[1], ComputeBudgetInstruction::set_compute_unit_price(7));
+    }
+
+    #[test]
+    fn an_unknown_program_gets_the_runtime_default_and_existing_budget_instructions_are_replaced(
+    ) {
+        let unknown = Instruction {
+            program_id: Pubkey::new_unique(),
+            accounts: vec![],
+            data: vec![],
+        };
+        let old = ComputeBudgetInstruction::set_compute_unit_limit(1);
+        let all = with_compute_budget(&[old, unknown], 1);
+        assert_eq!(all.len(), 3);
+        assert_eq!(
+            all[0],
+            ComputeBudgetInstruction::set_compute_unit_limit(
+                2 * BUILTIN_UNITS + DEFAULT_INSTRUCTION_UNITS
+            )
+        );
+    }
+
+    #[test]
+    fn unknown_escrow_data_gets_the_runtime_default() {
+        let bogus = Instruction {
+            program_id: PROGRAM_ID,
+            accounts: vec![],
+            data: vec![0; 8],
+        };
+        assert_eq!(instruction_units(&bogus), DEFAULT_INSTRUCTION_UNITS);
+    }
+}

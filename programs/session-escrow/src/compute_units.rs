@@ -1,0 +1,116 @@
+//! Compute-unit budgets of the program's instructions, for clients sizing
+//! `SetComputeUnitLimit` (a transaction that asks for what it uses pays a smaller priority fee
+//! and fits busier blocks than one left at the runtime's 200 000 per instruction).
+//!
+//! Each budget is what the instruction consumed on its worst path (a Token-2022 mint with a
+//! transfer fee and metadata extensions, or SPL Token where that costs more; the longest path
+//! through the handler; its token CPIs included), measured on the SBF build `.ci/run` makes,
+//! times about 1.3. That build runs 2–3× the compute units of an `anchor build`
+//! (docs/program.md), so on a cluster these are generous upper bounds. The program test
+//! `every_instruction_stays_within_its_compute_budget` fails when an instruction exceeds its
+//! budget; docs/program.md has the measured table.
+//!
+//! `open_session` and `dispute` create PDAs, so the program searches their canonical bumps:
+//! each bump below 255 costs one more `create_program_address` ([`PDA_SEARCH_STEP`]). Their
+//! budgets are for bump 255; [`of_instruction`] adds what the instruction's actual bumps cost
+//! (the client can compute them, the program cannot avoid them).
+
+use anchor_lang::Discriminator;
+
+use crate::instruction;
+
+/// `open_session`, its session and vault PDAs at bump 255.
+pub const OPEN_SESSION: u32 = 54_000;
+/// `top_up`.
+pub const TOP_UP: u32 = 32_500;
+/// `claim`.
+pub const CLAIM: u32 = 35_500;
+/// `request_close`.
+pub const REQUEST_CLOSE: u32 = 10_500;
+/// `close` (with a final claim).
+pub const CLOSE: u32 = 62_000;
+/// `reclaim`.
+pub const RECLAIM: u32 = 37_500;
+/// `dispute`, its dispute PDA at bump 255.
+pub const DISPUTE: u32 = 45_000;
+
+/// What the runtime charges per `create_program_address` a bump search makes
+/// (`create_program_address_units` of Agave's compute budget).
+pub const PDA_SEARCH_STEP: u32 = 1_500;
+
+/// The budget of the instruction whose data is `data` (by its Anchor discriminator), PDAs at
+/// bump 255; `None` when `data` is no instruction of this program.
+pub fn of_instruction_data(data: &[u8]) -> Option<u32> {
+    let budgets: [(&[u8], u32); 7] = [
+        (instruction::OpenSession::DISCRIMINATOR, OPEN_SESSION),
+        (instruction::TopUp::DISCRIMINATOR, TOP_UP),
+        (instruction::Claim::DISCRIMINATOR, CLAIM),
+        (instruction::RequestClose::DISCRIMINATOR, REQUEST_CLOSE),
+        (instruction::Close::DISCRIMINATOR, CLOSE),
+        (instruction::Reclaim::DISCRIMINATOR, RECLAIM),
+        (instruction::Dispute::DISCRIMINATOR, DISPUTE),
+    ];
+    budgets
+        .iter()
+        .find(|(discriminator, _)| data.starts_with(discriminator))
+        .map(|&(_, budget)| budget)
+}
+
+/// What searching a PDA's canonical `bump` costs beyond the first try.
+pub fn pda_search_units(bump: u8) -> u32 {
+    u32::from(u8::MAX - bump).saturating_mul(PDA_SEARCH_STEP)
+}
+
+#[cfg(not(target_os = "solana"))]
+pub use off_chain::of_instruction;
+
+#[cfg(not(target_os = "solana"))]
+mod off_chain {
+    use anchor_lang::prelude::Pubkey;
+    use anchor_lang::solana_program::instruction::Instruction;
+    use anchor_lang::AnchorDeserialize;
+
+    use super::*;
+    use crate::constants::{DISPUTE_SEED, SESSION_SEED, VAULT_SEED};
+
+    /// The compute units `ix` may use if it is an instruction of this program: its budget plus
+    /// the bump search of the PDAs it creates. `None` for another program's instruction or data
+    /// that is no instruction of this one.
+    pub fn of_instruction(ix: &Instruction) -> Option<u32> {
+        if ix.program_id != crate::ID {
+            return None;
+        }
+        let budget = of_instruction_data(&ix.data)?;
+        let key = |i: usize| ix.accounts.get(i).map(|meta| meta.pubkey);
+        let args = ix.data.get(8..).unwrap_or_default();
+        let bump = |seeds: &[&[u8]]| Pubkey::find_program_address(seeds, &crate::ID).1;
+        let search = if ix.data.starts_with(instruction::OpenSession::DISCRIMINATOR) {
+            // Accounts: agent, provider, mint, session, vault, ...
+            let open = instruction::OpenSession::deserialize(&mut &args[..]).ok();
+            match (open, key(0), key(1)) {
+                (Some(open), Some(agent), Some(provider)) => {
+                    let nonce = open.args.nonce.to_le_bytes();
+                    let seeds: [&[u8]; 4] = [SESSION_SEED, agent.as_ref(), provider.as_ref(), &nonce];
+                    let (session, session_bump) = Pubkey::find_program_address(&seeds, &crate::ID);
+                    pda_search_units(session_bump)
+                        .saturating_add(pda_search_units(bump(&[VAULT_SEED, session.as_ref()])))
+                }
+                _ => 0,
+            }
+        } else if ix.data.starts_with(instruction::Dispute::DISCRIMINATOR) {
+            // Accounts: agent, session, dispute, ...
+            let dispute = instruction::Dispute::deserialize(&mut &args[..]).ok();
+            match (dispute, key(1)) {
+                (Some(dispute), Some(session)) => pda_search_units(bump(&[
+                    DISPUTE_SEED,
+                    session.as_ref(),
+                    &dispute.seq.to_le_bytes(),
+                ])),
+                _ => 0,
+            }
+        } else {
+            0
+        };
+        Some(budget.saturating_add(search))
+    }
+}
