@@ -710,7 +710,7 @@ impl Agent {
         // deposit that landed is not forgotten. Its first use tells: the provider serves it, or
         // answers `session_not_found`, the session is set aside and the next request opens
         // another.
-        let (transaction, fee) = self.prepare_transaction(&instructions).await?;
+        let (transaction, fee) = self.prepare_transaction(&instructions, &keys).await?;
         let sent = self.submit_transaction(&transaction, fee).await;
         let ttl = i64::try_from(offer.terms.session_ttl_secs).unwrap_or(i64::MAX);
         let in_doubt = (deposit, 0, now_secs().saturating_add(ttl));
@@ -821,7 +821,7 @@ impl Agent {
         amount: u64,
     ) -> Result<Signature, ClientError> {
         let signature = self
-            .send_transaction(&[escrow::top_up(&session.keys, amount)])
+            .send_transaction(&[escrow::top_up(&session.keys, amount)], &session.keys)
             .await?;
         self.refresh(session).await?;
         self.persist(session);
@@ -1186,7 +1186,7 @@ impl Agent {
             .ok_or_else(|| ClientError::ReceiptInvalid(format!("no receipt {seq} held")))?;
         let dispute_address = escrow::dispute_address(&session.address(), seq);
         let signature = self
-            .send_transaction(&escrow::dispute(&session.keys, &receipt))
+            .send_transaction(&escrow::dispute(&session.keys, &receipt), &session.keys)
             .await?;
         let paid = escrow::fetch_dispute(&self.inner.rpc, &dispute_address)
             .await?
@@ -1275,26 +1275,31 @@ impl Agent {
         Ok(response)
     }
 
-    /// Signs and sends a transaction with the wallet, waits for confirmation, and counts it
-    /// and its fee.
+    /// Signs and sends a transaction on `session` with the wallet, waits for confirmation, and
+    /// counts it and its fee.
     async fn send_transaction(
         &self,
         instructions: &[Instruction],
+        session: &SessionKeys,
     ) -> Result<Signature, ClientError> {
-        let (transaction, fee) = self.prepare_transaction(instructions).await?;
+        let (transaction, fee) = self.prepare_transaction(instructions, session).await?;
         self.submit_transaction(&transaction, fee).await
     }
 
-    /// Signs a transaction with the wallet on a recent blockhash, with its compute budget
-    /// (`x402pp_solana::compute`) and its expected fee. Nothing is sent.
+    /// Signs a transaction on `session` with the wallet on a recent blockhash, with its compute
+    /// budget (`x402pp_solana::compute`) and its expected fee. Nothing is sent.
     async fn prepare_transaction(
         &self,
         instructions: &[Instruction],
+        session: &SessionKeys,
     ) -> Result<(Transaction, u64), ClientError> {
         let wallet = &*self.inner.config.keypair;
         let rpc = &self.inner.rpc;
-        let instructions =
-            &compute::with_compute_budget(instructions, self.inner.config.compute_unit_price);
+        let instructions = &compute::with_compute_budget(
+            instructions,
+            session,
+            self.inner.config.compute_unit_price,
+        );
         let blockhash = rpc.get_latest_blockhash().await.map_err(ChainError::rpc)?;
         let mut transaction = Transaction::new_signed_with_payer(
             instructions,
@@ -1445,7 +1450,7 @@ impl Agent {
         let session = self.session(session)?;
         let _turn = session.turn.lock().await;
         let signature = self
-            .send_transaction(&[escrow::request_close(&session.keys)])
+            .send_transaction(&[escrow::request_close(&session.keys)], &session.keys)
             .await?;
         {
             let mut data = lock(&session.data);
@@ -1462,7 +1467,7 @@ impl Agent {
         let session = self.session(session)?;
         let _turn = session.turn.lock().await;
         let signature = self
-            .send_transaction(&[escrow::reclaim(&session.keys)])
+            .send_transaction(&[escrow::reclaim(&session.keys)], &session.keys)
             .await?;
         {
             let mut data = lock(&session.data);

@@ -474,7 +474,7 @@ impl Settler {
             signature,
             blockhash,
             last_valid_block_height,
-        } = self.sign(&instructions, &payer, "claim").await?;
+        } = self.sign(&instructions, &keys, &payer, "claim").await?;
 
         // The claim is durable before it leaves: a crash from here on is resolved by signature.
         let claim_id = self
@@ -544,11 +544,12 @@ impl Settler {
         Ok(())
     }
 
-    /// Signs `instructions`, after their compute budget, with the provider (fee payer `payer`)
-    /// on a fresh blockhash.
+    /// Signs `instructions` on `session`, after their compute budget, with the provider (fee
+    /// payer `payer`) on a fresh blockhash.
     async fn sign(
         &self,
         instructions: &[Instruction],
+        session: &SessionKeys,
         payer: &Pubkey,
         what: &str,
     ) -> Result<Signed, SettleError> {
@@ -558,7 +559,7 @@ impl Settler {
             .await
             .map_err(ChainError::rpc)?;
         let instructions =
-            compute::with_compute_budget(instructions, self.config.compute_unit_price);
+            compute::with_compute_budget(instructions, session, self.config.compute_unit_price);
         let tx = Transaction::new_signed_with_payer(
             &instructions,
             Some(payer),
@@ -665,7 +666,7 @@ impl Settler {
             signature,
             blockhash: _,
             last_valid_block_height,
-        } = self.sign(&instructions, &payer, "close").await?;
+        } = self.sign(&instructions, &keys, &payer, "close").await?;
         self.rpc
             .send_transaction(&tx)
             .await

@@ -17,7 +17,7 @@ use solana_compute_budget_interface::ComputeBudgetInstruction;
 use solana_sdk::instruction::Instruction;
 use solana_sdk::pubkey::Pubkey;
 
-use crate::escrow::PROGRAM_ID;
+use crate::escrow::{SessionKeys, PROGRAM_ID};
 use crate::token;
 
 /// Default price of a compute unit, micro-lamports (x402's `exact` default).
@@ -43,11 +43,12 @@ pub const MAX_TRANSACTION_UNITS: u32 = 1_400_000;
 const ED25519_PROGRAM_ID: Pubkey =
     solana_sdk::pubkey!("Ed25519SigVerify111111111111111111111111111");
 
-/// The compute units `instruction` may use.
-pub fn instruction_units(instruction: &Instruction) -> u32 {
+/// The compute units `instruction` may use in a transaction on `session` (whose PDA bump the
+/// escrow program searches).
+pub fn instruction_units(instruction: &Instruction, session: &SessionKeys) -> u32 {
     let program = instruction.program_id;
     if program == PROGRAM_ID {
-        session_escrow::compute_units::of_instruction(instruction)
+        session_escrow::compute_units::of_instruction(instruction, session.session_bump)
             .unwrap_or(DEFAULT_INSTRUCTION_UNITS)
     } else if program == solana_compute_budget_interface::id()
         || program == token::SYSTEM_PROGRAM_ID
@@ -62,29 +63,34 @@ pub fn instruction_units(instruction: &Instruction) -> u32 {
     }
 }
 
-/// The compute unit limit of a transaction made of `instructions` and the two compute budget
-/// instructions [`with_compute_budget`] adds.
-pub fn unit_limit(instructions: &[Instruction]) -> u32 {
+/// The compute unit limit of a transaction on `session` made of `instructions` and the two
+/// compute budget instructions [`with_compute_budget`] adds.
+pub fn unit_limit(instructions: &[Instruction], session: &SessionKeys) -> u32 {
     instructions
         .iter()
-        .map(instruction_units)
+        .map(|instruction| instruction_units(instruction, session))
         .fold(2 * BUILTIN_UNITS, u32::saturating_add)
         .min(MAX_TRANSACTION_UNITS)
 }
 
-/// `instructions` preceded by `SetComputeUnitLimit` ([`unit_limit`]) and `SetComputeUnitPrice`
-/// (`unit_price` micro-lamports per unit). Compute budget instructions already in `instructions`
-/// are dropped: a transaction may carry each only once.
-pub fn with_compute_budget(instructions: &[Instruction], unit_price: u64) -> Vec<Instruction> {
+/// `instructions` (a transaction on `session`) preceded by `SetComputeUnitLimit`
+/// ([`unit_limit`]) and `SetComputeUnitPrice` (`unit_price` micro-lamports per unit). Compute
+/// budget instructions already in `instructions` are dropped: a transaction may carry each only
+/// once.
+pub fn with_compute_budget(
+    instructions: &[Instruction],
+    session: &SessionKeys,
+    unit_price: u64,
+) -> Vec<Instruction> {
     let rest: Vec<Instruction> = instructions
         .iter()
         .filter(|ix| ix.program_id != solana_compute_budget_interface::id())
         .cloned()
         .collect();
     let mut all = Vec::with_capacity(rest.len().saturating_add(2));
-    all.push(ComputeBudgetInstruction::set_compute_unit_limit(unit_limit(
-        &rest,
-    )));
+    all.push(ComputeBudgetInstruction::set_compute_unit_limit(
+        unit_limit(&rest, session),
+    ));
     all.push(ComputeBudgetInstruction::set_compute_unit_price(unit_price));
     all.extend(rest);
     all
@@ -96,19 +102,39 @@ mod tests {
 
     use super::*;
 
-    #[test]
-    fn a_transaction_asks_for_the_sum_of_its_instruction_budgets() {
-        let escrow = Instruction {
+    /// A session whose PDA bump is 255 (no search beyond the first try), found by trying nonces.
+    fn session_at_bump_255() -> SessionKeys {
+        let (agent, provider) = (Pubkey::new_unique(), Pubkey::new_unique());
+        (0..)
+            .map(|nonce| {
+                SessionKeys::new(
+                    agent,
+                    provider,
+                    nonce,
+                    Pubkey::new_unique(),
+                    token::TOKEN_PROGRAM_ID,
+                )
+            })
+            .find(|keys| keys.session_bump == u8::MAX)
+            .expect("half of all nonces give bump 255")
+    }
+
+    fn top_up() -> Instruction {
+        Instruction {
             program_id: PROGRAM_ID,
             accounts: vec![],
             data: session_escrow::instruction::TopUp { amount: 1 }.data(),
-        };
+        }
+    }
+
+    #[test]
+    fn a_transaction_asks_for_the_sum_of_its_instruction_budgets() {
         let verify = Instruction {
             program_id: ED25519_PROGRAM_ID,
             accounts: vec![],
             data: vec![],
         };
-        let all = with_compute_budget(&[verify, escrow], 7);
+        let all = with_compute_budget(&[verify, top_up()], &session_at_bump_255(), 7);
         assert_eq!(all.len(), 4);
         assert_eq!(
             all[0],
@@ -120,15 +146,25 @@ mod tests {
     }
 
     #[test]
-    fn an_unknown_program_gets_the_runtime_default_and_existing_budget_instructions_are_replaced(
-    ) {
+    fn each_bump_below_255_of_the_session_adds_one_search_step() {
+        let mut keys = session_at_bump_255();
+        let at_255 = unit_limit(&[top_up()], &keys);
+        keys.session_bump = 252;
+        assert_eq!(
+            unit_limit(&[top_up()], &keys),
+            at_255 + 3 * session_escrow::compute_units::PDA_SEARCH_STEP
+        );
+    }
+
+    #[test]
+    fn an_unknown_program_gets_the_runtime_default_and_existing_budget_instructions_are_replaced() {
         let unknown = Instruction {
             program_id: Pubkey::new_unique(),
             accounts: vec![],
             data: vec![],
         };
         let old = ComputeBudgetInstruction::set_compute_unit_limit(1);
-        let all = with_compute_budget(&[old, unknown], 1);
+        let all = with_compute_budget(&[old, unknown], &session_at_bump_255(), 1);
         assert_eq!(all.len(), 3);
         assert_eq!(
             all[0],
@@ -145,6 +181,9 @@ mod tests {
             accounts: vec![],
             data: vec![0; 8],
         };
-        assert_eq!(instruction_units(&bogus), DEFAULT_INSTRUCTION_UNITS);
+        assert_eq!(
+            instruction_units(&bogus, &session_at_bump_255()),
+            DEFAULT_INSTRUCTION_UNITS
+        );
     }
 }

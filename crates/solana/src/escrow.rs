@@ -27,6 +27,10 @@ const INSTRUCTIONS_SYSVAR: Pubkey =
 
 /// The session PDA of `agent` with `provider` under `nonce`.
 pub fn session_address(agent: &Pubkey, provider: &Pubkey, nonce: u64) -> Pubkey {
+    session_address_and_bump(agent, provider, nonce).0
+}
+
+fn session_address_and_bump(agent: &Pubkey, provider: &Pubkey, nonce: u64) -> (Pubkey, u8) {
     Pubkey::find_program_address(
         &[
             session_escrow::constants::SESSION_SEED,
@@ -36,7 +40,6 @@ pub fn session_address(agent: &Pubkey, provider: &Pubkey, nonce: u64) -> Pubkey 
         ],
         &PROGRAM_ID,
     )
-    .0
 }
 
 /// The vault PDA of a session.
@@ -76,6 +79,9 @@ pub struct SessionKeys {
     pub mint: Pubkey,
     /// SPL Token or Token-2022.
     pub token_program: Pubkey,
+    /// The session PDA's canonical bump: the program searches it on every instruction, which
+    /// the compute budget of a transaction accounts for (`compute::with_compute_budget`).
+    pub session_bump: u8,
 }
 
 impl SessionKeys {
@@ -87,7 +93,7 @@ impl SessionKeys {
         mint: Pubkey,
         token_program: Pubkey,
     ) -> Self {
-        let session = session_address(&agent, &provider, nonce);
+        let (session, session_bump) = session_address_and_bump(&agent, &provider, nonce);
         Self {
             session,
             vault: vault_address(&session),
@@ -95,6 +101,7 @@ impl SessionKeys {
             provider,
             mint,
             token_program,
+            session_bump,
         }
     }
 
@@ -107,6 +114,7 @@ impl SessionKeys {
             provider: account.provider,
             mint: account.mint,
             token_program,
+            session_bump: account.bump,
         }
     }
 

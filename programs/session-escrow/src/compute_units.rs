@@ -10,16 +10,17 @@
 //! `every_instruction_stays_within_its_compute_budget` fails when an instruction exceeds its
 //! budget; docs/program.md has the measured table.
 //!
-//! `open_session` and `dispute` create PDAs, so the program searches their canonical bumps:
-//! each bump below 255 costs one more `create_program_address` ([`PDA_SEARCH_STEP`]). Their
-//! budgets are for bump 255; [`of_instruction`] adds what the instruction's actual bumps cost
-//! (the client can compute them, the program cannot avoid them).
+//! Every instruction finds the canonical bump of the session PDA it checks (`open_session` also
+//! of the vault, `dispute` of its record); each bump below 255 costs one more
+//! `create_program_address` ([`PDA_SEARCH_STEP`]). The budgets are for bump 255;
+//! [`of_instruction`] adds what the instruction's actual bumps cost. The session's bump is fixed
+//! when it opens and stored in it (`Session::bump`), so a client always knows it.
 
 use anchor_lang::Discriminator;
 
 use crate::instruction;
 
-/// `open_session`, its session and vault PDAs at bump 255.
+/// `open_session`.
 pub const OPEN_SESSION: u32 = 54_000;
 /// `top_up`.
 pub const TOP_UP: u32 = 32_500;
@@ -31,7 +32,7 @@ pub const REQUEST_CLOSE: u32 = 10_500;
 pub const CLOSE: u32 = 62_000;
 /// `reclaim`.
 pub const RECLAIM: u32 = 37_500;
-/// `dispute`, its dispute PDA at bump 255.
+/// `dispute`.
 pub const DISPUTE: u32 = 45_000;
 
 /// What the runtime charges per `create_program_address` a bump search makes
@@ -71,34 +72,26 @@ mod off_chain {
     use anchor_lang::AnchorDeserialize;
 
     use super::*;
-    use crate::constants::{DISPUTE_SEED, SESSION_SEED, VAULT_SEED};
+    use crate::constants::{DISPUTE_SEED, VAULT_SEED};
 
-    /// The compute units `ix` may use if it is an instruction of this program: its budget plus
-    /// the bump search of the PDAs it creates. `None` for another program's instruction or data
-    /// that is no instruction of this one.
-    pub fn of_instruction(ix: &Instruction) -> Option<u32> {
+    /// The compute units `ix` may use if it is an instruction of this program on the session
+    /// whose PDA bump is `session_bump`: its budget plus the bump searches it makes. `None` for
+    /// another program's instruction or data that is no instruction of this one.
+    pub fn of_instruction(ix: &Instruction, session_bump: u8) -> Option<u32> {
         if ix.program_id != crate::ID {
             return None;
         }
         let budget = of_instruction_data(&ix.data)?;
         let key = |i: usize| ix.accounts.get(i).map(|meta| meta.pubkey);
-        let args = ix.data.get(8..).unwrap_or_default();
         let bump = |seeds: &[&[u8]]| Pubkey::find_program_address(seeds, &crate::ID).1;
-        let search = if ix.data.starts_with(instruction::OpenSession::DISCRIMINATOR) {
-            // Accounts: agent, provider, mint, session, vault, ...
-            let open = instruction::OpenSession::deserialize(&mut &args[..]).ok();
-            match (open, key(0), key(1)) {
-                (Some(open), Some(agent), Some(provider)) => {
-                    let nonce = open.args.nonce.to_le_bytes();
-                    let seeds: [&[u8]; 4] = [SESSION_SEED, agent.as_ref(), provider.as_ref(), &nonce];
-                    let (session, session_bump) = Pubkey::find_program_address(&seeds, &crate::ID);
-                    pda_search_units(session_bump)
-                        .saturating_add(pda_search_units(bump(&[VAULT_SEED, session.as_ref()])))
-                }
-                _ => 0,
-            }
+        let args = ix.data.get(8..).unwrap_or_default();
+        let other = if ix.data.starts_with(instruction::OpenSession::DISCRIMINATOR) {
+            // Accounts: agent, provider, mint, session, vault, ...: the vault's search.
+            key(3).map_or(0, |session| {
+                pda_search_units(bump(&[VAULT_SEED, session.as_ref()]))
+            })
         } else if ix.data.starts_with(instruction::Dispute::DISCRIMINATOR) {
-            // Accounts: agent, session, dispute, ...
+            // Accounts: agent, session, dispute, ...: the record's search.
             let dispute = instruction::Dispute::deserialize(&mut &args[..]).ok();
             match (dispute, key(1)) {
                 (Some(dispute), Some(session)) => pda_search_units(bump(&[
@@ -111,6 +104,10 @@ mod off_chain {
         } else {
             0
         };
-        Some(budget.saturating_add(search))
+        Some(
+            budget
+                .saturating_add(pda_search_units(session_bump))
+                .saturating_add(other),
+        )
     }
 }

@@ -1,8 +1,8 @@
 //! Token movements out of a session's vault. The session PDA is the vault's authority and signs.
 
 use anchor_lang::prelude::*;
-use anchor_lang::Ids;
 use anchor_lang::solana_program::program_pack::Pack;
+use anchor_lang::Ids;
 use anchor_spl::token_interface::{
     self, CloseAccount, Mint, TokenAccount, TokenInterface, TransferChecked,
 };

@@ -197,11 +197,13 @@ pub(crate) fn build(
         EscrowProgram::Sbf(elf) => {
             // As `solana program deploy` leaves it: a program account pointing at its
             // program-data account, which holds the ELF. The loader verifies it on first use.
-            for (address, account) in solana_program_binaries::bpf_loader_upgradeable_program_accounts(
-                &programs::SESSION_ESCROW,
-                elf,
-                &rent,
-            ) {
+            for (address, account) in
+                solana_program_binaries::bpf_loader_upgradeable_program_accounts(
+                    &programs::SESSION_ESCROW,
+                    elf,
+                    &rent,
+                )
+            {
                 bank.store_account(&address, &account.into());
             }
         }

@@ -214,7 +214,12 @@ impl TransactionSummary {
         let message = &record.transaction.message;
         let keys = message.static_account_keys();
         let mut summary = Self {
-            signature: record.transaction.signatures.first().copied().unwrap_or_default(),
+            signature: record
+                .transaction
+                .signatures
+                .first()
+                .copied()
+                .unwrap_or_default(),
             succeeded: record.meta.status.is_ok(),
             programs: Vec::new(),
             compute_unit_limit: None,
@@ -233,12 +238,10 @@ impl TransactionSummary {
             // SetComputeUnitLimit = 2 (u32 LE), SetComputeUnitPrice = 3 (u64 LE).
             match ix.data.split_first() {
                 Some((2, rest)) => {
-                    summary.compute_unit_limit =
-                        rest.try_into().ok().map(u32::from_le_bytes);
+                    summary.compute_unit_limit = rest.try_into().ok().map(u32::from_le_bytes);
                 }
                 Some((3, rest)) => {
-                    summary.compute_unit_price =
-                        rest.try_into().ok().map(u64::from_le_bytes);
+                    summary.compute_unit_price = rest.try_into().ok().map(u64::from_le_bytes);
                 }
                 _ => {}
             }

@@ -364,6 +364,7 @@ impl World {
         };
         let instructions = compute::with_compute_budget(
             &escrow::close(&keys, claim),
+            &keys,
             compute::DEFAULT_UNIT_PRICE,
         );
         let blockhash = self.rpc.get_latest_blockhash().await?;
@@ -628,7 +629,10 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         (
             "every escrow transaction asked for its compute units and stayed within them".into(),
             report.escrow_transactions > 0
-                && report.escrow_compute_units.iter().all(|&(used, limit)| used <= limit),
+                && report
+                    .escrow_compute_units
+                    .iter()
+                    .all(|&(used, limit)| used <= limit),
         ),
     ];
     print_report(&report, args.json)?;

@@ -30,7 +30,7 @@ pub struct Claim<'info> {
     #[account(
         mut,
         seeds = [SESSION_SEED, session.agent.as_ref(), session.provider.as_ref(), &session.nonce.to_le_bytes()],
-        bump = session.bump,
+        bump,
         has_one = provider @ EscrowError::NotSessionProvider,
         has_one = mint @ EscrowError::WrongMint,
         has_one = vault @ EscrowError::WrongVault,

@@ -32,7 +32,7 @@ pub struct CloseSession<'info> {
         mut,
         close = agent,
         seeds = [SESSION_SEED, session.agent.as_ref(), session.provider.as_ref(), &session.nonce.to_le_bytes()],
-        bump = session.bump,
+        bump,
         has_one = provider @ EscrowError::NotSessionProvider,
         has_one = agent @ EscrowError::NotSessionAgent,
         has_one = mint @ EscrowError::WrongMint,

@@ -16,7 +16,7 @@ pub struct RequestClose<'info> {
     #[account(
         mut,
         seeds = [SESSION_SEED, session.agent.as_ref(), session.provider.as_ref(), &session.nonce.to_le_bytes()],
-        bump = session.bump,
+        bump,
         has_one = agent @ EscrowError::NotSessionAgent,
     )]
     pub session: Box<Account<'info, Session>>,

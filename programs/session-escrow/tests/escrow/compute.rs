@@ -9,6 +9,8 @@
 
 use session_escrow::compute_units as budget;
 
+use solana_sdk::signature::Signer;
+
 use crate::harness::*;
 
 /// One measured instruction.
@@ -17,7 +19,7 @@ struct Row {
     path: &'static str,
     /// The escrow program's units (its CPIs included).
     units: u64,
-    /// The same less the bump search of the PDAs it created: what its budget covers.
+    /// The same less the bump searches of its PDAs: what its budget covers.
     at_bump_255: u64,
     /// The whole transaction's (the Ed25519 instruction included).
     transaction_units: u64,
@@ -37,8 +39,14 @@ const INSTRUCTIONS: [&str; 7] = [
     "reclaim",
 ];
 
-/// Measures the last transaction `env` sent, whose escrow instruction has `budget`.
-fn row(env: &mut Env, instruction: &'static str, path: &'static str, budget: u32) -> Row {
+/// Measures the last transaction `env` sent, whose escrow instruction on `s` has `budget`.
+fn row(
+    env: &mut Env,
+    s: &SessionRef,
+    instruction: &'static str,
+    path: &'static str,
+    budget: u32,
+) -> Row {
     let executed = env.last.take().expect("a transaction succeeded");
     let units = executed
         .escrow_units()
@@ -48,7 +56,9 @@ fn row(env: &mut Env, instruction: &'static str, path: &'static str, budget: u32
         .iter()
         .find(|ix| ix.program_id == session_escrow::ID)
         .expect("an escrow instruction");
-    let limit = budget::of_instruction(escrow).expect("an escrow instruction has a budget");
+    let (_, session_bump) = session_address(&env.agent.pubkey(), &env.provider.pubkey(), s.nonce);
+    let limit =
+        budget::of_instruction(escrow, session_bump).expect("an escrow instruction has a budget");
     let search = u64::from(limit - budget);
     Row {
         instruction,
@@ -70,26 +80,44 @@ async fn measure(kind: MintKind, path: &'static str) -> Vec<Row> {
     // computed, the refund paid out, the record created), close with a final claim (payouts to
     // both sides, the vault closed).
     let s = env.opened(1, DEPOSIT).await;
-    rows.push(row(&mut env, "open_session", path, budget::OPEN_SESSION));
+    rows.push(row(
+        &mut env,
+        &s,
+        "open_session",
+        path,
+        budget::OPEN_SESSION,
+    ));
     assert_ok(env.top_up(&s, 5 * PRICE).await);
-    rows.push(row(&mut env, "top_up", path, budget::TOP_UP));
+    rows.push(row(&mut env, &s, "top_up", path, budget::TOP_UP));
     assert_ok(env.claim(&s, 3, 3 * PRICE).await);
-    rows.push(row(&mut env, "claim", path, budget::CLAIM));
+    rows.push(row(&mut env, &s, "claim", path, budget::CLAIM));
     let mut receipt = env.receipt(&s, 3, 2 * PRICE, MAX_LATENCY_MS + 1);
     receipt.amount_charged = PRICE;
     assert_ok(env.dispute(&s, &receipt).await);
-    rows.push(row(&mut env, "dispute", path, budget::DISPUTE));
+    rows.push(row(&mut env, &s, "dispute", path, budget::DISPUTE));
     assert_ok(env.close(&s, Some((5, 5 * PRICE))).await);
-    rows.push(row(&mut env, "close (final claim)", path, budget::CLOSE));
+    rows.push(row(
+        &mut env,
+        &s,
+        "close (final claim)",
+        path,
+        budget::CLOSE,
+    ));
 
     // Session 2: request close, then reclaim after the grace (the rest back, the vault closed).
     let s = env.opened(2, DEPOSIT).await;
     assert_ok(env.claim(&s, 1, PRICE).await);
     assert_ok(env.request_close(&s).await);
-    rows.push(row(&mut env, "request_close", path, budget::REQUEST_CLOSE));
+    rows.push(row(
+        &mut env,
+        &s,
+        "request_close",
+        path,
+        budget::REQUEST_CLOSE,
+    ));
     env.advance(i64::try_from(GRACE).unwrap() + 1);
     assert_ok(env.reclaim(&s).await);
-    rows.push(row(&mut env, "reclaim", path, budget::RECLAIM));
+    rows.push(row(&mut env, &s, "reclaim", path, budget::RECLAIM));
     rows
 }
 

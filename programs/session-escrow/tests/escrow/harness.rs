@@ -75,7 +75,10 @@ pub fn sbf_elf() -> Option<&'static [u8]> {
     ELF.get_or_init(|| {
         let path = std::env::var_os(SBF_ENV)?;
         let elf = std::fs::read(&path).unwrap_or_else(|e| {
-            panic!("{SBF_ENV}={}: cannot read the program: {e}", path.to_string_lossy())
+            panic!(
+                "{SBF_ENV}={}: cannot read the program: {e}",
+                path.to_string_lossy()
+            )
         });
         Some(elf)
     })
@@ -357,11 +360,13 @@ impl Env {
         match sbf_elf() {
             Some(elf) => {
                 let rent = solana_sdk::rent::Rent::default();
-                for (address, account) in solana_program_binaries::bpf_loader_upgradeable_program_accounts(
-                    &session_escrow::ID,
-                    elf,
-                    &rent,
-                ) {
+                for (address, account) in
+                    solana_program_binaries::bpf_loader_upgradeable_program_accounts(
+                        &session_escrow::ID,
+                        elf,
+                        &rent,
+                    )
+                {
                     test.add_genesis_account(address, account);
                 }
             }
@@ -576,7 +581,9 @@ impl Env {
     /// A token account of `mint` owned by `owner` (uses the mint's token program, with the
     /// account extensions the mint's extensions require).
     pub async fn create_token_account(&mut self, owner: &Pubkey, mint: &Pubkey) -> Pubkey {
-        use spl_token_2022::extension::{BaseStateWithExtensions, ExtensionType, StateWithExtensions};
+        use spl_token_2022::extension::{
+            BaseStateWithExtensions, ExtensionType, StateWithExtensions,
+        };
         let mint_account = self
             .ctx
             .banks_client
