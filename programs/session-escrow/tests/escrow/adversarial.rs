@@ -1143,3 +1143,27 @@ async fn pre_funding_the_session_or_dispute_address_does_not_block_them() {
     assert_ok(env.dispute(&s, &receipt).await);
     assert_eq!(env.dispute_record(&s.address, 3).await.paid, 500);
 }
+
+#[tokio::test]
+async fn closing_a_vault_with_withheld_transfer_fees_and_a_read_only_mint_is_refused() {
+    let mut env = Env::with_mint(MintKind::Token2022Extended { fee_bps: 100 }, Vec::new()).await;
+    let (s, before) = opened_with_snapshot(&mut env).await;
+    // As the accounts struct lists it: the mint read-only, so the fees cannot be harvested.
+    let close = close_ix(env.close_accounts(&s), CloseArgs { final_claim: None });
+    let provider = env.provider.insecure_clone();
+    assert_err(
+        env.send(&[close], &[&provider]).await,
+        EscrowError::MintNotWritable,
+    );
+    env.assert_unchanged(&s, &before).await;
+
+    env.advance(TTL as i64 + GRACE as i64 + 1);
+    let before = env.snapshot(&s).await;
+    let reclaim = reclaim_ix(env.reclaim_accounts(&s));
+    let agent = env.agent.insecure_clone();
+    assert_err(
+        env.send(&[reclaim], &[&agent]).await,
+        EscrowError::MintNotWritable,
+    );
+    env.assert_unchanged(&s, &before).await;
+}

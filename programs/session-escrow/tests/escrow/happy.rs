@@ -363,3 +363,64 @@ async fn two_sessions_of_one_pair_are_independent() {
     assert_eq!(env.balance(&a.vault).await, DEPOSIT - 2 * PRICE);
     assert_eq!(env.balance(&b.vault).await, 20_000 - 3 * PRICE);
 }
+
+/// Transfer fees Token-2022 withheld in `mint`'s config (harvested there from closed vaults).
+async fn withheld_in_mint(env: &mut Env) -> u64 {
+    use anchor_spl::token_2022::spl_token_2022::extension::transfer_fee::TransferFeeConfig;
+    use anchor_spl::token_2022::spl_token_2022::extension::{
+        BaseStateWithExtensions, StateWithExtensions,
+    };
+    use anchor_spl::token_2022::spl_token_2022::state::Mint;
+    let mint = env.mint;
+    let account = env.account(&mint).await.unwrap();
+    let state = StateWithExtensions::<Mint>::unpack(&account.data).unwrap();
+    u64::from(
+        state
+            .get_extension::<TransferFeeConfig>()
+            .unwrap()
+            .withheld_amount,
+    )
+}
+
+#[tokio::test]
+async fn a_session_on_a_transfer_fee_mint_closes_with_the_vaults_withheld_fees_harvested_to_the_mint(
+) {
+    // 1 % on every transfer: 500 of the 50 000 deposit stay withheld in the vault, which
+    // Token-2022 refuses to close until they are harvested.
+    let mut env = Env::with_mint(MintKind::Token2022Extended { fee_bps: 100 }, Vec::new()).await;
+    let s = env.opened(1, DEPOSIT).await;
+    assert_eq!(env.session(&s).await.deposit, DEPOSIT - 500);
+    assert_ok(env.claim(&s, 3, 3 * PRICE).await);
+    assert_ok(env.close(&s, Some((5, 5 * PRICE))).await);
+
+    assert!(env.account(&s.vault).await.is_none());
+    assert!(env.account(&s.address).await.is_none());
+    assert_eq!(withheld_in_mint(&mut env).await, 500);
+    // The provider got 5 prices less 1 % of each payout; the agent the rest less 1 %.
+    assert_eq!(
+        env.balance(&env.provider_token.clone()).await,
+        5 * PRICE - 50
+    );
+    let returned = DEPOSIT - 500 - 5 * PRICE;
+    assert_eq!(
+        env.balance(&env.agent_token.clone()).await,
+        AGENT_FUNDS - DEPOSIT + returned - returned / 100
+    );
+}
+
+#[tokio::test]
+async fn a_session_on_a_transfer_fee_mint_is_reclaimed_with_the_vaults_withheld_fees_harvested() {
+    let mut env = Env::with_mint(MintKind::Token2022Extended { fee_bps: 100 }, Vec::new()).await;
+    let s = env.opened(1, DEPOSIT).await;
+    assert_ok(env.request_close(&s).await);
+    env.advance(GRACE as i64 + 1);
+    assert_ok(env.reclaim(&s).await);
+
+    assert!(env.account(&s.vault).await.is_none());
+    assert_eq!(withheld_in_mint(&mut env).await, 500);
+    let returned = DEPOSIT - 500;
+    assert_eq!(
+        env.balance(&env.agent_token.clone()).await,
+        AGENT_FUNDS - DEPOSIT + returned - returned / 100
+    );
+}
