@@ -59,7 +59,7 @@ pub fn of_instruction_data(data: &[u8]) -> Option<u32> {
 
 /// What searching a PDA's canonical `bump` costs beyond the first try.
 pub fn pda_search_units(bump: u8) -> u32 {
-    u32::from(u8::MAX - bump).saturating_mul(PDA_SEARCH_STEP)
+    u32::from(u8::MAX.saturating_sub(bump)).saturating_mul(PDA_SEARCH_STEP)
 }
 
 #[cfg(not(target_os = "solana"))]
