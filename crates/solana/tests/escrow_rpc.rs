@@ -15,6 +15,7 @@ use x402pp_protocol::{
     Amount, Hash32, Id16, Offer, OfferSla, OfferTerms, Receipt, ReceiptBody, ReceiptChain,
     ReceiptStatus, SessionState, SlaVerification, UptimePercent, Voucher,
 };
+use x402pp_solana::compute;
 use x402pp_solana::escrow::{self, FinalClaim, SessionKeys};
 use x402pp_solana::keys::signing_key;
 use x402pp_solana::token;
@@ -252,4 +253,140 @@ async fn a_forged_offer_cannot_even_be_built_into_an_open() {
         token::TOKEN_PROGRAM_ID,
     );
     assert!(escrow::open_session(&keys, &forged, 1, DEPOSIT, Pubkey::new_unique()).is_err());
+}
+
+/// Sends `instructions` on `keys`'s session with their compute budget; returns the signature.
+async fn send_budgeted(
+    rpc: &RpcClient,
+    instructions: &[Instruction],
+    keys: &SessionKeys,
+    payer: &Keypair,
+) -> solana_sdk::signature::Signature {
+    let instructions = compute::with_compute_budget(instructions, keys, 1);
+    let blockhash = rpc.get_latest_blockhash().await.unwrap();
+    let tx = Transaction::new_signed_with_payer(
+        &instructions,
+        Some(&payer.pubkey()),
+        &[payer],
+        blockhash,
+    );
+    rpc.send_and_confirm_transaction(&tx).await.unwrap()
+}
+
+/// Every escrow instruction as the agent and the settler send it — each transaction with the
+/// limit `x402pp_solana::compute` gives it, on a Token-2022 mint, the provider's token account
+/// created in the claim (the ATA program's dearest path) — lands and stays within its limit. With
+/// `X402PP_ESCROW_SO` set (CI) the program is the SBF build on the real loader, which meters it.
+#[tokio::test]
+async fn budgeted_transactions_of_every_instruction_land_within_their_limits() {
+    let localnet = Localnet::start(LocalnetConfig {
+        program_so: std::env::var_os("X402PP_ESCROW_SO").map(Into::into),
+        ..LocalnetConfig::ephemeral()
+    })
+    .await
+    .unwrap();
+    let rpc = RpcClient::new_with_commitment(localnet.rpc_url(), CommitmentConfig::confirmed());
+    let (agent, provider, voucher_key) = (Keypair::new(), Keypair::new(), Keypair::new());
+    for who in [&agent, &provider] {
+        localnet.airdrop(&who.pubkey(), 1_000_000_000).unwrap();
+    }
+    let mint = localnet.usdc_2022_mint();
+    localnet
+        .mint_to_of(&mint, &agent.pubkey(), 200_000)
+        .unwrap();
+    let mut offer = offer(&localnet, &provider, localnet.unix_timestamp());
+    offer.terms.asset = x402pp_protocol::Pubkey(mint.to_bytes());
+    let offer = Offer::sign(offer.terms, &signing_key(&provider)).unwrap();
+    let session_key = |keys: &SessionKeys| x402pp_protocol::Pubkey(keys.session.to_bytes());
+    let voucher = |keys: &SessionKeys, seq: u64| {
+        Voucher::sign(
+            session_key(keys),
+            seq,
+            Amount(seq * PRICE),
+            &signing_key(&voucher_key),
+        )
+    };
+    let keys_of = |nonce| {
+        SessionKeys::new(
+            agent.pubkey(),
+            provider.pubkey(),
+            nonce,
+            mint,
+            token::TOKEN_2022_PROGRAM_ID,
+        )
+    };
+
+    // Session 1: open, top up, claim (creating the provider's account), dispute, close.
+    let keys = keys_of(1);
+    let open = escrow::open_session(&keys, &offer, 1, DEPOSIT, voucher_key.pubkey()).unwrap();
+    send_budgeted(&rpc, &open, &keys, &agent).await;
+    send_budgeted(&rpc, &[escrow::top_up(&keys, PRICE)], &keys, &agent).await;
+    let mut claim = vec![token::create_associated_token_account_idempotent(
+        &provider.pubkey(),
+        &provider.pubkey(),
+        &mint,
+        &token::TOKEN_2022_PROGRAM_ID,
+    )];
+    let chain = ReceiptChain::new(session_key(&keys));
+    claim.extend(escrow::claim(
+        &keys,
+        &voucher(&keys, 1),
+        &voucher_key.pubkey(),
+        chain.head.0,
+        0,
+    ));
+    send_budgeted(&rpc, &claim, &keys, &provider).await;
+    let slow = receipt(&provider, keys.session, 1, 900, &chain);
+    send_budgeted(&rpc, &escrow::dispute(&keys, &slow), &keys, &agent).await;
+    let last = voucher(&keys, 2);
+    let close = escrow::close(
+        &keys,
+        Some(FinalClaim {
+            voucher: &last,
+            voucher_signer: &voucher_key.pubkey(),
+            receipts_head: Hash32::ZERO.0,
+            receipt_count: 2,
+        }),
+    );
+    send_budgeted(&rpc, &close, &keys, &provider).await;
+
+    // Session 2: request close, then reclaim after the grace.
+    let keys = keys_of(2);
+    let open = escrow::open_session(&keys, &offer, 2, DEPOSIT, voucher_key.pubkey()).unwrap();
+    send_budgeted(&rpc, &open, &keys, &agent).await;
+    send_budgeted(&rpc, &[escrow::request_close(&keys)], &keys, &agent).await;
+    localnet.advance_clock(601).unwrap();
+    send_budgeted(&rpc, &[escrow::reclaim(&keys)], &keys, &agent).await;
+
+    let escrow_txs: Vec<_> = localnet
+        .transactions()
+        .into_iter()
+        .filter(|tx| tx.invokes(&escrow::PROGRAM_ID))
+        .collect();
+    assert_eq!(escrow_txs.len(), 8);
+    for tx in &escrow_txs {
+        assert!(tx.succeeded, "{tx:?}");
+        let limit = tx.compute_unit_limit.expect("a compute unit limit");
+        assert!(tx.compute_units_consumed <= u64::from(limit), "{tx:?}");
+        assert_eq!(tx.compute_unit_price, Some(1));
+    }
+    assert!(escrow_txs[2].invokes(&token::ASSOCIATED_TOKEN_PROGRAM_ID));
+
+    // The ATA program's dearest path alone (a Token-2022 account created) fits its budget.
+    let owner = Pubkey::new_unique();
+    let create = token::create_associated_token_account_idempotent(
+        &agent.pubkey(),
+        &owner,
+        &mint,
+        &token::TOKEN_2022_PROGRAM_ID,
+    );
+    let signature = send_budgeted(&rpc, &[create], &keys, &agent).await;
+    let created = localnet
+        .transactions()
+        .into_iter()
+        .find(|tx| tx.signature == signature)
+        .unwrap();
+    let ata_units = created.compute_units_consumed - 2 * u64::from(compute::BUILTIN_UNITS);
+    eprintln!("ATA create (Token-2022): {ata_units} CU");
+    assert!(ata_units <= u64::from(compute::CREATE_ATA_UNITS));
 }

@@ -79,6 +79,9 @@ pub(crate) struct RpcState {
 // ------------------------------------------------------------------------------------------------
 // Helpers
 
+/// The largest account a program can allocate (`MAX_PERMITTED_DATA_LENGTH`, 10 MiB).
+const MAX_ACCOUNT_DATA_LEN: usize = 10 * 1024 * 1024;
+
 fn invalid_params(message: impl Into<String>) -> Error {
     Error::invalid_params(message.into())
 }
@@ -375,6 +378,13 @@ impl RpcState {
 
     fn get_minimum_balance_for_rent_exemption(&self, params: Params) -> Result<Value> {
         let (data_len, _config): (usize, Option<CommitmentConfig>) = parse(params, 2)?;
+        // No account can be larger; beyond it the rent arithmetic would overflow.
+        if data_len > MAX_ACCOUNT_DATA_LEN {
+            return Err(invalid_params(format!(
+                "Invalid params: data length {data_len} exceeds the maximum account size of \
+                 {MAX_ACCOUNT_DATA_LEN} bytes."
+            )));
+        }
         let bank = self.chain.bank();
         Ok(json!(bank.get_minimum_balance_for_rent_exemption(data_len)))
     }

@@ -498,16 +498,10 @@ impl Env {
 
     pub async fn create_mint(&mut self, token_program: Pubkey) -> Pubkey {
         let mint = Keypair::new();
-        let rent = self.ctx.banks_client.get_rent().await.unwrap();
         let space = 82;
         let ixs = [
-            system_instruction::create_account(
-                &self.ctx.payer.pubkey(),
-                &mint.pubkey(),
-                rent.minimum_balance(space),
-                space as u64,
-                &token_program,
-            ),
+            self.create_account_ix(&mint.pubkey(), space, &token_program)
+                .await,
             spl_token_2022::instruction::initialize_mint2(
                 &token_program,
                 &mint.pubkey(),
@@ -519,6 +513,23 @@ impl Env {
         ];
         assert_ok(self.send(&ixs, &[&mint]).await);
         mint.pubkey()
+    }
+
+    /// `CreateAccount` of `address` with `space` bytes owned by `owner`, rent paid by the payer.
+    async fn create_account_ix(
+        &mut self,
+        address: &Pubkey,
+        space: usize,
+        owner: &Pubkey,
+    ) -> Instruction {
+        let rent = self.ctx.banks_client.get_rent().await.unwrap();
+        system_instruction::create_account(
+            &self.ctx.payer.pubkey(),
+            address,
+            rent.minimum_balance(space),
+            space as u64,
+            owner,
+        )
     }
 
     /// A Token-2022 mint with the extensions a regulated stablecoin carries: a transfer fee of
@@ -534,15 +545,9 @@ impl Env {
             ExtensionType::MetadataPointer,
         ])
         .unwrap();
-        let rent = self.ctx.banks_client.get_rent().await.unwrap();
         let ixs = [
-            system_instruction::create_account(
-                &self.ctx.payer.pubkey(),
-                &mint.pubkey(),
-                rent.minimum_balance(space),
-                space as u64,
-                &token_program,
-            ),
+            self.create_account_ix(&mint.pubkey(), space, &token_program)
+                .await,
             transfer_fee::instruction::initialize_transfer_fee_config(
                 &token_program,
                 &mint.pubkey(),
@@ -605,15 +610,9 @@ impl Env {
             165
         };
         let account = Keypair::new();
-        let rent = self.ctx.banks_client.get_rent().await.unwrap();
         let ixs = [
-            system_instruction::create_account(
-                &self.ctx.payer.pubkey(),
-                &account.pubkey(),
-                rent.minimum_balance(space),
-                space as u64,
-                &token_program,
-            ),
+            self.create_account_ix(&account.pubkey(), space, &token_program)
+                .await,
             spl_token_2022::instruction::initialize_account3(
                 &token_program,
                 &account.pubkey(),

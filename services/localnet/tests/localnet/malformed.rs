@@ -89,6 +89,11 @@ async fn wrong_params_get_invalid_params_errors() {
             ),
             ("localnet_warpClock", json!({"bogus": 1})),
             ("localnet_advanceSlots", json!({"slots": 1_000_000})),
+            // Larger than any account can be (found by tests/fuzz_rpc.rs: it overflowed).
+            (
+                "getMinimumBalanceForRentExemption",
+                json!([2_650_394_263_463_889u64]),
+            ),
         ];
         for (method, params) in cases {
             let response = call(&url, method, params.clone()).await;
