@@ -8,15 +8,15 @@
 //! busy cluster.
 //!
 //! The escrow program's budgets are [`session_escrow::compute_units`] (measured on its SBF build,
-//! with headroom, plus the bump search of the PDAs an instruction creates, and held by a program
-//! test); the other programs' are below. An instruction of
-//! a program not listed here gets the runtime's default, so a transaction never asks for less
-//! than it needs.
+//! with headroom, and held by a program test) plus the bump searches of its PDAs, which depend
+//! on the session (hence the [`SessionKeys`] argument); the other programs' are below. An
+//! instruction of a program not listed here gets the runtime's default, so a transaction never
+//! asks for less than it needs.
 
 use solana_compute_budget_interface::ComputeBudgetInstruction;
 use solana_sdk::instruction::Instruction;
-use solana_sdk::pubkey::Pubkey;
 
+use crate::ed25519::ED25519_PROGRAM_ID;
 use crate::escrow::{SessionKeys, PROGRAM_ID};
 use crate::token;
 
@@ -26,8 +26,9 @@ pub const DEFAULT_UNIT_PRICE: u64 = 1;
 /// What the runtime charges a builtin instruction (compute budget, system program).
 pub const BUILTIN_UNITS: u32 = 150;
 
-/// What an Ed25519SigVerify precompile instruction takes from the compute meter: nothing (its
-/// cost is in the signature fee); counted anyway so a cluster that meters it still fits.
+/// What an Ed25519SigVerify precompile instruction takes from the compute meter: nothing
+/// (measured: a transaction's units are its program's); its verification is paid by the
+/// signature fee.
 pub const ED25519_UNITS: u32 = 0;
 
 /// `CreateIdempotent` of the Associated Token Account program: its dearest path, creating a
@@ -39,9 +40,6 @@ pub const DEFAULT_INSTRUCTION_UNITS: u32 = 200_000;
 
 /// The most a transaction may ask for.
 pub const MAX_TRANSACTION_UNITS: u32 = 1_400_000;
-
-const ED25519_PROGRAM_ID: Pubkey =
-    solana_sdk::pubkey!("Ed25519SigVerify111111111111111111111111111");
 
 /// The compute units `instruction` may use in a transaction on `session` (whose PDA bump the
 /// escrow program searches).
@@ -99,6 +97,7 @@ pub fn with_compute_budget(
 #[cfg(test)]
 mod tests {
     use anchor_lang::InstructionData;
+    use solana_sdk::pubkey::Pubkey;
 
     use super::*;
 

@@ -102,9 +102,10 @@ pub async fn run(args: Args) -> Result<(), LocalnetError> {
             info.faucet,
             info.programs.session_escrow,
             match &info.escrow_runtime {
-                crate::EscrowRuntime::Native => "native".to_owned(),
-                crate::EscrowRuntime::Sbf { path, bytes } =>
-                    format!("SBF, {} bytes from {}", bytes, path.display()),
+                crate::EscrowRuntime::Sbf { path, bytes } => {
+                    format!("SBF, {bytes} bytes from {}", path.display())
+                }
+                native => native.kind().to_owned(),
             },
             info.network,
         )

@@ -161,6 +161,16 @@ pub enum EscrowRuntime {
     },
 }
 
+impl EscrowRuntime {
+    /// `native` or `sbf`, as the JSON description tags it.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Self::Native => "native",
+            Self::Sbf { .. } => "sbf",
+        }
+    }
+}
+
 /// What a running localnet is: `localnet_info` returns this (plus the current slot and time).
 #[derive(Debug, Clone, Serialize)]
 #[serde(rename_all = "camelCase")]
@@ -550,16 +560,16 @@ async fn start_inner(config: &LocalnetConfig) -> Result<Started, LocalnetError> 
     genesis::install_native_program_support().await;
     let usdc_mint = usdc_mint_address();
     let usdc_2022_mint = usdc_2022_mint_address();
-    let escrow = match &config.program_so {
-        Some(path) => genesis::EscrowProgram::Sbf(genesis::read_program_so(path)?),
-        None => genesis::EscrowProgram::Native,
-    };
-    let escrow_runtime = match (&escrow, &config.program_so) {
-        (genesis::EscrowProgram::Sbf(elf), Some(path)) => EscrowRuntime::Sbf {
-            path: path.clone(),
-            bytes: u64::try_from(elf.len()).unwrap_or(u64::MAX),
-        },
-        _ => EscrowRuntime::Native,
+    let (escrow, escrow_runtime) = match &config.program_so {
+        Some(path) => {
+            let elf = genesis::read_program_so(path)?;
+            let runtime = EscrowRuntime::Sbf {
+                path: path.clone(),
+                bytes: u64::try_from(elf.len()).unwrap_or(u64::MAX),
+            };
+            (genesis::EscrowProgram::Sbf(elf), runtime)
+        }
+        None => (genesis::EscrowProgram::Native, EscrowRuntime::Native),
     };
     let genesis = genesis::build(
         config.slot_interval,

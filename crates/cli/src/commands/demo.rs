@@ -22,7 +22,7 @@ use solana_sdk::pubkey::Pubkey;
 use solana_sdk::signature::{Keypair, Signer};
 use solana_sdk::transaction::Transaction;
 use x402pp_client::{Agent, AgentConfig, Budget, DisputePolicy};
-use x402pp_localnet::{EscrowRuntime, Localnet, LocalnetConfig};
+use x402pp_localnet::{Localnet, LocalnetConfig};
 use x402pp_protocol::{Amount, Voucher};
 use x402pp_provider::{AppOptions, INFERENCE_PATH};
 use x402pp_server::ledger::Ledger;
@@ -441,10 +441,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         wallets.push(wallet);
     }
     let mut report = Report {
-        escrow_runtime: match world.localnet.info().escrow_runtime {
-            EscrowRuntime::Native => "native".to_owned(),
-            EscrowRuntime::Sbf { .. } => "sbf".to_owned(),
-        },
+        escrow_runtime: world.localnet.info().escrow_runtime.kind().to_owned(),
         agents: args.agents,
         price: args.price,
         ..Report::default()
