@@ -100,28 +100,6 @@ fn quiet_bank_logs() {
 // ------------------------------------------------------------------------------------------------
 // Errors
 
-/// The deposit mint of an [`Env`].
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum MintKind {
-    /// A plain SPL Token mint (USDC's kind).
-    SplToken,
-    /// A Token-2022 mint without extensions.
-    Token2022,
-    /// A Token-2022 mint with a transfer fee of `fee_bps`, a close authority and a metadata
-    /// pointer (PYUSD's kind, whose fee is 0 bps today); see [`Env::create_extended_mint`].
-    Token2022Extended { fee_bps: u16 },
-}
-
-impl MintKind {
-    /// The mint's token program.
-    pub fn token_program(self) -> Pubkey {
-        match self {
-            Self::SplToken => spl_token_id(),
-            Self::Token2022 | Self::Token2022Extended { .. } => token_2022_id(),
-        }
-    }
-}
-
 /// A failed transaction: the error and the logs.
 #[derive(Debug)]
 pub struct TxFailure {
@@ -131,7 +109,7 @@ pub struct TxFailure {
 
 pub type TxResult = Result<(), TxFailure>;
 
-/// A successful transaction: its logs and the compute units it consumed in all.
+/// A successful transaction: what it ran, its logs and the compute units it consumed in all.
 #[derive(Debug)]
 pub struct Executed {
     pub instructions: Vec<Instruction>,
@@ -278,6 +256,28 @@ pub fn ed25519_ix(key: &Keypair, message: &[u8]) -> Instruction {
 
 // ------------------------------------------------------------------------------------------------
 // The environment
+
+/// The deposit mint of an [`Env`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MintKind {
+    /// A plain SPL Token mint (USDC's kind).
+    SplToken,
+    /// A Token-2022 mint without extensions.
+    Token2022,
+    /// A Token-2022 mint with a transfer fee of `fee_bps`, a close authority and a metadata
+    /// pointer (PYUSD's kind, whose fee is 0 bps today); see [`Env::create_extended_mint`].
+    Token2022Extended { fee_bps: u16 },
+}
+
+impl MintKind {
+    /// The mint's token program.
+    pub fn token_program(self) -> Pubkey {
+        match self {
+            Self::SplToken => spl_token_id(),
+            Self::Token2022 | Self::Token2022Extended { .. } => token_2022_id(),
+        }
+    }
+}
 
 /// A session the tests opened.
 #[derive(Debug, Clone, Copy)]
