@@ -30,11 +30,11 @@ async fn send(
     instructions: &[Instruction],
     payer: &Keypair,
     signers: &[&Keypair],
-) {
+) -> solana_sdk::signature::Signature {
     let blockhash = rpc.get_latest_blockhash().await.unwrap();
     let tx =
         Transaction::new_signed_with_payer(instructions, Some(&payer.pubkey()), signers, blockhash);
-    rpc.send_and_confirm_transaction(&tx).await.unwrap();
+    rpc.send_and_confirm_transaction(&tx).await.unwrap()
 }
 
 async fn balance(rpc: &RpcClient, account: &Pubkey) -> u64 {
@@ -263,14 +263,7 @@ async fn send_budgeted(
     payer: &Keypair,
 ) -> solana_sdk::signature::Signature {
     let instructions = compute::with_compute_budget(instructions, keys, 1);
-    let blockhash = rpc.get_latest_blockhash().await.unwrap();
-    let tx = Transaction::new_signed_with_payer(
-        &instructions,
-        Some(&payer.pubkey()),
-        &[payer],
-        blockhash,
-    );
-    rpc.send_and_confirm_transaction(&tx).await.unwrap()
+    send(rpc, &instructions, payer, &[payer]).await
 }
 
 /// Every escrow instruction as the agent and the settler send it — each transaction with the
