@@ -1,0 +1,322 @@
+//! Where a session's requests stand, and the voucher rules on it: which voucher comes next (the
+//! agent signs it) and whether a voucher is that one (the provider checks it).
+
+use x402pp_protocol::{ErrorCode, Hash32, ReceiptStatus};
+
+use crate::charge::charged;
+use crate::SessionError;
+
+/// Where a session's requests stand, as both sides track it.
+///
+/// The provider moves `last_seq` when it accepts a voucher and the rest when it signs the
+/// request's receipt; the agent moves all of it when it accepts a receipt.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Progress {
+    /// seq of the last voucher accepted (0 before the first).
+    pub last_seq: u64,
+    /// Cumulative charged by `ok` receipts: what the next voucher adds the price to.
+    pub accepted: u64,
+    /// Receipts signed so far (the seq of the last one). Below `last_seq` while the request of
+    /// the last voucher is being served.
+    pub receipts: u64,
+    /// Hash of the last receipt (zeros before the first).
+    pub head: Hash32,
+}
+
+/// The voucher that pays the next request: its seq and cumulative amount.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct NextVoucher {
+    /// `last_seq + 1`.
+    pub seq: u64,
+    /// `accepted + price`.
+    pub cumulative: u64,
+}
+
+/// Why a provider refuses a voucher (before it runs anything).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum VoucherRejection {
+    /// seq 0 is never a voucher: the first request carries seq 1.
+    #[error("voucher seq must be at least 1")]
+    ZeroSeq,
+    /// The seq was accepted before (a replay, or a resend after a lost answer).
+    #[error("voucher seq {seq} was already used")]
+    AlreadyUsed {
+        /// The voucher's seq.
+        seq: u64,
+    },
+    /// The previous request of the session has no receipt yet.
+    #[error("request {seq} of this session is still in flight")]
+    PreviousInFlight {
+        /// The seq still being served.
+        seq: u64,
+    },
+    /// The seq skips ahead.
+    #[error("voucher seq must be {expected}, got {got}")]
+    WrongSeq {
+        /// `last_seq + 1`.
+        expected: u64,
+        /// The voucher's seq.
+        got: u64,
+    },
+    /// The cumulative amount is not the accepted amount plus the price.
+    #[error(
+        "voucher cumulative must be {expected} (accepted {accepted} + price {price}), got {got}"
+    )]
+    WrongCumulative {
+        /// `accepted + price`.
+        expected: u64,
+        /// What the provider accepted so far.
+        accepted: u64,
+        /// The session's price.
+        price: u64,
+        /// The voucher's cumulative.
+        got: u64,
+    },
+    /// The deposit (net of refunds) does not cover the voucher.
+    #[error("the deposit left ({cap}) does not cover {required}; top up at least {top_up}")]
+    InsufficientDeposit {
+        /// What vouchers may authorise: deposit − refunded.
+        cap: u64,
+        /// The voucher's cumulative.
+        required: u64,
+        /// `required − cap`.
+        top_up: u64,
+    },
+    /// The next cumulative amount or seq does not fit in a u64.
+    #[error(transparent)]
+    Arithmetic(#[from] SessionError),
+}
+
+impl VoucherRejection {
+    /// The wire code a provider answers with.
+    pub fn code(&self) -> ErrorCode {
+        match self {
+            Self::AlreadyUsed { .. } | Self::PreviousInFlight { .. } => ErrorCode::VoucherConflict,
+            Self::ZeroSeq | Self::WrongSeq { .. } | Self::WrongCumulative { .. } => {
+                ErrorCode::InvalidVoucher
+            }
+            Self::InsufficientDeposit { .. } => ErrorCode::InsufficientDeposit,
+            Self::Arithmetic(_) => ErrorCode::InternalError,
+        }
+    }
+}
+
+impl Progress {
+    /// Whether a request has an accepted voucher but no receipt yet.
+    pub fn in_flight(&self) -> bool {
+        self.receipts < self.last_seq
+    }
+
+    /// The voucher that pays the next request at `price`. It is covered when its cumulative is
+    /// at most the deposit net of refunds (`Books::voucher_cap`), see [`Self::check_cover`].
+    pub fn next_voucher(&self, price: u64) -> Result<NextVoucher, SessionError> {
+        Ok(NextVoucher {
+            seq: self
+                .last_seq
+                .checked_add(1)
+                .ok_or(SessionError::Overflow("seq"))?,
+            cumulative: self
+                .accepted
+                .checked_add(price)
+                .ok_or(SessionError::Overflow("cumulative"))?,
+        })
+    }
+
+    /// Whether a voucher for `cumulative` is within `cap` (deposit − refunded).
+    pub fn check_cover(cumulative: u64, cap: u64) -> Result<(), VoucherRejection> {
+        match cumulative.checked_sub(cap) {
+            Some(top_up) if top_up > 0 => Err(VoucherRejection::InsufficientDeposit {
+                cap,
+                required: cumulative,
+                top_up,
+            }),
+            _ => Ok(()),
+        }
+    }
+
+    /// The provider's check of a voucher `(seq, cumulative)` at `price` against a deposit cap:
+    /// it must be exactly [`Self::next_voucher`], no request may be in flight, and the deposit
+    /// must cover it. The signature is checked separately (it needs the voucher signer's key).
+    pub fn check_voucher(
+        &self,
+        seq: u64,
+        cumulative: u64,
+        price: u64,
+        cap: u64,
+    ) -> Result<(), VoucherRejection> {
+        if seq == 0 {
+            return Err(VoucherRejection::ZeroSeq);
+        }
+        if seq <= self.last_seq {
+            return Err(VoucherRejection::AlreadyUsed { seq });
+        }
+        if self.in_flight() {
+            return Err(VoucherRejection::PreviousInFlight { seq: self.last_seq });
+        }
+        let next = self.next_voucher(price)?;
+        if seq != next.seq {
+            return Err(VoucherRejection::WrongSeq {
+                expected: next.seq,
+                got: seq,
+            });
+        }
+        if cumulative != next.cumulative {
+            return Err(VoucherRejection::WrongCumulative {
+                expected: next.cumulative,
+                accepted: self.accepted,
+                price,
+                got: cumulative,
+            });
+        }
+        Self::check_cover(cumulative, cap)
+    }
+
+    /// Records that the voucher `seq` was accepted (its request is now in flight).
+    pub fn accept(&mut self, seq: u64) {
+        self.last_seq = seq;
+    }
+
+    /// What a request ending with `status` at `price` charges, and the cumulative after it.
+    pub fn charge(&self, status: ReceiptStatus, price: u64) -> Result<Charge, SessionError> {
+        let amount = charged(status, price);
+        Ok(Charge {
+            amount,
+            cumulative: self
+                .accepted
+                .checked_add(amount)
+                .ok_or(SessionError::Overflow("cumulative"))?,
+        })
+    }
+
+    /// Moves past a receipt (its seq, cumulative and hash): what both sides do once a receipt is
+    /// signed or accepted.
+    pub fn record(&mut self, seq: u64, cumulative_charged: u64, receipt_hash: Hash32) {
+        self.last_seq = self.last_seq.max(seq);
+        self.receipts = seq;
+        self.accepted = cumulative_charged;
+        self.head = receipt_hash;
+    }
+}
+
+/// What one request is charged.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Charge {
+    /// Charged for this request.
+    pub amount: u64,
+    /// Charged on the session up to and including this request.
+    pub cumulative: u64,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn at(last_seq: u64, accepted: u64, receipts: u64) -> Progress {
+        Progress {
+            last_seq,
+            accepted,
+            receipts,
+            head: Hash32::ZERO,
+        }
+    }
+
+    #[test]
+    fn each_voucher_is_checked_against_the_one_rule() {
+        use VoucherRejection as R;
+        let price = 10;
+        let cap = 50;
+        // (progress, seq, cumulative) → result
+        let table: [(Progress, u64, u64, Result<(), VoucherRejection>); 10] = [
+            (at(0, 0, 0), 1, 10, Ok(())),
+            (at(3, 30, 3), 4, 40, Ok(())),
+            (at(4, 30, 4), 5, 40, Ok(())), // request 4 failed: charged nothing
+            (at(0, 0, 0), 0, 0, Err(R::ZeroSeq)),
+            (at(3, 30, 3), 3, 30, Err(R::AlreadyUsed { seq: 3 })),
+            (at(3, 30, 2), 4, 40, Err(R::PreviousInFlight { seq: 3 })),
+            (
+                at(3, 30, 3),
+                5,
+                40,
+                Err(R::WrongSeq {
+                    expected: 4,
+                    got: 5,
+                }),
+            ),
+            (
+                at(3, 30, 3),
+                4,
+                45,
+                Err(R::WrongCumulative {
+                    expected: 40,
+                    accepted: 30,
+                    price,
+                    got: 45,
+                }),
+            ),
+            (
+                at(5, 50, 5),
+                6,
+                60,
+                Err(R::InsufficientDeposit {
+                    cap,
+                    required: 60,
+                    top_up: 10,
+                }),
+            ),
+            (
+                at(1, u64::MAX, 1),
+                2,
+                0,
+                Err(R::Arithmetic(SessionError::Overflow("cumulative"))),
+            ),
+        ];
+        for (progress, seq, cumulative, expected) in table {
+            assert_eq!(
+                progress.check_voucher(seq, cumulative, price, cap),
+                expected,
+                "{progress:?} seq {seq} cumulative {cumulative}"
+            );
+        }
+    }
+
+    #[test]
+    fn rejections_carry_the_documented_wire_codes() {
+        use VoucherRejection as R;
+        assert_eq!(R::ZeroSeq.code(), ErrorCode::InvalidVoucher);
+        assert_eq!(R::AlreadyUsed { seq: 1 }.code(), ErrorCode::VoucherConflict);
+        assert_eq!(
+            R::PreviousInFlight { seq: 1 }.code(),
+            ErrorCode::VoucherConflict
+        );
+        assert_eq!(
+            R::InsufficientDeposit {
+                cap: 0,
+                required: 1,
+                top_up: 1
+            }
+            .code(),
+            ErrorCode::InsufficientDeposit
+        );
+    }
+
+    #[test]
+    fn a_failed_request_charges_nothing_and_keeps_the_cumulative() {
+        let progress = at(2, 20, 2);
+        assert_eq!(
+            progress.charge(ReceiptStatus::Ok, 10),
+            Ok(Charge {
+                amount: 10,
+                cumulative: 30
+            })
+        );
+        for status in [ReceiptStatus::HandlerError, ReceiptStatus::Timeout] {
+            assert_eq!(
+                progress.charge(status, 10),
+                Ok(Charge {
+                    amount: 0,
+                    cumulative: 20
+                })
+            );
+        }
+    }
+}
