@@ -26,7 +26,7 @@
 //!
 //! One [`Ledger`] wraps a connection pool of either backend; every statement is plain SQL with
 //! `$N` binds that both SQLite and PostgreSQL accept, so the two backends run the same code
-//! (only the migrations under `migrations/sqlite` and `migrations/postgres` differ in column
+//! (only the crate's migrations, `migrations/sqlite` and `migrations/postgres`, differ in column
 //! types). u64 values are stored as signed 64-bit integers through a checked conversion: a value
 //! above `i64::MAX` is [`LedgerError::OutOfRange`], never a wrapped negative number.
 //!
@@ -60,8 +60,8 @@ pub use types::{
 use batch::{Batcher, ReceiptRow, VoucherRow};
 use row::{from_db, to_db, RowExt};
 
-static SQLITE_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("../../migrations/sqlite");
-static POSTGRES_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("../../migrations/postgres");
+static SQLITE_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("migrations/sqlite");
+static POSTGRES_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("migrations/postgres");
 
 /// How long a SQLite writer waits for the file lock before the statement fails as busy.
 const SQLITE_BUSY_TIMEOUT: Duration = Duration::from_secs(10);
