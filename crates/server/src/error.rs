@@ -82,3 +82,16 @@ impl IntoResponse for ServerError {
         response
     }
 }
+
+impl From<x402pp_limits::LimitError> for ServerError {
+    fn from(error: x402pp_limits::LimitError) -> Self {
+        let details = error.details();
+        let headers = error.headers();
+        Self {
+            code: error.code,
+            message: error.message,
+            details,
+            headers,
+        }
+    }
+}

@@ -9,8 +9,8 @@ use anyhow::Context as _;
 use solana_client::nonblocking::rpc_client::RpcClient;
 use solana_client::rpc_config::CommitmentConfig;
 use solana_sdk::signature::Signer;
+use x402pp_limits::{RateLimit, RequestLimits};
 use x402pp_protocol::Network;
-use x402pp_server::{RateLimit, RequestLimits};
 use x402pp_solana::exact::facilitator::{ExactFacilitator, FacilitatorConfig, Limits};
 
 /// x402 v2 facilitator (exact scheme on Solana).

@@ -32,9 +32,9 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use solana_client::nonblocking::rpc_client::RpcClient;
+use x402pp_limits::{RequestLimits, RequestLimitsLayer};
 use x402pp_protocol::x402::FacilitatorRequest;
 use x402pp_protocol::{ErrorBody, ErrorCode};
-use x402pp_server::{RequestLimits, RequestLimitsLayer};
 use x402pp_solana::exact::facilitator::ExactFacilitator;
 
 pub use metrics::Metrics;

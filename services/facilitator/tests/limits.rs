@@ -10,8 +10,8 @@ use std::time::Duration;
 use solana_client::nonblocking::rpc_client::RpcClient;
 use solana_sdk::signature::Keypair;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use x402pp_limits::{RateLimit, RequestLimits};
 use x402pp_protocol::{ErrorBody, ErrorCode, Network};
-use x402pp_server::{RateLimit, RequestLimits};
 use x402pp_solana::exact::facilitator::{ExactFacilitator, FacilitatorConfig};
 
 /// A facilitator whose RPC is nowhere, with `limits`; its base URL.

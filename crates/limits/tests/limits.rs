@@ -16,8 +16,8 @@ use axum::routing::{get, post};
 use axum::Router;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tower::ServiceExt;
+use x402pp_limits::{RateLimit, RequestLimits, RequestLimitsLayer};
 use x402pp_protocol::{ErrorBody, ErrorCode};
-use x402pp_server::{RateLimit, RequestLimits, RequestLimitsLayer};
 
 fn app(limits: RequestLimits, hits: Arc<AtomicUsize>) -> Router {
     let posted = hits.clone();
