@@ -13,7 +13,7 @@
 //! instruction of a program not listed here gets the runtime's default, so a transaction never
 //! asks for less than it needs.
 
-use solana_compute_budget_interface::ComputeBudgetInstruction;
+pub use solana_compute_budget_interface::ComputeBudgetInstruction;
 use solana_sdk::instruction::Instruction;
 
 use crate::ed25519::ED25519_PROGRAM_ID;
@@ -40,6 +40,12 @@ pub const DEFAULT_INSTRUCTION_UNITS: u32 = 200_000;
 
 /// The most a transaction may ask for.
 pub const MAX_TRANSACTION_UNITS: u32 = 1_400_000;
+
+/// Parses a compute budget instruction's data with the interface's own (borsh) decoder: `None`
+/// when it is no such instruction or has trailing bytes.
+pub fn parse_compute_budget(data: &[u8]) -> Option<ComputeBudgetInstruction> {
+    borsh::from_slice(data).ok()
+}
 
 /// The compute units `instruction` may use in a transaction on `session` (whose PDA bump the
 /// escrow program searches).
@@ -100,6 +106,30 @@ mod tests {
     use solana_sdk::pubkey::Pubkey;
 
     use super::*;
+
+    #[test]
+    fn compute_budget_data_parses_exactly_or_not_at_all() {
+        let limit = ComputeBudgetInstruction::set_compute_unit_limit(20_000);
+        let price = ComputeBudgetInstruction::set_compute_unit_price(7);
+        assert_eq!(
+            parse_compute_budget(&limit.data),
+            Some(ComputeBudgetInstruction::SetComputeUnitLimit(20_000))
+        );
+        assert_eq!(
+            parse_compute_budget(&price.data),
+            Some(ComputeBudgetInstruction::SetComputeUnitPrice(7))
+        );
+        // The layout the runtime reads: tag 2 + u32 LE, tag 3 + u64 LE.
+        assert_eq!(limit.data, [2, 0x20, 0x4e, 0, 0]);
+        assert_eq!(price.data, [3, 7, 0, 0, 0, 0, 0, 0, 0]);
+        assert_eq!(
+            parse_compute_budget(&[&limit.data[..], &[0]].concat()),
+            None
+        );
+        assert_eq!(parse_compute_budget(&limit.data[..4]), None);
+        assert_eq!(parse_compute_budget(&[]), None);
+        assert_eq!(parse_compute_budget(&[99, 0, 0, 0, 0]), None);
+    }
 
     /// A session whose PDA bump is 255 (no search beyond the first try), found by trying nonces.
     fn session_at_bump_255() -> SessionKeys {

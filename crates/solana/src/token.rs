@@ -1,12 +1,13 @@
 //! SPL Token / Token-2022 helpers: program ids, associated token accounts, mint decoding,
-//! `TransferChecked` building and parsing.
-//!
-//! The associated-token-account derivation and its idempotent-create instruction are small and
-//! stable, so they are written here rather than pulling another interface crate.
+//! `TransferChecked` building and parsing — thin wrappers over the SPL interface crates
+//! (`spl-token-2022-interface`, whose instruction format and base account layouts are also SPL
+//! Token's, and `spl-associated-token-account-interface`), so no instruction byte or account
+//! offset is written by hand here.
 
 use solana_sdk::instruction::{AccountMeta, Instruction};
 use solana_sdk::pubkey::Pubkey;
 use spl_token_2022_interface::extension::StateWithExtensions;
+use spl_token_2022_interface::instruction::TokenInstruction;
 use spl_token_2022_interface::state::Mint;
 
 /// The SPL Token program.
@@ -14,8 +15,7 @@ pub const TOKEN_PROGRAM_ID: Pubkey = spl_token_interface::ID;
 /// The Token-2022 program.
 pub const TOKEN_2022_PROGRAM_ID: Pubkey = spl_token_2022_interface::ID;
 /// The Associated Token Account program.
-pub const ASSOCIATED_TOKEN_PROGRAM_ID: Pubkey =
-    solana_sdk::pubkey!("ATokenGPvbdGVxr1b2hvZbsiqW5xWH25efTNsLJA8knL");
+pub const ASSOCIATED_TOKEN_PROGRAM_ID: Pubkey = spl_associated_token_account_interface::program::ID;
 /// The SPL Memo program (v2).
 pub const MEMO_PROGRAM_ID: Pubkey =
     solana_sdk::pubkey!("MemoSq4gqABAXKb96qnH8TysNcWxMyWCqXgDLGmfcHr");
@@ -25,9 +25,6 @@ pub const LIGHTHOUSE_PROGRAM_ID: Pubkey =
 /// The system program.
 pub const SYSTEM_PROGRAM_ID: Pubkey = solana_sdk::pubkey!("11111111111111111111111111111111");
 
-/// The `TransferChecked` instruction tag (the same in both token programs).
-const TRANSFER_CHECKED_TAG: u8 = 12;
-
 /// Whether `program` is SPL Token or Token-2022.
 pub fn is_token_program(program: &Pubkey) -> bool {
     *program == TOKEN_PROGRAM_ID || *program == TOKEN_2022_PROGRAM_ID
@@ -35,11 +32,11 @@ pub fn is_token_program(program: &Pubkey) -> bool {
 
 /// The associated token account of `owner` for `mint` under `token_program`.
 pub fn associated_token_address(owner: &Pubkey, mint: &Pubkey, token_program: &Pubkey) -> Pubkey {
-    Pubkey::find_program_address(
-        &[owner.as_ref(), token_program.as_ref(), mint.as_ref()],
-        &ASSOCIATED_TOKEN_PROGRAM_ID,
+    spl_associated_token_account_interface::address::get_associated_token_address_with_program_id(
+        owner,
+        mint,
+        token_program,
     )
-    .0
 }
 
 /// `CreateIdempotent` of the ATA program: creates `owner`'s associated account unless it exists.
@@ -49,18 +46,12 @@ pub fn create_associated_token_account_idempotent(
     mint: &Pubkey,
     token_program: &Pubkey,
 ) -> Instruction {
-    Instruction {
-        program_id: ASSOCIATED_TOKEN_PROGRAM_ID,
-        accounts: vec![
-            AccountMeta::new(*payer, true),
-            AccountMeta::new(associated_token_address(owner, mint, token_program), false),
-            AccountMeta::new_readonly(*owner, false),
-            AccountMeta::new_readonly(*mint, false),
-            AccountMeta::new_readonly(SYSTEM_PROGRAM_ID, false),
-            AccountMeta::new_readonly(*token_program, false),
-        ],
-        data: vec![1],
-    }
+    spl_associated_token_account_interface::instruction::create_associated_token_account_idempotent(
+        payer,
+        owner,
+        mint,
+        token_program,
+    )
 }
 
 /// A memo instruction with no signer accounts.
@@ -72,7 +63,10 @@ pub fn memo(text: &str) -> Instruction {
     }
 }
 
-/// `TransferChecked` of `amount` from `source` to `destination`, authorised by `authority`.
+/// `TransferChecked` of `amount` from `source` to `destination`, authorised by `authority`
+/// (single signer): the data packed by the interface's `TokenInstruction`, the accounts of its
+/// `transfer_checked` builder (which only accepts the two token programs; this one addresses
+/// whatever `token_program` it is given, callers check the mint's owner first).
 pub fn transfer_checked(
     token_program: &Pubkey,
     source: &Pubkey,
@@ -82,10 +76,6 @@ pub fn transfer_checked(
     amount: u64,
     decimals: u8,
 ) -> Instruction {
-    let mut data = Vec::with_capacity(10);
-    data.push(TRANSFER_CHECKED_TAG);
-    data.extend_from_slice(&amount.to_le_bytes());
-    data.push(decimals);
     Instruction {
         program_id: *token_program,
         accounts: vec![
@@ -94,7 +84,7 @@ pub fn transfer_checked(
             AccountMeta::new(*destination, false),
             AccountMeta::new_readonly(*authority, true),
         ],
-        data,
+        data: TokenInstruction::TransferChecked { amount, decimals }.pack(),
     }
 }
 
@@ -116,19 +106,25 @@ pub struct TransferChecked {
 }
 
 /// Parses `TransferChecked` from instruction data and its resolved account keys, or `None` when
-/// the data is not exactly a `TransferChecked` (single-signer form, 4 accounts).
+/// the data is not exactly a `TransferChecked` (no trailing bytes; single-signer form, 4
+/// accounts).
 pub fn parse_transfer_checked(data: &[u8], accounts: &[Pubkey]) -> Option<TransferChecked> {
-    let (&tag, rest) = data.split_first()?;
-    if tag != TRANSFER_CHECKED_TAG || rest.len() != 9 || accounts.len() != 4 {
+    let instruction = TokenInstruction::unpack(data).ok()?;
+    let TokenInstruction::TransferChecked { amount, decimals } = instruction else {
+        return None;
+    };
+    // `unpack` ignores trailing bytes (as the token programs do); a payment is its exact encoding.
+    if instruction.pack() != data {
         return None;
     }
-    let amount = u64::from_le_bytes(rest.get(..8)?.try_into().ok()?);
-    let decimals = *rest.get(8)?;
+    let [source, mint, destination, authority] = *accounts else {
+        return None;
+    };
     Some(TransferChecked {
-        source: accounts[0],
-        mint: accounts[1],
-        destination: accounts[2],
-        authority: accounts[3],
+        source,
+        mint,
+        destination,
+        authority,
         amount,
         decimals,
     })
@@ -155,19 +151,36 @@ mod tests {
     #[test]
     fn transfer_checked_round_trips_through_the_parser() {
         let keys: Vec<Pubkey> = (0..4).map(|_| Pubkey::new_unique()).collect();
-        let ix = transfer_checked(
-            &TOKEN_PROGRAM_ID,
-            &keys[0],
-            &keys[1],
-            &keys[2],
-            &keys[3],
-            42,
-            6,
-        );
-        let parsed = parse_transfer_checked(&ix.data, &keys).expect("parses");
-        assert_eq!(parsed.amount, 42);
-        assert_eq!(parsed.decimals, 6);
-        assert_eq!(parsed.authority, keys[3]);
+        for program in [TOKEN_PROGRAM_ID, TOKEN_2022_PROGRAM_ID] {
+            let ix = transfer_checked(&program, &keys[0], &keys[1], &keys[2], &keys[3], 42, 6);
+            // The interface's own builder makes the same instruction.
+            let expected = spl_token_2022_interface::instruction::transfer_checked(
+                &program,
+                &keys[0],
+                &keys[1],
+                &keys[2],
+                &keys[3],
+                &[],
+                42,
+                6,
+            )
+            .expect("a token program");
+            assert_eq!(ix, expected);
+            // The encoding both token programs read: tag 12, u64 LE amount, decimals.
+            assert_eq!(ix.data, [12, 42, 0, 0, 0, 0, 0, 0, 0, 6]);
+            let parsed = parse_transfer_checked(&ix.data, &keys).expect("parses");
+            assert_eq!(
+                parsed,
+                TransferChecked {
+                    source: keys[0],
+                    mint: keys[1],
+                    destination: keys[2],
+                    authority: keys[3],
+                    amount: 42,
+                    decimals: 6,
+                }
+            );
+        }
     }
 
     #[test]
@@ -176,6 +189,46 @@ mod tests {
         assert!(parse_transfer_checked(&[3, 1, 0, 0, 0, 0, 0, 0, 0], &keys[..3]).is_none());
         assert!(parse_transfer_checked(&[12, 1, 0, 0], &keys).is_none());
         assert!(parse_transfer_checked(&[], &keys).is_none());
+        // Trailing bytes, or a multisig's extra signer accounts, are refused.
+        let data = [12, 1, 0, 0, 0, 0, 0, 0, 0, 6];
+        assert!(parse_transfer_checked(&data, &keys).is_some());
+        assert!(parse_transfer_checked(&[&data[..], &[0]].concat(), &keys).is_none());
+        let five: Vec<Pubkey> = (0..5).map(|_| Pubkey::new_unique()).collect();
+        assert!(parse_transfer_checked(&data, &five).is_none());
+    }
+
+    #[test]
+    fn the_idempotent_ata_create_is_instruction_1_of_the_ata_program() {
+        let (payer, owner, mint) = (
+            Pubkey::new_unique(),
+            Pubkey::new_unique(),
+            Pubkey::new_unique(),
+        );
+        let ix =
+            create_associated_token_account_idempotent(&payer, &owner, &mint, &TOKEN_PROGRAM_ID);
+        assert_eq!(ix.program_id, ASSOCIATED_TOKEN_PROGRAM_ID);
+        assert_eq!(ix.data, [1]);
+        let keys: Vec<Pubkey> = ix.accounts.iter().map(|a| a.pubkey).collect();
+        assert_eq!(
+            keys,
+            [
+                payer,
+                associated_token_address(&owner, &mint, &TOKEN_PROGRAM_ID),
+                owner,
+                mint,
+                SYSTEM_PROGRAM_ID,
+                TOKEN_PROGRAM_ID
+            ]
+        );
+        // The derivation the ATA program checks: seeds owner, token program, mint.
+        assert_eq!(
+            keys[1],
+            Pubkey::find_program_address(
+                &[owner.as_ref(), TOKEN_PROGRAM_ID.as_ref(), mint.as_ref()],
+                &ASSOCIATED_TOKEN_PROGRAM_ID,
+            )
+            .0
+        );
     }
 
     #[test]

@@ -19,7 +19,7 @@ use solana_account_decoder::parse_account_data::SplTokenAdditionalDataV2;
 use solana_account_decoder::parse_token::token_amount_to_ui_amount_v3;
 use solana_clock::{Slot, MAX_PROCESSING_AGE};
 use solana_hash::Hash;
-use solana_instruction::{AccountMeta, Instruction};
+use solana_instruction::Instruction;
 use solana_keypair::Keypair;
 use solana_message::Message;
 use solana_pubkey::Pubkey;
@@ -383,15 +383,15 @@ impl Chain {
             mint,
             &token_program,
         );
-        let mint_to = Instruction {
-            program_id: token_program,
-            accounts: vec![
-                AccountMeta::new(*mint, false),
-                AccountMeta::new(ata, false),
-                AccountMeta::new_readonly(payer, true),
-            ],
-            data: programs::token_mint_to_data(amount),
-        };
+        let mint_to = spl_token_2022_interface::instruction::mint_to(
+            &token_program,
+            mint,
+            &ata,
+            &payer,
+            &[],
+            amount,
+        )
+        .map_err(|e| LocalnetError::Invalid(format!("MintTo under {token_program}: {e}")))?;
         let signature = self.run_as_faucet(&[create, mint_to], &[])?;
         Ok((signature, ata))
     }

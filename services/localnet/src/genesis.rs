@@ -18,6 +18,8 @@ use solana_fee_calculator::{FeeRateGovernor, DEFAULT_TARGET_LAMPORTS_PER_SIGNATU
 use solana_hash::Hash;
 use solana_keypair::Keypair;
 use solana_poh_config::PohConfig;
+use solana_program_option::COption;
+use solana_program_pack::Pack;
 use solana_program_runtime::invoke_context::BuiltinFunctionWithContext;
 use solana_program_runtime::loaded_programs::ProgramCacheEntry;
 use solana_pubkey::Pubkey;
@@ -27,6 +29,7 @@ use solana_runtime::bank_forks::BankForks;
 use solana_runtime::genesis_utils::create_genesis_config_with_leader_ex;
 use solana_runtime::runtime_config::RuntimeConfig;
 use solana_signer::Signer;
+use spl_token_2022_interface::state::Mint;
 
 use crate::chain::wall_clock_secs;
 use crate::error::LocalnetError;
@@ -36,8 +39,6 @@ use crate::programs;
 pub const LAMPORTS_PER_SOL: u64 = 1_000_000_000;
 /// What the faucet starts with.
 pub const FAUCET_LAMPORTS: u64 = 500_000_000 * LAMPORTS_PER_SOL;
-/// Size of an SPL mint without extensions.
-const MINT_LEN: usize = 82;
 /// Ticks per slot (the cluster default; one blockhash per slot).
 const TICKS_PER_SLOT: u64 = 64;
 
@@ -94,16 +95,18 @@ pub(crate) fn read_program_so(path: &Path) -> Result<Vec<u8>, LocalnetError> {
     Ok(elf)
 }
 
-/// The layout of an initialized SPL mint with no freeze authority.
+/// An initialized SPL mint with no freeze authority and no supply, packed by the token
+/// interface (the base layout, the same for SPL Token and Token-2022 mints without extensions).
 fn mint_data(authority: &Pubkey, decimals: u8) -> Vec<u8> {
-    let mut data = Vec::with_capacity(MINT_LEN);
-    data.extend_from_slice(&1u32.to_le_bytes());
-    data.extend_from_slice(authority.as_ref());
-    data.extend_from_slice(&0u64.to_le_bytes());
-    data.push(decimals);
-    data.push(1);
-    data.extend_from_slice(&0u32.to_le_bytes());
-    data.extend_from_slice(&[0u8; 32]);
+    let mint = Mint {
+        mint_authority: COption::Some(*authority),
+        supply: 0,
+        decimals,
+        is_initialized: true,
+        freeze_authority: COption::None,
+    };
+    let mut data = vec![0; Mint::LEN];
+    mint.pack_into_slice(&mut data);
     data
 }
 
@@ -149,7 +152,7 @@ pub(crate) fn build(
         genesis_config.accounts.insert(
             spec.address,
             Account {
-                lamports: rent.minimum_balance(MINT_LEN),
+                lamports: rent.minimum_balance(Mint::LEN),
                 data: mint_data(&faucet.pubkey(), spec.decimals),
                 owner: spec.token_program,
                 executable: false,

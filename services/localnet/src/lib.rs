@@ -53,6 +53,7 @@ use solana_pubkey::Pubkey;
 use solana_signature::Signature;
 use solana_signer::Signer;
 use tokio::sync::oneshot;
+use x402pp_solana::compute::ComputeBudgetInstruction;
 
 pub use error::LocalnetError;
 pub use genesis::LAMPORTS_PER_SOL;
@@ -245,13 +246,12 @@ impl TransactionSummary {
             if program != solana_sdk_ids::compute_budget::ID {
                 continue;
             }
-            // SetComputeUnitLimit = 2 (u32 LE), SetComputeUnitPrice = 3 (u64 LE).
-            match ix.data.split_first() {
-                Some((2, rest)) => {
-                    summary.compute_unit_limit = rest.try_into().ok().map(u32::from_le_bytes);
+            match x402pp_solana::compute::parse_compute_budget(&ix.data) {
+                Some(ComputeBudgetInstruction::SetComputeUnitLimit(limit)) => {
+                    summary.compute_unit_limit = Some(limit);
                 }
-                Some((3, rest)) => {
-                    summary.compute_unit_price = rest.try_into().ok().map(u64::from_le_bytes);
+                Some(ComputeBudgetInstruction::SetComputeUnitPrice(price)) => {
+                    summary.compute_unit_price = Some(price);
                 }
                 _ => {}
             }

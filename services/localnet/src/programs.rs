@@ -24,14 +24,6 @@ pub use x402pp_solana::token::{
     associated_token_address, create_associated_token_account_idempotent, is_token_program,
 };
 
-/// SPL Token `MintTo` data (same layout in Token-2022).
-pub(crate) fn token_mint_to_data(amount: u64) -> Vec<u8> {
-    let mut data = Vec::with_capacity(9);
-    data.push(7);
-    data.extend_from_slice(&amount.to_le_bytes());
-    data
-}
-
 /// Runs the escrow program natively. Anchor's generated `entry` takes one `'info` lifetime for
 /// the program id, the accounts and the data, which program-test's `processor!` (a plain
 /// `fn(&Pubkey, &[AccountInfo], &[u8])`) cannot provide. Leaking copies gives `'static`

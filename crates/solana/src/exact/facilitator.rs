@@ -13,6 +13,7 @@ use base64::Engine as _;
 use solana_client::nonblocking::rpc_client::RpcClient;
 use solana_client::rpc_config::CommitmentConfig;
 use solana_client::rpc_config::{RpcSendTransactionConfig, RpcSimulateTransactionConfig};
+use solana_compute_budget_interface::ComputeBudgetInstruction;
 use solana_sdk::message::VersionedMessage;
 use solana_sdk::pubkey::Pubkey;
 use solana_sdk::signature::{Keypair, Signature, Signer};
@@ -26,7 +27,7 @@ use x402pp_protocol::Network;
 use super::{
     ExactError, ExactReason, ExactRequirements, MAX_COMPUTE_UNITS, MAX_COMPUTE_UNIT_PRICE,
 };
-use crate::token;
+use crate::{compute, token};
 
 /// Largest serialized transaction Solana accepts.
 const MAX_TRANSACTION_SIZE: usize = 1_232;
@@ -145,8 +146,11 @@ pub fn check_transaction(
 
     // 1. SetComputeUnitLimit.
     let limit_ix = &instructions[0];
-    let limit = match (program_of(0)? == compute_budget, limit_ix.data.as_slice()) {
-        (true, [2, a, b, c, d]) => u32::from_le_bytes([*a, *b, *c, *d]),
+    let limit = match (
+        program_of(0)? == compute_budget,
+        compute::parse_compute_budget(&limit_ix.data),
+    ) {
+        (true, Some(ComputeBudgetInstruction::SetComputeUnitLimit(limit))) => limit,
         _ => {
             return reject(
                 ExactReason::ComputeLimitInstruction,
@@ -166,12 +170,9 @@ pub fn check_transaction(
     // 2. SetComputeUnitPrice.
     let price = match (
         program_of(1)? == compute_budget,
-        instructions[1].data.as_slice(),
+        compute::parse_compute_budget(&instructions[1].data),
     ) {
-        (true, [3, rest @ ..]) if rest.len() == 8 => u64::from_le_bytes(
-            rest.try_into()
-                .map_err(|_| ExactError::new(ExactReason::ComputePriceInstruction, "bad price"))?,
-        ),
+        (true, Some(ComputeBudgetInstruction::SetComputeUnitPrice(price))) => price,
         _ => {
             return reject(
                 ExactReason::ComputePriceInstruction,
