@@ -19,27 +19,30 @@
 //! The background loop ([`Settler::spawn`]) runs a round every [`SettlerConfig::tick`]; when the
 //! RPC or the database is unavailable it retries with exponential backoff bounded by
 //! [`SettlerConfig::backoff_max`]. It logs with `tracing` and never panics.
+//!
+//! Files: this one runs rounds and resolves pending claims; `claim` makes one claim, `close` the
+//! cooperative closes.
 
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use session_escrow::state::{Session, SessionStatus as ProgramStatus};
 use solana_client::nonblocking::rpc_client::RpcClient;
-use solana_sdk::hash::Hash;
-use solana_sdk::instruction::Instruction;
 use solana_sdk::pubkey::Pubkey;
 use solana_sdk::signature::{Keypair, Signature, Signer};
-use solana_sdk::transaction::Transaction;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
-use x402pp_protocol::{Amount, SessionState, Voucher};
-use x402pp_solana::escrow::{self, SessionKeys};
-use x402pp_solana::{compute, token, ChainError};
+use x402pp_protocol::SessionState;
+use x402pp_solana::escrow::{self};
+use x402pp_solana::ChainError;
 
 use crate::ledger::{
-    claim_deadline, Address, ChainSession, ClaimExpiry, ClaimRecord, ClaimStatus, Ledger,
-    LedgerError, SessionRecord, SettlementPolicy, StoredVoucher,
+    Address, ChainSession, ClaimRecord, ClaimStatus, Ledger, LedgerError, SettlementPolicy,
+    StoredVoucher,
 };
+
+mod claim;
+mod close;
 
 /// How the settlement task runs.
 #[derive(Debug, Clone)]
@@ -397,291 +400,6 @@ impl Settler {
             Err(other) => Err(other.into()),
         }
     }
-
-    async fn claim(
-        &self,
-        record: &SessionRecord,
-        now_unix: i64,
-        report: &mut SettleReport,
-    ) -> Result<(), SettleError> {
-        let address = record.chain.address;
-        let Some(voucher) = record.best_voucher else {
-            return Ok(());
-        };
-        let Some((account, token_program)) = self.refresh(&address).await? else {
-            tracing::info!(session = %pubkey(&address), "session closed on chain");
-            return Ok(());
-        };
-        if account.provider != self.provider.pubkey() {
-            tracing::warn!(session = %pubkey(&address), "session of another provider; not claiming");
-            return Ok(());
-        }
-        if account
-            .claim_deadline()
-            .map_or(true, |deadline| now_unix > deadline)
-        {
-            tracing::warn!(session = %pubkey(&address), "claim window closed");
-            return Ok(());
-        }
-        let payable = payable(&account, &voucher);
-        if payable == 0 {
-            tracing::debug!(session = %pubkey(&address), "nothing to claim");
-            return Ok(());
-        }
-        let Some(receipt) = self.ledger.receipt(&address, voucher.seq).await? else {
-            tracing::warn!(
-                session = %pubkey(&address),
-                seq = voucher.seq,
-                "no receipt stored for the best voucher; not claiming"
-            );
-            return Ok(());
-        };
-        let receipt_count = voucher.seq;
-        if receipt_count < account.receipt_count {
-            tracing::warn!(
-                session = %pubkey(&address),
-                receipt_count,
-                anchored = account.receipt_count,
-                "the chain already anchors more receipts; not claiming"
-            );
-            return Ok(());
-        }
-
-        let key = Pubkey::new_from_array(address);
-        let keys = SessionKeys::of(key, &account, token_program);
-        let signed = Voucher {
-            session: x402pp_protocol::Pubkey(address),
-            seq: voucher.seq,
-            cumulative: Amount(voucher.cumulative),
-            signature: x402pp_protocol::Signature(voucher.signature),
-        };
-        let payer = self.provider.pubkey();
-        let mut instructions = vec![token::create_associated_token_account_idempotent(
-            &payer,
-            &payer,
-            &account.mint,
-            &token_program,
-        )];
-        instructions.extend(escrow::claim(
-            &keys,
-            &signed,
-            &account.voucher_signer,
-            receipt.hash,
-            receipt_count,
-        ));
-        let Signed {
-            tx,
-            signature,
-            blockhash,
-            last_valid_block_height,
-        } = self.sign(&instructions, &keys, &payer, "claim").await?;
-
-        // The claim is durable before it leaves: a crash from here on is resolved by signature.
-        let claim_id = self
-            .ledger
-            .begin_claim_expiring(
-                &address,
-                &voucher,
-                receipt.hash,
-                receipt_count,
-                &signature.to_string(),
-                Some(&ClaimExpiry {
-                    blockhash: blockhash.to_string(),
-                    last_valid_block_height,
-                }),
-            )
-            .await?;
-        tracing::info!(
-            session = %key,
-            seq = voucher.seq,
-            payable,
-            %signature,
-            "claiming"
-        );
-        if let Err(error) = self.rpc.send_transaction(&tx).await {
-            let error = ChainError::rpc(error);
-            if error.is_transient() {
-                // It may or may not have reached the cluster: stays Pending, resolved later.
-                return Err(error.into());
-            }
-            // Refused before it was forwarded (preflight): nothing can land.
-            self.ledger
-                .finish_claim(claim_id, ClaimStatus::Failed)
-                .await?;
-            report.claims_failed = report.claims_failed.saturating_add(1);
-            tracing::warn!(session = %key, %error, "claim refused");
-            return Ok(());
-        }
-        match self
-            .await_outcome(&signature, last_valid_block_height)
-            .await?
-        {
-            Outcome::Confirmed => {
-                self.ledger
-                    .finish_claim(claim_id, ClaimStatus::Confirmed)
-                    .await?;
-                let claimed_after = self
-                    .refresh(&address)
-                    .await?
-                    .map_or(account.claimed.saturating_add(payable), |(a, _)| a.claimed);
-                let paid = claimed_after.saturating_sub(account.claimed);
-                report.claims_confirmed = report.claims_confirmed.saturating_add(1);
-                report.claimed_amount = report.claimed_amount.saturating_add(paid);
-                tracing::info!(session = %key, paid, %signature, "claim confirmed");
-            }
-            Outcome::Failed => {
-                self.ledger
-                    .finish_claim(claim_id, ClaimStatus::Failed)
-                    .await?;
-                report.claims_failed = report.claims_failed.saturating_add(1);
-                tracing::warn!(session = %key, %signature, "claim failed on chain");
-            }
-            Outcome::Unknown => {
-                report.pending = report.pending.saturating_add(1);
-                tracing::warn!(session = %key, %signature, "claim not confirmed yet; left pending");
-            }
-        }
-        Ok(())
-    }
-
-    /// Signs `instructions` on `session`, after their compute budget, with the provider (fee
-    /// payer `payer`) on a fresh blockhash.
-    async fn sign(
-        &self,
-        instructions: &[Instruction],
-        session: &SessionKeys,
-        payer: &Pubkey,
-        what: &str,
-    ) -> Result<Signed, SettleError> {
-        let (blockhash, last_valid_block_height) = self
-            .rpc
-            .get_latest_blockhash_with_commitment(self.rpc.commitment())
-            .await
-            .map_err(ChainError::rpc)?;
-        let instructions =
-            compute::with_compute_budget(instructions, session, self.config.compute_unit_price);
-        let tx = Transaction::new_signed_with_payer(
-            &instructions,
-            Some(payer),
-            &[self.provider.as_ref()],
-            blockhash,
-        );
-        let Some(signature) = tx.signatures.first().copied() else {
-            return Err(
-                ChainError::Build(format!("the {what} transaction has no signature")).into(),
-            );
-        };
-        Ok(Signed {
-            tx,
-            signature,
-            blockhash,
-            last_valid_block_height,
-        })
-    }
-
-    /// Waits for a sent transaction: Confirmed, Failed (on chain, or its blockhash expired
-    /// without it landing), or Unknown after [`SettlerConfig::confirm_timeout`].
-    async fn await_outcome(
-        &self,
-        signature: &Signature,
-        last_valid_block_height: u64,
-    ) -> Result<Outcome, SettleError> {
-        let start = Instant::now();
-        loop {
-            match self.status(signature, false).await? {
-                Outcome::Unknown => {}
-                known => return Ok(known),
-            }
-            let height = self.rpc.get_block_height().await.map_err(ChainError::rpc)?;
-            if height > last_valid_block_height {
-                return Ok(match self.status(signature, true).await? {
-                    Outcome::Unknown => Outcome::Failed,
-                    known => known,
-                });
-            }
-            if start.elapsed() >= self.config.confirm_timeout {
-                return Ok(Outcome::Unknown);
-            }
-            tokio::time::sleep(self.config.poll_interval).await;
-        }
-    }
-
-    /// Cooperative `close` of sessions with nothing left to claim whose agent asked to close or
-    /// that expired.
-    async fn close_finished(
-        &self,
-        now_unix: i64,
-        report: &mut SettleReport,
-    ) -> Result<(), SettleError> {
-        let pending: Vec<Address> = self
-            .ledger
-            .pending_claims()
-            .await?
-            .into_iter()
-            .map(|c| c.address)
-            .collect();
-        for record in self.ledger.open_sessions().await? {
-            let chain = &record.chain;
-            let finished = chain.state == SessionState::Closing || now_unix >= chain.expires_at;
-            if !finished || pending.contains(&chain.address) || now_unix > claim_deadline(chain) {
-                continue;
-            }
-            match self.close_one(&record, report).await {
-                Ok(()) => {}
-                Err(error) if error.is_transient() => return Err(error),
-                Err(error) => {
-                    report.errors = report.errors.saturating_add(1);
-                    tracing::warn!(session = %pubkey(&chain.address), %error, "could not close");
-                }
-            }
-        }
-        Ok(())
-    }
-
-    async fn close_one(
-        &self,
-        record: &SessionRecord,
-        report: &mut SettleReport,
-    ) -> Result<(), SettleError> {
-        let address = record.chain.address;
-        let Some((account, token_program)) = self.refresh(&address).await? else {
-            return Ok(());
-        };
-        let left = record.best_voucher.map_or(0, |v| payable(&account, &v));
-        if left > 0 || account.provider != self.provider.pubkey() {
-            return Ok(()); // a claim comes first (by policy, at the latest near the deadline)
-        }
-        let key = Pubkey::new_from_array(address);
-        let keys = SessionKeys::of(key, &account, token_program);
-        let payer = self.provider.pubkey();
-        let mut instructions = vec![token::create_associated_token_account_idempotent(
-            &payer,
-            &payer,
-            &account.mint,
-            &token_program,
-        )];
-        instructions.extend(escrow::close(&keys, None));
-        let Signed {
-            tx,
-            signature,
-            blockhash: _,
-            last_valid_block_height,
-        } = self.sign(&instructions, &keys, &payer, "close").await?;
-        self.rpc
-            .send_transaction(&tx)
-            .await
-            .map_err(ChainError::rpc)?;
-        if self
-            .await_outcome(&signature, last_valid_block_height)
-            .await?
-            == Outcome::Confirmed
-        {
-            self.ledger.mark_closed(&address).await?;
-            report.closed = report.closed.saturating_add(1);
-            tracing::info!(session = %key, %signature, "session closed");
-        }
-        Ok(())
-    }
 }
 
 /// A pending claim without a recorded blockhash is taken as expired after this long.
@@ -720,14 +438,6 @@ pub fn chain_session(address: &Pubkey, account: &Session, token_program: &Pubkey
             ProgramStatus::Closing => SessionState::Closing,
         },
     }
-}
-
-/// A transaction signed by the provider, with what crash recovery needs to judge it later.
-struct Signed {
-    tx: Transaction,
-    signature: Signature,
-    blockhash: Hash,
-    last_valid_block_height: u64,
 }
 
 fn pubkey(address: &Address) -> Pubkey {

@@ -28,24 +28,25 @@
 //! differences from a validator: `docs/localnet.md`.
 //!
 //! Layout: `chain` holds the bank and the transaction records, `genesis` builds the first
-//! bank, `rpc` the JSON-RPC methods, `server` the axum endpoint, [`cli`] the binary's
-//! arguments.
+//! bank, `rpc` the JSON-RPC methods, `server` the axum endpoint, `thread` the runtime thread
+//! that starts and runs them, `config` what a localnet is started with and describes of itself,
+//! [`cli`] the binary's arguments.
 
 pub mod cli;
 
 mod chain;
+mod config;
 mod error;
 mod genesis;
 mod programs;
 mod rpc;
 mod server;
+mod thread;
 
-use std::net::{Ipv4Addr, SocketAddr};
-use std::path::PathBuf;
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use serde::{Serialize, Serializer};
 use solana_account::Account;
 use solana_clock::Slot;
 use solana_keypair::Keypair;
@@ -53,8 +54,10 @@ use solana_pubkey::Pubkey;
 use solana_signature::Signature;
 use solana_signer::Signer;
 use tokio::sync::oneshot;
-use x402pp_solana::compute::ComputeBudgetInstruction;
 
+use thread::{spawn, Ready};
+
+pub use config::{EscrowRuntime, LocalnetConfig, LocalnetInfo, ProgramIds, TransactionSummary};
 pub use error::LocalnetError;
 pub use genesis::LAMPORTS_PER_SOL;
 pub use programs::{
@@ -84,187 +87,6 @@ pub fn usdc_2022_mint_address() -> Pubkey {
     Keypair::new_from_array(USDC_2022_MINT_SEED).pubkey()
 }
 
-/// How to start a localnet.
-#[derive(Debug, Clone)]
-pub struct LocalnetConfig {
-    /// TCP port on 127.0.0.1; 0 picks a free one.
-    pub port: u16,
-    /// Time between automatic slots; zero turns automatic slots off (then only
-    /// [`Localnet::advance_slots`] and the warp controls move the chain).
-    pub slot_interval: Duration,
-    /// Where to write the faucet keypair (`faucet.json`, a standard Solana keypair file); no
-    /// file when `None`.
-    pub state_dir: Option<PathBuf>,
-    /// An SBF build of the escrow program (`session_escrow.so`) to deploy at genesis and run on
-    /// the real BPF loader; `None` runs the program natively, compiled into this binary.
-    pub program_so: Option<PathBuf>,
-}
-
-impl Default for LocalnetConfig {
-    fn default() -> Self {
-        Self {
-            port: DEFAULT_PORT,
-            slot_interval: DEFAULT_SLOT_INTERVAL,
-            state_dir: None,
-            program_so: None,
-        }
-    }
-}
-
-impl LocalnetConfig {
-    /// A free port, default slots, no files: what tests want.
-    pub fn ephemeral() -> Self {
-        Self {
-            port: 0,
-            ..Self::default()
-        }
-    }
-}
-
-fn display<T: std::fmt::Display, S: Serializer>(value: &T, s: S) -> Result<S::Ok, S::Error> {
-    s.collect_str(value)
-}
-
-/// Program ids loaded in the localnet.
-#[derive(Debug, Clone, Serialize)]
-#[serde(rename_all = "camelCase")]
-pub struct ProgramIds {
-    /// The x402++ escrow.
-    #[serde(serialize_with = "display")]
-    pub session_escrow: Pubkey,
-    /// SPL Token.
-    #[serde(serialize_with = "display")]
-    pub spl_token: Pubkey,
-    /// Token-2022.
-    #[serde(serialize_with = "display")]
-    pub token_2022: Pubkey,
-    /// Associated Token Account.
-    #[serde(serialize_with = "display")]
-    pub associated_token: Pubkey,
-    /// Memo (v3).
-    #[serde(serialize_with = "display")]
-    pub memo: Pubkey,
-}
-
-/// How the localnet runs the escrow program.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "camelCase", tag = "kind")]
-pub enum EscrowRuntime {
-    /// Compiled into the localnet, called as a builtin (fast; not metered like a deployed
-    /// program).
-    Native,
-    /// An SBF build deployed at genesis (upgradeable loader) and run by the real BPF loader.
-    Sbf {
-        /// The `.so` it was loaded from.
-        path: PathBuf,
-        /// Its size in bytes.
-        bytes: u64,
-    },
-}
-
-impl EscrowRuntime {
-    /// `native` or `sbf`, as the JSON description tags it.
-    pub fn kind(&self) -> &'static str {
-        match self {
-            Self::Native => "native",
-            Self::Sbf { .. } => "sbf",
-        }
-    }
-}
-
-/// What a running localnet is: `localnet_info` returns this (plus the current slot and time).
-#[derive(Debug, Clone, Serialize)]
-#[serde(rename_all = "camelCase")]
-pub struct LocalnetInfo {
-    /// `http://127.0.0.1:<port>`.
-    pub rpc_url: String,
-    /// Base58 genesis hash (new on every start).
-    pub genesis_hash: String,
-    /// CAIP-2 network id: `solana:` + the first 32 characters of the genesis hash.
-    pub network: String,
-    /// The test USDC mint (SPL Token).
-    #[serde(serialize_with = "display")]
-    pub usdc_mint: Pubkey,
-    /// The test USDC mint under Token-2022.
-    #[serde(serialize_with = "display")]
-    pub usdc_2022_mint: Pubkey,
-    /// Decimals of both mints.
-    pub usdc_decimals: u8,
-    /// The faucet: fee payer of airdrops, mint authority of both mints.
-    #[serde(serialize_with = "display")]
-    pub faucet: Pubkey,
-    /// The faucet's keypair file, when a state dir was given.
-    pub faucet_keypair_path: Option<PathBuf>,
-    /// Loaded programs.
-    pub programs: ProgramIds,
-    /// How the escrow program runs.
-    pub escrow_runtime: EscrowRuntime,
-    /// Automatic slot interval in milliseconds (0: off).
-    pub slot_interval_ms: u64,
-}
-
-/// A transaction the localnet executed, as [`Localnet::transactions`] reports it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct TransactionSummary {
-    /// Its first signature.
-    pub signature: Signature,
-    /// Whether it succeeded.
-    pub succeeded: bool,
-    /// The program of each top-level instruction, in order.
-    pub programs: Vec<Pubkey>,
-    /// Its `SetComputeUnitLimit`, if it has one.
-    pub compute_unit_limit: Option<u32>,
-    /// Its `SetComputeUnitPrice` (micro-lamports per unit), if it has one.
-    pub compute_unit_price: Option<u64>,
-    /// Compute units it consumed.
-    pub compute_units_consumed: u64,
-}
-
-impl TransactionSummary {
-    fn of(record: &chain::TxRecord) -> Self {
-        let message = &record.transaction.message;
-        let keys = message.static_account_keys();
-        let mut summary = Self {
-            signature: record
-                .transaction
-                .signatures
-                .first()
-                .copied()
-                .unwrap_or_default(),
-            succeeded: record.meta.status.is_ok(),
-            programs: Vec::new(),
-            compute_unit_limit: None,
-            compute_unit_price: None,
-            compute_units_consumed: record.meta.compute_units_consumed.unwrap_or(0),
-        };
-        for ix in message.instructions() {
-            let program = keys
-                .get(usize::from(ix.program_id_index))
-                .copied()
-                .unwrap_or_default();
-            summary.programs.push(program);
-            if program != solana_sdk_ids::compute_budget::ID {
-                continue;
-            }
-            match x402pp_solana::compute::parse_compute_budget(&ix.data) {
-                Some(ComputeBudgetInstruction::SetComputeUnitLimit(limit)) => {
-                    summary.compute_unit_limit = Some(limit);
-                }
-                Some(ComputeBudgetInstruction::SetComputeUnitPrice(price)) => {
-                    summary.compute_unit_price = Some(price);
-                }
-                _ => {}
-            }
-        }
-        summary
-    }
-
-    /// Whether it invoked `program` at the top level.
-    pub fn invokes(&self, program: &Pubkey) -> bool {
-        self.programs.contains(program)
-    }
-}
-
 /// A running localnet. Dropping it stops it (as [`Localnet::shutdown`] does).
 pub struct Localnet {
     chain: Arc<chain::Chain>,
@@ -281,13 +103,6 @@ impl std::fmt::Debug for Localnet {
             .field("info", &self.info)
             .finish_non_exhaustive()
     }
-}
-
-/// What the localnet thread hands back once it serves.
-struct Ready {
-    chain: Arc<chain::Chain>,
-    info: LocalnetInfo,
-    addr: SocketAddr,
 }
 
 impl Localnet {
@@ -447,220 +262,4 @@ impl Drop for Localnet {
     fn drop(&mut self) {
         self.stop_and_join();
     }
-}
-
-type Spawned = (oneshot::Sender<()>, std::thread::JoinHandle<()>);
-
-fn spawn(
-    config: LocalnetConfig,
-    ready: oneshot::Sender<Result<Ready, LocalnetError>>,
-) -> Result<Spawned, LocalnetError> {
-    let (stop_tx, stop_rx) = oneshot::channel();
-    let thread = std::thread::Builder::new()
-        .name("x402pp-localnet".into())
-        .spawn(move || run(config, ready, stop_rx))
-        .map_err(|e| LocalnetError::Startup(format!("cannot spawn the localnet thread: {e}")))?;
-    Ok((stop_tx, thread))
-}
-
-/// The localnet thread: its own runtime, the bank, the server, the slot clock.
-fn run(
-    config: LocalnetConfig,
-    ready: oneshot::Sender<Result<Ready, LocalnetError>>,
-    stop: oneshot::Receiver<()>,
-) {
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .thread_name("x402pp-localnet-rt")
-        .enable_all()
-        .build()
-    {
-        Ok(runtime) => runtime,
-        Err(e) => {
-            let _ = ready.send(Err(LocalnetError::Startup(format!(
-                "cannot build the runtime: {e}"
-            ))));
-            return;
-        }
-    };
-    runtime.block_on(async move {
-        let started = match start_inner(&config).await {
-            Ok(started) => started,
-            Err(e) => {
-                let _ = ready.send(Err(e));
-                return;
-            }
-        };
-        let Started {
-            chain,
-            info,
-            addr,
-            listener,
-            io,
-        } = started;
-        let (shutdown_tx, shutdown_rx) = oneshot::channel::<()>();
-        let server = tokio::spawn(async move {
-            let app = server::router(io);
-            let result = axum::serve(listener, app)
-                .with_graceful_shutdown(async {
-                    let _ = shutdown_rx.await;
-                })
-                .await;
-            if let Err(e) = result {
-                tracing::error!(error = %e, "the RPC server failed");
-            }
-        });
-        let ticker = (!config.slot_interval.is_zero()).then(|| {
-            let chain = chain.clone();
-            let period = config.slot_interval;
-            tokio::spawn(async move {
-                let mut interval = tokio::time::interval(period);
-                interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-                interval.tick().await;
-                loop {
-                    interval.tick().await;
-                    let chain = chain.clone();
-                    if tokio::task::spawn_blocking(move || chain.advance_slots(1))
-                        .await
-                        .is_err()
-                    {
-                        tracing::error!("slot advance panicked");
-                    }
-                }
-            })
-        });
-        tracing::info!(rpc_url = %info.rpc_url, "localnet serving");
-        if ready.send(Ok(Ready { chain, info, addr })).is_err() {
-            // Nobody is waiting any more.
-        }
-        let _ = stop.await;
-        if let Some(ticker) = ticker {
-            ticker.abort();
-        }
-        let _ = shutdown_tx.send(());
-        if tokio::time::timeout(Duration::from_secs(5), server)
-            .await
-            .is_err()
-        {
-            tracing::warn!("the RPC server did not stop within 5 s");
-        }
-    });
-    runtime.shutdown_timeout(Duration::from_secs(2));
-}
-
-struct Started {
-    chain: Arc<chain::Chain>,
-    info: LocalnetInfo,
-    addr: SocketAddr,
-    listener: tokio::net::TcpListener,
-    io: Arc<jsonrpc_core::IoHandler>,
-}
-
-async fn start_inner(config: &LocalnetConfig) -> Result<Started, LocalnetError> {
-    genesis::install_native_program_support().await;
-    let usdc_mint = usdc_mint_address();
-    let usdc_2022_mint = usdc_2022_mint_address();
-    let (escrow, escrow_runtime) = match &config.program_so {
-        Some(path) => {
-            let elf = genesis::read_program_so(path)?;
-            let runtime = EscrowRuntime::Sbf {
-                path: path.clone(),
-                bytes: u64::try_from(elf.len()).unwrap_or(u64::MAX),
-            };
-            (genesis::EscrowProgram::Sbf(elf), runtime)
-        }
-        None => (genesis::EscrowProgram::Native, EscrowRuntime::Native),
-    };
-    let genesis = genesis::build(
-        config.slot_interval,
-        &escrow,
-        &[
-            genesis::MintSpec {
-                address: usdc_mint,
-                token_program: SPL_TOKEN,
-                decimals: USDC_DECIMALS,
-            },
-            genesis::MintSpec {
-                address: usdc_2022_mint,
-                token_program: TOKEN_2022,
-                decimals: USDC_DECIMALS,
-            },
-        ],
-    )?;
-    let chain = Arc::new(chain::Chain::new(
-        genesis.forks,
-        genesis.genesis_hash,
-        genesis.faucet,
-    ));
-
-    let wanted = SocketAddr::from((Ipv4Addr::LOCALHOST, config.port));
-    let listener = tokio::net::TcpListener::bind(wanted)
-        .await
-        .map_err(|source| LocalnetError::Bind {
-            addr: wanted,
-            source,
-        })?;
-    let addr = listener
-        .local_addr()
-        .map_err(|source| LocalnetError::Bind {
-            addr: wanted,
-            source,
-        })?;
-
-    let faucet_keypair_path = match &config.state_dir {
-        None => None,
-        Some(dir) => Some(write_faucet_keypair(dir, &chain.faucet)?),
-    };
-    let genesis_hash = chain.genesis_hash.to_string();
-    let info = LocalnetInfo {
-        rpc_url: format!("http://{addr}"),
-        network: format!(
-            "solana:{}",
-            genesis_hash.get(..32).unwrap_or(genesis_hash.as_str())
-        ),
-        genesis_hash,
-        usdc_mint,
-        usdc_2022_mint,
-        usdc_decimals: USDC_DECIMALS,
-        faucet: chain.faucet.pubkey(),
-        faucet_keypair_path,
-        programs: ProgramIds {
-            session_escrow: SESSION_ESCROW,
-            spl_token: SPL_TOKEN,
-            token_2022: TOKEN_2022,
-            associated_token: ASSOCIATED_TOKEN,
-            memo: MEMO,
-        },
-        escrow_runtime,
-        slot_interval_ms: u64::try_from(config.slot_interval.as_millis()).unwrap_or(u64::MAX),
-    };
-    let io = Arc::new(rpc::handler(Arc::new(rpc::RpcState {
-        chain: chain.clone(),
-        info: info.clone(),
-    })));
-    Ok(Started {
-        chain,
-        info,
-        addr,
-        listener,
-        io,
-    })
-}
-
-/// Writes `keypair` as `<dir>/faucet.json` (a JSON array of the 64 secret bytes, like
-/// `solana-keygen`).
-fn write_faucet_keypair(
-    dir: &std::path::Path,
-    keypair: &Keypair,
-) -> Result<PathBuf, LocalnetError> {
-    let path = dir.join("faucet.json");
-    // Owner-only permissions: it is a funded key.
-    x402pp_solana::keys::write_keypair(keypair, &path).map_err(|e| match e {
-        x402pp_solana::keys::KeyError::Io { source, .. } => LocalnetError::Io {
-            path: path.clone(),
-            source,
-        },
-        other => LocalnetError::Startup(other.to_string()),
-    })?;
-    Ok(path)
 }
