@@ -4,17 +4,16 @@
 #![allow(clippy::unwrap_used, clippy::arithmetic_side_effects)] // tests
 
 use std::future::Future;
-use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use solana_sdk::signature::{Keypair, Signer};
-use sqlx::Connection;
 use x402pp_protocol::SessionState;
 use x402pp_server::ledger::{
     Address, ChainSession, ClaimStatus, ExactSettlementRecord, Ledger, LedgerError, ReceiptRecord,
     SettlementPolicy, StoredVoucher,
 };
+use x402pp_testkit::support::PgSchema;
 
 const PRICE: u64 = 1_000;
 const TIME_LIMIT: Duration = Duration::from_secs(120);
@@ -43,69 +42,16 @@ fn unique() -> String {
     )
 }
 
-/// A SQLite file in the temp dir, removed (with its WAL files) on drop.
-struct TempDb(PathBuf);
+/// A SQLite file in a temp dir (removed, with its WAL files, when the dir is dropped).
+struct TempDb(tempfile::TempDir);
 
 impl TempDb {
     fn new() -> Self {
-        Self(std::env::temp_dir().join(format!("x402pp-ledger-{}.db", unique())))
+        Self(tempfile::tempdir().unwrap())
     }
 
     fn url(&self) -> String {
-        format!("sqlite://{}", self.0.display())
-    }
-}
-
-impl Drop for TempDb {
-    fn drop(&mut self) {
-        for suffix in ["", "-wal", "-shm"] {
-            let _ = std::fs::remove_file(format!("{}{suffix}", self.0.display()));
-        }
-    }
-}
-
-/// A fresh schema on the PostgreSQL of `X402PP_TEST_POSTGRES_URL`, dropped by [`PgSchema::drop`].
-struct PgSchema {
-    base: String,
-    schema: String,
-}
-
-impl PgSchema {
-    /// `None` (printing that the test was skipped) without `X402PP_TEST_POSTGRES_URL`.
-    async fn create() -> Option<Self> {
-        let Ok(base) = std::env::var("X402PP_TEST_POSTGRES_URL") else {
-            println!("skipped: X402PP_TEST_POSTGRES_URL not set");
-            return None;
-        };
-        let schema = format!("ledger_test_{}", unique());
-        let mut conn = sqlx::PgConnection::connect(&base).await.unwrap();
-        sqlx::query(&format!("CREATE SCHEMA {schema}"))
-            .execute(&mut conn)
-            .await
-            .unwrap();
-        conn.close().await.unwrap();
-        Some(Self { base, schema })
-    }
-
-    /// A URL whose connections use the schema.
-    fn url(&self) -> String {
-        let separator = if self.base.contains('?') { '&' } else { '?' };
-        format!(
-            "{}{separator}options=-c%20search_path%3D{}",
-            self.base, self.schema
-        )
-    }
-
-    async fn drop(self) {
-        if let Ok(mut conn) = sqlx::PgConnection::connect(&self.base).await {
-            if let Err(e) = sqlx::query(&format!("DROP SCHEMA {} CASCADE", self.schema))
-                .execute(&mut conn)
-                .await
-            {
-                println!("could not drop schema {}: {e}", self.schema);
-            }
-            let _ = conn.close().await;
-        }
+        format!("sqlite://{}", self.0.path().join("ledger.db").display())
     }
 }
 
@@ -119,7 +65,7 @@ where
     tokio::time::timeout(TIME_LIMIT, test(file.url()))
         .await
         .expect("sqlite: within the time limit");
-    if let Some(schema) = PgSchema::create().await {
+    if let Some(schema) = PgSchema::create("ledger_test").await.unwrap() {
         tokio::time::timeout(TIME_LIMIT, test(schema.url()))
             .await
             .expect("postgres: within the time limit");
@@ -288,7 +234,7 @@ async fn of_64_concurrent_requests_with_one_voucher_exactly_one_wins() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn two_replicas_on_one_postgres_database_still_let_exactly_one_request_win() {
-    let Some(schema) = PgSchema::create().await else {
+    let Some(schema) = PgSchema::create("ledger_test").await.unwrap() else {
         return;
     };
     let url = schema.url();

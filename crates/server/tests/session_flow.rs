@@ -8,47 +8,25 @@ use std::sync::Arc;
 use axum::http::StatusCode;
 use axum::routing::{get, post};
 use axum::Router;
-use solana_client::nonblocking::rpc_client::RpcClient;
-use solana_client::rpc_config::CommitmentConfig;
 use solana_sdk::pubkey::Pubkey;
 use solana_sdk::signature::{Keypair, Signer};
-use solana_sdk::transaction::Transaction;
-use x402pp_localnet::{Localnet, LocalnetConfig};
 use x402pp_protocol::crypto::{input_hash, output_hash};
 use x402pp_protocol::x402::{PaymentRequired, SettleResponse};
 use x402pp_protocol::{
-    headers, Amount, ErrorBody, Id16, Intent, IntentSla, Network, Offer, Receipt, ReceiptChain,
+    headers, Amount, ErrorBody, Id16, Intent, IntentSla, Offer, Receipt, ReceiptChain,
     ReceiptStatus, SessionStatus, UptimePercent, Voucher,
 };
 use x402pp_server::ledger::{ClaimStatus, Ledger, SettlementPolicy, StoredVoucher};
 use x402pp_server::settlement::{Settler, SettlerConfig};
-use x402pp_server::{PaymentContext, PaymentLayer, Provider, RoutePrice, ServerConfig};
+use x402pp_server::{PaymentContext, PaymentLayer, RoutePrice};
 use x402pp_solana::escrow::{self, SessionKeys};
-use x402pp_solana::exact::facilitator::{ExactFacilitator, FacilitatorConfig};
 use x402pp_solana::keys::signing_key;
 use x402pp_solana::token;
+use x402pp_testkit::support::PgSchema;
+use x402pp_testkit::{test_route, Facilitator, RawSession, World};
 
 const PRICE: u64 = 1_000;
 const DEPOSIT: u64 = 10 * PRICE;
-
-struct World {
-    localnet: Localnet,
-    rpc: Arc<RpcClient>,
-    network: Network,
-    provider_key: Arc<Keypair>,
-    ledger_url: String,
-    url: String,
-    http: reqwest::Client,
-    _dir: TempDir,
-}
-
-struct TempDir(std::path::PathBuf);
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
 
 async fn echo(axum::Extension(context): axum::Extension<PaymentContext>, body: String) -> String {
     match context {
@@ -65,187 +43,90 @@ async fn panic() -> &'static str {
     panic!("a handler bug")
 }
 
-async fn start_provider(
-    world_rpc: Arc<RpcClient>,
-    network: Network,
-    mint: Pubkey,
-    key: Arc<Keypair>,
-    ledger_url: &str,
-    fee_payer: Arc<Keypair>,
-) -> String {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let url = format!("http://{addr}");
-    let config = ServerConfig::new(network.clone(), mint, url.clone())
-        .route(
-            "/echo",
-            RoutePrice {
-                min_deposit: DEPOSIT,
-                ..RoutePrice::new(PRICE)
-            },
-        )
-        .route(
-            "/fail",
-            RoutePrice {
-                min_deposit: DEPOSIT,
-                ..RoutePrice::new(PRICE)
-            },
-        )
+/// The provider of `/echo`, `/fail`, `/short` (a 2 s session TTL), `/panic` and the free
+/// `/free`, with an in-process exact facilitator.
+async fn world() -> World {
+    let route = test_route(PRICE);
+    World::builder()
+        .route("/echo", route.clone())
+        .route("/fail", route.clone())
         .route(
             "/short",
             RoutePrice {
-                min_deposit: DEPOSIT,
                 session_ttl_secs: 2,
-                ..RoutePrice::new(PRICE)
+                ..route.clone()
             },
         )
-        .route(
-            "/panic",
-            RoutePrice {
-                min_deposit: DEPOSIT,
-                ..RoutePrice::new(PRICE)
-            },
-        );
-    let facilitator = Arc::new(ExactFacilitator::new(
-        world_rpc.clone(),
-        fee_payer,
-        FacilitatorConfig::new(network),
-    ));
-    let ledger = Arc::new(Ledger::connect(ledger_url).await.unwrap());
-    let provider = Provider::new(config, key, ledger, world_rpc, Some(facilitator))
+        .route("/panic", route)
+        .facilitator(Facilitator::InProcess)
+        .router(|provider| {
+            Router::new()
+                .route("/echo", post(echo))
+                .route("/fail", post(fail))
+                .route("/short", post(echo))
+                .route("/panic", post(panic))
+                .route("/free", get(|| async { "free" }))
+                .layer(PaymentLayer::new(provider))
+        })
+        .start()
         .await
-        .unwrap();
-    let app = Router::new()
-        .route("/echo", post(echo))
-        .route("/fail", post(fail))
-        .route("/short", post(echo))
-        .route("/panic", post(panic))
-        .route("/free", get(|| async { "free" }))
-        .layer(PaymentLayer::new(provider));
-    tokio::spawn(async move { axum::serve(listener, app).await });
-    url
-}
-
-async fn world() -> World {
-    let localnet = Localnet::start(LocalnetConfig::ephemeral()).await.unwrap();
-    let rpc = Arc::new(RpcClient::new_with_commitment(
-        localnet.rpc_url(),
-        CommitmentConfig::confirmed(),
-    ));
-    let network = x402pp_solana::network_of(&rpc).await.unwrap();
-    let provider_key = Arc::new(Keypair::new());
-    localnet
-        .airdrop(&provider_key.pubkey(), 1_000_000_000)
-        .unwrap();
-    localnet.mint_to(&provider_key.pubkey(), 0).unwrap();
-    let fee_payer = Arc::new(Keypair::new());
-    localnet
-        .airdrop(&fee_payer.pubkey(), 1_000_000_000)
-        .unwrap();
-    let dir = std::env::temp_dir().join(format!("x402pp-server-{}", Id16::random()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let ledger_url = format!("sqlite://{}?mode=rwc", dir.join("ledger.sqlite").display());
-    let url = start_provider(
-        rpc.clone(),
-        network.clone(),
-        localnet.usdc_mint(),
-        provider_key.clone(),
-        &ledger_url,
-        fee_payer,
-    )
-    .await;
-    World {
-        localnet,
-        rpc,
-        network,
-        provider_key,
-        ledger_url,
-        url,
-        http: reqwest::Client::new(),
-        _dir: TempDir(dir),
-    }
+        .unwrap()
 }
 
 /// An agent with funds and an open session on the provider's offer.
 struct Agent {
-    wallet: Keypair,
-    voucher_key: Keypair,
+    raw: RawSession,
     session: Pubkey,
-    keys: SessionKeys,
-    offer: Offer,
     accepted: u64,
     seq: u64,
     chain: ReceiptChain,
 }
 
-impl World {
+/// The test's requests on the world.
+trait Echo {
+    async fn challenge(&self, path: &str, intent: Option<&Intent>) -> reqwest::Response;
+    async fn session_agent(&self, deposit: u64) -> Agent;
+    async fn agent_on(&self, path: &str, deposit: u64) -> Agent;
+    async fn paid(
+        &self,
+        path: &str,
+        session: &Pubkey,
+        voucher: &Voucher,
+        body: &str,
+    ) -> reqwest::Response;
+    async fn paid_at(
+        &self,
+        url: &str,
+        path: &str,
+        session: &Pubkey,
+        voucher: &Voucher,
+        body: &str,
+    ) -> reqwest::Response;
+}
+
+impl Echo for World {
     async fn challenge(&self, path: &str, intent: Option<&Intent>) -> reqwest::Response {
-        let mut request = self.http.post(format!("{}{path}", self.url)).body("hi");
+        let mut request = self.http.post(format!("{}{path}", self.url())).body("hi");
         if let Some(intent) = intent {
             request = request.header(headers::X402_INTENT, headers::encode(intent).unwrap());
         }
         request.send().await.unwrap()
     }
 
-    async fn offer(&self) -> Offer {
-        self.offer_for("/echo").await
-    }
-
-    async fn offer_for(&self, path: &str) -> Offer {
-        let response = self.challenge(path, None).await;
-        assert_eq!(response.status(), 402);
-        headers::decode(
-            headers::X402_OFFER,
-            response.headers()[headers::X402_OFFER].as_bytes(),
-        )
-        .unwrap()
-    }
-
-    async fn agent(&self, deposit: u64) -> Agent {
+    async fn session_agent(&self, deposit: u64) -> Agent {
         self.agent_on("/echo", deposit).await
     }
 
     async fn agent_on(&self, path: &str, deposit: u64) -> Agent {
-        let wallet = Keypair::new();
-        self.localnet
-            .airdrop(&wallet.pubkey(), 1_000_000_000)
-            .unwrap();
-        self.localnet.mint_to(&wallet.pubkey(), 1_000_000).unwrap();
-        let offer = self.offer_for(path).await;
-        offer.verify().unwrap();
-        let nonce = u64::from_le_bytes(Id16::random().0[..8].try_into().unwrap());
-        let keys = SessionKeys::new(
-            wallet.pubkey(),
-            self.provider_key.pubkey(),
-            nonce,
-            self.localnet.usdc_mint(),
-            token::TOKEN_PROGRAM_ID,
-        );
-        let voucher_key = Keypair::new();
-        let open =
-            escrow::open_session(&keys, &offer, nonce, deposit, voucher_key.pubkey()).unwrap();
-        self.send(&open, &wallet).await;
+        let raw = self.open_session(path, deposit).await.unwrap();
+        raw.offer.verify().unwrap();
         Agent {
-            session: keys.session,
-            chain: ReceiptChain::new(x402pp_protocol::Pubkey(keys.session.to_bytes())),
-            wallet,
-            voucher_key,
-            keys,
-            offer,
+            session: raw.session,
+            chain: ReceiptChain::new(x402pp_protocol::Pubkey(raw.session.to_bytes())),
+            raw,
             accepted: 0,
             seq: 0,
         }
-    }
-
-    async fn send(&self, instructions: &[solana_sdk::instruction::Instruction], payer: &Keypair) {
-        let blockhash = self.rpc.get_latest_blockhash().await.unwrap();
-        let tx = Transaction::new_signed_with_payer(
-            instructions,
-            Some(&payer.pubkey()),
-            &[payer],
-            blockhash,
-        );
-        self.rpc.send_and_confirm_transaction(&tx).await.unwrap();
     }
 
     async fn paid(
@@ -255,7 +136,7 @@ impl World {
         voucher: &Voucher,
         body: &str,
     ) -> reqwest::Response {
-        self.paid_at(&self.url, path, session, voucher, body).await
+        self.paid_at(self.url(), path, session, voucher, body).await
     }
 
     /// A paid request to the provider at `url` (another replica or a restarted process).
@@ -276,34 +157,11 @@ impl World {
             .await
             .unwrap()
     }
-
-    async fn token_balance(&self, owner: &Pubkey) -> u64 {
-        let ata = token::associated_token_address(
-            owner,
-            &self.localnet.usdc_mint(),
-            &token::TOKEN_PROGRAM_ID,
-        );
-        match self
-            .rpc
-            .get_account_with_commitment(&ata, CommitmentConfig::confirmed())
-            .await
-            .unwrap()
-            .value
-        {
-            Some(account) => token::token_account_amount(&account.data).unwrap(),
-            None => 0,
-        }
-    }
 }
 
 impl Agent {
     fn voucher(&self, seq: u64, cumulative: u64) -> Voucher {
-        Voucher::sign(
-            x402pp_protocol::Pubkey(self.session.to_bytes()),
-            seq,
-            Amount(cumulative),
-            &signing_key(&self.voucher_key),
-        )
+        self.raw.voucher(seq, cumulative)
     }
 
     fn next_voucher(&self) -> Voucher {
@@ -319,7 +177,7 @@ impl Agent {
             response.headers()[headers::X402_RECEIPT].as_bytes(),
         )
         .unwrap();
-        let message = receipt.verify(&self.offer.terms.provider).unwrap();
+        let message = receipt.verify(&self.raw.offer.terms.provider).unwrap();
         assert_eq!(
             receipt.body.input_hash,
             input_hash("POST", path, body.as_bytes())
@@ -365,8 +223,8 @@ async fn unpaid_request_gets_402_with_session_and_exact_options_and_a_signed_off
     )
     .unwrap();
     offer.verify().unwrap();
-    assert_eq!(offer.terms.provider.0, w.provider_key.pubkey().to_bytes());
-    assert_eq!(offer.terms.resource, format!("{}/echo", w.url));
+    assert_eq!(offer.terms.provider.0, w.provider_key().pubkey().to_bytes());
+    assert_eq!(offer.terms.resource, format!("{}/echo", w.url()));
     assert_eq!(
         error_of(&response.bytes().await.unwrap()),
         "payment_required"
@@ -374,7 +232,7 @@ async fn unpaid_request_gets_402_with_session_and_exact_options_and_a_signed_off
     // Free routes stay free.
     assert_eq!(
         w.http
-            .get(format!("{}/free", w.url))
+            .get(format!("{}/free", w.url()))
             .send()
             .await
             .unwrap()
@@ -425,7 +283,7 @@ async fn an_intent_is_answered_by_an_offer_or_refused_as_unacceptable() {
 #[tokio::test]
 async fn a_session_serves_paid_requests_with_chained_receipts_and_status() {
     let w = world().await;
-    let mut agent = w.agent(DEPOSIT).await;
+    let mut agent = w.session_agent(DEPOSIT).await;
     for i in 0..5 {
         let response = agent.request(&w, "/echo", &format!("hello {i}")).await;
         assert_eq!(response.status(), 200);
@@ -455,7 +313,7 @@ async fn a_session_serves_paid_requests_with_chained_receipts_and_status() {
 #[tokio::test]
 async fn every_session_rejection_has_its_code_and_serves_nothing() {
     let w = world().await;
-    let mut agent = w.agent(DEPOSIT).await;
+    let mut agent = w.session_agent(DEPOSIT).await;
     agent.request(&w, "/echo", "one").await;
 
     let cases: Vec<(Voucher, u16, &str)> = vec![
@@ -500,7 +358,7 @@ async fn every_session_rejection_has_its_code_and_serves_nothing() {
         x402pp_protocol::Pubkey(stranger.to_bytes()),
         1,
         Amount(PRICE),
-        &signing_key(&agent.voucher_key),
+        &signing_key(&agent.raw.voucher_key),
     );
     let response = w.paid("/echo", &stranger, &voucher, "x").await;
     assert_eq!(
@@ -517,7 +375,7 @@ async fn every_session_rejection_has_its_code_and_serves_nothing() {
     ] {
         let response = w
             .http
-            .post(format!("{}/echo", w.url))
+            .post(format!("{}/echo", w.url()))
             .header(headers::X402_SESSION_ID, id)
             .header(headers::X402_VOUCHER, voucher)
             .send()
@@ -536,7 +394,7 @@ async fn every_session_rejection_has_its_code_and_serves_nothing() {
 #[tokio::test]
 async fn a_voucher_over_the_deposit_gets_402_with_top_up_details_and_works_after_a_top_up() {
     let w = world().await;
-    let mut agent = w.agent(DEPOSIT).await;
+    let mut agent = w.session_agent(DEPOSIT).await;
     for i in 0..DEPOSIT / PRICE {
         assert_eq!(
             agent.request(&w, "/echo", &i.to_string()).await.status(),
@@ -556,8 +414,12 @@ async fn a_voucher_over_the_deposit_gets_402_with_top_up_details_and_works_after
     assert_eq!(body.error.as_str(), "insufficient_deposit");
     assert_eq!(body.details.unwrap()["topUp"], "1000");
 
-    w.send(&[escrow::top_up(&agent.keys, 5 * PRICE)], &agent.wallet)
-        .await;
+    w.send(
+        &[escrow::top_up(&agent.raw.keys, 5 * PRICE)],
+        &agent.raw.wallet,
+    )
+    .await
+    .unwrap();
     assert_eq!(
         agent
             .request(&w, "/echo", "after the top-up")
@@ -570,7 +432,7 @@ async fn a_voucher_over_the_deposit_gets_402_with_top_up_details_and_works_after
 #[tokio::test]
 async fn of_many_concurrent_requests_with_one_voucher_exactly_one_is_served() {
     let w = world().await;
-    let agent = w.agent(DEPOSIT).await;
+    let agent = w.session_agent(DEPOSIT).await;
     let voucher = agent.next_voucher();
     let responses =
         futures_join_all((0..16).map(|_| w.paid("/echo", &agent.session, &voucher, "same"))).await;
@@ -616,7 +478,7 @@ async fn futures_util_join<F: std::future::Future>(futures: Vec<F>) -> Vec<F::Ou
 #[tokio::test]
 async fn a_failing_handler_gets_a_zero_charge_receipt_and_the_cumulative_does_not_advance() {
     let w = world().await;
-    let mut agent = w.agent(DEPOSIT).await;
+    let mut agent = w.session_agent(DEPOSIT).await;
     agent.request(&w, "/echo", "ok").await;
     let response = agent.request(&w, "/fail", "").await;
     assert_eq!(response.status(), 500);
@@ -643,7 +505,7 @@ async fn the_exact_fallback_settles_before_serving() {
     )
     .unwrap();
     let exact = required.option("exact", &w.network).unwrap().clone();
-    let before = w.token_balance(&w.provider_key.pubkey()).await;
+    let before = w.tokens(&w.provider_key().pubkey()).await.unwrap();
     let payload = x402pp_solana::exact::client::build_payment(
         &w.rpc,
         &payer,
@@ -654,7 +516,7 @@ async fn the_exact_fallback_settles_before_serving() {
     .unwrap();
     let response = w
         .http
-        .post(format!("{}/echo", w.url))
+        .post(format!("{}/echo", w.url()))
         .header(
             headers::PAYMENT_SIGNATURE,
             headers::encode(&payload).unwrap(),
@@ -672,14 +534,14 @@ async fn the_exact_fallback_settles_before_serving() {
     assert!(settled.success);
     assert_eq!(response.text().await.unwrap(), "exact: paid once");
     assert_eq!(
-        w.token_balance(&w.provider_key.pubkey()).await,
+        w.tokens(&w.provider_key().pubkey()).await.unwrap(),
         before + PRICE
     );
 
     // The same payment again is not served twice.
     let response = w
         .http
-        .post(format!("{}/echo", w.url))
+        .post(format!("{}/echo", w.url()))
         .header(
             headers::PAYMENT_SIGNATURE,
             headers::encode(&payload).unwrap(),
@@ -690,7 +552,7 @@ async fn the_exact_fallback_settles_before_serving() {
         .unwrap();
     assert_eq!(response.status(), 402);
     assert_eq!(
-        w.token_balance(&w.provider_key.pubkey()).await,
+        w.tokens(&w.provider_key().pubkey()).await.unwrap(),
         before + PRICE
     );
 }
@@ -698,20 +560,15 @@ async fn the_exact_fallback_settles_before_serving() {
 #[tokio::test]
 async fn a_restarted_provider_continues_the_session_from_its_ledger() {
     let w = world().await;
-    let mut agent = w.agent(DEPOSIT).await;
+    let mut agent = w.session_agent(DEPOSIT).await;
     agent.request(&w, "/echo", "before").await;
     agent.request(&w, "/echo", "before").await;
     // A second provider process on the same ledger file (the first one keeps running, as a replica would).
-    let fee_payer = Arc::new(Keypair::new());
-    let restarted = start_provider(
-        w.rpc.clone(),
-        w.network.clone(),
-        w.localnet.usdc_mint(),
-        w.provider_key.clone(),
-        &w.ledger_url,
-        fee_payer,
-    )
-    .await;
+    let restarted = w
+        .start_provider(&w.provider().ledger_url)
+        .await
+        .unwrap()
+        .url;
     let replay = w
         .paid_at(
             &restarted,
@@ -734,7 +591,7 @@ async fn a_restarted_provider_continues_the_session_from_its_ledger() {
     .unwrap();
     agent
         .chain
-        .append(&receipt.verify(&agent.offer.terms.provider).unwrap())
+        .append(&receipt.verify(&agent.raw.offer.terms.provider).unwrap())
         .unwrap();
     assert_eq!(receipt.body.output_hash, output_hash(b"seq 3: after"));
 }
@@ -745,9 +602,8 @@ async fn a_session_of_another_provider_is_refused() {
     // A session opened with a different provider key on an offer that provider signed.
     let other = Keypair::new();
     let wallet = Keypair::new();
-    w.localnet.airdrop(&wallet.pubkey(), 1_000_000_000).unwrap();
-    w.localnet.mint_to(&wallet.pubkey(), 100_000).unwrap();
-    let mut terms = w.offer().await.terms;
+    w.fund(&wallet.pubkey(), 1_000_000_000, 100_000).unwrap();
+    let mut terms = w.offer("/echo").await.unwrap().terms;
     terms.provider = x402pp_protocol::Pubkey(other.pubkey().to_bytes());
     let offer = Offer::sign(terms, &signing_key(&other)).unwrap();
     let keys = SessionKeys::new(
@@ -762,7 +618,8 @@ async fn a_session_of_another_provider_is_refused() {
         &escrow::open_session(&keys, &offer, 1, DEPOSIT, voucher_key.pubkey()).unwrap(),
         &wallet,
     )
-    .await;
+    .await
+    .unwrap();
     let voucher = Voucher::sign(
         x402pp_protocol::Pubkey(keys.session.to_bytes()),
         1,
@@ -793,38 +650,17 @@ async fn an_expired_session_is_refused() {
 #[tokio::test]
 async fn two_replicas_on_one_postgres_ledger_serve_a_session_alternately_each_voucher_once_and_claim_it_once(
 ) {
-    let Ok(base) = std::env::var("X402PP_TEST_POSTGRES_URL") else {
-        println!("skipped: X402PP_TEST_POSTGRES_URL not set");
+    // A schema of its own: the settlers below settle every session of their ledger.
+    let Some(schema) = PgSchema::create("replicas").await.unwrap() else {
         return;
     };
-    // A schema of its own: the settlers below settle every session of their ledger.
-    let schema = format!("replicas_{}", Id16::random().to_string().to_lowercase());
-    let mut admin = <sqlx::PgConnection as sqlx::Connection>::connect(&base)
-        .await
-        .unwrap();
-    sqlx::query(&format!("CREATE SCHEMA {schema}"))
-        .execute(&mut admin)
-        .await
-        .unwrap();
-    let separator = if base.contains('?') { '&' } else { '?' };
-    let postgres = format!("{base}{separator}options=-c%20search_path%3D{schema}");
+    let postgres = schema.url();
     let w = world().await;
     let mut urls = Vec::new();
     for _ in 0..2 {
-        let fee_payer = Arc::new(Keypair::new());
-        urls.push(
-            start_provider(
-                w.rpc.clone(),
-                w.network.clone(),
-                w.localnet.usdc_mint(),
-                w.provider_key.clone(),
-                &postgres,
-                fee_payer,
-            )
-            .await,
-        );
+        urls.push(w.start_provider(&postgres).await.unwrap().url);
     }
-    let mut agent = w.agent(DEPOSIT).await;
+    let mut agent = w.session_agent(DEPOSIT).await;
     for i in 0..6 {
         let url = &urls[i % 2];
         let voucher = agent.next_voucher();
@@ -839,7 +675,7 @@ async fn two_replicas_on_one_postgres_ledger_serve_a_session_alternately_each_vo
         .unwrap();
         agent
             .chain
-            .append(&receipt.verify(&agent.offer.terms.provider).unwrap())
+            .append(&receipt.verify(&agent.raw.offer.terms.provider).unwrap())
             .unwrap();
         agent.seq += 1;
         agent.accepted += PRICE;
@@ -894,7 +730,7 @@ async fn two_replicas_on_one_postgres_ledger_serve_a_session_alternately_each_vo
         settlers.push(Settler::new(
             ledger,
             w.rpc.clone(),
-            w.provider_key.clone(),
+            w.provider_key().clone(),
             config,
         ));
     }
@@ -907,7 +743,7 @@ async fn two_replicas_on_one_postgres_ledger_serve_a_session_alternately_each_vo
         .unwrap()
         .unwrap();
     assert_eq!(account.claimed, served);
-    assert_eq!(w.token_balance(&w.provider_key.pubkey()).await, served);
+    assert_eq!(w.tokens(&w.provider_key().pubkey()).await.unwrap(), served);
     let ledger = Ledger::connect(&postgres).await.unwrap();
     let claims = ledger.claims(&agent.session.to_bytes()).await.unwrap();
     let confirmed = claims
@@ -916,10 +752,7 @@ async fn two_replicas_on_one_postgres_ledger_serve_a_session_alternately_each_vo
         .count();
     assert_eq!(confirmed, 1, "{claims:?}");
     ledger.close().await;
-    sqlx::query(&format!("DROP SCHEMA {schema} CASCADE"))
-        .execute(&mut admin)
-        .await
-        .unwrap();
+    schema.drop().await;
 }
 
 #[tokio::test]
@@ -927,17 +760,17 @@ async fn settlement_claims_what_was_served_and_anchors_the_agents_receipt_head()
     use x402pp_server::ledger::types::SettlementPolicy;
     use x402pp_server::settlement::{Settler, SettlerConfig};
     let w = world().await;
-    let mut agent = w.agent(DEPOSIT).await;
+    let mut agent = w.session_agent(DEPOSIT).await;
     for i in 0..4 {
         agent.request(&w, "/echo", &i.to_string()).await;
     }
     agent.request(&w, "/fail", "").await;
-    let before = w.token_balance(&w.provider_key.pubkey()).await;
-    let ledger = Arc::new(Ledger::connect(&w.ledger_url).await.unwrap());
+    let before = w.tokens(&w.provider_key().pubkey()).await.unwrap();
+    let ledger = Arc::new(Ledger::connect(&w.provider().ledger_url).await.unwrap());
     let settler = Settler::new(
         ledger,
         w.rpc.clone(),
-        w.provider_key.clone(),
+        w.provider_key().clone(),
         SettlerConfig {
             policy: SettlementPolicy {
                 min_unclaimed: 1,
@@ -955,7 +788,7 @@ async fn settlement_claims_what_was_served_and_anchors_the_agents_receipt_head()
         (1, 4 * PRICE)
     );
     assert_eq!(
-        w.token_balance(&w.provider_key.pubkey()).await,
+        w.tokens(&w.provider_key().pubkey()).await.unwrap(),
         before + 4 * PRICE
     );
     let session = escrow::fetch_session(&w.rpc, &agent.session)
@@ -976,7 +809,7 @@ async fn settlement_claims_what_was_served_and_anchors_the_agents_receipt_head()
         .unwrap();
     assert_eq!(again.claims_confirmed, 0);
     assert_eq!(
-        w.token_balance(&w.provider_key.pubkey()).await,
+        w.tokens(&w.provider_key().pubkey()).await.unwrap(),
         before + 4 * PRICE
     );
 }
@@ -984,7 +817,7 @@ async fn settlement_claims_what_was_served_and_anchors_the_agents_receipt_head()
 #[tokio::test]
 async fn a_resent_voucher_gets_its_receipt_and_a_request_cut_off_by_a_crash_is_recovered() {
     let w = world().await;
-    let mut agent = w.agent(DEPOSIT).await;
+    let mut agent = w.session_agent(DEPOSIT).await;
     let first = agent.next_voucher();
     let served = agent.request(&w, "/echo", "one").await;
     let served_receipt = served.headers()[headers::X402_RECEIPT].clone();
@@ -997,7 +830,7 @@ async fn a_resent_voucher_gets_its_receipt_and_a_request_cut_off_by_a_crash_is_r
 
     // A crash between the voucher's acceptance and its receipt: seq 2 accepted, no receipt.
     let orphan = agent.next_voucher();
-    let ledger = Ledger::connect(&w.ledger_url).await.unwrap();
+    let ledger = Ledger::connect(&w.provider().ledger_url).await.unwrap();
     ledger
         .accept_voucher(
             &agent.session.to_bytes(),
@@ -1031,7 +864,9 @@ async fn a_resent_voucher_gets_its_receipt_and_a_request_cut_off_by_a_crash_is_r
     );
 
     // Past the handler timeout and grace, the resend recovers it: a zero-charge receipt.
-    let db = sqlx::SqlitePool::connect(&w.ledger_url).await.unwrap();
+    let db = sqlx::SqlitePool::connect(&w.provider().ledger_url)
+        .await
+        .unwrap();
     sqlx::query("UPDATE vouchers SET accepted_at = accepted_at - 3600 WHERE seq = 2")
         .execute(&db)
         .await
@@ -1043,7 +878,7 @@ async fn a_resent_voucher_gets_its_receipt_and_a_request_cut_off_by_a_crash_is_r
         recovered.headers()[headers::X402_RECEIPT].as_bytes(),
     )
     .unwrap();
-    let message = receipt.verify(&agent.offer.terms.provider).unwrap();
+    let message = receipt.verify(&agent.raw.offer.terms.provider).unwrap();
     agent.chain.append(&message).unwrap();
     assert_eq!(receipt.body.request_number, 2);
     assert_eq!(receipt.body.status, ReceiptStatus::HandlerError);

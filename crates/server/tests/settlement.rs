@@ -4,17 +4,15 @@
 //! crash resolved by signature before anything new is sent.
 #![allow(clippy::unwrap_used, clippy::arithmetic_side_effects)] // tests
 
-use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use solana_client::nonblocking::rpc_client::RpcClient;
 use solana_client::rpc_config::CommitmentConfig;
-use solana_sdk::instruction::Instruction;
 use solana_sdk::pubkey::Pubkey;
 use solana_sdk::signature::{Keypair, Signer};
 use solana_sdk::transaction::Transaction;
-use x402pp_localnet::{Localnet, LocalnetConfig};
+use x402pp_localnet::Localnet;
 use x402pp_protocol::crypto::{input_hash, output_hash};
 use x402pp_protocol::{
     Amount, Id16, Offer, OfferSla, OfferTerms, Receipt, ReceiptBody, ReceiptChain, ReceiptStatus,
@@ -27,6 +25,7 @@ use x402pp_server::settlement::{chain_session, SettleReport, Settler, SettlerCon
 use x402pp_solana::escrow::{self, SessionKeys};
 use x402pp_solana::keys::signing_key;
 use x402pp_solana::token;
+use x402pp_testkit::World;
 
 const PRICE: u64 = 1_000;
 const DEPOSIT: u64 = 50_000;
@@ -35,54 +34,26 @@ const TTL_SECS: u64 = 3_600;
 const GRACE_SECS: u64 = 600;
 const TIME_LIMIT: Duration = Duration::from_secs(180);
 
-/// A SQLite file in the temp dir, removed (with its WAL files) on drop.
-struct TempDb(PathBuf);
-
-impl TempDb {
-    fn new() -> Self {
-        let nanos = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .unwrap()
-            .as_nanos();
-        Self(std::env::temp_dir().join(format!(
-            "x402pp-settlement-{}-{nanos}.db",
-            std::process::id()
-        )))
-    }
-
-    fn url(&self) -> String {
-        format!("sqlite://{}", self.0.display())
-    }
-}
-
-impl Drop for TempDb {
-    fn drop(&mut self) {
-        for suffix in ["", "-wal", "-shm"] {
-            let _ = std::fs::remove_file(format!("{}{suffix}", self.0.display()));
-        }
-    }
-}
-
-/// A localnet with one open session, and a provider ledger that knows it.
+/// A localnet with one open session, and a provider ledger (a SQLite file in the world's dir)
+/// that knows it.
 struct Fixture {
-    localnet: Localnet,
-    rpc: Arc<RpcClient>,
+    /// The kit's world without a provider: the localnet, its RPC, the temp dir.
+    world: World,
     agent: Keypair,
     provider: Arc<Keypair>,
     voucher_key: Keypair,
     keys: SessionKeys,
-    file: TempDb,
+    ledger_url: String,
     ledger: Arc<Ledger>,
     chain: ReceiptChain,
 }
 
+x402pp_testkit::deref_world!(Fixture, world);
+
 impl Fixture {
     async fn new() -> Self {
-        let localnet = Localnet::start(LocalnetConfig::ephemeral()).await.unwrap();
-        let rpc = Arc::new(RpcClient::new_with_commitment(
-            localnet.rpc_url(),
-            CommitmentConfig::confirmed(),
-        ));
+        let world = World::builder().no_provider().start().await.unwrap();
+        let (localnet, rpc) = (&world.localnet, &world.rpc);
         let (agent, provider, voucher_key) = (Keypair::new(), Keypair::new(), Keypair::new());
         for who in [&agent, &provider] {
             localnet.airdrop(&who.pubkey(), 1_000_000_000).unwrap();
@@ -97,14 +68,14 @@ impl Fixture {
             localnet.usdc_mint(),
             token::TOKEN_PROGRAM_ID,
         );
-        let offer = offer(&localnet, &provider);
+        let offer = offer(localnet, &provider);
         let open =
             escrow::open_session(&keys, &offer, nonce, DEPOSIT, voucher_key.pubkey()).unwrap();
-        send(&rpc, &open, &agent).await;
+        world.send(&open, &agent).await.unwrap();
 
-        let file = TempDb::new();
-        let ledger = Arc::new(Ledger::connect(&file.url()).await.unwrap());
-        let account = escrow::fetch_session(&rpc, &keys.session)
+        let ledger_url = world.sqlite_url("ledger.db");
+        let ledger = Arc::new(Ledger::connect(&ledger_url).await.unwrap());
+        let account = escrow::fetch_session(rpc, &keys.session)
             .await
             .unwrap()
             .unwrap();
@@ -114,13 +85,12 @@ impl Fixture {
             .unwrap();
         let chain = ReceiptChain::new(x402pp_protocol::Pubkey(keys.session.to_bytes()));
         Self {
-            localnet,
-            rpc,
+            world,
             agent,
             provider: Arc::new(provider),
             voucher_key,
             keys,
-            file,
+            ledger_url,
             ledger,
             chain,
         }
@@ -244,17 +214,6 @@ fn offer(localnet: &Localnet, provider: &Keypair) -> Offer {
         expires_at: localnet.unix_timestamp() + 600,
     };
     Offer::sign(terms, &signing_key(provider)).unwrap()
-}
-
-async fn send(rpc: &RpcClient, instructions: &[Instruction], payer: &Keypair) {
-    let blockhash = rpc.get_latest_blockhash().await.unwrap();
-    let tx = Transaction::new_signed_with_payer(
-        instructions,
-        Some(&payer.pubkey()),
-        &[payer],
-        blockhash,
-    );
-    rpc.send_and_confirm_transaction(&tx).await.unwrap();
 }
 
 async fn balance(rpc: &RpcClient, account: &Pubkey) -> u64 {
@@ -429,7 +388,7 @@ async fn a_pending_claim_that_landed_before_a_crash_is_confirmed_on_restart_and_
         f.ledger.close().await;
 
         // Restart: a new ledger on the same file, a new settler.
-        let ledger = Arc::new(Ledger::connect(&f.file.url()).await.unwrap());
+        let ledger = Arc::new(Ledger::connect(&f.ledger_url).await.unwrap());
         f.ledger = ledger.clone();
         let stale = ledger.session(&f.address()).await.unwrap().unwrap();
         assert_eq!(
