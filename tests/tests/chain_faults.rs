@@ -16,17 +16,19 @@ use serde_json::json;
 use solana_client::nonblocking::rpc_client::RpcClient;
 use solana_client::rpc_config::CommitmentConfig;
 use solana_sdk::pubkey::Pubkey;
-use solana_sdk::signature::{Keypair, Signer};
+use solana_sdk::signature::Signer;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
-use x402pp_client::{Agent, AgentConfig, Budget, ClientError};
+use x402pp_client::{Agent, Budget, ClientError};
 use x402pp_localnet::{Localnet, LocalnetConfig};
-use x402pp_protocol::{headers, Amount, Hash32, Id16, Receipt, Voucher};
-use x402pp_provider::{AppOptions, INFERENCE_PATH};
-use x402pp_server::ledger::{ClaimStatus, Ledger, SettlementPolicy};
+use x402pp_protocol::{headers, Amount, Receipt, Voucher};
+use x402pp_provider::INFERENCE_PATH;
+use x402pp_server::ledger::{ClaimStatus, SettlementPolicy};
 use x402pp_server::settlement::{Settler, SettlerConfig};
-use x402pp_server::{Provider, RoutePrice, ServerConfig};
-use x402pp_solana::{escrow, token, ChainError};
+use x402pp_server::RoutePrice;
+use x402pp_solana::{escrow, ChainError};
+use x402pp_testkit::support::stored_voucher_key;
+use x402pp_testkit::{test_budget, test_route};
 
 const PRICE: u64 = 1_000;
 const DEPOSIT: u64 = 10 * PRICE;
@@ -160,27 +162,16 @@ async fn pump(
 
 // ---------------------------------------------------------------------------------------------
 // The world: localnet, a provider whose RPC goes through `provider_rpc`, agents whose RPC goes
-// through `agent_rpc`, and a direct RPC client for the test's own checks.
+// through `agent_rpc`, and the kit's direct RPC client for the test's own checks.
 
-struct TempDir(std::path::PathBuf);
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
+/// The kit's world, with the provider's RPC through `provider_rpc`, and `agent_rpc` for agents.
 struct World {
-    localnet: Localnet,
-    /// Direct, for assertions.
-    rpc: Arc<RpcClient>,
+    kit: x402pp_testkit::World,
     provider_rpc: Proxy,
     agent_rpc: Proxy,
-    provider_key: Arc<Keypair>,
-    ledger: Arc<Ledger>,
-    url: String,
-    dir: TempDir,
 }
+
+x402pp_testkit::deref_world!(World, kit);
 
 async fn world() -> World {
     world_with(None).await
@@ -190,95 +181,54 @@ async fn world() -> World {
 /// default client's 30 s otherwise).
 async fn world_with(provider_rpc_timeout: Option<Duration>) -> World {
     let localnet = Localnet::start(LocalnetConfig::ephemeral()).await.unwrap();
-    let rpc = Arc::new(RpcClient::new_with_commitment(
-        localnet.rpc_url(),
-        CommitmentConfig::confirmed(),
-    ));
-    let network = x402pp_solana::network_of(&rpc).await.unwrap();
     let provider_rpc = Proxy::start(localnet.addr()).await;
     let agent_rpc = Proxy::start(localnet.addr()).await;
-    let provider_key = Arc::new(Keypair::new());
-    localnet
-        .airdrop(&provider_key.pubkey(), 1_000_000_000)
+    let kit = x402pp_testkit::World::builder()
+        .on_localnet(localnet)
+        .route(
+            INFERENCE_PATH,
+            RoutePrice {
+                exact: false,
+                ..test_route(PRICE)
+            },
+        )
+        // Through the proxy; the default client has a 30 s HTTP timeout.
+        .provider_rpc_url(&provider_rpc.url)
+        .provider_rpc_timeout(provider_rpc_timeout)
+        .agent_tokens(AGENT_TOKENS)
+        .agent_budget(Budget {
+            max_deposit: DEPOSIT,
+            ..test_budget(PRICE)
+        })
+        .agent_deposit_requests(10)
+        .start()
+        .await
         .unwrap();
-    localnet.mint_to(&provider_key.pubkey(), 0).unwrap();
-    let dir = std::env::temp_dir().join(format!("x402pp-chain-faults-{}", Id16::random()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let ledger_url = format!("sqlite://{}?mode=rwc", dir.join("ledger.sqlite").display());
-    let ledger = Arc::new(Ledger::connect(&ledger_url).await.unwrap());
-
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}", listener.local_addr().unwrap());
-    let route = RoutePrice {
-        min_deposit: DEPOSIT,
-        exact: false,
-        ..RoutePrice::new(PRICE)
-    };
-    let config =
-        ServerConfig::new(network, localnet.usdc_mint(), url.clone()).route(INFERENCE_PATH, route);
-    // Through the proxy; the default client has a 30 s HTTP timeout.
-    let provider_chain = Arc::new(match provider_rpc_timeout {
-        Some(timeout) => RpcClient::new_with_timeout_and_commitment(
-            provider_rpc.url.clone(),
-            timeout,
-            CommitmentConfig::confirmed(),
-        ),
-        None => {
-            RpcClient::new_with_commitment(provider_rpc.url.clone(), CommitmentConfig::confirmed())
-        }
-    });
-    let provider = Provider::new(
-        config,
-        provider_key.clone(),
-        ledger.clone(),
-        provider_chain,
-        None,
-    )
-    .await
-    .unwrap();
-    let app = x402pp_provider::app(provider, AppOptions::default());
-    tokio::spawn(async move { axum::serve(listener, app).await });
     World {
-        localnet,
-        rpc,
+        kit,
         provider_rpc,
         agent_rpc,
-        provider_key,
-        ledger,
-        url,
-        dir: TempDir(dir),
     }
 }
 
 impl World {
     /// A funded agent whose RPC is `rpc_url`, keeping its store in the world's directory.
     async fn agent(&self, rpc_url: &str) -> Agent {
-        let wallet = Arc::new(Keypair::new());
-        self.localnet
-            .airdrop(&wallet.pubkey(), 1_000_000_000)
-            .unwrap();
-        self.localnet
-            .mint_to(&wallet.pubkey(), AGENT_TOKENS)
-            .unwrap();
-        let budget = Budget {
-            max_price_per_request: PRICE,
-            max_deposit: DEPOSIT,
-            max_latency_ms: 5_000,
-            min_uptime_bps: 9_000,
-        };
-        let mut config = AgentConfig::new(rpc_url, wallet.clone(), budget);
-        config.deposit_requests = 10;
-        config.store_path = Some(self.dir.0.join(wallet.pubkey().to_string()));
-        Agent::new(config).await.unwrap()
+        self.agent_with(|config| {
+            config.rpc_url = rpc_url.to_owned();
+            config.store_path = Some(self.dir.path().join(config.keypair.pubkey().to_string()));
+        })
+        .await
+        .unwrap()
     }
 
     fn store(&self, agent: &Agent) -> std::path::PathBuf {
-        self.dir.0.join(agent.address().to_string())
+        self.dir.path().join(agent.address().to_string())
     }
 
     fn inference(&self, prompt: &str) -> reqwest::Request {
         reqwest::Client::new()
-            .post(format!("{}{INFERENCE_PATH}", self.url))
+            .post(format!("{}{INFERENCE_PATH}", self.url()))
             .json(&json!({ "prompt": prompt, "max_tokens": 4 }))
             .build()
             .unwrap()
@@ -287,7 +237,7 @@ impl World {
     /// A paid request carrying `voucher` as is.
     async fn paid(&self, session: &Pubkey, voucher: &Voucher, prompt: &str) -> reqwest::Response {
         reqwest::Client::new()
-            .post(format!("{}{INFERENCE_PATH}", self.url))
+            .post(format!("{}{INFERENCE_PATH}", self.url()))
             .header(headers::X402_SESSION_ID, session.to_string())
             .header(headers::X402_VOUCHER, headers::encode(voucher).unwrap())
             .json(&json!({ "prompt": prompt, "max_tokens": 4 }))
@@ -295,32 +245,11 @@ impl World {
             .await
             .unwrap()
     }
-
-    async fn token_balance(&self, owner: &Pubkey) -> u64 {
-        let ata = token::associated_token_address(
-            owner,
-            &self.localnet.usdc_mint(),
-            &token::TOKEN_PROGRAM_ID,
-        );
-        match self
-            .rpc
-            .get_account_with_commitment(&ata, CommitmentConfig::confirmed())
-            .await
-            .unwrap()
-            .value
-        {
-            Some(account) => token::token_account_amount(&account.data).unwrap(),
-            None => 0,
-        }
-    }
 }
 
 /// The voucher `seq`/`cumulative` of `session`, signed with the key in the agent's store.
 fn stored_voucher(store: &std::path::Path, session: &Pubkey, seq: u64, cumulative: u64) -> Voucher {
-    let text = std::fs::read_to_string(store.join(format!("{session}.json"))).unwrap();
-    let record: serde_json::Value = serde_json::from_str(&text).unwrap();
-    let secret: Hash32 = serde_json::from_value(record["voucherSecret"].clone()).unwrap();
-    let key = ed25519_dalek::SigningKey::from_bytes(&secret.0);
+    let key = stored_voucher_key(store, session).unwrap();
     Voucher::sign(
         x402pp_protocol::Pubkey(session.to_bytes()),
         seq,
@@ -353,7 +282,7 @@ async fn an_agent_opening_a_session_while_the_rpc_is_down_gets_a_clear_error_and
     let w = world().await;
     let agent = w.agent(&w.agent_rpc.url).await;
     let wallet = agent.address();
-    let tokens = w.token_balance(&wallet).await;
+    let tokens = w.tokens(&wallet).await.unwrap();
     let lamports = w.rpc.get_balance(&wallet).await.unwrap();
 
     w.agent_rpc.down();
@@ -367,7 +296,7 @@ async fn an_agent_opening_a_session_while_the_rpc_is_down_gets_a_clear_error_and
     assert!(took < Duration::from_secs(5), "failed fast: {took:?}");
     assert!(w.agent_rpc.connections() > 0, "the agent tried the RPC");
     // Nothing was paid or opened, on chain or in the agent.
-    assert_eq!(w.token_balance(&wallet).await, tokens);
+    assert_eq!(w.tokens(&wallet).await.unwrap(), tokens);
     assert_eq!(w.rpc.get_balance(&wallet).await.unwrap(), lamports);
     assert!(agent.sessions().is_empty());
     let stats = agent.stats();
@@ -380,7 +309,7 @@ async fn an_agent_opening_a_session_while_the_rpc_is_down_gets_a_clear_error_and
     assert_eq!(agent.stats().transactions, 1);
     let session = &agent.sessions()[0];
     assert_eq!((session.seq, session.accepted), (1, PRICE));
-    assert_eq!(w.token_balance(&wallet).await, tokens - DEPOSIT);
+    assert_eq!(w.tokens(&wallet).await.unwrap(), tokens - DEPOSIT);
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -388,7 +317,7 @@ async fn an_open_whose_confirmation_is_cut_off_is_kept_and_used_once_the_rpc_ret
     let w = world().await;
     let agent = w.agent(&w.agent_rpc.url).await;
     let wallet = agent.address();
-    let tokens = w.token_balance(&wallet).await;
+    let tokens = w.tokens(&wallet).await.unwrap();
 
     // open_session reaches the cluster, then the RPC goes away before the agent learns it.
     w.agent_rpc.cut_after_send();
@@ -399,7 +328,7 @@ async fn an_open_whose_confirmation_is_cut_off_is_kept_and_used_once_the_rpc_ret
     );
     // The deposit left the wallet: the agent must still know the session it paid.
     let deadline = Instant::now() + Duration::from_secs(10);
-    while w.token_balance(&wallet).await != tokens - DEPOSIT {
+    while w.tokens(&wallet).await.unwrap() != tokens - DEPOSIT {
         assert!(Instant::now() < deadline, "the open did not land");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
@@ -418,7 +347,7 @@ async fn an_open_whose_confirmation_is_cut_off_is_kept_and_used_once_the_rpc_ret
     let sessions = agent.sessions();
     assert_eq!(sessions.len(), 1);
     assert_eq!((sessions[0].address, sessions[0].seq), (session, 1));
-    assert_eq!(w.token_balance(&wallet).await, tokens - DEPOSIT);
+    assert_eq!(w.tokens(&wallet).await.unwrap(), tokens - DEPOSIT);
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -436,12 +365,14 @@ async fn a_provider_that_cannot_reach_the_rpc_serves_nothing_and_the_voucher_sta
     assert_eq!((info.seq, info.accepted, info.deposit), (0, 0, DEPOSIT));
     let session = info.address;
     assert!(w
+        .provider()
         .ledger
         .session(&session.to_bytes())
         .await
         .unwrap()
         .is_none());
     assert!(w
+        .provider()
         .ledger
         .voucher(&session.to_bytes(), 1)
         .await
@@ -454,6 +385,7 @@ async fn a_provider_that_cannot_reach_the_rpc_serves_nothing_and_the_voucher_sta
         assert_chain_unavailable(w.paid(&session, &voucher, "first").await).await;
     }
     assert!(w
+        .provider()
         .ledger
         .voucher(&session.to_bytes(), 1)
         .await
@@ -477,6 +409,7 @@ async fn a_provider_that_cannot_reach_the_rpc_serves_nothing_and_the_voucher_sta
     let response = agent.send(w.inference("second")).await.unwrap();
     assert_eq!(response.status(), 200);
     let record = w
+        .provider()
         .ledger
         .session(&session.to_bytes())
         .await
@@ -502,6 +435,7 @@ async fn a_claim_while_the_rpc_is_down_is_retried_and_lands_once_when_it_returns
     }
     let session = agent.sessions()[0].address;
     let accepted = w
+        .provider()
         .ledger
         .session(&session.to_bytes())
         .await
@@ -517,9 +451,9 @@ async fn a_claim_while_the_rpc_is_down_is_retried_and_lands_once_when_it_returns
         CommitmentConfig::confirmed(),
     ));
     let settler = Settler::new(
-        w.ledger.clone(),
+        w.provider().ledger.clone(),
         settler_rpc,
-        w.provider_key.clone(),
+        w.provider_key().clone(),
         SettlerConfig {
             policy: SettlementPolicy {
                 min_unclaimed: 1,
@@ -543,6 +477,7 @@ async fn a_claim_while_the_rpc_is_down_is_retried_and_lands_once_when_it_returns
         .unwrap();
     assert_eq!(account.claimed, 0);
     assert!(w
+        .provider()
         .ledger
         .claims(&session.to_bytes())
         .await
@@ -568,7 +503,12 @@ async fn a_claim_while_the_rpc_is_down_is_retried_and_lands_once_when_it_returns
     // A few more rounds change nothing.
     tokio::time::sleep(Duration::from_secs(1)).await;
     settler.shutdown().await;
-    let claims = w.ledger.claims(&session.to_bytes()).await.unwrap();
+    let claims = w
+        .provider()
+        .ledger
+        .claims(&session.to_bytes())
+        .await
+        .unwrap();
     let confirmed: Vec<_> = claims
         .iter()
         .filter(|c| c.status == ClaimStatus::Confirmed)
@@ -581,7 +521,10 @@ async fn a_claim_while_the_rpc_is_down_is_retried_and_lands_once_when_it_returns
         .unwrap()
         .unwrap();
     assert_eq!(account.claimed, accepted);
-    assert_eq!(w.token_balance(&w.provider_key.pubkey()).await, accepted);
+    assert_eq!(
+        w.tokens(&w.provider_key().pubkey()).await.unwrap(),
+        accepted
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -603,6 +546,7 @@ async fn a_slow_rpc_delays_open_and_verify_but_both_complete_within_a_bound() {
     assert!(took < Duration::from_secs(60), "bounded: {took:?}");
     let session = agent.sessions()[0].address;
     let record = w
+        .provider()
         .ledger
         .session(&session.to_bytes())
         .await
@@ -631,6 +575,7 @@ async fn a_hanging_rpc_is_bounded_by_the_rpc_client_timeout_and_serves_nothing()
     assert!(took < Duration::from_secs(10), "bounded: {took:?}");
     let session = agent.sessions()[0].address;
     assert!(w
+        .provider()
         .ledger
         .session(&session.to_bytes())
         .await

@@ -6,28 +6,21 @@
 
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
-use std::sync::Arc;
 use std::time::Duration;
 
 use base64::Engine as _;
 use serde_json::Value;
-use solana_client::nonblocking::rpc_client::RpcClient;
-use solana_client::rpc_config::CommitmentConfig;
 use solana_sdk::pubkey::Pubkey;
 use solana_sdk::signature::{Keypair, Signer};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, BufReader};
-use x402pp_client::{Agent, AgentConfig, Budget};
-use x402pp_localnet::{Localnet, LocalnetConfig};
-use x402pp_protocol::{Id16, Network};
-use x402pp_provider::{AppOptions, INFERENCE_PATH};
-use x402pp_server::ledger::Ledger;
-use x402pp_server::{HttpFacilitator, Provider, RoutePrice, ServerConfig};
-use x402pp_solana::exact::facilitator::{ExactFacilitator, FacilitatorConfig};
-use x402pp_solana::token;
+use x402pp_client::Agent;
+use x402pp_protocol::Network;
+use x402pp_provider::INFERENCE_PATH;
+use x402pp_testkit::support::bounded;
+use x402pp_testkit::{test_budget, test_route, Facilitator, World, WorldBuilder, LAMPORTS_PER_SOL};
 
 const PRICE: u64 = 1_000;
 const PAYER_TOKENS: u64 = 1_000_000;
-const LAMPORTS: u64 = 1_000_000_000;
 
 fn js_dir() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("interop")
@@ -85,155 +78,38 @@ async fn node_ready(test: &str) -> bool {
     true
 }
 
-async fn bounded<F: std::future::Future<Output = ()>>(secs: u64, f: F) {
-    tokio::time::timeout(Duration::from_secs(secs), f)
-        .await
-        .unwrap_or_else(|_| panic!("the test took more than {secs} s"));
+/// A localnet and our facilitator service on it, over HTTP, and our reference provider
+/// (x402pp-server layer + inference app) using it over HTTP (`no_provider()` leaves it out).
+fn world() -> WorldBuilder {
+    World::builder()
+        .facilitator(Facilitator::Http)
+        .fee_payer_lamports(10 * LAMPORTS_PER_SOL)
+        .route(INFERENCE_PATH, test_route(PRICE))
+        .agent_budget(test_budget(PRICE))
 }
 
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new() -> Self {
-        let dir = std::env::temp_dir().join(format!("x402pp-e2e-{}", Id16::random()));
-        std::fs::create_dir_all(&dir).unwrap();
-        Self(dir)
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
-/// A localnet and our facilitator service on it, over HTTP.
-struct Chain {
-    localnet: Localnet,
-    rpc: Arc<RpcClient>,
-    network: Network,
-    facilitator_url: String,
-    fee_payer: Pubkey,
-    dir: TempDir,
-}
-
-/// Starts a localnet and `x402pp_facilitator::serve` on a free port. `network` overrides the
-/// CAIP-2 id our side announces (default: the localnet's own, from its genesis hash).
-async fn chain(network: Option<Network>) -> Chain {
-    let localnet = Localnet::start(LocalnetConfig::ephemeral()).await.unwrap();
-    let rpc = Arc::new(RpcClient::new_with_commitment(
-        localnet.rpc_url(),
-        CommitmentConfig::confirmed(),
-    ));
-    let network = match network {
-        Some(n) => n,
-        None => x402pp_solana::network_of(&rpc).await.unwrap(),
-    };
-    let fee_payer = Arc::new(Keypair::new());
-    localnet
-        .airdrop(&fee_payer.pubkey(), 10 * LAMPORTS)
+/// `node pay.mjs`: the official client pays `url` once; its JSON report.
+async fn official_client_pays(w: &World, url: &str, payer: &Keypair) -> Value {
+    let key_file = w
+        .key_file(payer, &format!("{}.json", payer.pubkey()))
         .unwrap();
-    let facilitator = Arc::new(ExactFacilitator::new(
-        rpc.clone(),
-        fee_payer.clone(),
-        FacilitatorConfig::new(network.clone()),
-    ));
-    let (addr, _task) = x402pp_facilitator::serve(
-        "127.0.0.1:0".parse().unwrap(),
-        x402pp_facilitator::AppState::new(facilitator, rpc.clone()),
+    let (ok, stdout, stderr) = run(
+        "node",
+        &[
+            "pay.mjs",
+            url,
+            &w.localnet.rpc_url(),
+            path_str(&key_file),
+            &w.localnet.usdc_mint().to_string(),
+            &PRICE.to_string(),
+            r#"{"prompt":"hello from @x402/fetch"}"#,
+        ],
+        60,
     )
-    .await
-    .unwrap();
-    Chain {
-        localnet,
-        rpc,
-        network,
-        facilitator_url: format!("http://{addr}"),
-        fee_payer: fee_payer.pubkey(),
-        dir: TempDir::new(),
-    }
-}
-
-impl Chain {
-    /// A wallet with SOL and `tokens` test USDC (its token account exists even for 0).
-    fn wallet(&self, tokens: u64) -> Arc<Keypair> {
-        let key = Arc::new(Keypair::new());
-        self.localnet.airdrop(&key.pubkey(), LAMPORTS).unwrap();
-        self.localnet.mint_to(&key.pubkey(), tokens).unwrap();
-        key
-    }
-
-    async fn tokens(&self, owner: &Pubkey) -> u64 {
-        let ata = token::associated_token_address(
-            owner,
-            &self.localnet.usdc_mint(),
-            &token::TOKEN_PROGRAM_ID,
-        );
-        let account = self.rpc.get_account(&ata).await.unwrap();
-        token::token_account_amount(&account.data).unwrap()
-    }
-
-    /// Writes a Solana CLI keypair file (JSON array of the 64-byte secret) for node to read.
-    fn key_file(&self, key: &Keypair) -> PathBuf {
-        let path = self.dir.0.join(format!("{}.json", key.pubkey()));
-        let bytes: Vec<u8> = key.to_bytes().to_vec();
-        std::fs::write(&path, serde_json::to_string(&bytes).unwrap()).unwrap();
-        path
-    }
-
-    /// Our reference provider (x402pp-server layer + inference app) using our facilitator over
-    /// HTTP; returns its base URL and key.
-    async fn provider(&self) -> (String, Arc<Keypair>) {
-        let provider_key = self.wallet(0);
-        let ledger_url = format!(
-            "sqlite://{}?mode=rwc",
-            self.dir.0.join("ledger.sqlite").display()
-        );
-        let ledger = Arc::new(Ledger::connect(&ledger_url).await.unwrap());
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let url = format!("http://{}", listener.local_addr().unwrap());
-        let route = RoutePrice {
-            min_deposit: 10 * PRICE,
-            ..RoutePrice::new(PRICE)
-        };
-        let config =
-            ServerConfig::new(self.network.clone(), self.localnet.usdc_mint(), url.clone())
-                .route(INFERENCE_PATH, route);
-        let provider = Provider::new(
-            config,
-            provider_key.clone(),
-            ledger,
-            self.rpc.clone(),
-            Some(Arc::new(HttpFacilitator::new(self.facilitator_url.clone()))),
-        )
-        .await
-        .unwrap();
-        let app = x402pp_provider::app(provider, AppOptions::default());
-        tokio::spawn(async move { axum::serve(listener, app).await });
-        (url, provider_key)
-    }
-
-    /// `node pay.mjs`: the official client pays `url` once; its JSON report.
-    async fn official_client_pays(&self, url: &str, payer: &Keypair) -> Value {
-        let key_file = self.key_file(payer);
-        let (ok, stdout, stderr) = run(
-            "node",
-            &[
-                "pay.mjs",
-                url,
-                &self.localnet.rpc_url(),
-                path_str(&key_file),
-                &self.localnet.usdc_mint().to_string(),
-                &PRICE.to_string(),
-                r#"{"prompt":"hello from @x402/fetch"}"#,
-            ],
-            60,
-        )
-        .await;
-        assert!(ok, "node pay.mjs failed:\n{stderr}\n{stdout}");
-        serde_json::from_str(stdout.trim())
-            .unwrap_or_else(|e| panic!("pay.mjs printed no JSON ({e}):\n{stdout}\n{stderr}"))
-    }
+    .await;
+    assert!(ok, "node pay.mjs failed:\n{stderr}\n{stdout}");
+    serde_json::from_str(stdout.trim())
+        .unwrap_or_else(|e| panic!("pay.mjs printed no JSON ({e}):\n{stdout}\n{stderr}"))
 }
 
 fn path_str(path: &Path) -> &str {
@@ -268,14 +144,16 @@ async fn the_official_x402_fetch_client_pays_our_providers_exact_route_and_gets_
         // `normalizeNetwork` throws "Unsupported SVM network" for any other), while its
         // `rpcUrl` option points it at any RPC: our side announces the devnet id on the
         // localnet (docs/interop.md).
-        let chain = chain(Some(Network::solana_devnet())).await;
-        let (url, provider_key) = chain.provider().await;
-        let payer = chain.wallet(PAYER_TOKENS);
-        let provider_before = chain.tokens(&provider_key.pubkey()).await;
+        let chain = world()
+            .network(Network::solana_devnet())
+            .start()
+            .await
+            .unwrap();
+        let (url, provider_key) = (chain.url(), chain.provider_key());
+        let payer = chain.wallet(PAYER_TOKENS).unwrap();
+        let provider_before = chain.tokens(&provider_key.pubkey()).await.unwrap();
 
-        let report = chain
-            .official_client_pays(&format!("{url}{INFERENCE_PATH}"), &payer)
-            .await;
+        let report = official_client_pays(&chain, &format!("{url}{INFERENCE_PATH}"), &payer).await;
 
         assert_challenge_parses(&report);
         // The client knows only `exact`: it skipped the `session` option and paid `exact`.
@@ -284,7 +162,10 @@ async fn the_official_x402_fetch_client_pays_our_providers_exact_route_and_gets_
         assert_eq!(accepted["scheme"], "exact", "{report}");
         assert_eq!(accepted["amount"], PRICE.to_string());
         assert_eq!(accepted["payTo"], provider_key.pubkey().to_string());
-        assert_eq!(accepted["extra"]["feePayer"], chain.fee_payer.to_string());
+        assert_eq!(
+            accepted["extra"]["feePayer"],
+            chain.fee_payer.pubkey().to_string()
+        );
 
         assert_eq!(report["status"], 200, "{report}");
         let body: Value = serde_json::from_str(report["body"].as_str().unwrap()).unwrap();
@@ -302,12 +183,12 @@ async fn the_official_x402_fetch_client_pays_our_providers_exact_route_and_gets_
         assert!(matches!(status, Some(Ok(()))), "{status:?}");
 
         assert_eq!(
-            chain.tokens(&payer.pubkey()).await,
+            chain.tokens(&payer.pubkey()).await.unwrap(),
             PAYER_TOKENS - PRICE,
             "the payer paid exactly the price"
         );
         assert_eq!(
-            chain.tokens(&provider_key.pubkey()).await,
+            chain.tokens(&provider_key.pubkey()).await.unwrap(),
             provider_before + PRICE,
             "the provider got exactly the price"
         );
@@ -321,12 +202,10 @@ async fn our_402_challenge_on_the_localnets_own_network_id_parses_with_x402_core
         return;
     }
     bounded(110, async {
-        let chain = chain(None).await;
-        let (url, provider_key) = chain.provider().await;
-        let payer = chain.wallet(PAYER_TOKENS);
-        let report = chain
-            .official_client_pays(&format!("{url}{INFERENCE_PATH}"), &payer)
-            .await;
+        let chain = world().start().await.unwrap();
+        let (url, provider_key) = (chain.url(), chain.provider_key());
+        let payer = chain.wallet(PAYER_TOKENS).unwrap();
+        let report = official_client_pays(&chain, &format!("{url}{INFERENCE_PATH}"), &payer).await;
         assert_challenge_parses(&report);
         assert_eq!(
             report["challenge"]["networks"],
@@ -336,8 +215,11 @@ async fn our_402_challenge_on_the_localnets_own_network_id_parses_with_x402_core
         // and nothing was served unpaid.
         if report["status"] == 200 {
             assert_eq!(report["paymentResponse"]["success"], true, "{report}");
-            assert_eq!(chain.tokens(&payer.pubkey()).await, PAYER_TOKENS - PRICE);
-            assert_eq!(chain.tokens(&provider_key.pubkey()).await, PRICE);
+            assert_eq!(
+                chain.tokens(&payer.pubkey()).await.unwrap(),
+                PAYER_TOKENS - PRICE
+            );
+            assert_eq!(chain.tokens(&provider_key.pubkey()).await.unwrap(), PRICE);
         } else {
             println!(
                 "NOTE: @x402/svm did not pay on the localnet's own network id {}: {}",
@@ -349,8 +231,8 @@ async fn our_402_challenge_on_the_localnets_own_network_id_parses_with_x402_core
                     .next()
                     .unwrap_or("")
             );
-            assert_eq!(chain.tokens(&payer.pubkey()).await, PAYER_TOKENS);
-            assert_eq!(chain.tokens(&provider_key.pubkey()).await, 0);
+            assert_eq!(chain.tokens(&payer.pubkey()).await.unwrap(), PAYER_TOKENS);
+            assert_eq!(chain.tokens(&provider_key.pubkey()).await.unwrap(), 0);
         }
     })
     .await;
@@ -362,11 +244,11 @@ struct NodeServer {
     _child: tokio::process::Child,
 }
 
-async fn official_server(chain: &Chain, pay_to: &Pubkey) -> NodeServer {
+async fn official_server(chain: &World, pay_to: &Pubkey) -> NodeServer {
     let mut child = tokio::process::Command::new("node")
         .args([
             "server.mjs",
-            &chain.facilitator_url,
+            &chain.facilitator_url(),
             &chain.network.to_string(),
             &chain.localnet.usdc_mint().to_string(),
             &pay_to.to_string(),
@@ -416,21 +298,12 @@ async fn our_rust_agent_pays_an_official_x402_express_server_that_settles_throug
         return;
     }
     bounded(110, async {
-        let chain = chain(None).await;
-        let pay_to = chain.wallet(0);
+        let chain = world().no_provider().start().await.unwrap();
+        let pay_to = chain.wallet(0).unwrap();
         let server = official_server(&chain, &pay_to.pubkey()).await;
 
-        let wallet = chain.wallet(PAYER_TOKENS);
-        let mut config = AgentConfig::new(
-            chain.localnet.rpc_url(),
-            wallet.clone(),
-            Budget {
-                max_price_per_request: PRICE,
-                max_deposit: 100 * PRICE,
-                max_latency_ms: 5_000,
-                min_uptime_bps: 9_000,
-            },
-        );
+        let wallet = chain.wallet(PAYER_TOKENS).unwrap();
+        let mut config = chain.agent_config_for(wallet.clone());
         config.prefer_session = false;
         let agent = Agent::new(config).await.unwrap();
 
@@ -442,7 +315,7 @@ async fn our_rust_agent_pays_an_official_x402_express_server_that_settles_throug
         let status = response.status();
         let header = response
             .headers()
-            .get("payment-response")
+            .get(x402pp_protocol::headers::PAYMENT_RESPONSE)
             .map(|v| v.to_str().unwrap().to_owned());
         let body = response.text().await.unwrap();
         assert_eq!(status, 200, "{body}");
@@ -461,8 +334,11 @@ async fn our_rust_agent_pays_an_official_x402_express_server_that_settles_throug
         assert_eq!(settlement["payer"], wallet.pubkey().to_string());
 
         assert_eq!(agent.stats().exact_requests, 1);
-        assert_eq!(chain.tokens(&wallet.pubkey()).await, PAYER_TOKENS - PRICE);
-        assert_eq!(chain.tokens(&pay_to.pubkey()).await, PRICE);
+        assert_eq!(
+            chain.tokens(&wallet.pubkey()).await.unwrap(),
+            PAYER_TOKENS - PRICE
+        );
+        assert_eq!(chain.tokens(&pay_to.pubkey()).await.unwrap(), PRICE);
     })
     .await;
 }

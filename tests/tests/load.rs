@@ -18,84 +18,35 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use serde_json::json;
-use solana_client::nonblocking::rpc_client::RpcClient;
-use solana_client::rpc_config::CommitmentConfig;
 use solana_sdk::pubkey::Pubkey;
-use solana_sdk::signature::{Keypair, Signer};
-use x402pp_client::{Agent, AgentConfig, Budget};
-use x402pp_localnet::{Localnet, LocalnetConfig};
-use x402pp_protocol::{headers, Amount, Hash32, Id16, Receipt, Voucher};
-use x402pp_provider::{AppOptions, INFERENCE_PATH};
-use x402pp_server::ledger::{ClaimStatus, Ledger, SettlementPolicy};
-use x402pp_server::settlement::{Settler, SettlerConfig, SettlerHandle};
-use x402pp_server::{Provider, RoutePrice, ServerConfig};
-use x402pp_solana::{escrow, token};
+use solana_sdk::signature::Signer;
+use x402pp_client::{Agent, Budget};
+use x402pp_protocol::{headers, Amount, Receipt, Voucher};
+use x402pp_provider::INFERENCE_PATH;
+use x402pp_server::ledger::{ClaimStatus, SettlementPolicy};
+use x402pp_server::settlement::SettlerConfig;
+use x402pp_server::RoutePrice;
+use x402pp_solana::escrow;
+use x402pp_testkit::support::stored_voucher_key;
+use x402pp_testkit::World;
 
 const PRICE: u64 = 1_000;
 /// Parallel copies of one voucher.
 const DUPLICATES: usize = 32;
 
-struct TempDir(std::path::PathBuf);
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
-struct World {
-    localnet: Localnet,
-    rpc: Arc<RpcClient>,
-    provider_key: Arc<Keypair>,
-    ledger: Arc<Ledger>,
-    settler: std::sync::Mutex<Option<SettlerHandle>>,
-    url: String,
-    dir: TempDir,
-}
-
+/// The reference provider (sessions only) with its settler claiming whatever is unclaimed
+/// about every second, while the load runs.
 async fn world() -> World {
-    let localnet = Localnet::start(LocalnetConfig::ephemeral()).await.unwrap();
-    let rpc = Arc::new(RpcClient::new_with_commitment(
-        localnet.rpc_url(),
-        CommitmentConfig::confirmed(),
-    ));
-    let network = x402pp_solana::network_of(&rpc).await.unwrap();
-    let provider_key = Arc::new(Keypair::new());
-    localnet
-        .airdrop(&provider_key.pubkey(), 1_000_000_000)
-        .unwrap();
-    localnet.mint_to(&provider_key.pubkey(), 0).unwrap();
-    let dir = std::env::temp_dir().join(format!("x402pp-load-{}", Id16::random()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let ledger_url = format!("sqlite://{}?mode=rwc", dir.join("ledger.sqlite").display());
-    let ledger = Arc::new(Ledger::connect(&ledger_url).await.unwrap());
-
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}", listener.local_addr().unwrap());
-    let route = RoutePrice {
-        min_deposit: PRICE,
-        exact: false,
-        ..RoutePrice::new(PRICE)
-    };
-    let config =
-        ServerConfig::new(network, localnet.usdc_mint(), url.clone()).route(INFERENCE_PATH, route);
-    let provider = Provider::new(
-        config,
-        provider_key.clone(),
-        ledger.clone(),
-        rpc.clone(),
-        None,
-    )
-    .await
-    .unwrap();
-    let app = x402pp_provider::app(provider, AppOptions::default());
-    tokio::spawn(async move { axum::serve(listener, app).await });
-    // Claims whatever is unclaimed about every second, while the load runs.
-    let settler = Settler::new(
-        ledger.clone(),
-        rpc.clone(),
-        provider_key.clone(),
-        SettlerConfig {
+    World::builder()
+        .route(
+            INFERENCE_PATH,
+            RoutePrice {
+                min_deposit: PRICE,
+                exact: false,
+                ..RoutePrice::new(PRICE)
+            },
+        )
+        .settler(SettlerConfig {
             policy: SettlementPolicy {
                 min_unclaimed: u64::MAX,
                 interval_secs: 1,
@@ -105,67 +56,33 @@ async fn world() -> World {
             backoff_initial: Duration::from_millis(200),
             backoff_max: Duration::from_secs(2),
             ..SettlerConfig::default()
-        },
-    )
-    .spawn();
-    World {
-        localnet,
-        rpc,
-        provider_key,
-        ledger,
-        settler: std::sync::Mutex::new(Some(settler)),
-        url,
-        dir: TempDir(dir),
-    }
+        })
+        .start()
+        .await
+        .unwrap()
 }
 
-impl World {
-    /// A funded wallet whose agent deposits `price × requests` once (no top-ups).
-    async fn agent(&self, requests: u64, store: Option<std::path::PathBuf>) -> Agent {
-        let wallet = Arc::new(Keypair::new());
-        self.localnet
-            .airdrop(&wallet.pubkey(), 1_000_000_000)
-            .unwrap();
-        self.localnet
-            .mint_to(&wallet.pubkey(), requests * PRICE)
-            .unwrap();
-        let budget = Budget {
-            max_price_per_request: PRICE,
-            max_deposit: requests * PRICE,
-            max_latency_ms: 5_000,
-            min_uptime_bps: 9_000,
-        };
-        let mut config = AgentConfig::new(self.localnet.rpc_url(), wallet, budget);
-        config.deposit_requests = requests;
-        config.store_path = store;
-        Agent::new(config).await.unwrap()
-    }
+/// A funded wallet whose agent deposits `price × requests` once (no top-ups).
+async fn agent(w: &World, requests: u64, store: Option<std::path::PathBuf>) -> Agent {
+    let wallet = w.wallet(requests * PRICE).unwrap();
+    let mut config = w.agent_config_for(wallet);
+    config.budget = Budget {
+        max_price_per_request: PRICE,
+        max_deposit: requests * PRICE,
+        max_latency_ms: 5_000,
+        min_uptime_bps: 9_000,
+    };
+    config.deposit_requests = requests;
+    config.store_path = store;
+    Agent::new(config).await.unwrap()
+}
 
-    fn inference(&self, client: &reqwest::Client, prompt: &str) -> reqwest::Request {
-        client
-            .post(format!("{}{INFERENCE_PATH}", self.url))
-            .json(&json!({ "prompt": prompt, "max_tokens": 2 }))
-            .build()
-            .unwrap()
-    }
-
-    async fn token_balance(&self, owner: &Pubkey) -> u64 {
-        let ata = token::associated_token_address(
-            owner,
-            &self.localnet.usdc_mint(),
-            &token::TOKEN_PROGRAM_ID,
-        );
-        match self
-            .rpc
-            .get_account_with_commitment(&ata, CommitmentConfig::confirmed())
-            .await
-            .unwrap()
-            .value
-        {
-            Some(account) => token::token_account_amount(&account.data).unwrap(),
-            None => 0,
-        }
-    }
+fn inference(w: &World, client: &reqwest::Client, prompt: &str) -> reqwest::Request {
+    client
+        .post(format!("{}{INFERENCE_PATH}", w.url()))
+        .json(&json!({ "prompt": prompt, "max_tokens": 2 }))
+        .build()
+        .unwrap()
 }
 
 fn env_size(name: &str, default: u64) -> u64 {
@@ -175,21 +92,13 @@ fn env_size(name: &str, default: u64) -> u64 {
         .unwrap_or(default)
 }
 
-/// The voucher key of `session` from the agent's store (`<address>.json`, `voucherSecret`).
-fn stored_voucher_key(store: &std::path::Path, session: &Pubkey) -> ed25519_dalek::SigningKey {
-    let text = std::fs::read_to_string(store.join(format!("{session}.json"))).unwrap();
-    let record: serde_json::Value = serde_json::from_str(&text).unwrap();
-    let secret: Hash32 = serde_json::from_value(record["voucherSecret"].clone()).unwrap();
-    ed25519_dalek::SigningKey::from_bytes(&secret.0)
-}
-
 /// One agent sending `requests` back to back; returns the statuses that were not 200 (or the
 /// transport errors), as text.
 async fn drive(world: Arc<World>, agent: Agent, index: usize, requests: u64) -> Vec<String> {
     let client = reqwest::Client::new();
     let mut errors = Vec::new();
     for i in 0..requests {
-        let request = world.inference(&client, &format!("agent {index} request {i}"));
+        let request = inference(&world, &client, &format!("agent {index} request {i}"));
         match agent.send(request).await {
             Ok(response) if response.status() == 200 => {
                 // Drain the body (already buffered by the agent).
@@ -211,7 +120,7 @@ async fn duplicate_voucher(world: Arc<World>, session: Pubkey, voucher: Voucher)
     let header = headers::encode(&voucher).unwrap();
     let mut tasks = tokio::task::JoinSet::new();
     for copy in 0..DUPLICATES {
-        let url = format!("{}{INFERENCE_PATH}", world.url);
+        let url = format!("{}{INFERENCE_PATH}", world.url());
         let header = header.clone();
         tasks.spawn(async move {
             // One client each: its own connection.
@@ -239,14 +148,14 @@ async fn load(agents: usize, requests: u64) {
     // The agents and their wallets are made before the clock starts.
     let mut all = Vec::with_capacity(agents);
     for _ in 0..agents {
-        all.push(w.agent(requests, None).await);
+        all.push(agent(&w, requests, None).await);
     }
     // The witness: a session opened by an agent with a store, whose next voucher is then sent
     // on many connections at once while the load runs.
-    let store = w.dir.0.join("witness");
-    let witness = w.agent(2, Some(store.clone())).await;
+    let store = w.dir.path().join("witness");
+    let witness = agent(&w, 2, Some(store.clone())).await;
     let first = witness
-        .send(w.inference(&reqwest::Client::new(), "witness"))
+        .send(inference(&w, &reqwest::Client::new(), "witness"))
         .await
         .unwrap();
     assert_eq!(first.status(), 200);
@@ -255,7 +164,7 @@ async fn load(agents: usize, requests: u64) {
         x402pp_protocol::Pubkey(witness_session.to_bytes()),
         2,
         Amount(2 * PRICE),
-        &stored_voucher_key(&store, &witness_session),
+        &stored_voucher_key(&store, &witness_session).unwrap(),
     );
 
     let w = Arc::new(w);
@@ -326,6 +235,7 @@ async fn load(agents: usize, requests: u64) {
         let charged: u64 = receipts.iter().map(|r| r.body.amount_charged.0).sum();
         assert_eq!(charged, PRICE * requests);
         let record = w
+            .provider()
             .ledger
             .session(&session.to_bytes())
             .await
@@ -339,6 +249,7 @@ async fn load(agents: usize, requests: u64) {
         sessions.push((session, record.accepted));
     }
     let record = w
+        .provider()
         .ledger
         .session(&witness_session.to_bytes())
         .await
@@ -375,8 +286,7 @@ async fn load(agents: usize, requests: u64) {
         pending = still;
     }
     let settle_wait = settle_started.elapsed();
-    let settler = w.settler.lock().unwrap().take().unwrap();
-    settler.shutdown().await;
+    w.provider().stop_settler().await;
     let mut sum = 0;
     let mut claims = 0;
     for (session, accepted) in &sessions {
@@ -389,7 +299,12 @@ async fn load(agents: usize, requests: u64) {
             account.deposit, *accepted,
             "deposit = price × n, all claimed"
         );
-        let rows = w.ledger.claims(&session.to_bytes()).await.unwrap();
+        let rows = w
+            .provider()
+            .ledger
+            .claims(&session.to_bytes())
+            .await
+            .unwrap();
         assert!(rows.iter().all(|c| c.status != ClaimStatus::Pending));
         claims += rows
             .iter()
@@ -397,7 +312,7 @@ async fn load(agents: usize, requests: u64) {
             .count();
         sum += accepted;
     }
-    assert_eq!(w.token_balance(&w.provider_key.pubkey()).await, sum);
+    assert_eq!(w.tokens(&w.provider_key().pubkey()).await.unwrap(), sum);
     eprintln!(
         "load: settled sum={sum} over {} sessions with {claims} confirmed claims; \
          last claims landed {:.1}s after the load",

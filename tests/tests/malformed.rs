@@ -14,164 +14,50 @@
 #![allow(clippy::unwrap_used, clippy::arithmetic_side_effects)] // tests
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
-use std::sync::Arc;
 use std::time::Duration;
 
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine as _;
 use serde_json::{json, Value};
-use solana_client::nonblocking::rpc_client::RpcClient;
-use solana_client::rpc_config::CommitmentConfig;
-use solana_sdk::pubkey::Pubkey;
-use solana_sdk::signature::{Keypair, Signer};
+use solana_sdk::signature::Signer;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
-use x402pp_client::{Agent, AgentConfig, Budget};
-use x402pp_localnet::{Localnet, LocalnetConfig};
-use x402pp_protocol::{Id16, Network};
-use x402pp_provider::{AppOptions, INFERENCE_PATH};
-use x402pp_server::ledger::Ledger;
-use x402pp_server::{HttpFacilitator, Provider, RoutePrice, ServerConfig};
-use x402pp_solana::exact::facilitator::{ExactFacilitator, FacilitatorConfig};
+use x402pp_client::{Agent, Budget};
+use x402pp_protocol::Id16;
+use x402pp_provider::INFERENCE_PATH;
+use x402pp_testkit::support::bounded;
+use x402pp_testkit::{test_budget, test_route, Facilitator, World, LAMPORTS_PER_SOL};
 
 const PRICE: u64 = 1_000;
-const LAMPORTS: u64 = 1_000_000_000;
 const KIB: usize = 1024;
 /// Random hostile headers sent to the live provider after the fixed corpus.
 const LIVE_FUZZ_CASES: u32 = 500;
 
-async fn bounded<F: std::future::Future<Output = ()>>(secs: u64, f: F) {
-    tokio::time::timeout(Duration::from_secs(secs), f)
-        .await
-        .unwrap_or_else(|_| panic!("the test took more than {secs} s"));
-}
-
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new() -> Self {
-        let dir = std::env::temp_dir().join(format!("x402pp-malformed-{}", Id16::random()));
-        std::fs::create_dir_all(&dir).unwrap();
-        Self(dir)
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
-/// A localnet, our facilitator over HTTP, and our reference provider using it.
-struct World {
-    localnet: Localnet,
-    facilitator: SocketAddr,
-    provider: SocketAddr,
-    fee_payer: Pubkey,
-    provider_key: Pubkey,
-    network: Network,
-    _dir: TempDir,
-}
-
+/// A localnet, our facilitator over HTTP, and our reference provider using it, served as the
+/// binary serves it (the per-IP limit reads the peer address).
 async fn world() -> World {
-    let localnet = Localnet::start(LocalnetConfig::ephemeral()).await.unwrap();
-    let rpc = Arc::new(RpcClient::new_with_commitment(
-        localnet.rpc_url(),
-        CommitmentConfig::confirmed(),
-    ));
-    let network = x402pp_solana::network_of(&rpc).await.unwrap();
-    let fee_payer = Arc::new(Keypair::new());
-    localnet
-        .airdrop(&fee_payer.pubkey(), 10 * LAMPORTS)
-        .unwrap();
-    let exact = Arc::new(ExactFacilitator::new(
-        rpc.clone(),
-        fee_payer.clone(),
-        FacilitatorConfig::new(network.clone()),
-    ));
-    let (facilitator, _task) = x402pp_facilitator::serve(
-        "127.0.0.1:0".parse().unwrap(),
-        x402pp_facilitator::AppState::new(exact, rpc.clone()),
-    )
-    .await
-    .unwrap();
-
-    let dir = TempDir::new();
-    let provider_key = Arc::new(Keypair::new());
-    localnet.airdrop(&provider_key.pubkey(), LAMPORTS).unwrap();
-    localnet.mint_to(&provider_key.pubkey(), 0).unwrap();
-    let ledger_url = format!(
-        "sqlite://{}?mode=rwc",
-        dir.0.join("ledger.sqlite").display()
-    );
-    let ledger = Arc::new(Ledger::connect(&ledger_url).await.unwrap());
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let provider = listener.local_addr().unwrap();
-    let config = ServerConfig::new(
-        network.clone(),
-        localnet.usdc_mint(),
-        format!("http://{provider}"),
-    )
-    .route(
-        INFERENCE_PATH,
-        RoutePrice {
-            min_deposit: 10 * PRICE,
-            ..RoutePrice::new(PRICE)
-        },
-    );
-    let server = Provider::new(
-        config,
-        provider_key.clone(),
-        ledger,
-        rpc.clone(),
-        Some(Arc::new(HttpFacilitator::new(format!(
-            "http://{facilitator}"
-        )))),
-    )
-    .await
-    .unwrap();
-    let app = x402pp_provider::app(server, AppOptions::default());
-    // As the provider binary serves it (the per-IP limit reads the peer address).
-    tokio::spawn(async move {
-        axum::serve(
-            listener,
-            app.into_make_service_with_connect_info::<SocketAddr>(),
-        )
+    World::builder()
+        .facilitator(Facilitator::Http)
+        .fee_payer_lamports(10 * LAMPORTS_PER_SOL)
+        .route(INFERENCE_PATH, test_route(PRICE))
+        .peer_addresses()
+        .agent_budget(Budget {
+            min_uptime_bps: 0,
+            ..test_budget(PRICE)
+        })
+        .start()
         .await
-    });
-    World {
-        localnet,
-        facilitator,
-        provider,
-        fee_payer: fee_payer.pubkey(),
-        provider_key: provider_key.pubkey(),
-        network,
-        _dir: dir,
-    }
+        .unwrap()
 }
 
 /// An agent with funds, paying with sessions.
 async fn agent(world: &World) -> Agent {
-    let wallet = Arc::new(Keypair::new());
-    world.localnet.airdrop(&wallet.pubkey(), LAMPORTS).unwrap();
-    world.localnet.mint_to(&wallet.pubkey(), 1_000_000).unwrap();
-    let config = AgentConfig::new(
-        world.localnet.rpc_url(),
-        wallet,
-        Budget {
-            max_price_per_request: PRICE,
-            max_deposit: 100 * PRICE,
-            max_latency_ms: 5_000,
-            min_uptime_bps: 0,
-        },
-    );
-    Agent::new(config).await.unwrap()
+    world.agent().await.unwrap()
 }
 
 async fn paid_request(world: &World, agent: &Agent, prompt: &str) -> (u16, String) {
     let request = reqwest::Client::new()
-        .post(format!("http://{}{INFERENCE_PATH}", world.provider))
+        .post(format!("http://{}{INFERENCE_PATH}", world.provider().addr))
         .header("content-type", "application/json")
         .body(json!({ "prompt": prompt }).to_string())
         .build()
@@ -446,9 +332,9 @@ fn requirements_json(world: &World) -> Value {
         "network": world.network,
         "amount": PRICE.to_string(),
         "asset": world.localnet.usdc_mint().to_string(),
-        "payTo": world.provider_key.to_string(),
+        "payTo": world.provider_key().pubkey().to_string(),
         "maxTimeoutSeconds": 60,
-        "extra": {"feePayer": world.fee_payer.to_string()},
+        "extra": {"feePayer": world.fee_payer.pubkey().to_string()},
     })
 }
 
@@ -773,8 +659,8 @@ fn corpus(world: &World, session: &str) -> Corpus {
     // vault-less void), and a voucher that matches them.
     for account in [
         world.localnet.usdc_mint().to_string(),
-        world.provider_key.to_string(),
-        world.fee_payer.to_string(),
+        world.provider_key().pubkey().to_string(),
+        world.fee_payer.pubkey().to_string(),
         "11111111111111111111111111111111".to_owned(),
         x402pp_solana::escrow::PROGRAM_ID.to_string(),
         x402pp_solana::token::TOKEN_PROGRAM_ID.to_string(),
@@ -1309,7 +1195,7 @@ fn fuzz_live_headers(world: &World, session: &str, cases: u32) -> u32 {
                 ));
             }
             let raw = http("POST", INFERENCE_PATH, &headers, br#"{"prompt":"hi"}"#);
-            let answer = handle.block_on(send(world.provider, raw));
+            let answer = handle.block_on(send(world.provider().addr, raw));
             let answer = answer.ok_or_else(|| {
                 TestCaseError::fail(format!("{name} {pointer} = {with}: connection closed"))
             })?;
@@ -1375,8 +1261,8 @@ async fn every_malformed_request_gets_a_json_4xx_and_the_services_keep_serving()
         for case in &corpus.cases {
             *by_category.entry(case.category).or_default() += 1;
             let addr = match case.target {
-                Target::Provider => world.provider,
-                Target::Facilitator => world.facilitator,
+                Target::Provider => world.provider().addr,
+                Target::Facilitator => world.facilitator_addr(),
             };
             let answer = send(addr, case.raw.clone()).await;
             let verdict = match (&answer, case.allow) {
@@ -1445,7 +1331,7 @@ async fn every_malformed_request_gets_a_json_4xx_and_the_services_keep_serving()
         );
 
         // Both services still serve, and the session still pays.
-        for addr in [world.provider, world.facilitator] {
+        for addr in [world.provider().addr, world.facilitator_addr()] {
             let answer = send(addr, http("GET", "/health", &[], b"")).await.unwrap();
             assert_eq!(answer.status, 200, "{}", preview(&answer.body));
         }

@@ -3,7 +3,6 @@
 //! disputes, reclaim, and the reqwest-middleware client.
 #![allow(clippy::unwrap_used, clippy::arithmetic_side_effects)] // tests
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use axum::body::Bytes;
@@ -12,154 +11,42 @@ use axum::http::{HeaderMap, Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use axum::Router;
 use serde_json::json;
-use solana_client::nonblocking::rpc_client::RpcClient;
-use solana_client::rpc_config::CommitmentConfig;
-use solana_sdk::pubkey::Pubkey;
-use solana_sdk::signature::{Keypair, Signer};
-use x402pp_client::{Agent, AgentConfig, Budget, ClientError, DisputePolicy, SessionState};
-use x402pp_localnet::{Localnet, LocalnetConfig};
-use x402pp_protocol::{headers, Id16, OfferSla, Receipt, UptimePercent};
+use solana_sdk::signature::Signer;
+use x402pp_client::{Agent, ClientError, DisputePolicy, SessionState};
+use x402pp_protocol::{headers, OfferSla, Receipt, UptimePercent};
 use x402pp_provider::{AppOptions, InferenceResponse, INFERENCE_PATH};
-use x402pp_server::ledger::{Ledger, SettlementPolicy};
-use x402pp_server::settlement::{Settler, SettlerConfig};
-use x402pp_server::{Provider, RoutePrice, ServerConfig};
+use x402pp_server::ledger::SettlementPolicy;
+use x402pp_server::settlement::SettlerConfig;
+use x402pp_server::RoutePrice;
 use x402pp_solana::escrow;
-use x402pp_solana::exact::facilitator::{ExactFacilitator, FacilitatorConfig};
-use x402pp_solana::token;
+use x402pp_testkit::{test_budget, test_route, Facilitator, World};
 
 const PRICE: u64 = 1_000;
 const AGENT_TOKENS: u64 = 1_000_000;
 
-struct TempDir(std::path::PathBuf);
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
-struct World {
-    localnet: Localnet,
-    rpc: Arc<RpcClient>,
-    provider_key: Arc<Keypair>,
-    ledger: Arc<Ledger>,
-    /// Base URL of the provider.
-    url: String,
-    _dir: TempDir,
-}
-
-fn route() -> RoutePrice {
-    RoutePrice {
-        min_deposit: 10 * PRICE,
-        ..RoutePrice::new(PRICE)
-    }
-}
-
+/// The reference app (honouring `delay_ms`) priced at `route`, an in-process facilitator, and
+/// agents funded with `AGENT_TOKENS` paying 10 requests per deposit.
 async fn world(route: RoutePrice) -> World {
-    let localnet = Localnet::start(LocalnetConfig::ephemeral()).await.unwrap();
-    let rpc = Arc::new(RpcClient::new_with_commitment(
-        localnet.rpc_url(),
-        CommitmentConfig::confirmed(),
-    ));
-    let network = x402pp_solana::network_of(&rpc).await.unwrap();
-    let provider_key = Arc::new(Keypair::new());
-    localnet
-        .airdrop(&provider_key.pubkey(), 1_000_000_000)
-        .unwrap();
-    localnet.mint_to(&provider_key.pubkey(), 0).unwrap();
-    let fee_payer = Arc::new(Keypair::new());
-    localnet
-        .airdrop(&fee_payer.pubkey(), 1_000_000_000)
-        .unwrap();
-    let dir = std::env::temp_dir().join(format!("x402pp-client-{}", Id16::random()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let ledger_url = format!("sqlite://{}?mode=rwc", dir.join("ledger.sqlite").display());
-    let ledger = Arc::new(Ledger::connect(&ledger_url).await.unwrap());
-
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}", listener.local_addr().unwrap());
-    let config = ServerConfig::new(network.clone(), localnet.usdc_mint(), url.clone())
-        .route(INFERENCE_PATH, route);
-    let facilitator = Arc::new(ExactFacilitator::new(
-        rpc.clone(),
-        fee_payer,
-        FacilitatorConfig::new(network),
-    ));
-    let provider = Provider::new(
-        config,
-        provider_key.clone(),
-        ledger.clone(),
-        rpc.clone(),
-        Some(facilitator),
-    )
-    .await
-    .unwrap();
-    let app = x402pp_provider::app(
-        provider,
-        AppOptions {
+    World::builder()
+        .route(INFERENCE_PATH, route)
+        .reference_app(AppOptions {
             allow_injected_latency: true,
-        },
-    );
-    tokio::spawn(async move { axum::serve(listener, app).await });
-    World {
-        localnet,
-        rpc,
-        provider_key,
-        ledger,
-        url,
-        _dir: TempDir(dir),
-    }
+        })
+        .facilitator(Facilitator::InProcess)
+        .agent_tokens(AGENT_TOKENS)
+        .agent_budget(test_budget(PRICE))
+        .agent_deposit_requests(10)
+        .start()
+        .await
+        .unwrap()
 }
 
-impl World {
-    fn budget(&self) -> Budget {
-        Budget {
-            max_price_per_request: PRICE,
-            max_deposit: 100 * PRICE,
-            max_latency_ms: 5_000,
-            min_uptime_bps: 9_000,
-        }
-    }
-
-    /// A funded wallet and its agent configuration (10 requests per deposit).
-    fn config(&self) -> AgentConfig {
-        let wallet = Arc::new(Keypair::new());
-        self.localnet
-            .airdrop(&wallet.pubkey(), 1_000_000_000)
-            .unwrap();
-        self.localnet
-            .mint_to(&wallet.pubkey(), AGENT_TOKENS)
-            .unwrap();
-        let mut config = AgentConfig::new(self.localnet.rpc_url(), wallet, self.budget());
-        config.deposit_requests = 10;
-        config
-    }
-
-    fn inference(&self, url: &str, prompt: &str, delay_ms: u64) -> reqwest::Request {
-        reqwest::Client::new()
-            .post(format!("{url}{INFERENCE_PATH}"))
-            .json(&json!({ "prompt": prompt, "max_tokens": 4, "delay_ms": delay_ms }))
-            .build()
-            .unwrap()
-    }
-
-    async fn token_balance(&self, owner: &Pubkey) -> u64 {
-        let ata = token::associated_token_address(
-            owner,
-            &self.localnet.usdc_mint(),
-            &token::TOKEN_PROGRAM_ID,
-        );
-        match self
-            .rpc
-            .get_account_with_commitment(&ata, CommitmentConfig::confirmed())
-            .await
-            .unwrap()
-            .value
-        {
-            Some(account) => token::token_account_amount(&account.data).unwrap(),
-            None => 0,
-        }
-    }
+fn inference(url: &str, prompt: &str, delay_ms: u64) -> reqwest::Request {
+    reqwest::Client::new()
+        .post(format!("{url}{INFERENCE_PATH}"))
+        .json(&json!({ "prompt": prompt, "max_tokens": 4, "delay_ms": delay_ms }))
+        .build()
+        .unwrap()
 }
 
 async fn ok_json(response: reqwest::Response) -> InferenceResponse {
@@ -169,14 +56,14 @@ async fn ok_json(response: reqwest::Response) -> InferenceResponse {
 
 #[tokio::test]
 async fn a_session_pays_many_requests_with_one_open_transaction_and_verified_receipts() {
-    let w = world(route()).await;
-    let config = w.config();
+    let w = world(test_route(PRICE)).await;
+    let config = w.agent_config().unwrap();
     let wallet = config.keypair.pubkey();
     let agent = Agent::new(config).await.unwrap();
     for i in 0..6 {
         let answer = ok_json(
             agent
-                .send(w.inference(&w.url, &format!("prompt {i}"), 0))
+                .send(inference(w.url(), &format!("prompt {i}"), 0))
                 .await
                 .unwrap(),
         )
@@ -197,7 +84,7 @@ async fn a_session_pays_many_requests_with_one_open_transaction_and_verified_rec
     assert_eq!(session.state, SessionState::Open);
     assert_eq!((session.seq, session.accepted), (6, 6 * PRICE));
     assert_eq!(session.deposit, 10 * PRICE);
-    assert_eq!(session.provider, w.provider_key.pubkey());
+    assert_eq!(session.provider, w.provider_key().pubkey());
     assert_eq!(session.uptime_bps(), 10_000);
     let receipts = agent.receipts(&session.address);
     assert_eq!(receipts.len(), 6);
@@ -208,9 +95,10 @@ async fn a_session_pays_many_requests_with_one_open_transaction_and_verified_rec
         .unwrap()
         .unwrap();
     assert_eq!((account.agent, account.deposit), (wallet, 10 * PRICE));
-    assert_eq!(w.token_balance(&wallet).await, AGENT_TOKENS - 10 * PRICE);
+    assert_eq!(w.tokens(&wallet).await.unwrap(), AGENT_TOKENS - 10 * PRICE);
     // The provider's ledger agrees.
     let stored = w
+        .provider()
         .ledger
         .receipts(&session.address.to_bytes(), 0, 100)
         .await
@@ -225,14 +113,14 @@ async fn the_deposit_is_topped_up_when_it_runs_low_and_requests_continue() {
         ..RoutePrice::new(PRICE)
     })
     .await;
-    let mut config = w.config();
+    let mut config = w.agent_config().unwrap();
     config.deposit_requests = 2;
     config.budget.max_deposit = 2 * PRICE;
     let agent = Agent::new(config).await.unwrap();
     for i in 0..5 {
         ok_json(
             agent
-                .send(w.inference(&w.url, &format!("p{i}"), 0))
+                .send(inference(w.url(), &format!("p{i}"), 0))
                 .await
                 .unwrap(),
         )
@@ -259,25 +147,25 @@ async fn the_deposit_is_topped_up_when_it_runs_low_and_requests_continue() {
 #[tokio::test]
 async fn without_sessions_the_agent_pays_exact_and_the_provider_balance_rises_by_the_price_per_request(
 ) {
-    let w = world(route()).await;
-    let mut config = w.config();
+    let w = world(test_route(PRICE)).await;
+    let mut config = w.agent_config().unwrap();
     config.prefer_session = false;
     let wallet = config.keypair.pubkey();
     let agent = Agent::new(config).await.unwrap();
-    let before = w.token_balance(&w.provider_key.pubkey()).await;
+    let before = w.tokens(&w.provider_key().pubkey()).await.unwrap();
     for i in 0..3 {
         let response = agent
-            .send(w.inference(&w.url, &format!("x{i}"), 0))
+            .send(inference(w.url(), &format!("x{i}"), 0))
             .await
             .unwrap();
         assert!(response.headers().contains_key(headers::PAYMENT_RESPONSE));
         ok_json(response).await;
     }
     assert_eq!(
-        w.token_balance(&w.provider_key.pubkey()).await,
+        w.tokens(&w.provider_key().pubkey()).await.unwrap(),
         before + 3 * PRICE
     );
-    assert_eq!(w.token_balance(&wallet).await, AGENT_TOKENS - 3 * PRICE);
+    assert_eq!(w.tokens(&wallet).await.unwrap(), AGENT_TOKENS - 3 * PRICE);
     let stats = agent.stats();
     assert_eq!((stats.exact_requests, stats.session_requests), (3, 0));
     assert_eq!(
@@ -289,35 +177,35 @@ async fn without_sessions_the_agent_pays_exact_and_the_provider_balance_rises_by
 
 #[tokio::test]
 async fn an_offer_over_budget_is_refused_and_nothing_is_paid() {
-    let w = world(route()).await;
-    let mut config = w.config();
+    let w = world(test_route(PRICE)).await;
+    let mut config = w.agent_config().unwrap();
     config.budget.max_price_per_request = PRICE - 1;
     let wallet = config.keypair.pubkey();
     let agent = Agent::new(config).await.unwrap();
-    let provider_before = w.token_balance(&w.provider_key.pubkey()).await;
+    let provider_before = w.tokens(&w.provider_key().pubkey()).await.unwrap();
     let error = agent
-        .send(w.inference(&w.url, "too dear", 0))
+        .send(inference(w.url(), "too dear", 0))
         .await
         .unwrap_err();
     assert!(matches!(error, ClientError::BudgetExceeded(_)), "{error}");
     assert_eq!(agent.stats().transactions, 0);
     assert_eq!(agent.stats().exact_requests, 0);
     assert!(agent.sessions().is_empty());
-    assert_eq!(w.token_balance(&wallet).await, AGENT_TOKENS);
+    assert_eq!(w.tokens(&wallet).await.unwrap(), AGENT_TOKENS);
     assert_eq!(
-        w.token_balance(&w.provider_key.pubkey()).await,
+        w.tokens(&w.provider_key().pubkey()).await.unwrap(),
         provider_before
     );
 
     // A minimum deposit above the budget is refused the same way (and exact is not a way
     // around it when sessions are wanted but exact costs too much).
-    let mut config = w.config();
+    let mut config = w.agent_config().unwrap();
     config.budget.max_deposit = PRICE;
     let agent = Agent::new(config).await.unwrap();
     // min_deposit (10 × price) > max_deposit: no session, but exact at PRICE is within budget.
     ok_json(
         agent
-            .send(w.inference(&w.url, "exact instead", 0))
+            .send(inference(w.url(), "exact instead", 0))
             .await
             .unwrap(),
     )
@@ -382,17 +270,17 @@ async fn tamper(
 
 #[tokio::test]
 async fn a_forged_receipt_is_detected_and_the_session_abandoned() {
-    let w = world(route()).await;
+    let w = world(test_route(PRICE)).await;
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let proxy = format!("http://{}", listener.local_addr().unwrap());
     let app = Router::new()
         .fallback(tamper)
-        .with_state((w.url.clone(), Tamper::Latency));
+        .with_state((w.url().to_owned(), Tamper::Latency));
     tokio::spawn(async move { axum::serve(listener, app).await });
 
-    let agent = Agent::new(w.config()).await.unwrap();
+    let agent = Agent::new(w.agent_config().unwrap()).await.unwrap();
     let error = agent
-        .send(w.inference(&proxy, "forged", 0))
+        .send(inference(&proxy, "forged", 0))
         .await
         .unwrap_err();
     assert!(matches!(error, ClientError::ReceiptInvalid(_)), "{error}");
@@ -404,17 +292,17 @@ async fn a_forged_receipt_is_detected_and_the_session_abandoned() {
 
 #[tokio::test]
 async fn a_receipt_that_charges_for_an_error_answer_is_refused() {
-    let w = world(route()).await;
+    let w = world(test_route(PRICE)).await;
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let proxy = format!("http://{}", listener.local_addr().unwrap());
     let app = Router::new()
         .fallback(tamper)
-        .with_state((w.url.clone(), Tamper::Status));
+        .with_state((w.url().to_owned(), Tamper::Status));
     tokio::spawn(async move { axum::serve(listener, app).await });
 
-    let agent = Agent::new(w.config()).await.unwrap();
+    let agent = Agent::new(w.agent_config().unwrap()).await.unwrap();
     let error = agent
-        .send(w.inference(&proxy, "charged error", 0))
+        .send(inference(&proxy, "charged error", 0))
         .await
         .unwrap_err();
     assert!(
@@ -429,23 +317,22 @@ async fn a_slow_request_is_a_breach_that_the_automatic_policy_disputes_on_chain(
     const MAX_LATENCY_MS: u32 = 200;
     const PENALTY_BPS: u16 = 5_000;
     let w = world(RoutePrice {
-        min_deposit: 10 * PRICE,
         sla: OfferSla {
             max_latency_ms: MAX_LATENCY_MS,
             min_uptime_percent: UptimePercent::from_bps(9_900).unwrap(),
             latency_penalty_bps: PENALTY_BPS,
         },
-        ..RoutePrice::new(PRICE)
+        ..test_route(PRICE)
     })
     .await;
-    let config = w.config();
+    let config = w.agent_config().unwrap();
     assert_eq!(config.dispute_policy, DisputePolicy::Automatic);
     let wallet = config.keypair.pubkey();
     let agent = Agent::new(config).await.unwrap();
-    ok_json(agent.send(w.inference(&w.url, "fast", 0)).await.unwrap()).await;
-    let before = w.token_balance(&wallet).await;
+    ok_json(agent.send(inference(w.url(), "fast", 0)).await.unwrap()).await;
+    let before = w.tokens(&wallet).await.unwrap();
     let slow = agent
-        .send(w.inference(&w.url, "slow", u64::from(MAX_LATENCY_MS) + 300))
+        .send(inference(w.url(), "slow", u64::from(MAX_LATENCY_MS) + 300))
         .await
         .unwrap();
     let receipt: Receipt = headers::decode(
@@ -457,7 +344,7 @@ async fn a_slow_request_is_a_breach_that_the_automatic_policy_disputes_on_chain(
     ok_json(slow).await;
 
     let penalty = PRICE * u64::from(PENALTY_BPS) / 10_000;
-    assert_eq!(w.token_balance(&wallet).await, before + penalty);
+    assert_eq!(w.tokens(&wallet).await.unwrap(), before + penalty);
     let session = agent.sessions()[0].clone();
     let dispute = escrow::fetch_dispute(&w.rpc, &escrow::dispute_address(&session.address, 2))
         .await
@@ -471,26 +358,25 @@ async fn a_slow_request_is_a_breach_that_the_automatic_policy_disputes_on_chain(
     assert_eq!((session.breaches, session.disputed), (1, 1));
     // Nothing is left to dispute; the session goes on with the refund counted.
     assert!(agent.dispute_breaches().await.unwrap().is_empty());
-    ok_json(agent.send(w.inference(&w.url, "after", 0)).await.unwrap()).await;
+    ok_json(agent.send(inference(w.url(), "after", 0)).await.unwrap()).await;
     assert_eq!(agent.sessions()[0].refunded, penalty);
 }
 
 #[tokio::test]
 async fn the_manual_policy_records_breaches_until_dispute_breaches_is_called() {
     let w = world(RoutePrice {
-        min_deposit: 10 * PRICE,
         sla: OfferSla {
             max_latency_ms: 100,
             min_uptime_percent: UptimePercent::from_bps(9_900).unwrap(),
             latency_penalty_bps: 10_000,
         },
-        ..RoutePrice::new(PRICE)
+        ..test_route(PRICE)
     })
     .await;
-    let mut config = w.config();
+    let mut config = w.agent_config().unwrap();
     config.dispute_policy = DisputePolicy::Manual;
     let agent = Agent::new(config).await.unwrap();
-    ok_json(agent.send(w.inference(&w.url, "slow", 300)).await.unwrap()).await;
+    ok_json(agent.send(inference(w.url(), "slow", 300)).await.unwrap()).await;
     assert_eq!(agent.stats().sla_breaches, 1);
     assert_eq!(agent.stats().disputes, 0);
     let outcomes = agent.dispute_breaches().await.unwrap();
@@ -502,19 +388,18 @@ async fn the_manual_policy_records_breaches_until_dispute_breaches_is_called() {
 #[tokio::test]
 async fn reclaim_after_expiry_and_grace_returns_the_remainder() {
     let w = world(RoutePrice {
-        min_deposit: 10 * PRICE,
         session_ttl_secs: 60,
         grace_secs: 30,
-        ..RoutePrice::new(PRICE)
+        ..test_route(PRICE)
     })
     .await;
-    let config = w.config();
+    let config = w.agent_config().unwrap();
     let wallet = config.keypair.pubkey();
     let agent = Agent::new(config).await.unwrap();
     for i in 0..3 {
         ok_json(
             agent
-                .send(w.inference(&w.url, &format!("r{i}"), 0))
+                .send(inference(w.url(), &format!("r{i}"), 0))
                 .await
                 .unwrap(),
         )
@@ -522,19 +407,14 @@ async fn reclaim_after_expiry_and_grace_returns_the_remainder() {
     }
     let session = agent.sessions()[0].address;
     // The provider claims what the vouchers allow.
-    let settler = Settler::new(
-        w.ledger.clone(),
-        w.rpc.clone(),
-        w.provider_key.clone(),
-        SettlerConfig {
-            policy: SettlementPolicy {
-                min_unclaimed: 1,
-                interval_secs: 0,
-                deadline_margin_secs: 0,
-            },
-            ..SettlerConfig::default()
+    let settler = w.settler(SettlerConfig {
+        policy: SettlementPolicy {
+            min_unclaimed: 1,
+            interval_secs: 0,
+            deadline_margin_secs: 0,
         },
-    );
+        ..SettlerConfig::default()
+    });
     settler
         .settle_once(w.localnet.unix_timestamp())
         .await
@@ -549,12 +429,12 @@ async fn reclaim_after_expiry_and_grace_returns_the_remainder() {
     let early = agent.reclaim(&session).await.unwrap_err();
     assert!(matches!(early, ClientError::Chain(_)), "{early}");
 
-    let before = w.token_balance(&wallet).await;
+    let before = w.tokens(&wallet).await.unwrap();
     w.localnet.advance_clock(60 + 30 + 5).unwrap();
     tokio::time::sleep(Duration::from_millis(50)).await;
     agent.reclaim(&session).await.unwrap();
     assert_eq!(
-        w.token_balance(&wallet).await,
+        w.tokens(&wallet).await.unwrap(),
         before + 10 * PRICE - 3 * PRICE
     );
     assert!(escrow::fetch_session(&w.rpc, &session)
@@ -567,12 +447,12 @@ async fn reclaim_after_expiry_and_grace_returns_the_remainder() {
 
 #[tokio::test]
 async fn the_reqwest_middleware_client_pays_transparently() {
-    let w = world(route()).await;
-    let agent = Agent::new(w.config()).await.unwrap();
+    let w = world(test_route(PRICE)).await;
+    let agent = Agent::new(w.agent_config().unwrap()).await.unwrap();
     let client = agent.client();
     for i in 0..3 {
         let response = client
-            .post(format!("{}{INFERENCE_PATH}", w.url))
+            .post(format!("{}{INFERENCE_PATH}", w.url()))
             .json(&json!({ "prompt": format!("mw {i}") }))
             .send()
             .await
@@ -585,7 +465,7 @@ async fn the_reqwest_middleware_client_pays_transparently() {
     assert_eq!(agent.stats().receipts_verified, 3);
     // Free routes pass through untouched.
     let health = client
-        .get(format!("{}/health", w.url))
+        .get(format!("{}/health", w.url()))
         .send()
         .await
         .unwrap();
@@ -594,16 +474,14 @@ async fn the_reqwest_middleware_client_pays_transparently() {
 
 #[tokio::test]
 async fn a_stored_session_is_reused_by_a_new_agent_on_the_same_store() {
-    let w = world(route()).await;
-    let dir = std::env::temp_dir().join(format!("x402pp-agent-store-{}", Id16::random()));
-    let _cleanup = TempDir(dir.clone());
-    let mut config = w.config();
-    config.store_path = Some(dir.clone());
+    let w = world(test_route(PRICE)).await;
+    let mut config = w.agent_config().unwrap();
+    config.store_path = Some(w.dir.path().join("agent-store"));
     let agent = Agent::new(config.clone()).await.unwrap();
     for i in 0..2 {
         ok_json(
             agent
-                .send(w.inference(&w.url, &format!("s{i}"), 0))
+                .send(inference(w.url(), &format!("s{i}"), 0))
                 .await
                 .unwrap(),
         )
@@ -614,7 +492,7 @@ async fn a_stored_session_is_reused_by_a_new_agent_on_the_same_store() {
 
     let agent = Agent::new(config).await.unwrap();
     assert_eq!(agent.receipts(&address).len(), 2);
-    ok_json(agent.send(w.inference(&w.url, "s2", 0)).await.unwrap()).await;
+    ok_json(agent.send(inference(w.url(), "s2", 0)).await.unwrap()).await;
     assert_eq!(agent.stats().transactions, 0, "no new session");
     let session = &agent.sessions()[0];
     assert_eq!(
@@ -626,12 +504,12 @@ async fn a_stored_session_is_reused_by_a_new_agent_on_the_same_store() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_requests_to_one_provider_share_one_session_and_queue() {
-    let w = world(route()).await;
-    let agent = Agent::new(w.config()).await.unwrap();
+    let w = world(test_route(PRICE)).await;
+    let agent = Agent::new(w.agent_config().unwrap()).await.unwrap();
     let mut tasks = Vec::new();
     for i in 0..8 {
         let agent = agent.clone();
-        let request = w.inference(&w.url, &format!("c{i}"), 0);
+        let request = inference(w.url(), &format!("c{i}"), 0);
         tasks.push(tokio::spawn(async move { agent.send(request).await }));
     }
     for task in tasks {
@@ -646,13 +524,13 @@ async fn concurrent_requests_to_one_provider_share_one_session_and_queue() {
 
 #[tokio::test]
 async fn after_request_close_the_next_request_opens_a_new_session() {
-    let w = world(route()).await;
-    let agent = Agent::new(w.config()).await.unwrap();
-    ok_json(agent.send(w.inference(&w.url, "one", 0)).await.unwrap()).await;
+    let w = world(test_route(PRICE)).await;
+    let agent = Agent::new(w.agent_config().unwrap()).await.unwrap();
+    ok_json(agent.send(inference(w.url(), "one", 0)).await.unwrap()).await;
     let first = agent.sessions()[0].address;
     agent.request_close(&first).await.unwrap();
     assert_eq!(agent.sessions()[0].state, SessionState::Closing);
-    ok_json(agent.send(w.inference(&w.url, "two", 0)).await.unwrap()).await;
+    ok_json(agent.send(inference(w.url(), "two", 0)).await.unwrap()).await;
     let sessions = agent.sessions();
     assert_eq!(sessions.len(), 2);
     assert_ne!(sessions[1].address, first);

@@ -8,112 +8,58 @@
 #![allow(clippy::unwrap_used, clippy::arithmetic_side_effects)] // tests
 
 use std::io::{BufRead as _, BufReader};
-use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::Duration;
 
 use serde_json::{json, Value};
 use solana_client::nonblocking::rpc_client::RpcClient;
-use solana_client::rpc_config::CommitmentConfig;
 use solana_sdk::pubkey::Pubkey;
 use solana_sdk::signature::{Keypair, Signature, Signer};
-use x402pp_localnet::{Localnet, LocalnetConfig};
 use x402pp_protocol::x402::{
     FacilitatorRequest, PaymentPayload, PaymentRequirements, SettleResponse,
 };
 use x402pp_protocol::Network;
 use x402pp_solana::exact::facilitator::{decode_transaction, ExactFacilitator, FacilitatorConfig};
-use x402pp_solana::token;
+use x402pp_testkit::support::{self, ChildProcess, SplitMix64};
+use x402pp_testkit::LAMPORTS_PER_SOL;
 
 const PRICE: u64 = 10_000;
-const LAMPORTS_PER_SOL: u64 = 1_000_000_000;
 const DEFAULT_ITERATIONS: u32 = 10;
 /// Kills land 0..=MAX_KILL_DELAY_MS after the first `/settle` is sent.
 const MAX_KILL_DELAY_MS: u64 = 300;
 
-/// SplitMix64: a seeded generator, so a failing run can be replayed from its printed seed.
-struct SplitMix64(u64);
-
-impl SplitMix64 {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-
-    fn below(&mut self, bound: u64) -> u64 {
-        self.next() % bound
-    }
-}
-
+/// The kit's world (a localnet, a funded fee payer with its keypair file), a payee with a token
+/// account and a client with tokens (no SOL: the facilitator pays the fees).
 struct World {
-    localnet: Localnet,
-    rpc: Arc<RpcClient>,
-    network: Network,
-    fee_payer: Keypair,
-    fee_payer_file: tempfile_path::TempPath,
+    kit: x402pp_testkit::World,
+    fee_payer_file: PathBuf,
     payee: Pubkey,
     client: Keypair,
     http: reqwest::Client,
 }
 
-/// A keypair file removed on drop (no tempfile dependency).
-mod tempfile_path {
-    use std::path::{Path, PathBuf};
-
-    pub struct TempPath(PathBuf);
-
-    impl TempPath {
-        pub fn new(name: &str) -> Self {
-            let dir =
-                std::env::temp_dir().join(format!("x402pp-crash-{}-{}", std::process::id(), name));
-            std::fs::create_dir_all(&dir).unwrap();
-            Self(dir.join("fee-payer.json"))
-        }
-
-        pub fn path(&self) -> &Path {
-            &self.0
-        }
-    }
-
-    impl Drop for TempPath {
-        fn drop(&mut self) {
-            if let Some(dir) = self.0.parent() {
-                let _ = std::fs::remove_dir_all(dir);
-            }
-        }
-    }
-}
+x402pp_testkit::deref_world!(World, kit);
 
 async fn world(name: &str) -> World {
-    let localnet = Localnet::start(LocalnetConfig::ephemeral())
+    let kit = x402pp_testkit::World::builder()
+        .no_provider()
+        .fee_payer_lamports(LAMPORTS_PER_SOL)
+        .dir_prefix(&format!("x402pp-crash-{name}-"))
+        .start()
         .await
-        .expect("localnet starts");
-    let rpc = Arc::new(RpcClient::new_with_commitment(
-        localnet.rpc_url(),
-        CommitmentConfig::confirmed(),
-    ));
-    let network = x402pp_solana::network_of(&rpc).await.expect("network id");
-    let fee_payer = Keypair::new();
-    localnet
-        .airdrop(&fee_payer.pubkey(), LAMPORTS_PER_SOL)
-        .expect("airdrop");
-    let fee_payer_file = tempfile_path::TempPath::new(name);
-    x402pp_solana::keys::write_keypair(&fee_payer, fee_payer_file.path()).expect("keypair file");
+        .expect("the world starts");
+    let fee_payer_file = kit
+        .key_file(&kit.fee_payer, "fee-payer.json")
+        .expect("keypair file");
     let payee = Pubkey::new_unique();
-    localnet.mint_to(&payee, 0).expect("payee token account");
+    kit.fund(&payee, 0, 0).expect("payee token account");
     let client = Keypair::new();
-    localnet
-        .mint_to(&client.pubkey(), 10_000_000)
+    kit.fund(&client.pubkey(), 0, 10_000_000)
         .expect("client funds");
     World {
-        localnet,
-        rpc,
-        network,
-        fee_payer,
+        kit,
         fee_payer_file,
         payee,
         client,
@@ -160,16 +106,6 @@ impl World {
         (body, signature)
     }
 
-    async fn token_balance(&self, owner: &Pubkey) -> u64 {
-        let ata = token::associated_token_address(
-            owner,
-            &self.localnet.usdc_mint(),
-            &token::TOKEN_PROGRAM_ID,
-        );
-        let account = self.rpc.get_account(&ata).await.unwrap();
-        token::token_account_amount(&account.data).unwrap()
-    }
-
     async fn landed(&self, signature: &Signature) -> bool {
         self.rpc
             .get_signature_statuses(&[*signature])
@@ -195,36 +131,40 @@ impl World {
 
     /// Starts the facilitator binary on a free port; returns it and its base URL once it
     /// listens.
-    async fn spawn_facilitator(&self) -> (Running, String) {
+    async fn spawn_facilitator(&self) -> (ChildProcess, String) {
         spawn_facilitator(
             &self.localnet.rpc_url(),
-            self.fee_payer_file.path(),
+            &self.fee_payer_file,
             &self.network,
         )
         .await
     }
 }
 
-async fn spawn_facilitator(rpc_url: &str, keypair: &Path, network: &Network) -> (Running, String) {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_x402pp-facilitator"))
-        .arg("--rpc-url")
-        .arg(rpc_url)
-        .arg("--fee-payer-keypair")
-        .arg(keypair)
-        .arg("--network")
-        .arg(network.to_string())
-        .arg("--listen")
-        .arg("127.0.0.1:0")
-        .arg("--confirm-timeout-secs")
-        .arg("10")
-        .env("RUST_LOG", "warn")
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .expect("the facilitator binary starts");
-    let stdout = child.stdout.take().unwrap();
-    let child = Running(child);
+async fn spawn_facilitator(
+    rpc_url: &str,
+    keypair: &Path,
+    network: &Network,
+) -> (ChildProcess, String) {
+    let mut child = ChildProcess::spawn(
+        Command::new(env!("CARGO_BIN_EXE_x402pp-facilitator"))
+            .arg("--rpc-url")
+            .arg(rpc_url)
+            .arg("--fee-payer-keypair")
+            .arg(keypair)
+            .arg("--network")
+            .arg(network.to_string())
+            .arg("--listen")
+            .arg("127.0.0.1:0")
+            .arg("--confirm-timeout-secs")
+            .arg("10")
+            .env("RUST_LOG", "warn")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit()),
+    )
+    .expect("the facilitator binary starts");
+    let stdout = child.0.stdout.take().unwrap();
     let (ready_tx, ready_rx) = tokio::sync::oneshot::channel();
     // Reads the banner, then drains the pipe (log lines go to stdout) until the child exits.
     std::thread::spawn(move || {
@@ -247,33 +187,9 @@ async fn spawn_facilitator(rpc_url: &str, keypair: &Path, network: &Network) -> 
     (child, url)
 }
 
-/// A facilitator child process, killed when dropped so a failing test leaves no orphan.
-struct Running(Child);
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-/// SIGKILL (std's `Child::kill` on Unix) and reap.
-fn kill_9(child: &mut Running) {
-    child.0.kill().expect("kill -9");
-    child.0.wait().expect("reaped");
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_settle_retried_after_a_kill_reports_the_landed_transaction_and_pays_once() {
-    let seed = std::env::var("X402PP_CRASH_SEED")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| {
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .unwrap()
-                .as_nanos() as u64
-        });
+    let seed = support::seed();
     let iterations: u32 = std::env::var("X402PP_CRASH_ITERATIONS")
         .ok()
         .and_then(|s| s.parse().ok())
@@ -293,7 +209,7 @@ async fn a_settle_retried_after_a_kill_reports_the_landed_transaction_and_pays_o
         let started = std::time::Instant::now();
         let answer = w.settle(&url, &body).await.unwrap();
         let elapsed = started.elapsed().as_millis() as u64;
-        kill_9(&mut child);
+        child.kill_9().expect("kill -9");
         assert!(answer.success, "{answer:?}");
         assert_eq!(answer.transaction, signature.to_string());
         elapsed
@@ -306,8 +222,8 @@ async fn a_settle_retried_after_a_kill_reports_the_landed_transaction_and_pays_o
     let (mut retry_settled, mut retry_duplicate) = (0, 0);
     for i in 0..iterations {
         let (body, signature) = w.payment().await;
-        let client_before = w.token_balance(&w.client.pubkey()).await;
-        let payee_before = w.token_balance(&w.payee).await;
+        let client_before = w.tokens(&w.client.pubkey()).await.unwrap();
+        let payee_before = w.tokens(&w.payee).await.unwrap();
         let fee_payer_before = w.rpc.get_balance(&w.fee_payer.pubkey()).await.unwrap();
 
         let (mut first, url) = w.spawn_facilitator().await;
@@ -325,7 +241,7 @@ async fn a_settle_retried_after_a_kill_reports_the_landed_transaction_and_pays_o
             })
         };
         tokio::time::sleep(Duration::from_millis(delay)).await;
-        kill_9(&mut first);
+        first.kill_9().expect("kill -9");
         let first_answer = attempt.await.unwrap().ok();
         if let Some(answer) = &first_answer {
             assert!(answer.success, "{answer:?}");
@@ -375,14 +291,14 @@ async fn a_settle_retried_after_a_kill_reports_the_landed_transaction_and_pays_o
         let again = w.settle(&url, &body).await.unwrap();
         assert_eq!(again.error_reason.as_deref(), Some("duplicate_settlement"));
         assert_eq!(again.transaction, signature.to_string());
-        kill_9(&mut second);
+        second.kill_9().expect("kill -9");
 
         assert_eq!(
-            w.token_balance(&w.client.pubkey()).await,
+            w.tokens(&w.client.pubkey()).await.unwrap(),
             client_before - PRICE,
             "iteration {i}: the payer is charged exactly once"
         );
-        assert_eq!(w.token_balance(&w.payee).await, payee_before + PRICE);
+        assert_eq!(w.tokens(&w.payee).await.unwrap(), payee_before + PRICE);
         let fee = fee_payer_before - w.rpc.get_balance(&w.fee_payer.pubkey()).await.unwrap();
         assert!(
             (10_000..20_000).contains(&fee),
@@ -420,7 +336,7 @@ async fn a_duplicate_in_one_process_reports_the_signature_of_the_settlement() {
     let facilitator = facilitator(&w);
     let (body, signature) = w.payment().await;
     let request: FacilitatorRequest = serde_json::from_value(body).unwrap();
-    let client_before = w.token_balance(&w.client.pubkey()).await;
+    let client_before = w.tokens(&w.client.pubkey()).await.unwrap();
 
     let settled = facilitator.settle(&request).await;
     assert!(settled.success, "{settled:?}");
@@ -433,7 +349,7 @@ async fn a_duplicate_in_one_process_reports_the_signature_of_the_settlement() {
     );
     assert_eq!(duplicate.transaction, signature.to_string());
     assert_eq!(
-        w.token_balance(&w.client.pubkey()).await,
+        w.tokens(&w.client.pubkey()).await.unwrap(),
         client_before - PRICE
     );
 }
@@ -443,7 +359,7 @@ async fn a_restarted_facilitator_reports_a_landed_transaction_as_a_duplicate_wit
     let w = world("restart").await;
     let (body, signature) = w.payment().await;
     let request: FacilitatorRequest = serde_json::from_value(body).unwrap();
-    let client_before = w.token_balance(&w.client.pubkey()).await;
+    let client_before = w.tokens(&w.client.pubkey()).await.unwrap();
 
     let settled = facilitator(&w).settle(&request).await;
     assert!(settled.success, "{settled:?}");
@@ -463,7 +379,7 @@ async fn a_restarted_facilitator_reports_a_landed_transaction_as_a_duplicate_wit
         "{restarted:?}"
     );
     assert_eq!(
-        w.token_balance(&w.client.pubkey()).await,
+        w.tokens(&w.client.pubkey()).await.unwrap(),
         client_before - PRICE
     );
 }
@@ -473,7 +389,7 @@ async fn a_settle_that_cannot_check_the_chain_sends_nothing_and_says_to_retry() 
     let w = world("rpc-down").await;
     let (body, _) = w.payment().await;
     let request: FacilitatorRequest = serde_json::from_value(body).unwrap();
-    let client_before = w.token_balance(&w.client.pubkey()).await;
+    let client_before = w.tokens(&w.client.pubkey()).await.unwrap();
     // An RPC that refuses connections (port 9 of localhost: discard, normally closed).
     let dead = Arc::new(RpcClient::new("http://127.0.0.1:9".to_owned()));
     let facilitator = ExactFacilitator::new(
@@ -493,7 +409,7 @@ async fn a_settle_that_cannot_check_the_chain_sends_nothing_and_says_to_retry() 
     let settled = self::facilitator(&w).settle(&request).await;
     assert!(settled.success, "{settled:?}");
     assert_eq!(
-        w.token_balance(&w.client.pubkey()).await,
+        w.tokens(&w.client.pubkey()).await.unwrap(),
         client_before - PRICE
     );
 }

@@ -3,11 +3,7 @@
 //! and one transaction settled twice concurrently settles once.
 #![allow(clippy::unwrap_used, clippy::arithmetic_side_effects)] // tests
 
-use std::sync::Arc;
-
 use serde_json::{json, Value};
-use solana_client::nonblocking::rpc_client::RpcClient;
-use solana_client::rpc_config::CommitmentConfig;
 use solana_compute_budget_interface::ComputeBudgetInstruction;
 use solana_sdk::hash::Hash;
 use solana_sdk::instruction::{AccountMeta, Instruction};
@@ -15,69 +11,48 @@ use solana_sdk::message::{v0, VersionedMessage};
 use solana_sdk::pubkey::Pubkey;
 use solana_sdk::signature::{Keypair, Signature, Signer};
 use solana_sdk::transaction::VersionedTransaction;
-use x402pp_localnet::{Localnet, LocalnetConfig};
 use x402pp_protocol::x402::{PaymentPayload, PaymentRequirements, SettleResponse, VerifyResponse};
 use x402pp_protocol::Network;
-use x402pp_solana::exact::facilitator::{ExactFacilitator, FacilitatorConfig};
 use x402pp_solana::token;
+use x402pp_testkit::Facilitator;
 
 const PRICE: u64 = 10_000;
-const LAMPORTS_PER_SOL: u64 = 1_000_000_000;
 
+/// The kit's world (a localnet, the facilitator service over HTTP), a payee with token accounts
+/// of both mints, and a client holding both (no SOL: the facilitator pays the fees).
 struct World {
-    localnet: Localnet,
-    rpc: Arc<RpcClient>,
-    network: Network,
+    kit: x402pp_testkit::World,
+    /// The facilitator's base URL.
     url: String,
-    http: reqwest::Client,
     fee_payer: Pubkey,
     payee: Pubkey,
     client: Keypair,
 }
 
+x402pp_testkit::deref_world!(World, kit);
+
 async fn world() -> World {
-    let localnet = Localnet::start(LocalnetConfig::ephemeral())
+    let kit = x402pp_testkit::World::builder()
+        .no_provider()
+        .facilitator(Facilitator::Http)
+        .start()
         .await
-        .expect("localnet starts");
-    let rpc = Arc::new(RpcClient::new_with_commitment(
-        localnet.rpc_url(),
-        CommitmentConfig::confirmed(),
-    ));
-    let network = x402pp_solana::network_of(&rpc).await.expect("network id");
-    let fee_payer = Keypair::new();
-    localnet
-        .airdrop(&fee_payer.pubkey(), LAMPORTS_PER_SOL)
-        .expect("airdrop");
+        .expect("the world starts");
     let payee = Pubkey::new_unique();
-    localnet.mint_to(&payee, 0).expect("payee token account");
-    localnet
-        .mint_to_of(&localnet.usdc_2022_mint(), &payee, 0)
+    kit.fund(&payee, 0, 0).expect("payee token account");
+    kit.localnet
+        .mint_to_of(&kit.localnet.usdc_2022_mint(), &payee, 0)
         .expect("payee 2022 account");
     let client = Keypair::new();
-    localnet
-        .mint_to(&client.pubkey(), 1_000_000)
+    kit.fund(&client.pubkey(), 0, 1_000_000)
         .expect("client funds");
-    localnet
-        .mint_to_of(&localnet.usdc_2022_mint(), &client.pubkey(), 1_000_000)
+    kit.localnet
+        .mint_to_of(&kit.localnet.usdc_2022_mint(), &client.pubkey(), 1_000_000)
         .expect("client 2022 funds");
-
-    let fee_payer_pubkey = fee_payer.pubkey();
-    let facilitator = Arc::new(ExactFacilitator::new(
-        rpc.clone(),
-        Arc::new(fee_payer),
-        FacilitatorConfig::new(network.clone()),
-    ));
-    let state = x402pp_facilitator::AppState::new(facilitator, rpc.clone());
-    let (addr, _task) = x402pp_facilitator::serve("127.0.0.1:0".parse().unwrap(), state)
-        .await
-        .expect("serves");
     World {
-        localnet,
-        rpc,
-        network,
-        url: format!("http://{addr}"),
-        http: reqwest::Client::new(),
-        fee_payer: fee_payer_pubkey,
+        url: kit.facilitator_url(),
+        fee_payer: kit.fee_payer.pubkey(),
+        kit,
         payee,
         client,
     }
@@ -186,9 +161,7 @@ impl World {
     }
 
     async fn token_balance(&self, owner: &Pubkey, mint: Pubkey, token_program: Pubkey) -> u64 {
-        let ata = token::associated_token_address(owner, &mint, &token_program);
-        let account = self.rpc.get_account(&ata).await.unwrap();
-        token::token_account_amount(&account.data).unwrap()
+        self.tokens_of(owner, &mint, &token_program).await.unwrap()
     }
 
     /// Verifies `tx` and asserts it is rejected with `reason`, and that settling it moves nothing.

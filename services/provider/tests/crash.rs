@@ -11,20 +11,18 @@
     clippy::arithmetic_side_effects
 )] // tests
 
-use std::net::TcpListener;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::sync::Arc;
+use std::path::Path;
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use solana_client::nonblocking::rpc_client::RpcClient;
-use solana_client::rpc_config::CommitmentConfig;
-use solana_sdk::signature::{Keypair, Signer};
-use x402pp_client::{Agent, AgentConfig, Budget};
-use x402pp_localnet::{Localnet, LocalnetConfig};
-use x402pp_protocol::{Hash32, Id16, ReceiptStatus};
+use solana_sdk::signature::Signer;
+use x402pp_client::Budget;
+use x402pp_localnet::Localnet;
+use x402pp_protocol::{Hash32, ReceiptStatus};
 use x402pp_provider::INFERENCE_PATH;
 use x402pp_server::ledger::Ledger;
+use x402pp_testkit::support::{self, ChildProcess, SplitMix64};
+use x402pp_testkit::{test_budget, World, LAMPORTS_PER_SOL};
 
 const PRICE: u64 = 1_000;
 /// Logical requests the agent must get served.
@@ -32,84 +30,37 @@ const REQUESTS: usize = 40;
 /// Kills during the run.
 const KILLS: usize = 6;
 
-/// splitmix64: a seeded, dependency-free generator for kill times and delays.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-
-    fn below(&mut self, bound: u64) -> u64 {
-        self.next() % bound
-    }
-}
-
-struct TempDir(PathBuf);
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
 /// The provider process and how to start it again.
 struct ProviderProcess {
     command: Vec<String>,
-    child: Option<Child>,
+    child: Option<ChildProcess>,
     url: String,
 }
 
 impl ProviderProcess {
     fn start(&mut self) {
-        let child = Command::new(env!("CARGO_BIN_EXE_x402pp-provider"))
-            .args(&self.command)
-            .env("RUST_LOG", "warn")
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("the provider binary starts");
+        let child = ChildProcess::spawn(
+            Command::new(env!("CARGO_BIN_EXE_x402pp-provider"))
+                .args(&self.command)
+                .env("RUST_LOG", "warn")
+                .stdout(Stdio::null())
+                .stderr(Stdio::null()),
+        )
+        .expect("the provider binary starts");
         self.child = Some(child);
     }
 
     fn kill(&mut self) {
         if let Some(mut child) = self.child.take() {
-            child.kill().unwrap(); // SIGKILL
-            child.wait().unwrap();
+            child.kill_9().unwrap();
         }
     }
 
     async fn wait_ready(&self) {
-        let deadline = Instant::now() + Duration::from_secs(30);
-        let client = reqwest::Client::new();
-        loop {
-            if let Ok(response) = client.get(format!("{}/health", self.url)).send().await {
-                if response.status().is_success() {
-                    return;
-                }
-            }
-            assert!(Instant::now() < deadline, "the provider did not come up");
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        support::wait_ok(&format!("{}/health", self.url), Duration::from_secs(30))
+            .await
+            .expect("the provider did not come up");
     }
-}
-
-impl Drop for ProviderProcess {
-    fn drop(&mut self) {
-        self.kill();
-    }
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 fn provider_args(
@@ -163,60 +114,36 @@ fn inference(url: &str, n: usize, delay_ms: u64) -> reqwest::Request {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_provider_killed_at_random_points_loses_no_voucher_or_receipt_and_settles_exactly() {
-    let seed = std::env::var("X402PP_CRASH_SEED")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| {
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .unwrap()
-                .as_nanos() as u64
-        });
+    let seed = support::seed();
     eprintln!("crash test seed: {seed} (rerun with X402PP_CRASH_SEED={seed})");
-    let mut rng = Rng(seed);
+    let mut rng = SplitMix64(seed);
 
-    let localnet = Localnet::start(LocalnetConfig::ephemeral()).await.unwrap();
-    let rpc = Arc::new(RpcClient::new_with_commitment(
-        localnet.rpc_url(),
-        CommitmentConfig::confirmed(),
-    ));
-    let dir = std::env::temp_dir().join(format!("x402pp-crash-{}", Id16::random()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let _dir = TempDir(dir.clone());
-    let provider_key = Keypair::new();
-    localnet
-        .airdrop(&provider_key.pubkey(), 1_000_000_000)
+    // The provider runs as a child process, on a key file and a ledger file in the world's dir.
+    let w = World::builder()
+        .no_provider()
+        .agent_budget(Budget {
+            max_deposit: 500 * PRICE,
+            min_uptime_bps: 0,
+            ..test_budget(PRICE)
+        })
+        .agent_deposit_requests(200)
+        .start()
+        .await
         .unwrap();
-    localnet.mint_to(&provider_key.pubkey(), 0).unwrap();
-    let keypair_path = dir.join("provider.json");
-    x402pp_solana::keys::write_keypair(&provider_key, &keypair_path).unwrap();
-    let ledger_url = format!("sqlite://{}?mode=rwc", dir.join("ledger.sqlite").display());
-    let listen = format!("127.0.0.1:{}", free_port());
+    let provider_key = w.wallet_with(LAMPORTS_PER_SOL, 0).unwrap();
+    let keypair_path = w.key_file(&provider_key, "provider.json").unwrap();
+    let ledger_url = w.sqlite_url("ledger.sqlite");
+    let listen = format!("127.0.0.1:{}", support::free_port().unwrap());
     let url = format!("http://{listen}");
     let mut provider = ProviderProcess {
-        command: provider_args(&localnet, &keypair_path, &ledger_url, &listen),
+        command: provider_args(&w.localnet, &keypair_path, &ledger_url, &listen),
         child: None,
         url: url.clone(),
     };
     provider.start();
     provider.wait_ready().await;
 
-    let wallet = Arc::new(Keypair::new());
-    localnet.airdrop(&wallet.pubkey(), 1_000_000_000).unwrap();
-    localnet.mint_to(&wallet.pubkey(), 1_000_000).unwrap();
-    let mut config = AgentConfig::new(
-        localnet.rpc_url(),
-        wallet,
-        Budget {
-            max_price_per_request: PRICE,
-            max_deposit: 500 * PRICE,
-            max_latency_ms: 5_000,
-            min_uptime_bps: 0,
-        },
-    );
-    config.deposit_requests = 200;
-    config.store_path = None;
-    let agent = Agent::new(config).await.unwrap();
+    let agent = w.agent().await.unwrap();
 
     // The agent: every logical request is retried until it is served (200).
     let delays: Vec<u64> = (0..REQUESTS).map(|_| rng.below(120)).collect();
@@ -318,7 +245,7 @@ async fn a_provider_killed_at_random_points_loses_no_voucher_or_receipt_and_sett
     // Settlement by the restarted process claims exactly what was accepted, once.
     let deadline = Instant::now() + Duration::from_secs(60);
     let claimed = loop {
-        let account = x402pp_solana::escrow::fetch_session(&rpc, &session.address)
+        let account = x402pp_solana::escrow::fetch_session(&w.rpc, &session.address)
             .await
             .unwrap()
             .expect("the session is still open");
@@ -328,18 +255,7 @@ async fn a_provider_killed_at_random_points_loses_no_voucher_or_receipt_and_sett
         tokio::time::sleep(Duration::from_millis(200)).await;
     };
     assert_eq!(claimed, charged, "on-chain claimed = ledger accepted");
-    let vault_out = x402pp_solana::token::associated_token_address(
-        &provider_key.pubkey(),
-        &localnet.usdc_mint(),
-        &x402pp_solana::token::TOKEN_PROGRAM_ID,
-    );
-    let paid: u64 = rpc
-        .get_token_account_balance(&vault_out)
-        .await
-        .unwrap()
-        .amount
-        .parse()
-        .unwrap();
+    let paid = w.tokens(&provider_key.pubkey()).await.unwrap();
     assert_eq!(
         paid, charged,
         "the provider was paid exactly what it served"

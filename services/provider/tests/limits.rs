@@ -4,19 +4,13 @@
 //! `Retry-After` for a flood from one IP.
 #![allow(clippy::unwrap_used, clippy::arithmetic_side_effects)] // tests
 
-use std::net::SocketAddr;
-use std::sync::Arc;
 use std::time::Duration;
 
-use solana_client::nonblocking::rpc_client::RpcClient;
-use solana_client::rpc_config::CommitmentConfig;
-use solana_sdk::signature::{Keypair, Signer};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use x402pp_localnet::{Localnet, LocalnetConfig};
-use x402pp_protocol::{ErrorBody, ErrorCode, Id16};
-use x402pp_provider::{AppOptions, INFERENCE_PATH};
-use x402pp_server::ledger::Ledger;
-use x402pp_server::{Provider, RateLimit, RequestLimits, RoutePrice, ServerConfig};
+use x402pp_protocol::{ErrorBody, ErrorCode};
+use x402pp_provider::INFERENCE_PATH;
+use x402pp_server::{RateLimit, RequestLimits, RoutePrice};
+use x402pp_testkit::World;
 
 async fn error_of(response: reqwest::Response) -> (u16, ErrorCode) {
     let status = response.status().as_u16();
@@ -26,43 +20,22 @@ async fn error_of(response: reqwest::Response) -> (u16, ErrorCode) {
 
 #[tokio::test]
 async fn the_reference_app_answers_every_request_limit_with_a_json_error() {
-    let localnet = Localnet::start(LocalnetConfig::ephemeral()).await.unwrap();
-    let rpc = Arc::new(RpcClient::new_with_commitment(
-        localnet.rpc_url(),
-        CommitmentConfig::confirmed(),
-    ));
-    let network = x402pp_solana::network_of(&rpc).await.unwrap();
-    let provider_key = Arc::new(Keypair::new());
-    localnet
-        .airdrop(&provider_key.pubkey(), 1_000_000_000)
-        .unwrap();
-    let dir = std::env::temp_dir().join(format!("x402pp-provider-limits-{}", Id16::random()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let ledger_url = format!("sqlite://{}?mode=rwc", dir.join("ledger.sqlite").display());
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let url = format!("http://{addr}");
-    let mut config = ServerConfig::new(network, localnet.usdc_mint(), url.clone())
-        .route(INFERENCE_PATH, RoutePrice::new(1_000));
-    config.limits = RequestLimits {
-        max_header_bytes: 4 * 1024,
-        max_body_bytes: 2 * 1024,
-        read_timeout: Duration::from_millis(300),
-        per_ip: RateLimit::per_second(1, 20),
-        ..RequestLimits::default()
-    };
-    let ledger = Arc::new(Ledger::connect(&ledger_url).await.unwrap());
-    let provider = Provider::new(config, provider_key, ledger, rpc, None)
+    let w = World::builder()
+        .route(INFERENCE_PATH, RoutePrice::new(1_000))
+        .server_config(|config| {
+            config.limits = RequestLimits {
+                max_header_bytes: 4 * 1024,
+                max_body_bytes: 2 * 1024,
+                read_timeout: Duration::from_millis(300),
+                per_ip: RateLimit::per_second(1, 20),
+                ..RequestLimits::default()
+            };
+        })
+        .peer_addresses()
+        .start()
         .await
         .unwrap();
-    let app = x402pp_provider::app(provider, AppOptions::default());
-    tokio::spawn(async move {
-        axum::serve(
-            listener,
-            app.into_make_service_with_connect_info::<SocketAddr>(),
-        )
-        .await
-    });
+    let (url, addr) = (w.url(), w.provider().addr);
     let http = reqwest::Client::new();
 
     // Too many header bytes in total, each header well under the 8 KiB per-header limit.
@@ -122,5 +95,4 @@ async fn the_reference_app_answers_every_request_limit_with_a_json_error() {
     let limited = limited.expect("the flood is limited");
     assert!(limited.headers().contains_key("retry-after"));
     assert_eq!(error_of(limited).await, (429, ErrorCode::RateLimited));
-    let _ = std::fs::remove_dir_all(dir);
 }

@@ -6,23 +6,17 @@
 #![allow(clippy::unwrap_used, clippy::arithmetic_side_effects)] // tests
 
 use std::io::Write;
-use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 
 use base64::Engine as _;
 use clap::Parser;
-use solana_client::nonblocking::rpc_client::RpcClient;
-use solana_client::rpc_config::CommitmentConfig;
-use solana_sdk::signature::{Keypair, Signer};
-use x402pp_client::{Agent, AgentConfig, Budget};
-use x402pp_localnet::{Localnet, LocalnetConfig};
-use x402pp_protocol::Id16;
-use x402pp_provider::{AppOptions, INFERENCE_PATH};
-use x402pp_server::ledger::{Ledger, SettlementPolicy};
-use x402pp_server::settlement::{Settler, SettlerConfig};
-use x402pp_server::{HttpFacilitator, Provider, RoutePrice, ServerConfig, SharedFacilitator};
-use x402pp_solana::exact::facilitator::{ExactFacilitator, FacilitatorConfig};
+use solana_sdk::signature::Keypair;
+use x402pp_client::Agent;
+use x402pp_provider::INFERENCE_PATH;
+use x402pp_server::ledger::SettlementPolicy;
+use x402pp_server::settlement::SettlerConfig;
 use x402pp_solana::keys::{read_keypair, write_keypair};
+use x402pp_testkit::{test_budget, test_route, Facilitator, World};
 
 const PRICE: u64 = 1_000;
 
@@ -108,86 +102,36 @@ async fn a_paid_flow_logged_at_trace_never_shows_a_secret_key() {
         .try_init()
         .expect("the only subscriber of this test binary");
 
-    let localnet = Localnet::start(LocalnetConfig::ephemeral()).await.unwrap();
-    let rpc = Arc::new(RpcClient::new_with_commitment(
-        localnet.rpc_url(),
-        CommitmentConfig::confirmed(),
-    ));
-    let network = x402pp_solana::network_of(&rpc).await.unwrap();
-    let dir = std::env::temp_dir().join(format!("x402pp-secrets-{}", Id16::random()));
-
     // Keys as operators have them: files, read back by `read_keypair`.
-    let provider_path = dir.join("provider.json");
-    let fee_payer_path = dir.join("fee-payer.json");
+    let dir = tempfile::tempdir().unwrap();
+    let provider_path = dir.path().join("provider.json");
+    let fee_payer_path = dir.path().join("fee-payer.json");
     write_keypair(&Keypair::new(), &provider_path).unwrap();
     write_keypair(&Keypair::new(), &fee_payer_path).unwrap();
     let provider_key = Arc::new(read_keypair(&provider_path).unwrap());
     let fee_payer_key = Arc::new(read_keypair(&fee_payer_path).unwrap());
-    localnet
-        .airdrop(&provider_key.pubkey(), 1_000_000_000)
-        .unwrap();
-    localnet.mint_to(&provider_key.pubkey(), 0).unwrap();
-    localnet
-        .airdrop(&fee_payer_key.pubkey(), 1_000_000_000)
-        .unwrap();
 
-    // The facilitator service.
-    let exact = Arc::new(ExactFacilitator::new(
-        rpc.clone(),
-        fee_payer_key.clone(),
-        FacilitatorConfig::new(network.clone()),
-    ));
-    let state = x402pp_facilitator::AppState::new(exact.clone(), rpc.clone());
-    let (facilitator_addr, _task) =
-        x402pp_facilitator::serve("127.0.0.1:0".parse().unwrap(), state)
-            .await
-            .unwrap();
-
-    // The provider, paid through the facilitator over HTTP.
-    let ledger_url = format!("sqlite://{}?mode=rwc", dir.join("ledger.sqlite").display());
-    let ledger = Arc::new(Ledger::connect(&ledger_url).await.unwrap());
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}", listener.local_addr().unwrap());
-    let config = ServerConfig::new(network, localnet.usdc_mint(), url.clone()).route(
-        INFERENCE_PATH,
-        RoutePrice {
-            min_deposit: 10 * PRICE,
-            ..RoutePrice::new(PRICE)
-        },
-    );
-    let facilitator: SharedFacilitator =
-        Arc::new(HttpFacilitator::new(format!("http://{facilitator_addr}")));
-    let provider = Provider::new(
-        config,
-        provider_key.clone(),
-        ledger.clone(),
-        rpc.clone(),
-        Some(facilitator),
-    )
-    .await
-    .unwrap();
-    let app = x402pp_provider::app(provider.clone(), AppOptions::default());
-    tokio::spawn(async move {
-        axum::serve(
-            listener,
-            app.into_make_service_with_connect_info::<SocketAddr>(),
-        )
+    // The facilitator service, and the provider paid through it over HTTP.
+    let w = World::builder()
+        .provider_key(provider_key.clone())
+        .fee_payer(fee_payer_key.clone())
+        .facilitator(Facilitator::Http)
+        .route(INFERENCE_PATH, test_route(PRICE))
+        .peer_addresses()
+        .agent_budget(test_budget(PRICE))
+        .agent_deposit_requests(10)
+        .start()
         .await
-    });
+        .unwrap();
+    let url = w.url();
+    let provider = w.provider().server.clone();
+    // An `exact` facilitator on the fee payer's key, as the service holds it.
+    let exact = w.parts().exact();
 
     // Agents pay with a session, then with exact.
-    let budget = Budget {
-        max_price_per_request: PRICE,
-        max_deposit: 100 * PRICE,
-        max_latency_ms: 5_000,
-        min_uptime_bps: 9_000,
-    };
-    let wallet = Arc::new(Keypair::new());
-    localnet.airdrop(&wallet.pubkey(), 1_000_000_000).unwrap();
-    localnet.mint_to(&wallet.pubkey(), 1_000_000).unwrap();
+    let wallet = w.wallet(1_000_000).unwrap();
     for prefer_session in [true, false] {
-        let mut config = AgentConfig::new(localnet.rpc_url(), wallet.clone(), budget);
-        config.deposit_requests = 10;
+        let mut config = w.agent_config_for(wallet.clone());
         config.prefer_session = prefer_session;
         let agent = Agent::new(config).await.unwrap();
         for i in 0..3 {
@@ -202,18 +146,13 @@ async fn a_paid_flow_logged_at_trace_never_shows_a_secret_key() {
     }
 
     // The provider claims what it served (signing with its key).
-    let settler = Settler::new(
-        ledger,
-        rpc.clone(),
-        provider_key.clone(),
-        SettlerConfig {
-            policy: SettlementPolicy {
-                min_unclaimed: 1,
-                ..SettlementPolicy::default()
-            },
-            ..SettlerConfig::default()
+    let settler = w.settler(SettlerConfig {
+        policy: SettlementPolicy {
+            min_unclaimed: 1,
+            ..SettlementPolicy::default()
         },
-    );
+        ..SettlerConfig::default()
+    });
     let now = i64::try_from(
         std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
@@ -231,7 +170,7 @@ async fn a_paid_flow_logged_at_trace_never_shows_a_secret_key() {
         "--fee-payer-keypair",
         fee_payer_path.to_str().unwrap(),
         "--mint",
-        &localnet.usdc_mint().to_string(),
+        &w.localnet.usdc_mint().to_string(),
     ]);
     let debug = format!(
         "{:?}\n{provider:?}\n{exact:?}\n{settler:?}\n{provider_key:?}\n{fee_payer_key:?}\n{:?}",
@@ -248,5 +187,4 @@ async fn a_paid_flow_logged_at_trace_never_shows_a_secret_key() {
     assert_no_secret(&logs, &provider_key, "provider");
     assert_no_secret(&logs, &fee_payer_key, "fee payer");
     assert_no_secret(&logs, &wallet, "agent wallet");
-    let _ = std::fs::remove_dir_all(dir);
 }

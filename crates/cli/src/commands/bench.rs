@@ -16,16 +16,16 @@
 //! (voucher signing, receipt verification: ~50 µs of ed25519 per request) competes with the
 //! server for the CPU, so the paid numbers are end-to-end numbers, not the server's capacity.
 
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{ensure, Context as _};
 use serde::Serialize;
-use solana_sdk::signature::{Keypair, Signer};
+use solana_sdk::signature::Signer;
 use x402pp_client::Agent;
 use x402pp_provider::INFERENCE_PATH;
+use x402pp_testkit::World;
 
-use super::demo::{self, World, LAMPORTS_PER_SOL};
+use super::demo::world::{self as demo, agent_config, close_with_final_claim};
 
 /// Arguments of `bench`.
 #[derive(Debug, Clone, clap::Args)]
@@ -216,12 +216,8 @@ async fn agents(world: &World, concurrency: u64, url: &str) -> anyhow::Result<Ve
     let http = reqwest::Client::new();
     let mut opening = Vec::new();
     for _ in 0..concurrency {
-        let wallet = Arc::new(Keypair::new());
-        world.localnet.airdrop(&wallet.pubkey(), LAMPORTS_PER_SOL)?;
-        world
-            .localnet
-            .mint_to(&wallet.pubkey(), funds.saturating_mul(2))?;
-        let agent = Agent::new(world.agent(wallet, PRICE, DEPOSIT_REQUESTS, true)).await?;
+        let wallet = world.wallet(funds.saturating_mul(2))?;
+        let agent = Agent::new(agent_config(world, wallet, PRICE, DEPOSIT_REQUESTS, true)).await?;
         let http = http.clone();
         let url = url.to_owned();
         opening.push(tokio::spawn(async move {
@@ -280,16 +276,11 @@ async fn chain_comparison(world: &World, url: &str, n: u64) -> anyhow::Result<Ve
     let mut reports = Vec::new();
     let http = reqwest::Client::new();
     for session in [true, false] {
-        let wallet = Arc::new(Keypair::new());
-        world.localnet.airdrop(&wallet.pubkey(), LAMPORTS_PER_SOL)?;
-        world.localnet.mint_to(
-            &wallet.pubkey(),
-            PRICE.saturating_mul(n.saturating_add(10)).saturating_mul(3),
-        )?;
-        let agent = Agent::new(world.agent(wallet.clone(), PRICE, n, session)).await?;
+        let wallet = world.wallet(PRICE.saturating_mul(n.saturating_add(10)).saturating_mul(3))?;
+        let agent = Agent::new(agent_config(world, wallet.clone(), PRICE, n, session)).await?;
         let payers = [
             wallet.pubkey(),
-            world.provider_key.pubkey(),
+            world.provider_key().pubkey(),
             world.fee_payer.pubkey(),
         ];
         let mut before = 0u64;
@@ -306,7 +297,7 @@ async fn chain_comparison(world: &World, url: &str, n: u64) -> anyhow::Result<Ve
         let transactions = if session {
             let sessions = agent.sessions();
             for info in &sessions {
-                world.close_with_final_claim(&info.address).await?;
+                close_with_final_claim(world, &info.address).await?;
             }
             // One open per session, one close with the final claim.
             (sessions.len() as u64).saturating_mul(2)
@@ -344,16 +335,9 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         args.exact_requests <= 1_000,
         "--exact-requests must be at most 1000"
     );
-    let world = demo::start(&demo::Args {
-        requests: DEPOSIT_REQUESTS,
-        agents: 1,
-        price: PRICE,
-        program_so: None,
-        json: true,
-    })
-    .await?;
-    let paid_url = format!("{}{INFERENCE_PATH}", world.url);
-    let health_url = format!("{}/health", world.url);
+    let world = demo::builder(PRICE, None).start().await?;
+    let paid_url = format!("{}{INFERENCE_PATH}", world.url());
+    let health_url = format!("{}/health", world.url());
     let duration = Duration::from_secs(args.duration);
     let mut report = Report {
         duration_secs: args.duration,

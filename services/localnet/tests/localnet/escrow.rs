@@ -86,12 +86,11 @@ async fn the_escrow_runs_from_an_sbf_build_on_the_real_loader() {
 
 #[tokio::test]
 async fn a_program_file_that_is_missing_or_not_an_elf_stops_the_start_with_a_clear_error() {
-    let dir = std::env::temp_dir().join(format!("x402pp-localnet-so-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let not_elf = dir.join("not_a_program.so");
+    let dir = tempfile::tempdir().unwrap();
+    let not_elf = dir.path().join("not_a_program.so");
     std::fs::write(&not_elf, b"#!/bin/sh\n").unwrap();
     for (path, expected) in [
-        (dir.join("missing.so"), "cannot read the program"),
+        (dir.path().join("missing.so"), "cannot read the program"),
         (not_elf, "is not an SBF program"),
     ] {
         let error = Localnet::start(LocalnetConfig {
@@ -102,7 +101,6 @@ async fn a_program_file_that_is_missing_or_not_an_elf_stops_the_start_with_a_cle
         .unwrap_err();
         assert!(error.to_string().contains(expected), "{error}");
     }
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 /// Opens a session through the RPC, checks the balances and that a tampered offer signature is

@@ -1,0 +1,317 @@
+//! `x402pp demo`: the whole system on an embedded localnet, in one process, on free ports.
+//!
+//! 1. Start the localnet, the x402 facilitator and the reference provider; fund the agents.
+//! 2. Session scheme: each agent reads the 402, verifies the signed offer, opens one session and
+//!    sends N paid requests with vouchers, verifying every receipt. One request is made slow on
+//!    purpose (the provider honours `delay_ms` in the demo): the agent disputes that receipt on
+//!    chain and gets the latency penalty back.
+//! 3. The provider closes each session cooperatively with a final claim (one transaction).
+//! 4. Exact scheme: the same N requests, each paid by one x402 `exact` transfer.
+//! 5. The report: requests, receipts, breaches and penalties, transactions, fees and wall time per
+//!    scheme, balances before and after. Exit code non-zero if anything does not reconcile.
+
+mod report;
+pub(crate) mod world;
+
+use std::time::Instant;
+
+use anyhow::{bail, ensure, Context as _};
+use indicatif::{ProgressBar, ProgressStyle};
+use solana_sdk::signature::Signer;
+use x402pp_client::Agent;
+use x402pp_provider::INFERENCE_PATH;
+use x402pp_solana::escrow;
+
+pub use report::{Report, SchemeReport};
+use world::{agent_config, close_with_final_claim, offer_for_intent, tokens_of};
+
+/// The injected delay of the slow request (over the provider's promised
+/// [`world::MAX_LATENCY_MS`]).
+const SLOW_DELAY_MS: u64 = 400;
+
+/// Arguments of `demo`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct Args {
+    /// Paid requests per agent and per scheme.
+    #[arg(long, default_value_t = 200)]
+    pub requests: u64,
+    /// Agents paying in parallel.
+    #[arg(long, default_value_t = 1)]
+    pub agents: u64,
+    /// Price per request in atomic units of the test USDC (6 decimals).
+    #[arg(long, default_value_t = 1_000)]
+    pub price: u64,
+    /// Run the escrow program from this SBF build (`session_escrow.so`) on the localnet's real
+    /// BPF loader instead of natively (docs/program.md says how to build it).
+    #[arg(long, env = "X402PP_ESCROW_SO")]
+    pub program_so: Option<std::path::PathBuf>,
+    /// Print the report as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+fn progress(total: u64, label: &str, hidden: bool) -> ProgressBar {
+    if hidden {
+        return ProgressBar::hidden();
+    }
+    let bar = ProgressBar::new(total);
+    if let Ok(style) = ProgressStyle::with_template("{msg:>10} [{bar:40}] {pos}/{len} {per_sec}") {
+        bar.set_style(style.progress_chars("=> "));
+    }
+    bar.set_message(label.to_owned());
+    bar
+}
+
+fn body(i: u64, slow: bool) -> String {
+    let delay = if slow { SLOW_DELAY_MS } else { 0 };
+    serde_json::json!({ "prompt": format!("paid request number {i}"), "max_tokens": 8, "delay_ms": delay }).to_string()
+}
+
+async fn run_agent(
+    agent: Agent,
+    url: String,
+    requests: u64,
+    slow_at: Option<u64>,
+    bar: ProgressBar,
+) -> anyhow::Result<Agent> {
+    let http = reqwest::Client::new();
+    for i in 0..requests {
+        let request = http
+            .post(&url)
+            .header(reqwest::header::CONTENT_TYPE, "application/json")
+            .body(body(i, slow_at == Some(i)))
+            .build()?;
+        let response = agent
+            .send(request)
+            .await
+            .with_context(|| format!("request {i}"))?;
+        ensure!(
+            response.status().is_success(),
+            "request {i} answered {}",
+            response.status()
+        );
+        bar.inc(1);
+    }
+    Ok(agent)
+}
+
+/// Runs the demo and prints the report.
+pub async fn run(args: Args) -> anyhow::Result<()> {
+    ensure!(
+        args.requests >= 1 && args.requests <= 100_000,
+        "--requests must be between 1 and 100000"
+    );
+    ensure!(
+        args.agents >= 1 && args.agents <= 64,
+        "--agents must be between 1 and 64"
+    );
+    ensure!(args.price >= 1, "--price must be at least 1");
+    let started = Instant::now();
+    let world = world::builder(args.price, args.program_so.clone())
+        .start()
+        .await?;
+    let url = format!("{}{INFERENCE_PATH}", world.url());
+    let per_agent_funds = args
+        .price
+        .saturating_mul(args.requests.saturating_add(10))
+        .saturating_mul(3);
+    let mut wallets = Vec::new();
+    for _ in 0..args.agents {
+        wallets.push(world.wallet(per_agent_funds)?);
+    }
+    let mut report = Report {
+        escrow_runtime: world.localnet.info().escrow_runtime.kind().to_owned(),
+        agents: args.agents,
+        price: args.price,
+        ..Report::default()
+    };
+    let provider = world.provider_key().pubkey();
+    let agents_before = tokens_of(&world, &wallets).await?;
+    let provider_before = world.tokens(&provider).await?;
+
+    // ---- intent -> offer ------------------------------------------------------------------
+    let offer = offer_for_intent(&world, &wallets[0], args.price).await?;
+    report.offer_for_intent = offer.terms.offer_id.to_string();
+
+    // ---- sessions -------------------------------------------------------------------------
+    let phase = Instant::now();
+    let provider_lamports = world.lamports(&provider).await?;
+    let bar = progress(
+        args.requests.saturating_mul(args.agents),
+        "session",
+        args.json,
+    );
+    let mut tasks = Vec::new();
+    for (n, wallet) in wallets.iter().enumerate() {
+        let config = agent_config(&world, wallet.clone(), args.price, args.requests, true);
+        let agent = Agent::new(config).await?;
+        // One request of the first agent is slow on purpose.
+        let slow_at = (n == 0).then_some(args.requests / 2);
+        tasks.push(tokio::spawn(run_agent(
+            agent,
+            url.clone(),
+            args.requests,
+            slow_at,
+            bar.clone(),
+        )));
+    }
+    let mut agents = Vec::new();
+    for task in tasks {
+        agents.push(task.await.context("an agent task failed")??);
+    }
+    bar.finish_and_clear();
+    for agent in &agents {
+        let outcomes = agent.dispute_breaches().await?;
+        report.disputes = report.disputes.saturating_add(outcomes.len() as u64);
+        report.penalties_refunded = report
+            .penalties_refunded
+            .saturating_add(outcomes.iter().map(|o| o.paid).sum::<u64>());
+    }
+    let mut sessions = Vec::new();
+    for agent in &agents {
+        for session in agent.sessions() {
+            close_with_final_claim(&world, &session.address).await?;
+            sessions.push(session.address);
+        }
+    }
+    let mut session_tx = 0u64;
+    let mut session_fees = 0u64;
+    for agent in &agents {
+        let stats = agent.stats();
+        session_tx = session_tx.saturating_add(stats.transactions);
+        session_fees = session_fees.saturating_add(stats.fees_lamports);
+        report.receipts_verified = report
+            .receipts_verified
+            .saturating_add(stats.receipts_verified);
+        report.sla_breaches = report.sla_breaches.saturating_add(stats.sla_breaches);
+    }
+    // One cooperative close (with its final claim) per session, paid by the provider.
+    session_tx = session_tx.saturating_add(sessions.len() as u64);
+    session_fees = session_fees
+        .saturating_add(provider_lamports.saturating_sub(world.lamports(&provider).await?));
+    let agents_mid = tokens_of(&world, &wallets).await?;
+    let provider_mid = world.tokens(&provider).await?;
+    report.session = SchemeReport {
+        requests: args.requests.saturating_mul(args.agents),
+        transactions: session_tx,
+        fees_lamports: session_fees,
+        wall_ms: phase.elapsed().as_millis(),
+        provider_received: provider_mid.saturating_sub(provider_before),
+        agents_spent: agents_before.saturating_sub(agents_mid),
+    };
+    for session in &sessions {
+        report.vaults_left = report
+            .vaults_left
+            .saturating_add(world.tokens(&escrow::vault_address(session)).await?);
+    }
+
+    // ---- exact ----------------------------------------------------------------------------
+    let phase = Instant::now();
+    let fee_payer_lamports = world.lamports(&world.fee_payer.pubkey()).await?;
+    let bar = progress(
+        args.requests.saturating_mul(args.agents),
+        "exact",
+        args.json,
+    );
+    let mut tasks = Vec::new();
+    for wallet in &wallets {
+        let config = agent_config(&world, wallet.clone(), args.price, args.requests, false);
+        let agent = Agent::new(config).await?;
+        tasks.push(tokio::spawn(run_agent(
+            agent,
+            url.clone(),
+            args.requests,
+            None,
+            bar.clone(),
+        )));
+    }
+    let mut exact_requests = 0u64;
+    for task in tasks {
+        let agent = task.await.context("an agent task failed")??;
+        exact_requests = exact_requests.saturating_add(agent.stats().exact_requests);
+    }
+    bar.finish_and_clear();
+    let agents_after = tokens_of(&world, &wallets).await?;
+    let provider_after = world.tokens(&provider).await?;
+    report.exact = SchemeReport {
+        requests: exact_requests,
+        // Each exact payment is one settlement transaction.
+        transactions: exact_requests,
+        fees_lamports: fee_payer_lamports
+            .saturating_sub(world.lamports(&world.fee_payer.pubkey()).await?),
+        wall_ms: phase.elapsed().as_millis(),
+        provider_received: provider_after.saturating_sub(provider_mid),
+        agents_spent: agents_mid.saturating_sub(agents_after),
+    };
+    report.agents_tokens = (agents_before, agents_after);
+    report.provider_tokens = (provider_before, provider_after);
+    report.wall_ms = started.elapsed().as_millis();
+
+    // ---- reconciliation -------------------------------------------------------------------
+    let n = args.requests.saturating_mul(args.agents);
+    let expected_session = n
+        .saturating_mul(args.price)
+        .saturating_sub(report.penalties_refunded);
+    let escrow_program = world.localnet.info().programs.session_escrow;
+    for tx in world.localnet.transactions() {
+        if tx.invokes(&escrow_program) {
+            report.escrow_transactions = report.escrow_transactions.saturating_add(1);
+            report.escrow_compute_units.push((
+                tx.compute_units_consumed,
+                tx.compute_unit_limit.map_or(0, u64::from),
+            ));
+        }
+    }
+    report.checks = vec![
+        (
+            "every request served and every receipt verified".into(),
+            report.receipts_verified == n,
+        ),
+        (
+            "the slow request was an SLA breach, disputed on chain".into(),
+            report.sla_breaches >= 1 && report.disputes == report.sla_breaches,
+        ),
+        (
+            "sessions: provider received price x requests - penalties".into(),
+            report.session.provider_received == expected_session,
+        ),
+        (
+            "sessions: agents spent exactly what the provider received".into(),
+            report.session.agents_spent == report.session.provider_received,
+        ),
+        (
+            "sessions: every vault is empty and closed".into(),
+            report.vaults_left == 0,
+        ),
+        (
+            "exact: provider received price x requests".into(),
+            report.exact.provider_received == n.saturating_mul(args.price),
+        ),
+        (
+            "exact: agents spent exactly what the provider received".into(),
+            report.exact.agents_spent == report.exact.provider_received,
+        ),
+        (
+            "tokens conserved: agents' loss = provider's gain".into(),
+            agents_before.saturating_sub(agents_after)
+                == provider_after.saturating_sub(provider_before),
+        ),
+        (
+            format!("sessions used at most {} transactions per session", 3),
+            report.session.transactions <= 3u64.saturating_mul(sessions.len().max(1) as u64),
+        ),
+        (
+            "every escrow transaction asked for its compute units and stayed within them".into(),
+            report.escrow_transactions > 0
+                && report
+                    .escrow_compute_units
+                    .iter()
+                    .all(|&(used, limit)| used <= limit),
+        ),
+    ];
+    report::print_report(&report, args.json)?;
+    if report.checks.iter().any(|(_, ok)| !ok) {
+        bail!("the demo did not reconcile (see the failed checks above)");
+    }
+    Ok(())
+}

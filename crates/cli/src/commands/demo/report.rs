@@ -1,0 +1,138 @@
+//! The demo's report: the numbers of each scheme, the checks, and how they are printed.
+
+use serde::Serialize;
+
+/// The numbers of one scheme.
+#[derive(Debug, Clone, Default, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SchemeReport {
+    /// Paid requests served.
+    pub requests: u64,
+    /// On-chain transactions.
+    pub transactions: u64,
+    /// Lamports those transactions cost, whoever paid them.
+    pub fees_lamports: u64,
+    /// Wall time of the phase, milliseconds.
+    pub wall_ms: u128,
+    /// Tokens the provider received.
+    pub provider_received: u64,
+    /// Tokens the agents spent.
+    pub agents_spent: u64,
+}
+
+/// The demo's report.
+#[derive(Debug, Clone, Default, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Report {
+    /// How the localnet ran the escrow program: `native`, or `sbf` (a `.so` on the real loader).
+    pub escrow_runtime: String,
+    /// Agents.
+    pub agents: u64,
+    /// Price per request.
+    pub price: u64,
+    /// The session scheme.
+    pub session: SchemeReport,
+    /// The exact scheme.
+    pub exact: SchemeReport,
+    /// Receipts the agents verified.
+    pub receipts_verified: u64,
+    /// Receipts over the promised latency.
+    pub sla_breaches: u64,
+    /// Disputes landed on chain.
+    pub disputes: u64,
+    /// Tokens refunded by disputes.
+    pub penalties_refunded: u64,
+    /// The offer that answered the first agent's intent.
+    pub offer_for_intent: String,
+    /// Agents' test-USDC before and after (sum).
+    pub agents_tokens: (u64, u64),
+    /// Provider's test-USDC before and after.
+    pub provider_tokens: (u64, u64),
+    /// Tokens left in session vaults at the end (must be 0).
+    pub vaults_left: u64,
+    /// Total wall time, milliseconds.
+    pub wall_ms: u128,
+    /// Transactions that invoked the escrow program.
+    pub escrow_transactions: u64,
+    /// Compute units consumed and asked for (`SetComputeUnitLimit`, 0 when missing) of each.
+    pub escrow_compute_units: Vec<(u64, u64)>,
+    /// Every check and whether it held.
+    pub checks: Vec<(String, bool)>,
+}
+
+fn usdc(atomic: u64) -> String {
+    format!("{}.{:06}", atomic / 1_000_000, atomic % 1_000_000)
+}
+
+pub(crate) fn print_report(report: &Report, json: bool) -> anyhow::Result<()> {
+    if json {
+        println!("{}", serde_json::to_string_pretty(report)?);
+        return Ok(());
+    }
+    let s = &report.session;
+    let e = &report.exact;
+    println!(
+        "x402pp demo — {} agent(s), price {} USDC per request, escrow program {}",
+        report.agents,
+        usdc(report.price),
+        report.escrow_runtime
+    );
+    println!();
+    println!("{:<28} {:>14} {:>14}", "", "session", "exact");
+    println!(
+        "{:<28} {:>14} {:>14}",
+        "paid requests", s.requests, e.requests
+    );
+    println!(
+        "{:<28} {:>14} {:>14}",
+        "on-chain transactions", s.transactions, e.transactions
+    );
+    println!(
+        "{:<28} {:>14} {:>14}",
+        "fees (lamports)", s.fees_lamports, e.fees_lamports
+    );
+    println!(
+        "{:<28} {:>14} {:>14}",
+        "wall time (ms)", s.wall_ms, e.wall_ms
+    );
+    println!(
+        "{:<28} {:>14} {:>14}",
+        "provider received (USDC)",
+        usdc(s.provider_received),
+        usdc(e.provider_received)
+    );
+    println!(
+        "{:<28} {:>14} {:>14}",
+        "agents spent (USDC)",
+        usdc(s.agents_spent),
+        usdc(e.agents_spent)
+    );
+    println!();
+    println!(
+        "receipts verified: {}   SLA breaches: {}   disputes: {}   penalty refunded: {} USDC",
+        report.receipts_verified,
+        report.sla_breaches,
+        report.disputes,
+        usdc(report.penalties_refunded)
+    );
+    println!(
+        "agents' USDC:   {} -> {}",
+        usdc(report.agents_tokens.0),
+        usdc(report.agents_tokens.1)
+    );
+    println!(
+        "provider's USDC: {} -> {}",
+        usdc(report.provider_tokens.0),
+        usdc(report.provider_tokens.1)
+    );
+    println!(
+        "session vaults left: {} USDC   total wall time: {} ms",
+        usdc(report.vaults_left),
+        report.wall_ms
+    );
+    println!();
+    for (check, ok) in &report.checks {
+        println!("  [{}] {check}", if *ok { "ok" } else { "FAILED" });
+    }
+    Ok(())
+}
