@@ -45,9 +45,9 @@ async fn panic() -> &'static str {
 
 /// The provider of `/echo`, `/fail`, `/short` (a 2 s session TTL), `/panic` and the free
 /// `/free`, with an in-process exact facilitator.
-async fn world() -> World {
+async fn world() -> Echo {
     let route = test_route(PRICE);
-    World::builder()
+    let kit = World::builder()
         .route("/echo", route.clone())
         .route("/fail", route.clone())
         .route(
@@ -70,7 +70,8 @@ async fn world() -> World {
         })
         .start()
         .await
-        .unwrap()
+        .unwrap();
+    Echo { kit }
 }
 
 /// An agent with funds and an open session on the provider's offer.
@@ -82,29 +83,14 @@ struct Agent {
     chain: ReceiptChain,
 }
 
-/// The test's requests on the world.
-trait Echo {
-    async fn challenge(&self, path: &str, intent: Option<&Intent>) -> reqwest::Response;
-    async fn session_agent(&self, deposit: u64) -> Agent;
-    async fn agent_on(&self, path: &str, deposit: u64) -> Agent;
-    async fn paid(
-        &self,
-        path: &str,
-        session: &Pubkey,
-        voucher: &Voucher,
-        body: &str,
-    ) -> reqwest::Response;
-    async fn paid_at(
-        &self,
-        url: &str,
-        path: &str,
-        session: &Pubkey,
-        voucher: &Voucher,
-        body: &str,
-    ) -> reqwest::Response;
+/// The kit's world serving the echo routes, with the test's requests.
+struct Echo {
+    kit: World,
 }
 
-impl Echo for World {
+x402pp_testkit::deref_world!(Echo, kit);
+
+impl Echo {
     async fn challenge(&self, path: &str, intent: Option<&Intent>) -> reqwest::Response {
         let mut request = self.http.post(format!("{}{path}", self.url())).body("hi");
         if let Some(intent) = intent {
@@ -169,7 +155,7 @@ impl Agent {
     }
 
     /// Sends one paid request with the next voucher and checks its receipt completely.
-    async fn request(&mut self, world: &World, path: &str, body: &str) -> reqwest::Response {
+    async fn request(&mut self, world: &Echo, path: &str, body: &str) -> reqwest::Response {
         let voucher = self.next_voucher();
         let response = world.paid(path, &self.session, &voucher, body).await;
         let receipt: Receipt = headers::decode(
@@ -243,7 +229,7 @@ async fn unpaid_request_gets_402_with_session_and_exact_options_and_a_signed_off
     );
 }
 
-fn intent(w: &World, max_price: u64) -> Intent {
+fn intent(w: &Echo, max_price: u64) -> Intent {
     Intent {
         intent_id: Id16([9; 16]),
         capability: "echo".into(),
