@@ -1,10 +1,22 @@
 //! `x402pp`: the one command-line tool of x402++ session channels on Solana.
 //!
-//! `demo` runs the whole system on an embedded localnet; `localnet`, `provider` and
-//! `facilitator` run the services; `agent` pays HTTP APIs; `session` manages the agent's sessions;
-//! `keygen` and `fund` manage keys and localnet funds. Errors print one clear line and exit non-zero.
+//! `agent` pays HTTP APIs (flags like curl's); `session` manages the wallet's sessions;
+//! `keygen`, `address`, `config` and `fund` manage keys, settings and localnet funds. With the
+//! default `full` feature, `demo` runs the whole system on an embedded localnet and `localnet`,
+//! `provider` and `facilitator` run the services; `--no-default-features` builds a light agent
+//! binary without them (and without the Solana runtime).
+//!
+//! Like the Solana CLI: the wallet defaults to `~/.config/solana/id.json` (`-k`), the cluster
+//! is a URL or a moniker (`-u devnet`), amounts are in UI units (`--atomic` for raw). Errors
+//! print one line and exit non-zero; `--json` prints the structs of docs/cli.md.
 
+mod amount;
+mod cluster;
 mod commands;
+mod paths;
+mod request;
+mod table;
+mod wallet;
 
 use std::process::ExitCode;
 
@@ -21,23 +33,31 @@ struct Cli {
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Run the end-to-end demo on an embedded localnet: sessions vs the exact scheme.
+    #[cfg(feature = "full")]
     Demo(commands::demo::Args),
     /// Measure paid (session) vs unpaid requests/s and latency through the real provider.
+    #[cfg(feature = "full")]
     Bench(commands::bench::Args),
     /// Run the embedded localnet (standard Solana JSON-RPC).
+    #[cfg(feature = "full")]
     Localnet(x402pp_localnet::cli::Args),
     /// Run the reference provider (a paid toy inference API).
+    #[cfg(feature = "services")]
     Provider(x402pp_provider::cli::Args),
     /// Run the x402 v2 facilitator (exact scheme on Solana).
+    #[cfg(feature = "services")]
     Facilitator(x402pp_facilitator::cli::Args),
-    /// Pay an HTTP API as an agent.
+    /// Request a URL and pay it as an agent (flags like curl: -X, -H, -d).
+    Agent(Box<commands::agent::AgentCommand>),
+    /// The wallet's sessions: list, show, top-up, request-close, reclaim, dispute.
     #[command(subcommand)]
-    Agent(commands::agent::AgentCommand),
-    /// The agent's sessions: list, show, top-up, close, reclaim, dispute.
-    #[command(subcommand)]
-    Session(commands::agent::SessionCommand),
-    /// Create a keypair file (Solana CLI format, mode 0600).
+    Session(commands::session::SessionCommand),
+    /// Create a keypair file (Solana CLI format, mode 0600), by default ~/.config/solana/id.json.
     Keygen(commands::keys::KeygenArgs),
+    /// Print the wallet's address.
+    Address(commands::keys::AddressArgs),
+    /// Print the RPC URL, keypair and store the other commands would use.
+    Config(commands::keys::ConfigArgs),
     /// Fund an address on the localnet (SOL airdrop and test USDC).
     Fund(commands::keys::FundArgs),
 }
@@ -56,23 +76,30 @@ fn main() -> ExitCode {
     };
     let result = runtime.block_on(async move {
         match cli.command {
+            #[cfg(feature = "full")]
             Command::Demo(args) => commands::demo::run(args).await,
+            #[cfg(feature = "full")]
             Command::Bench(args) => commands::bench::run(args).await,
+            #[cfg(feature = "full")]
             Command::Localnet(args) => {
                 x402pp_localnet::cli::init_tracing();
                 x402pp_localnet::cli::run(args).await.map_err(Into::into)
             }
+            #[cfg(feature = "services")]
             Command::Provider(args) => {
                 x402pp_provider::cli::init_tracing(args.log_json);
                 x402pp_provider::cli::run(args).await
             }
+            #[cfg(feature = "services")]
             Command::Facilitator(args) => {
                 x402pp_facilitator::cli::init_tracing(args.log_json);
                 x402pp_facilitator::cli::run(args).await
             }
-            Command::Agent(command) => commands::agent::run_agent(command).await,
-            Command::Session(command) => commands::agent::run_session(command).await,
+            Command::Agent(command) => commands::agent::run(*command).await,
+            Command::Session(command) => commands::session::run(command).await,
             Command::Keygen(args) => commands::keys::keygen(args),
+            Command::Address(args) => commands::keys::address(args),
+            Command::Config(args) => commands::keys::config(args),
             Command::Fund(args) => commands::keys::fund(args).await,
         }
     });
@@ -82,5 +109,88 @@ fn main() -> ExitCode {
             eprintln!("error: {error:#}");
             ExitCode::FAILURE
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)] // tests
+
+    use clap::{CommandFactory as _, Parser as _};
+
+    use super::*;
+
+    #[test]
+    fn the_command_line_definition_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn agent_takes_curl_flags_and_solana_flags() {
+        let cli = Cli::try_parse_from([
+            "x402pp",
+            "agent",
+            "-X",
+            "put",
+            "-H",
+            "Authorization: Bearer t",
+            "-H",
+            "X-Trace: 1",
+            "-d",
+            "{\"a\":1}",
+            "-u",
+            "d",
+            "-k",
+            "w.json",
+            "--max-price",
+            "0.5",
+            "http://127.0.0.1:8080/v1/inference",
+        ])
+        .unwrap();
+        let Command::Agent(command) = cli.command else {
+            panic!("not agent: {cli:?}");
+        };
+        let debug = format!("{command:?}");
+        assert!(debug.contains("PUT"), "{debug}");
+        assert!(debug.contains("https://api.devnet.solana.com"), "{debug}");
+        assert!(debug.contains("authorization"), "{debug}");
+        assert!(debug.contains("x-trace"), "{debug}");
+        assert!(debug.contains("w.json"), "{debug}");
+    }
+
+    #[test]
+    fn the_earlier_agent_get_and_post_forms_still_parse() {
+        for line in [
+            "agent get http://h/x --keypair a.json",
+            "agent post http://h/x --data {}",
+            "agent get http://h/x --rpc-url http://127.0.0.1:1",
+        ] {
+            let args = std::iter::once("x402pp").chain(line.split_whitespace());
+            assert!(Cli::try_parse_from(args).is_ok(), "{line}");
+        }
+    }
+
+    #[test]
+    fn session_close_is_an_alias_of_request_close() {
+        let address = "11111111111111111111111111111111";
+        for name in ["request-close", "close"] {
+            let cli = Cli::try_parse_from(["x402pp", "session", name, address]).unwrap();
+            assert!(
+                matches!(
+                    cli.command,
+                    Command::Session(commands::session::SessionCommand::RequestClose { .. })
+                ),
+                "{name}"
+            );
+        }
+    }
+
+    #[test]
+    fn an_unknown_cluster_moniker_is_a_usage_error() {
+        let error = Cli::try_parse_from(["x402pp", "session", "list", "-u", "mainnet"])
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
+        assert!(error.contains("mainnet-beta (m)"), "{error}");
     }
 }

@@ -1,14 +1,16 @@
-//! The `x402pp` binary as a user runs it: the demo with a small N and its report, and clear
-//! errors with a non-zero exit for bad input.
+//! The `x402pp` binary as a user runs it: the demo with a small N and its report (with the
+//! default `full` feature), and clear errors with a non-zero exit for bad input.
 #![allow(clippy::unwrap_used)] // tests
 
 use assert_cmd::Command;
+#[cfg(feature = "full")]
 use serde_json::Value;
 
 fn x402pp() -> Command {
     Command::cargo_bin("x402pp").unwrap()
 }
 
+#[cfg(feature = "full")]
 #[test]
 fn the_demo_runs_both_schemes_and_reconciles_to_the_atomic_unit() {
     let output = x402pp()
@@ -64,6 +66,7 @@ fn the_demo_runs_both_schemes_and_reconciles_to_the_atomic_unit() {
     }
 }
 
+#[cfg(feature = "full")]
 #[test]
 fn bad_demo_arguments_exit_non_zero_with_a_clear_message() {
     let output = x402pp().args(["demo", "--requests", "0"]).output().unwrap();

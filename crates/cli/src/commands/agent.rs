@@ -1,124 +1,257 @@
-//! `x402pp agent get|post URL` and `x402pp session list|show|top-up|close|reclaim|dispute`.
-
-use std::path::PathBuf;
-use std::sync::Arc;
+//! `x402pp agent [-X METHOD] [-H 'Name: value']... [-d DATA|@file] URL`: pay an HTTP API.
+//!
+//! `agent get URL` and `agent post URL --data ...` of earlier versions still work (hidden).
 
 use anyhow::{bail, Context as _};
+use reqwest::header::HeaderMap;
+use reqwest::Method;
+use serde::Serialize;
 use solana_sdk::pubkey::Pubkey;
-use x402pp_client::{Agent, AgentConfig, Budget, DisputePolicy};
+use x402pp_client::{Agent, AgentStats, Budget};
+use x402pp_protocol::x402::SettleResponse;
+use x402pp_protocol::{headers, Receipt};
 
-/// What every agent command needs: the wallet, the cluster, the budget and the local store.
+use crate::amount::{self, TokenAmount};
+use crate::request::{self, Header};
+use crate::wallet::{AgentOptions, Mints, WalletArgs};
+
+/// `x402pp agent ...`.
+#[derive(Debug, clap::Args)]
+#[command(args_conflicts_with_subcommands = true, subcommand_negates_reqs = true)]
+pub struct AgentCommand {
+    #[command(subcommand)]
+    legacy: Option<Legacy>,
+    // Not `Option<RequestArgs>`: clap leaves an optional flattened struct with nested
+    // flattened structs `None` even when its arguments are given.
+    #[command(flatten)]
+    request: RequestArgs,
+}
+
+/// The forms of earlier versions.
+#[derive(Debug, clap::Subcommand)]
+enum Legacy {
+    /// Same as `x402pp agent URL`.
+    #[command(hide = true)]
+    Get(RequestArgs),
+    /// Same as `x402pp agent -X POST URL`.
+    #[command(hide = true)]
+    Post(RequestArgs),
+}
+
+/// The request, the wallet and the budget.
+#[derive(Debug, clap::Args)]
+pub struct RequestArgs {
+    /// The URL to request (and pay when it answers 402).
+    #[arg(required = true)]
+    pub url: Option<String>,
+    /// HTTP method [default: GET, or POST with -d].
+    #[arg(short = 'X', long = "request", value_name = "METHOD", value_parser = request::parse_method)]
+    pub method: Option<Method>,
+    /// A request header, `Name: value` (repeatable).
+    #[arg(short = 'H', long = "header", value_name = "HEADER", value_parser = request::parse_header)]
+    pub headers: Vec<Header>,
+    /// The request body; `@file` reads a file, `@-` standard input. A JSON body is sent with
+    /// `Content-Type: application/json` unless -H sets one.
+    #[arg(short = 'd', long = "data", value_name = "DATA")]
+    pub data: Option<String>,
+    #[command(flatten)]
+    pub wallet: WalletArgs,
+    #[command(flatten)]
+    pub budget: BudgetArgs,
+    /// Print one JSON object (`AgentResponse`) instead of the body.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// What the agent may spend. Amounts are UI units of the asset the API prices in, read with
+/// `--decimals` (the budget is set before any offer names the mint); `--atomic` takes atomic
+/// units.
 #[derive(Debug, Clone, clap::Args)]
-pub struct AgentArgs {
-    /// Solana JSON-RPC endpoint.
-    #[arg(long, env = "X402PP_RPC_URL", default_value = "http://127.0.0.1:8899")]
-    pub rpc_url: String,
-    /// Agent keypair file (Solana CLI JSON).
-    #[arg(long, env = "X402PP_AGENT_KEYPAIR")]
-    pub keypair: PathBuf,
-    /// Directory of the agent's receipt and session store.
-    #[arg(long, env = "X402PP_AGENT_STORE", default_value = ".x402pp-agent")]
-    pub store: PathBuf,
-    /// Most the agent pays per request (atomic units).
-    #[arg(long, default_value_t = 10_000)]
-    pub max_price: u64,
-    /// Most the agent locks in one session (atomic units).
-    #[arg(long, default_value_t = 1_000_000)]
-    pub max_deposit: u64,
+pub struct BudgetArgs {
+    /// Most the agent pays per request.
+    #[arg(long, env = "X402PP_MAX_PRICE", default_value = "0.01")]
+    pub max_price: String,
+    /// Most the agent keeps locked in one session.
+    #[arg(long, env = "X402PP_MAX_DEPOSIT", default_value = "1")]
+    pub max_deposit: String,
+    /// Decimals the budget amounts are read with (6: USDC).
+    #[arg(long, env = "X402PP_DECIMALS", default_value_t = 6)]
+    pub decimals: u8,
+    /// --max-price and --max-deposit are atomic units.
+    #[arg(long)]
+    pub atomic: bool,
     /// Slowest promised latency accepted (ms).
-    #[arg(long, default_value_t = 5_000)]
+    #[arg(long, env = "X402PP_MAX_LATENCY_MS", default_value_t = 5_000)]
     pub max_latency_ms: u32,
-    /// Pay with the exact scheme only.
+    /// Pay with the x402 `exact` scheme only.
     #[arg(long)]
     pub exact: bool,
     /// Dispute SLA breaches on chain as soon as they happen.
     #[arg(long)]
     pub auto_dispute: bool,
-    /// Priority fee of the agent's transactions, micro-lamports per compute unit (each
-    /// transaction asks for the compute units it uses).
-    #[arg(long, env = "X402PP_COMPUTE_UNIT_PRICE", default_value_t = x402pp_solana::compute::DEFAULT_UNIT_PRICE)]
-    pub compute_unit_price: u64,
-    /// Print JSON.
-    #[arg(long)]
-    pub json: bool,
 }
 
-impl AgentArgs {
-    async fn agent(&self) -> anyhow::Result<Agent> {
-        let keypair = Arc::new(x402pp_solana::keys::read_keypair(&self.keypair)?);
-        let budget = Budget {
-            max_price_per_request: self.max_price,
-            max_deposit: self.max_deposit,
+impl BudgetArgs {
+    /// The budget in atomic units.
+    pub fn budget(&self) -> anyhow::Result<Budget> {
+        let read = |flag: &str, text: &str| {
+            amount::parse(text, self.decimals, self.atomic).with_context(|| format!("--{flag}"))
+        };
+        Ok(Budget {
+            max_price_per_request: read("max-price", &self.max_price)?,
+            max_deposit: read("max-deposit", &self.max_deposit)?,
             max_latency_ms: self.max_latency_ms,
             min_uptime_bps: 0,
-        };
-        let mut config = AgentConfig::new(self.rpc_url.clone(), keypair, budget);
-        config.store_path = Some(self.store.clone());
-        config.prefer_session = !self.exact;
-        config.compute_unit_price = self.compute_unit_price;
-        config.dispute_policy = if self.auto_dispute {
-            DisputePolicy::Automatic
-        } else {
-            DisputePolicy::Manual
-        };
-        Agent::new(config).await.context("starting the agent")
+        })
     }
-}
 
-/// `x402pp agent ...`.
-#[derive(Debug, clap::Subcommand)]
-pub enum AgentCommand {
-    /// GET a paid URL.
-    Get {
-        /// The URL.
-        url: String,
-        #[command(flatten)]
-        args: AgentArgs,
-    },
-    /// POST to a paid URL.
-    Post {
-        /// The URL.
-        url: String,
-        /// The request body (JSON is sent with content-type application/json).
-        #[arg(long, short, default_value = "")]
-        data: String,
-        #[command(flatten)]
-        args: AgentArgs,
-    },
-}
-
-/// Runs an agent command: prints the response body (and the receipt summary on stderr).
-pub async fn run_agent(command: AgentCommand) -> anyhow::Result<()> {
-    let (method, url, body, args) = match command {
-        AgentCommand::Get { url, args } => (reqwest::Method::GET, url, String::new(), args),
-        AgentCommand::Post { url, data, args } => (reqwest::Method::POST, url, data, args),
-    };
-    let agent = args.agent().await?;
-    let http = reqwest::Client::new();
-    let mut request = http.request(method, &url);
-    if !body.is_empty() {
-        if serde_json::from_str::<serde_json::Value>(&body).is_ok() {
-            request = request.header(reqwest::header::CONTENT_TYPE, "application/json");
+    fn options(&self) -> AgentOptions {
+        AgentOptions {
+            exact_only: self.exact,
+            auto_dispute: self.auto_dispute,
         }
-        request = request.body(body);
     }
-    let request = request
+}
+
+/// `agent --json`: the answer and what paying for it took.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct AgentResponse {
+    /// HTTP status of the (paid) answer.
+    pub status: u16,
+    /// The response body as text (lossy UTF-8).
+    pub body: String,
+    /// `session`, `exact`, or `none` when the API did not ask for payment.
+    pub scheme: &'static str,
+    /// The session that paid, for `session`.
+    pub session: Option<String>,
+    /// What this request was charged (the receipt's amount for `session`, the settled amount
+    /// for `exact`).
+    pub charged: Option<TokenAmount>,
+    /// The provider's verified receipt (docs/protocol.md), for `session`.
+    pub receipt: Option<Receipt>,
+    /// The facilitator's settlement (x402 `SettleResponse`), for `exact`.
+    pub settlement: Option<SettleResponse>,
+    /// The agent's counters for this run.
+    pub stats: StatsJson,
+}
+
+/// The agent's counters ([`AgentStats`]).
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct StatsJson {
+    /// Requests sent.
+    pub requests: u64,
+    /// Paid with a session voucher.
+    pub session_requests: u64,
+    /// Paid with `exact`.
+    pub exact_requests: u64,
+    /// Receipts that passed every check.
+    pub receipts_verified: u64,
+    /// Receipts showing an SLA breach.
+    pub sla_breaches: u64,
+    /// Disputes recorded on chain.
+    pub disputes: u64,
+    /// Atomic units refunded by disputes.
+    pub penalties_refunded: u64,
+    /// On-chain transactions the wallet sent (open, top-up, dispute...).
+    pub transactions: u64,
+    /// Their fees in lamports.
+    pub fees_lamports: u64,
+}
+
+impl From<AgentStats> for StatsJson {
+    fn from(s: AgentStats) -> Self {
+        Self {
+            requests: s.requests,
+            session_requests: s.session_requests,
+            exact_requests: s.exact_requests,
+            receipts_verified: s.receipts_verified,
+            sla_breaches: s.sla_breaches,
+            disputes: s.disputes,
+            penalties_refunded: s.penalties_refunded,
+            transactions: s.transactions,
+            fees_lamports: s.fees_lamports,
+        }
+    }
+}
+
+/// Runs `x402pp agent`: prints the body on stdout and what was paid on stderr (or one JSON
+/// object); fails when the answer is not a success.
+pub async fn run(command: AgentCommand) -> anyhow::Result<()> {
+    let (args, default_method) = match command.legacy {
+        Some(Legacy::Get(args)) => (args, None),
+        Some(Legacy::Post(args)) => (args, Some(Method::POST)),
+        None => (command.request, None),
+    };
+    // clap requires the URL; this only guards the type.
+    let url = args.url.clone().context("give the URL to request")?;
+    let budget = args.budget.budget()?;
+    let body = match &args.data {
+        Some(data) => request::read_data(data)?,
+        None => Vec::new(),
+    };
+    let method = request::method_of(
+        args.method.as_ref().or(default_method.as_ref()),
+        !body.is_empty(),
+    );
+    let agent = args.wallet.agent(budget, args.budget.options()).await?;
+
+    let mut builder = reqwest::Client::new().request(method, &url);
+    if let Some(content_type) = request::implied_content_type(&args.headers, &body) {
+        builder = builder.header(reqwest::header::CONTENT_TYPE, content_type);
+    }
+    for header in &args.headers {
+        builder = builder.header(header.name.clone(), header.value.clone());
+    }
+    if !body.is_empty() {
+        builder = builder.body(body);
+    }
+    let http_request = builder
         .build()
         .with_context(|| format!("invalid request to {url}"))?;
-    let response = agent.send(request).await?;
+    let response = agent.send(http_request).await?;
     let status = response.status();
-    let text = response.text().await.context("reading the response")?;
+    let paid = Paid::of(response.headers());
+    let bytes = response.bytes().await.context("reading the response")?;
+    let text = String::from_utf8_lossy(&bytes);
+
+    let stats = agent.stats();
+    let mut mints = Mints::default();
+    let charged = paid
+        .charged(&agent, &mut mints, args.budget.decimals)
+        .await?;
     if args.json {
-        println!(
-            "{}",
-            serde_json::json!({ "status": status.as_u16(), "body": text, "stats": stats_json(&agent) })
-        );
+        let report = AgentResponse {
+            status: status.as_u16(),
+            body: text.into_owned(),
+            scheme: paid.scheme(),
+            session: paid.receipt.as_ref().map(|r| r.body.session_id.to_string()),
+            charged: charged.clone(),
+            receipt: paid.receipt,
+            settlement: paid.settlement,
+            stats: stats.into(),
+        };
+        println!("{}", serde_json::to_string_pretty(&report)?);
     } else {
         println!("{text}");
-        let stats = agent.stats();
+        let paid_line = match (&charged, &paid.receipt, &paid.settlement) {
+            (Some(amount), Some(receipt), _) => format!(
+                "paid {} by session {} (receipt #{} verified, {} ms)",
+                amount.ui_amount_string,
+                receipt.body.session_id,
+                receipt.body.request_number,
+                receipt.body.latency_ms
+            ),
+            (Some(amount), None, Some(settlement)) => format!(
+                "paid {} by exact (transaction {})",
+                amount.ui_amount_string, settlement.transaction
+            ),
+            _ => "not paid".to_owned(),
+        };
         eprintln!(
-            "[{status}; receipts verified {}; session requests {}; exact requests {}; on-chain transactions {}]",
-            stats.receipts_verified, stats.session_requests, stats.exact_requests, stats.transactions
+            "[{status}; {paid_line}; on-chain transactions by this wallet: {}]",
+            stats.transactions
         );
     }
     if !status.is_success() {
@@ -127,143 +260,53 @@ pub async fn run_agent(command: AgentCommand) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn stats_json(agent: &Agent) -> serde_json::Value {
-    let s = agent.stats();
-    serde_json::json!({
-        "requests": s.requests,
-        "sessionRequests": s.session_requests,
-        "exactRequests": s.exact_requests,
-        "receiptsVerified": s.receipts_verified,
-        "slaBreaches": s.sla_breaches,
-        "disputes": s.disputes,
-        "penaltiesRefunded": s.penalties_refunded,
-        "transactions": s.transactions,
-        "feesLamports": s.fees_lamports,
-    })
+/// How the answer was paid, from its headers.
+struct Paid {
+    receipt: Option<Receipt>,
+    settlement: Option<SettleResponse>,
 }
 
-/// `x402pp session ...`.
-#[derive(Debug, clap::Subcommand)]
-pub enum SessionCommand {
-    /// List the agent's sessions.
-    List {
-        #[command(flatten)]
-        args: AgentArgs,
-    },
-    /// Show one session and its receipts.
-    Show {
-        /// Session address.
-        session: Pubkey,
-        #[command(flatten)]
-        args: AgentArgs,
-    },
-    /// Add to a session's deposit.
-    TopUp {
-        /// Session address.
-        session: Pubkey,
-        /// Amount in atomic units.
-        amount: u64,
-        #[command(flatten)]
-        args: AgentArgs,
-    },
-    /// Ask to close a session (the provider may claim during the grace period).
-    Close {
-        /// Session address.
-        session: Pubkey,
-        #[command(flatten)]
-        args: AgentArgs,
-    },
-    /// Take the remainder back after expiry (or close request) plus grace.
-    Reclaim {
-        /// Session address.
-        session: Pubkey,
-        #[command(flatten)]
-        args: AgentArgs,
-    },
-    /// Dispute every SLA breach receipt not yet disputed.
-    Dispute {
-        #[command(flatten)]
-        args: AgentArgs,
-    },
-}
-
-/// Runs a session command.
-pub async fn run_session(command: SessionCommand) -> anyhow::Result<()> {
-    match command {
-        SessionCommand::List { args } => {
-            let agent = args.agent().await?;
-            let sessions = agent.sessions();
-            if args.json {
-                println!(
-                    "{}",
-                    serde_json::to_string_pretty(
-                        &sessions
-                            .iter()
-                            .map(|s| format!("{s:?}"))
-                            .collect::<Vec<_>>()
-                    )?
-                );
-            } else if sessions.is_empty() {
-                println!("no sessions");
-            } else {
-                for session in sessions {
-                    println!("{session:?}");
-                }
-            }
-        }
-        SessionCommand::Show { session, args } => {
-            let agent = args.agent().await?;
-            let Some(info) = agent.sessions().into_iter().find(|s| s.address == session) else {
-                bail!("no session {session} in the store {}", args.store.display());
-            };
-            let receipts = agent.receipts(&session);
-            if args.json {
-                println!(
-                    "{}",
-                    serde_json::json!({ "session": format!("{info:?}"), "receipts": receipts })
-                );
-            } else {
-                println!("{info:?}");
-                for receipt in receipts {
-                    println!(
-                        "  #{:<5} {:>10} charged, {:>12} total, {:>6} ms, {:?}",
-                        receipt.body.request_number,
-                        receipt.body.amount_charged,
-                        receipt.body.cumulative_charged,
-                        receipt.body.latency_ms,
-                        receipt.body.status
-                    );
-                }
-            }
-        }
-        SessionCommand::TopUp {
-            session,
-            amount,
-            args,
-        } => {
-            let signature = args.agent().await?.top_up(&session, amount).await?;
-            println!("topped up {session} by {amount}: {signature}");
-        }
-        SessionCommand::Close { session, args } => {
-            let signature = args.agent().await?.request_close(&session).await?;
-            println!("close requested for {session}: {signature}");
-        }
-        SessionCommand::Reclaim { session, args } => {
-            let signature = args.agent().await?.reclaim(&session).await?;
-            println!("reclaimed {session}: {signature}");
-        }
-        SessionCommand::Dispute { args } => {
-            let outcomes = args.agent().await?.dispute_breaches().await?;
-            if outcomes.is_empty() {
-                println!("no breach to dispute");
-            }
-            for outcome in outcomes {
-                println!(
-                    "disputed {} seq {}: paid {} ({})",
-                    outcome.session, outcome.seq, outcome.paid, outcome.signature
-                );
-            }
+impl Paid {
+    fn of(response: &HeaderMap) -> Self {
+        let decode = |name: &'static str| response.get(name).map(|value| value.as_bytes());
+        Self {
+            receipt: decode(headers::X402_RECEIPT)
+                .and_then(|v| headers::decode(headers::X402_RECEIPT, v).ok()),
+            settlement: decode(headers::PAYMENT_RESPONSE)
+                .and_then(|v| headers::decode(headers::PAYMENT_RESPONSE, v).ok()),
         }
     }
-    Ok(())
+
+    fn scheme(&self) -> &'static str {
+        match (&self.receipt, &self.settlement) {
+            (Some(_), _) => "session",
+            (None, Some(_)) => "exact",
+            (None, None) => "none",
+        }
+    }
+
+    /// What this request was charged, with the mint's decimals: a session's mint is in the
+    /// agent's store; the `exact` settlement does not name its mint (and the agent does not
+    /// report the requirement it paid), so its amount is read with `decimals`, the budget's.
+    async fn charged(
+        &self,
+        agent: &Agent,
+        mints: &mut Mints,
+        decimals: u8,
+    ) -> anyhow::Result<Option<TokenAmount>> {
+        if let Some(receipt) = &self.receipt {
+            let session = Pubkey::new_from_array(receipt.body.session_id.0);
+            let Some(info) = agent.sessions().into_iter().find(|s| s.address == session) else {
+                return Ok(None);
+            };
+            let atomic = receipt.body.amount_charged.get();
+            return Ok(Some(mints.amount(agent.rpc(), &info.mint, atomic).await?));
+        }
+        if let Some(settled) = self.settlement.as_ref().and_then(|s| s.amount.as_deref()) {
+            if let Ok(atomic) = amount::parse_atomic(settled) {
+                return Ok(Some(TokenAmount::new(atomic, decimals)));
+            }
+        }
+        Ok(None)
+    }
 }

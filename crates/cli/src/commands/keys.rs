@@ -1,52 +1,215 @@
-//! `x402pp keygen` and `x402pp fund`.
+//! `x402pp keygen`, `x402pp address`, `x402pp config` and `x402pp fund`.
 
 use std::path::PathBuf;
 
 use anyhow::{bail, Context as _};
+use serde::Serialize;
 use solana_sdk::pubkey::Pubkey;
 use solana_sdk::signature::{Keypair, Signer};
+
+use crate::amount::{self, TokenAmount};
+use crate::paths::{self, ProcessEnv};
+use crate::table;
+use crate::wallet::{KeypairArg, UrlArg, WalletArgs};
 
 /// Arguments of `keygen`.
 #[derive(Debug, clap::Args)]
 pub struct KeygenArgs {
-    /// Where to write the keypair.
+    /// Where to write the keypair [default: ~/.config/solana/id.json].
     #[arg(long, short)]
-    pub outfile: PathBuf,
+    pub outfile: Option<PathBuf>,
     /// Overwrite an existing file.
     #[arg(long)]
     pub force: bool,
+    /// Print `{address, outfile}` as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `keygen --json`.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct KeygenReport {
+    /// The new keypair's address.
+    pub address: String,
+    /// The file written.
+    pub outfile: String,
 }
 
 /// Writes a new keypair file and prints its address.
 pub fn keygen(args: KeygenArgs) -> anyhow::Result<()> {
-    if args.outfile.exists() && !args.force {
-        bail!(
-            "{} exists; pass --force to overwrite it",
-            args.outfile.display()
-        );
+    let outfile = match args.outfile {
+        Some(path) => path,
+        None => paths::default_keypair(&ProcessEnv)
+            .context("no home directory (HOME is not set): pass --outfile FILE")?,
+    };
+    if outfile.exists() && !args.force {
+        bail!("{} exists; pass --force to overwrite it", outfile.display());
     }
     let keypair = Keypair::new();
-    x402pp_solana::keys::write_keypair(&keypair, &args.outfile)?;
+    x402pp_solana::keys::write_keypair(&keypair, &outfile)?;
+    if args.json {
+        print_json(&KeygenReport {
+            address: keypair.pubkey().to_string(),
+            outfile: outfile.display().to_string(),
+        })
+    } else {
+        eprintln!("wrote a new keypair to {}", outfile.display());
+        println!("{}", keypair.pubkey());
+        Ok(())
+    }
+}
+
+fn print_json(value: &impl Serialize) -> anyhow::Result<()> {
+    println!("{}", serde_json::to_string_pretty(value)?);
+    Ok(())
+}
+
+/// Arguments of `address`.
+#[derive(Debug, clap::Args)]
+pub struct AddressArgs {
+    #[command(flatten)]
+    pub keypair: KeypairArg,
+    /// Print `{address, keypair}` as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `address --json`.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct AddressReport {
+    /// The wallet's address.
+    pub address: String,
+    /// Its keypair file.
+    pub keypair: String,
+}
+
+/// Prints the wallet's address.
+pub fn address(args: AddressArgs) -> anyhow::Result<()> {
+    let path = args.keypair.path()?;
+    let keypair = x402pp_solana::keys::read_keypair(&path)?;
+    if args.json {
+        return print_json(&AddressReport {
+            address: keypair.pubkey().to_string(),
+            keypair: path.display().to_string(),
+        });
+    }
     println!("{}", keypair.pubkey());
+    Ok(())
+}
+
+/// Arguments of `config`.
+#[derive(Debug, clap::Args)]
+pub struct ConfigArgs {
+    #[command(flatten)]
+    pub wallet: WalletArgs,
+    /// Print the settings as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `config --json`.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ConfigReport {
+    /// The JSON-RPC URL `-u` resolves to.
+    pub rpc_url: String,
+    /// The keypair file in use.
+    pub keypair: String,
+    /// Whether that file exists.
+    pub keypair_exists: bool,
+    /// The agent's store directory.
+    pub store: String,
+    /// Priority fee, micro-lamports per compute unit.
+    pub compute_unit_price: u64,
+}
+
+/// Prints the settings the other commands would use (like `solana config get`).
+pub fn config(args: ConfigArgs) -> anyhow::Result<()> {
+    let keypair = match paths::keypair(args.wallet.keypair.keypair.as_deref(), &ProcessEnv) {
+        Ok(path) => path,
+        Err(paths::PathError::NoDefaultKeypair(path)) => PathBuf::from(path),
+        Err(e) => return Err(e.into()),
+    };
+    let report = ConfigReport {
+        rpc_url: args.wallet.url.rpc_url.clone(),
+        keypair_exists: keypair.exists(),
+        keypair: keypair.display().to_string(),
+        store: args.wallet.store_path()?.display().to_string(),
+        compute_unit_price: args.wallet.compute_unit_price,
+    };
+    if args.json {
+        return print_json(&report);
+    }
+    print!(
+        "{}",
+        table::fields(&[
+            ("RPC URL", report.rpc_url.clone()),
+            (
+                "Keypair",
+                if report.keypair_exists {
+                    report.keypair.clone()
+                } else {
+                    format!("{} (missing: `x402pp keygen` creates it)", report.keypair)
+                }
+            ),
+            ("Agent store", report.store.clone()),
+            (
+                "Compute unit price",
+                format!("{} micro-lamports", report.compute_unit_price)
+            ),
+        ])
+    );
     Ok(())
 }
 
 /// Arguments of `fund`.
 #[derive(Debug, clap::Args)]
 pub struct FundArgs {
-    /// The localnet's RPC URL.
-    #[arg(long, env = "X402PP_RPC_URL", default_value = "http://127.0.0.1:8899")]
-    pub rpc_url: String,
-    /// The address to fund.
+    #[command(flatten)]
+    pub url: UrlArg,
+    #[command(flatten)]
+    pub keypair: KeypairArg,
+    /// The address to fund [default: the wallet's, -k].
     #[arg(long)]
-    pub to: Pubkey,
-    /// SOL to airdrop.
-    #[arg(long, default_value_t = 1.0)]
-    pub sol: f64,
-    /// Test USDC to mint, in atomic units (6 decimals).
-    #[arg(long, default_value_t = 10_000_000)]
-    pub usdc: u64,
+    pub to: Option<Pubkey>,
+    /// SOL to airdrop (lamports with --atomic).
+    #[arg(long, default_value = "1")]
+    pub sol: String,
+    /// Test USDC to mint, in USDC (atomic units with --atomic).
+    #[arg(long, default_value = "10")]
+    pub usdc: String,
+    /// --sol is lamports and --usdc atomic units.
+    #[arg(long)]
+    pub atomic: bool,
+    /// Print what was funded as JSON.
+    #[arg(long)]
+    pub json: bool,
 }
+
+/// `fund --json`.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct FundReport {
+    /// The funded address.
+    pub address: String,
+    /// SOL airdropped (9 decimals: lamports).
+    pub sol: TokenAmount,
+    /// The test USDC mint.
+    pub mint: String,
+    /// Test USDC minted.
+    pub usdc: TokenAmount,
+    /// The airdrop transaction, when SOL was asked for.
+    pub airdrop_signature: Option<String>,
+    /// The mint transaction, when USDC was asked for.
+    pub mint_signature: Option<String>,
+}
+
+/// Lamports per SOL, as decimals.
+const SOL_DECIMALS: u8 = 9;
+/// The most `fund` airdrops at once, in lamports (1 000 SOL).
+const MAX_AIRDROP: u64 = 1_000_000_000_000;
 
 async fn call(
     http: &reqwest::Client,
@@ -73,37 +236,67 @@ async fn call(
     Ok(answer["result"].clone())
 }
 
-/// Airdrops SOL and mints test USDC (localnet only: `localnet_mintTo`).
+/// Airdrops SOL and mints test USDC (localnet only: `localnet_info`, `localnet_mintTo`).
 pub async fn fund(args: FundArgs) -> anyhow::Result<()> {
-    if !(0.0..=1_000.0).contains(&args.sol) {
-        bail!("--sol must be between 0 and 1000");
+    let to = match args.to {
+        Some(to) => to,
+        None => args.keypair.read()?.pubkey(),
+    };
+    let rpc_url = &args.url.rpc_url;
+    let lamports = amount::parse(&args.sol, SOL_DECIMALS, args.atomic).context("--sol")?;
+    if lamports > MAX_AIRDROP {
+        bail!("--sol: at most 1000 SOL at a time");
     }
     let http = reqwest::Client::new();
-    // At most 1000 SOL, checked above, so the product fits in u64.
-    #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
-    let lamports = (args.sol * 1_000_000_000.0).round() as u64;
+    let info = call(&http, rpc_url, "localnet_info", serde_json::json!([]))
+        .await
+        .context("reading the test USDC mint (is this a x402pp localnet?)")?;
+    let decimals = info["usdcDecimals"]
+        .as_u64()
+        .and_then(|d| u8::try_from(d).ok())
+        .context("localnet_info has no usdcDecimals")?;
+    let mint = info["usdcMint"]
+        .as_str()
+        .context("localnet_info has no usdcMint")?
+        .to_owned();
+    let usdc = amount::parse(&args.usdc, decimals, args.atomic).context("--usdc")?;
+    let mut airdrop_signature = None;
     if lamports > 0 {
-        call(
+        let result = call(
             &http,
-            &args.rpc_url,
+            rpc_url,
             "requestAirdrop",
-            serde_json::json!([args.to.to_string(), lamports]),
+            serde_json::json!([to.to_string(), lamports]),
         )
         .await?;
+        airdrop_signature = result.as_str().map(str::to_owned);
     }
-    if args.usdc > 0 {
-        call(
+    let mut mint_signature = None;
+    if usdc > 0 {
+        let result = call(
             &http,
-            &args.rpc_url,
+            rpc_url,
             "localnet_mintTo",
-            serde_json::json!({ "owner": args.to.to_string(), "amount": args.usdc }),
+            serde_json::json!({ "owner": to.to_string(), "amount": usdc.to_string() }),
         )
         .await
-        .context("minting test USDC (is this a x402pp localnet?)")?;
+        .context("minting test USDC")?;
+        mint_signature = result["signature"].as_str().map(str::to_owned);
+    }
+    let report = FundReport {
+        address: to.to_string(),
+        sol: TokenAmount::new(lamports, SOL_DECIMALS),
+        mint,
+        usdc: TokenAmount::new(usdc, decimals),
+        airdrop_signature,
+        mint_signature,
+    };
+    if args.json {
+        return print_json(&report);
     }
     println!(
-        "funded {} with {} SOL and {} test USDC (atomic units)",
-        args.to, args.sol, args.usdc
+        "funded {} with {} SOL and {} test USDC (mint {})",
+        report.address, report.sol.ui_amount_string, report.usdc.ui_amount_string, report.mint
     );
     Ok(())
 }

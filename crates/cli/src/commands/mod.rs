@@ -1,6 +1,9 @@
 //! One module per command.
 
 pub mod agent;
+#[cfg(feature = "full")]
 pub mod bench;
+#[cfg(feature = "full")]
 pub mod demo;
 pub mod keys;
+pub mod session;

@@ -1,0 +1,135 @@
+//! What every agent and session command shares: the cluster (`-u`), the wallet (`-k`), the
+//! agent's store (`--store`), and the mints' decimals for amounts in UI units.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use anyhow::Context as _;
+use solana_client::nonblocking::rpc_client::RpcClient;
+use solana_sdk::pubkey::Pubkey;
+use solana_sdk::signature::Keypair;
+use x402pp_client::{Agent, AgentConfig, Budget, DisputePolicy};
+
+use crate::amount::TokenAmount;
+use crate::{cluster, paths};
+
+/// `-u/--url`: the cluster.
+#[derive(Debug, Clone, clap::Args)]
+pub struct UrlArg {
+    /// Solana JSON-RPC URL or moniker: mainnet-beta (m), devnet (d), testnet (t), localhost (l =
+    /// http://127.0.0.1:8899).
+    #[arg(
+        short = 'u',
+        long = "url",
+        visible_alias = "rpc-url",
+        env = "X402PP_RPC_URL",
+        default_value = "localhost",
+        value_parser = cluster::resolve_url,
+        value_name = "URL_OR_MONIKER"
+    )]
+    pub rpc_url: String,
+}
+
+/// `-k/--keypair`: the wallet.
+#[derive(Debug, Clone, clap::Args)]
+pub struct KeypairArg {
+    /// Wallet keypair file (Solana CLI JSON) [default: ~/.config/solana/id.json].
+    #[arg(short = 'k', long, env = "X402PP_KEYPAIR", value_name = "FILE")]
+    pub keypair: Option<PathBuf>,
+}
+
+impl KeypairArg {
+    /// The keypair file in use (`-k`, the environment, or the default, which must exist).
+    pub fn path(&self) -> Result<PathBuf, paths::PathError> {
+        paths::keypair(self.keypair.as_deref(), &paths::ProcessEnv)
+    }
+
+    /// Reads the wallet.
+    pub fn read(&self) -> anyhow::Result<Keypair> {
+        Ok(x402pp_solana::keys::read_keypair(self.path()?)?)
+    }
+}
+
+/// The cluster, the wallet and the store.
+#[derive(Debug, Clone, clap::Args)]
+pub struct WalletArgs {
+    #[command(flatten)]
+    pub url: UrlArg,
+    #[command(flatten)]
+    pub keypair: KeypairArg,
+    /// Directory of the agent's session and receipt store [default:
+    /// $XDG_DATA_HOME/x402pp/agent, else ~/.local/share/x402pp/agent].
+    #[arg(long, env = "X402PP_AGENT_STORE", value_name = "DIR")]
+    pub store: Option<PathBuf>,
+    /// Priority fee of the wallet's transactions, micro-lamports per compute unit (each
+    /// transaction asks for the compute units it uses).
+    #[arg(long, env = "X402PP_COMPUTE_UNIT_PRICE", default_value_t = x402pp_solana::compute::DEFAULT_UNIT_PRICE)]
+    pub compute_unit_price: u64,
+}
+
+impl WalletArgs {
+    /// The store directory in use.
+    pub fn store_path(&self) -> Result<PathBuf, paths::PathError> {
+        paths::store(self.store.as_deref(), &paths::ProcessEnv)
+    }
+
+    /// An agent over this wallet, cluster and store.
+    pub async fn agent(&self, budget: Budget, options: AgentOptions) -> anyhow::Result<Agent> {
+        let keypair = Arc::new(self.keypair.read()?);
+        let mut config = AgentConfig::new(self.url.rpc_url.clone(), keypair, budget);
+        config.store_path = Some(self.store_path()?);
+        config.prefer_session = !options.exact_only;
+        config.compute_unit_price = self.compute_unit_price;
+        config.dispute_policy = if options.auto_dispute {
+            DisputePolicy::Automatic
+        } else {
+            DisputePolicy::Manual
+        };
+        Agent::new(config)
+            .await
+            .with_context(|| format!("starting the agent on {}", self.url.rpc_url))
+    }
+}
+
+/// How the agent pays.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct AgentOptions {
+    /// Pay with `exact` only.
+    pub exact_only: bool,
+    /// Dispute SLA breaches as soon as they are seen.
+    pub auto_dispute: bool,
+}
+
+/// Decimals of the mints seen so far, read from the chain once each.
+#[derive(Debug, Default)]
+pub struct Mints {
+    decimals: HashMap<Pubkey, u8>,
+}
+
+impl Mints {
+    /// The mint's decimals.
+    pub async fn decimals(&mut self, rpc: &RpcClient, mint: &Pubkey) -> anyhow::Result<u8> {
+        if let Some(decimals) = self.decimals.get(mint) {
+            return Ok(*decimals);
+        }
+        let account = rpc
+            .get_account(mint)
+            .await
+            .with_context(|| format!("reading the mint {mint} for its decimals"))?;
+        let decimals = x402pp_solana::token::mint_decimals(&account.data)
+            .with_context(|| format!("{mint} is not an SPL Token or Token-2022 mint"))?;
+        self.decimals.insert(*mint, decimals);
+        Ok(decimals)
+    }
+
+    /// `atomic` units of `mint` for JSON output.
+    pub async fn amount(
+        &mut self,
+        rpc: &RpcClient,
+        mint: &Pubkey,
+        atomic: u64,
+    ) -> anyhow::Result<TokenAmount> {
+        Ok(TokenAmount::new(atomic, self.decimals(rpc, mint).await?))
+    }
+}
