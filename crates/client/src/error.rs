@@ -1,6 +1,9 @@
 //! Errors of the agent.
 
-use x402pp_protocol::ProtocolError;
+use std::path::PathBuf;
+
+use x402pp_protocol::{ErrorCode, ProtocolError};
+use x402pp_session::ReceiptError;
 use x402pp_solana::ChainError;
 
 /// Everything that can go wrong paying a request or managing a session.
@@ -18,39 +21,114 @@ pub enum ClientError {
     /// A provider receipt failed verification (signature, hashes, chain link or amount). The
     /// session is abandoned: no further voucher is signed on it.
     #[error("invalid receipt: {0}")]
-    ReceiptInvalid(String),
+    ReceiptInvalid(#[from] ReceiptError),
     /// The provider refused the payment.
     #[error("payment refused ({status} {code}): {message}")]
     PaymentRefused {
         /// HTTP status.
         status: u16,
-        /// The x402++ error code (`insufficient_deposit`, `invalid_voucher`, ...).
-        code: String,
+        /// Why, as the provider (or its facilitator) coded it.
+        code: RefusalCode,
         /// The provider's message.
         message: String,
     },
     /// Chain access failed (RPC down, transaction rejected or failed).
     #[error("chain: {0}")]
     Chain(#[from] ChainError),
-    /// The HTTP request failed (connection, timeout, body).
+    /// The HTTP request failed (connection, timeout, body, or a middleware of the chain).
     #[error("http: {0}")]
-    Http(String),
+    Http(#[from] reqwest_middleware::Error),
+    /// A header value the agent built is not a valid HTTP header value.
+    #[error("invalid header value: {0}")]
+    InvalidHeader(#[from] reqwest::header::InvalidHeaderValue),
     /// Protocol data could not be encoded or decoded.
     #[error("protocol: {0}")]
     Protocol(#[from] ProtocolError),
     /// The local store could not be read or written.
-    #[error("store: {0}")]
-    Store(String),
+    #[error("store {}: {source}", path.display())]
+    Store {
+        /// The file or directory.
+        path: PathBuf,
+        /// What failed.
+        source: StoreError,
+    },
     /// The request body is a stream: it cannot be cloned to retry after a 402, nor hashed.
     #[error("the request body is a stream; paid requests need a buffered body")]
     NonCloneableRequest,
+    /// The agent holds no receipt with this seq on the session (nothing to dispute).
+    #[error("no receipt {0} held")]
+    NoSuchReceipt(u64),
     /// No session with this address is known to the agent.
     #[error("unknown session {0}")]
-    UnknownSession(String),
+    UnknownSession(solana_sdk::pubkey::Pubkey),
+}
+
+/// What failed in the agent's store.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// A file system operation.
+    #[error(transparent)]
+    Io(#[from] std::io::Error),
+    /// A file's JSON.
+    #[error(transparent)]
+    Json(#[from] serde_json::Error),
+}
+
+/// The code of a refused payment: one of x402++'s wire codes, or a code this agent does not know
+/// (an x402 facilitator's `errorReason` for `exact`, or a newer provider's code).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RefusalCode {
+    /// An x402++ wire code.
+    Known(ErrorCode),
+    /// Any other code, as sent.
+    Other(String),
+}
+
+impl RefusalCode {
+    /// Reads a code as sent on the wire.
+    pub fn parse(code: &str) -> Self {
+        serde_json::from_value(serde_json::Value::String(code.to_owned()))
+            .map_or_else(|_| Self::Other(code.to_owned()), Self::Known)
+    }
+
+    /// The code as sent on the wire.
+    pub fn as_str(&self) -> &str {
+        match self {
+            Self::Known(code) => code.as_str(),
+            Self::Other(code) => code,
+        }
+    }
+}
+
+impl std::fmt::Display for RefusalCode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
 }
 
 impl From<reqwest::Error> for ClientError {
     fn from(error: reqwest::Error) -> Self {
-        Self::Http(error.to_string())
+        Self::Http(error.into())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn refusal_codes_read_as_typed_codes_when_known() {
+        assert_eq!(
+            RefusalCode::parse("insufficient_deposit"),
+            RefusalCode::Known(ErrorCode::InsufficientDeposit)
+        );
+        assert_eq!(
+            RefusalCode::parse("duplicate_settlement"),
+            RefusalCode::Other("duplicate_settlement".into())
+        );
+        assert_eq!(
+            RefusalCode::parse("session_closed").to_string(),
+            "session_closed"
+        );
     }
 }

@@ -29,8 +29,7 @@
 //!     .post("http://127.0.0.1:8080/v1/inference")
 //!     .json(&serde_json::json!({ "prompt": "hello" }))
 //!     .send()
-//!     .await
-//!     .map_err(|e| x402pp_client::ClientError::Http(e.to_string()))?;
+//!     .await?;
 //! println!("{}", response.text().await?);
 //! # Ok(()) }
 //! ```
@@ -46,6 +45,7 @@ pub mod types;
 
 pub use agent::Agent;
 pub use config::{AgentConfig, Budget, DisputePolicy};
-pub use error::ClientError;
+pub use error::{ClientError, RefusalCode, StoreError};
 pub use middleware::PaymentMiddleware;
-pub use types::{AgentStats, DisputeOutcome, SessionInfo, SessionState};
+pub use types::{AgentSessionState, AgentStats, DisputeOutcome, SessionInfo};
+pub use x402pp_session::ReceiptError;

@@ -2,7 +2,7 @@
 //!
 //! A directory with two files per session, named by the session address:
 //!
-//! - `<address>.json` — the session record ([`SessionRecord`]): terms (the signed offer), keys,
+//! - `<address>.json` — the session record ([`StoredSession`]): terms (the signed offer), keys,
 //!   the voucher key's secret, counters, breaches and disputes. Rewritten atomically (write to
 //!   `.tmp`, then rename) after every change. Mode 0600 on Unix: it holds the voucher key.
 //! - `<address>.receipts.jsonl` — the verified receipts, one wire-format JSON per line, in seq
@@ -17,7 +17,8 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 use x402pp_protocol::{Hash32, Offer, Pubkey, Receipt};
 
-use crate::types::SessionState;
+use crate::error::StoreError;
+use crate::types::AgentSessionState;
 use crate::ClientError;
 
 /// A breach receipt and, once disputed, the dispute.
@@ -40,7 +41,7 @@ pub(crate) struct BreachRecord {
 /// Everything the agent keeps about one session (the JSON of `<address>.json`).
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
-pub(crate) struct SessionRecord {
+pub(crate) struct StoredSession {
     /// Session account.
     pub address: Pubkey,
     /// Token program of the mint.
@@ -70,7 +71,7 @@ pub(crate) struct SessionRecord {
     /// Paid requests that failed.
     pub failed_requests: u64,
     /// Local state.
-    pub state: SessionState,
+    pub state: AgentSessionState,
     /// The URLs (origin + path) this session paid for.
     pub routes: Vec<String>,
 }
@@ -81,8 +82,11 @@ pub(crate) struct Store {
     dir: Option<PathBuf>,
 }
 
-fn store_error(path: &Path, e: impl std::fmt::Display) -> ClientError {
-    ClientError::Store(format!("{}: {e}", path.display()))
+fn store_error(path: &Path, e: impl Into<StoreError>) -> ClientError {
+    ClientError::Store {
+        path: path.to_owned(),
+        source: e.into(),
+    }
 }
 
 impl Store {
@@ -95,7 +99,7 @@ impl Store {
     }
 
     /// Every stored session with its receipts.
-    pub fn load(&self) -> Result<Vec<(SessionRecord, Vec<Receipt>)>, ClientError> {
+    pub fn load(&self) -> Result<Vec<(StoredSession, Vec<Receipt>)>, ClientError> {
         let Some(dir) = &self.dir else {
             return Ok(Vec::new());
         };
@@ -109,7 +113,7 @@ impl Store {
                 continue;
             }
             let text = fs::read_to_string(&path).map_err(|e| store_error(&path, e))?;
-            let record: SessionRecord =
+            let record: StoredSession =
                 serde_json::from_str(&text).map_err(|e| store_error(&path, e))?;
             let receipts_path = dir.join(format!("{}.receipts.jsonl", record.address));
             let mut receipts = Vec::new();
@@ -132,7 +136,7 @@ impl Store {
     }
 
     /// Writes a session record atomically.
-    pub fn save(&self, record: &SessionRecord) -> Result<(), ClientError> {
+    pub fn save(&self, record: &StoredSession) -> Result<(), ClientError> {
         let Some(dir) = &self.dir else {
             return Ok(());
         };

@@ -7,7 +7,7 @@ use solana_sdk::signature::Signature;
 /// The agent's view of a session's life.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
-pub enum SessionState {
+pub enum AgentSessionState {
     /// Usable for requests.
     Open,
     /// `request_close` was sent (or the session expired): no more requests; reclaim after
@@ -55,7 +55,7 @@ pub struct SessionInfo {
     /// The key that signs this session's vouchers.
     pub voucher_signer: Pubkey,
     /// Local state.
-    pub state: SessionState,
+    pub state: AgentSessionState,
 }
 
 impl SessionInfo {

@@ -2,7 +2,7 @@
 //!
 //! - [`x402`]: the x402 v2 types (`PaymentRequired`, `PaymentRequirements`, `PaymentPayload`,
 //!   facilitator requests and responses), byte-compatible with the official clients.
-//! - [`Intent`], [`Offer`], [`Voucher`], [`Receipt`], [`SessionStatus`]: the x402++ types.
+//! - [`Intent`], [`Offer`], [`Voucher`], [`Receipt`], [`SessionSnapshot`]: the x402++ types.
 //! - [`headers`]: header names and the base64-JSON codec.
 //! - [`messages`]: the signed binary layouts (shared with the escrow program), and [`crypto`]:
 //!   ed25519 sign and `verify_strict`, request/response hashes.
@@ -40,6 +40,6 @@ pub use intent::{Intent, IntentSla};
 pub use network::Network;
 pub use offer::{Offer, OfferSla, OfferTerms, UptimePercent};
 pub use receipt::{receipt_hash, Receipt, ReceiptBody, ReceiptChain, SlaVerification};
-pub use session::{SessionState, SessionStatus};
+pub use session::{SessionSnapshot, SessionState};
 pub use voucher::Voucher;
 pub use x402pp_messages::ReceiptStatus;

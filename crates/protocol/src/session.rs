@@ -16,10 +16,11 @@ pub enum SessionState {
     Closed,
 }
 
-/// A session's balance after the request it is attached to.
+/// A session's balance after the request it is attached to: the `X-402-Session-Status` header
+/// (named a snapshot so it does not collide with the program's `SessionStatus` enum).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
-pub struct SessionStatus {
+pub struct SessionSnapshot {
     /// The session account address.
     pub session_id: Pubkey,
     /// Lifecycle state.

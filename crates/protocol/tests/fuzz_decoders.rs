@@ -25,7 +25,7 @@ use x402pp_protocol::x402::{
 };
 use x402pp_protocol::{
     headers, Amount, ErrorCode, Hash32, Id16, Intent, IntentSla, Network, Offer, ProtocolError,
-    Pubkey, Receipt, SessionState, SessionStatus, Signature, UptimePercent, Voucher,
+    Pubkey, Receipt, SessionSnapshot, SessionState, Signature, UptimePercent, Voucher,
 };
 
 fn config(cases: u32) -> ProptestConfig {
@@ -76,8 +76,8 @@ fn intent() -> Intent {
     }
 }
 
-fn status() -> SessionStatus {
-    SessionStatus {
+fn status() -> SessionSnapshot {
+    SessionSnapshot {
         session_id: common::session(),
         state: SessionState::Open,
         seq: 3,
@@ -257,7 +257,7 @@ impl Kind {
                 }
             }
             Self::Status => {
-                decode::<SessionStatus>(headers::X402_SESSION_STATUS, bytes);
+                decode::<SessionSnapshot>(headers::X402_SESSION_STATUS, bytes);
             }
             Self::PaymentSignature => {
                 if let Some(p) = decode::<PaymentPayload>(headers::PAYMENT_SIGNATURE, bytes) {

@@ -25,7 +25,7 @@ use ed25519_dalek::{Signer as _, SigningKey};
 use solana_sdk::pubkey::Pubkey;
 use x402pp_protocol::crypto::{input_hash, output_hash};
 use x402pp_protocol::{
-    headers, Amount, Hash32, Receipt, ReceiptBody, ReceiptStatus, SessionState, SessionStatus,
+    headers, Amount, Hash32, Receipt, ReceiptBody, ReceiptStatus, SessionSnapshot, SessionState,
     SlaVerification, Voucher,
 };
 use x402pp_server::ledger::types::{
@@ -154,7 +154,7 @@ fn compute(fixture: &Fixture, session_header: &str, voucher_header: &str) -> Com
         json,
     };
     let chain = &record.chain;
-    let status = SessionStatus {
+    let status = SessionSnapshot {
         session_id: x402pp_protocol::Pubkey(chain.address),
         state: chain.state,
         seq: voucher.seq,

@@ -75,6 +75,9 @@ pub struct ServerConfig {
     pub orphan_grace: Duration,
     /// Cached sessions are refreshed from the chain after this long.
     pub session_refresh: Duration,
+    /// At most this many sessions are cached (least recently used go first); an entry also
+    /// leaves the cache `session_refresh` after it was last written.
+    pub max_cached_sessions: u64,
     /// Per-session rate on paid routes, keyed by `X-402-Session-Id` and checked before any
     /// verification (default 5 000/s, bursts of 5 000; `None` turns it off). A session's requests
     /// are sequential, so an honest agent stays far below it.
@@ -101,6 +104,7 @@ impl ServerConfig {
             handler_timeout: Duration::from_secs(30),
             orphan_grace: Duration::from_secs(5),
             session_refresh: Duration::from_secs(30),
+            max_cached_sessions: 100_000,
             per_session_rate: RateLimit::per_second(5_000, 5_000),
             limits: RequestLimits::default(),
         }

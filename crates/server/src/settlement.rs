@@ -393,9 +393,9 @@ impl Settler {
     async fn fetch_session(&self, key: &Pubkey) -> Result<Option<Session>, SettleError> {
         match escrow::fetch_session(&self.rpc, key).await {
             Ok(account) => Ok(account),
-            Err(ChainError::Rejected(reason)) => match self.rpc.get_slot().await {
+            Err(rejected @ ChainError::Rejected { .. }) => match self.rpc.get_slot().await {
                 Err(probe) => Err(ChainError::rpc(probe).into()),
-                Ok(_) => Err(ChainError::Rejected(reason).into()),
+                Ok(_) => Err(rejected.into()),
             },
             Err(other) => Err(other.into()),
         }

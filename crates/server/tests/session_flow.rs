@@ -14,7 +14,7 @@ use x402pp_protocol::crypto::{input_hash, output_hash};
 use x402pp_protocol::x402::{PaymentRequired, SettleResponse};
 use x402pp_protocol::{
     headers, Amount, ErrorBody, Id16, Intent, IntentSla, Offer, Receipt, ReceiptChain,
-    ReceiptStatus, SessionStatus, UptimePercent, Voucher,
+    ReceiptStatus, SessionSnapshot, UptimePercent, Voucher,
 };
 use x402pp_server::ledger::{ClaimStatus, Ledger, SettlementPolicy, StoredVoucher};
 use x402pp_server::settlement::{Settler, SettlerConfig};
@@ -273,7 +273,7 @@ async fn a_session_serves_paid_requests_with_chained_receipts_and_status() {
     for i in 0..5 {
         let response = agent.request(&w, "/echo", &format!("hello {i}")).await;
         assert_eq!(response.status(), 200);
-        let status: SessionStatus = headers::decode(
+        let status: SessionSnapshot = headers::decode(
             headers::X402_SESSION_STATUS,
             response.headers()[headers::X402_SESSION_STATUS].as_bytes(),
         )

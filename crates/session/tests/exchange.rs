@@ -2,6 +2,8 @@
 //! voucher the agent signs is the one the provider expects, every receipt the provider signs
 //! passes the agent's check), and every tampered receipt is refused with its typed error.
 
+#![allow(clippy::arithmetic_side_effects)] // test arithmetic on small fixed values
+
 use ed25519_dalek::SigningKey;
 use proptest::prelude::*;
 use x402pp_protocol::crypto::pubkey_of;

@@ -1,6 +1,8 @@
 //! Errors of chain access.
 
 use solana_client::client_error::ClientError;
+use solana_sdk::instruction::InstructionError;
+use solana_sdk::transaction::TransactionError;
 
 /// What went wrong talking to the chain or building a transaction.
 #[derive(Debug, thiserror::Error)]
@@ -10,8 +12,14 @@ pub enum ChainError {
     #[error("RPC unavailable: {0}")]
     Unavailable(String),
     /// The RPC answered but rejected the request (simulation failure, bad transaction, ...).
-    #[error("RPC rejected the request: {0}")]
-    Rejected(String),
+    #[error("RPC rejected the request: {message}")]
+    Rejected {
+        /// What the RPC said.
+        message: String,
+        /// The transaction's error, when the RPC reported one (a failed preflight simulation or
+        /// a failed transaction): see [`ChainError::program_error`].
+        transaction_error: Option<TransactionError>,
+    },
     /// An account is missing or is not what it should be.
     #[error("account {account}: {reason}")]
     Account {
@@ -32,12 +40,12 @@ pub enum ChainError {
         seconds: u64,
     },
     /// The transaction failed on chain.
-    #[error("transaction {signature} failed: {reason}")]
+    #[error("transaction {signature} failed: {error}")]
     Failed {
         /// The transaction signature.
         signature: String,
         /// The on-chain error.
-        reason: String,
+        error: TransactionError,
     },
 }
 
@@ -50,7 +58,38 @@ impl ChainError {
             ClientErrorKind::Io(_)
             | ClientErrorKind::Reqwest(_)
             | ClientErrorKind::Middleware(_) => Self::Unavailable(error.to_string()),
-            _ => Self::Rejected(error.to_string()),
+            _ => Self::Rejected {
+                message: error.to_string(),
+                transaction_error: error.get_transaction_error(),
+            },
+        }
+    }
+
+    /// A rejection that is not about a transaction (a malformed answer, an unknown cluster).
+    pub fn rejected(message: impl Into<String>) -> Self {
+        Self::Rejected {
+            message: message.into(),
+            transaction_error: None,
+        }
+    }
+
+    /// The transaction error the chain reported, if any.
+    pub fn transaction_error(&self) -> Option<&TransactionError> {
+        match self {
+            Self::Rejected {
+                transaction_error, ..
+            } => transaction_error.as_ref(),
+            Self::Failed { error, .. } => Some(error),
+            _ => None,
+        }
+    }
+
+    /// The custom program error code (an Anchor error number such as the escrow's 6000+) of the
+    /// instruction that failed, if the chain reported one.
+    pub fn program_error(&self) -> Option<u32> {
+        match self.transaction_error()? {
+            TransactionError::InstructionError(_, InstructionError::Custom(code)) => Some(*code),
+            _ => None,
         }
     }
 

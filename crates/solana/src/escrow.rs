@@ -12,7 +12,7 @@ use solana_client::nonblocking::rpc_client::RpcClient;
 use solana_sdk::instruction::Instruction;
 use solana_sdk::pubkey::Pubkey;
 use x402pp_protocol::{
-    Amount, Offer, ProtocolError, Receipt, SessionState, SessionStatus, Voucher,
+    Amount, Offer, ProtocolError, Receipt, SessionSnapshot, SessionState, Voucher,
 };
 
 use crate::ed25519::verify_instruction;
@@ -407,9 +407,9 @@ pub fn session_status(
     session: &Session,
     seq: u64,
     accepted: u64,
-) -> SessionStatus {
+) -> SessionSnapshot {
     let cap = session.deposit.saturating_sub(session.refunded);
-    SessionStatus {
+    SessionSnapshot {
         session_id: x402pp_protocol::Pubkey(address.to_bytes()),
         state: match session.status {
             ProgramStatus::Open => SessionState::Open,

@@ -28,5 +28,5 @@ use x402pp_protocol::Network;
 pub async fn network_of(rpc: &RpcClient) -> Result<Network, ChainError> {
     let genesis = rpc.get_genesis_hash().await.map_err(ChainError::rpc)?;
     Network::solana_from_genesis_hash(&genesis.to_string())
-        .map_err(|e| ChainError::Rejected(e.to_string()))
+        .map_err(|e| ChainError::rejected(e.to_string()))
 }

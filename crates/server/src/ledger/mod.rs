@@ -255,24 +255,18 @@ pub fn is_due(
     by_amount || by_interval || by_deadline
 }
 
-/// End (`min(expires_at, close_requested_at)`, the latter only when set) plus grace: the last
-/// second at which the program accepts a claim.
+/// The last second at which the program accepts a claim: the session core's
+/// [`x402pp_session::Window::claim_deadline`] (end + grace), the program's own arithmetic.
 pub fn claim_deadline(chain: &ChainSession) -> i64 {
-    let end = if chain.close_requested_at > 0 {
-        chain.expires_at.min(chain.close_requested_at)
-    } else {
-        chain.expires_at
-    };
-    end.saturating_add(i64::try_from(chain.grace_secs).unwrap_or(i64::MAX))
+    // A deadline beyond i64 (a grace no real offer has) is treated as never reached.
+    chain.window().claim_deadline().unwrap_or(i64::MAX)
 }
 
-/// What a claim of the best voucher would pay as far as the ledger knows:
-/// `min(accepted, deposit − refunded) − claimed` (the program also subtracts latency penalties
-/// from the voucher, which the settler reads from the chain before claiming).
+/// What a claim of the best voucher would pay as far as the ledger knows: the session core's
+/// [`x402pp_session::Books::claimable`] with every refund counted as an over-claim refund (see
+/// [`ChainSession::books`]), an upper bound; the settler reads the exact figure from the chain.
 pub fn estimated_claimable(record: &SessionRecord) -> u64 {
-    let chain = &record.chain;
-    let cap = chain.deposit.saturating_sub(chain.refunded);
-    record.accepted.min(cap).saturating_sub(chain.claimed)
+    record.chain.books().claimable(record.accepted).unwrap_or(0)
 }
 
 fn sqlite_options(url: &str) -> Result<(SqliteConnectOptions, bool), LedgerError> {

@@ -1,6 +1,7 @@
 //! Records of the ledger, shared by the request path and the settlement task.
 
-use x402pp_protocol::SessionState;
+use x402pp_protocol::{Hash32, SessionState};
+use x402pp_session::{Books, Progress, Window};
 
 /// A 32-byte address (session, agent, provider, mint, ...).
 pub type Address = [u8; 32];
@@ -43,6 +44,31 @@ pub struct ChainSession {
     pub state: SessionState,
 }
 
+impl ChainSession {
+    /// The session's money as the ledger knows it, for the session core's arithmetic. The ledger
+    /// does not track which refunds were latency penalties, so it counts every refund as an
+    /// over-claim refund: [`Books::claimable`] is then an upper bound of what a claim pays (the
+    /// settler reads the exact figure from the chain before it claims).
+    pub fn books(&self) -> Books {
+        Books {
+            deposit: self.deposit,
+            claimed: self.claimed,
+            refunded: self.refunded,
+            overclaim_refunded: self.refunded,
+        }
+    }
+
+    /// When the session ends and until when it can be claimed.
+    pub fn window(&self) -> Window {
+        Window {
+            expires_at: self.expires_at,
+            close_requested_at: (self.state != SessionState::Open && self.close_requested_at > 0)
+                .then_some(self.close_requested_at),
+            grace_secs: self.grace_secs,
+        }
+    }
+}
+
 /// A voucher as stored: the agent's signed promise.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct StoredVoucher {
@@ -69,6 +95,26 @@ pub struct SessionRecord {
     pub receipt_count: u64,
     /// The voucher of the last successful request: what a claim redeems.
     pub best_voucher: Option<StoredVoucher>,
+}
+
+impl SessionRecord {
+    /// Where the session's requests stand, for the session core.
+    pub fn progress(&self) -> Progress {
+        Progress {
+            last_seq: self.last_seq,
+            accepted: self.accepted,
+            receipts: self.receipt_count,
+            head: Hash32(self.receipts_head),
+        }
+    }
+
+    /// Takes over the session core's progress.
+    pub fn set_progress(&mut self, progress: Progress) {
+        self.last_seq = progress.last_seq;
+        self.accepted = progress.accepted;
+        self.receipt_count = progress.receipts;
+        self.receipts_head = progress.head.0;
+    }
 }
 
 /// A signed receipt as stored.

@@ -1,0 +1,93 @@
+//! Disputes: a breach receipt sent to the escrow program, automatically or on demand.
+
+use super::*;
+
+impl Agent {
+    pub(super) async fn after_breach(&self, session: &SessionHandle, breach: Option<u64>) {
+        let Some(seq) = breach else { return };
+        if self.inner.config.dispute_policy != DisputePolicy::Automatic {
+            return;
+        }
+        if let Err(e) = self.dispute_one(session, seq).await {
+            tracing::warn!(session = %session.address(), seq, error = %e, "automatic dispute failed; dispute_breaches() retries");
+        }
+    }
+
+    pub(super) async fn dispute_one(
+        &self,
+        session: &SessionHandle,
+        seq: u64,
+    ) -> Result<DisputeOutcome, ClientError> {
+        let receipt = lock(&session.data)
+            .receipts
+            .iter()
+            .find(|r| r.body.request_number == seq)
+            .cloned()
+            .ok_or(ClientError::NoSuchReceipt(seq))?;
+        let dispute_address = escrow::dispute_address(&session.address(), seq);
+        let signature = self
+            .send_transaction(&escrow::dispute(&session.keys, &receipt), &session.keys)
+            .await?;
+        let paid = escrow::fetch_dispute(&self.inner.rpc, &dispute_address)
+            .await?
+            .map(|d| d.paid)
+            .unwrap_or(0);
+        {
+            let mut data = lock(&session.data);
+            if let Some(breach) = data.breaches.iter_mut().find(|b| b.seq == seq) {
+                breach.disputed = true;
+                breach.paid = paid;
+                breach.dispute_signature = Some(signature.to_string());
+            }
+        }
+        // The refund lowers the voucher cap: re-read it.
+        if let Err(e) = self.refresh(session).await {
+            tracing::warn!(error = %e, "cannot refresh the session after a dispute");
+        }
+        self.persist(session);
+        bump(&self.inner.stats.disputes, 1);
+        bump(&self.inner.stats.penalties_refunded, paid);
+        tracing::info!(session = %session.address(), seq, paid, %signature, "breach disputed");
+        Ok(DisputeOutcome {
+            session: session.address(),
+            seq,
+            signature,
+            paid,
+        })
+    }
+
+    /// Disputes every breach receipt not yet disputed, on every session that still exists on
+    /// chain; a breach already recorded on chain (e.g. before a restart) is marked without a
+    /// new transaction and not returned.
+    pub async fn dispute_breaches(&self) -> Result<Vec<DisputeOutcome>, ClientError> {
+        let sessions: Vec<_> = lock(&self.inner.sessions).clone();
+        let mut outcomes = Vec::new();
+        for session in sessions {
+            let pending: Vec<u64> = {
+                let data = lock(&session.data);
+                if matches!(data.state, AgentSessionState::Closed) {
+                    continue;
+                }
+                data.breaches
+                    .iter()
+                    .filter(|b| !b.disputed)
+                    .map(|b| b.seq)
+                    .collect()
+            };
+            for seq in pending {
+                let address = escrow::dispute_address(&session.address(), seq);
+                if let Some(existing) = escrow::fetch_dispute(&self.inner.rpc, &address).await? {
+                    let mut data = lock(&session.data);
+                    if let Some(breach) = data.breaches.iter_mut().find(|b| b.seq == seq) {
+                        breach.disputed = true;
+                        breach.paid = existing.paid;
+                    }
+                    continue;
+                }
+                outcomes.push(self.dispute_one(&session, seq).await?);
+            }
+            self.persist(&session);
+        }
+        Ok(outcomes)
+    }
+}

@@ -1,0 +1,461 @@
+//! The agent: pays requests, keeps sessions, verifies receipts, disputes breaches. An I/O shell
+//! over the session core (`x402pp_session`): the core says which voucher comes next and whether
+//! a receipt is valid; this module does the HTTP, the chain and the store around it.
+
+mod dispute;
+mod exact;
+mod offer;
+mod pay;
+mod receipts;
+mod session;
+mod tx;
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use ed25519_dalek::SigningKey;
+use reqwest::header::HeaderValue;
+use reqwest::{Request, Response, ResponseBuilderExt, StatusCode};
+use reqwest_middleware::Next;
+use solana_client::nonblocking::rpc_client::RpcClient;
+use solana_client::rpc_config::CommitmentConfig;
+use solana_sdk::instruction::Instruction;
+use solana_sdk::pubkey::Pubkey;
+use solana_sdk::signature::{Signature, Signer};
+use solana_sdk::transaction::Transaction;
+use x402pp_protocol::crypto::{input_hash, output_hash};
+use x402pp_protocol::x402::{
+    PaymentRequired, SessionExtra, SettleResponse, SCHEME_EXACT, SCHEME_SESSION,
+};
+use x402pp_protocol::ErrorCode;
+use x402pp_protocol::{headers, Amount, Hash32, Network, Offer, Receipt, ReceiptStatus, Voucher};
+use x402pp_session::{Exchange, NextVoucher, Progress, ReceiptError, SessionTerms};
+use x402pp_solana::compute;
+use x402pp_solana::escrow::{self, SessionKeys};
+use x402pp_solana::ChainError;
+
+use crate::error::RefusalCode;
+use crate::store::{BreachRecord, Store, StoredSession};
+use crate::types::{uptime_bps, AgentSessionState};
+use crate::{AgentConfig, AgentStats, ClientError, DisputeOutcome, DisputePolicy, SessionInfo};
+use offer::Challenge;
+use pay::{clone_request, SessionOutcome};
+use session::{SessionData, SessionHandle, TermsKey};
+
+/// A session is not used for a new request within this many seconds of its expiry.
+const EXPIRY_MARGIN_SECS: i64 = 2;
+/// Lamports per signature when the RPC cannot price a message.
+const FALLBACK_LAMPORTS_PER_SIGNATURE: u64 = 5_000;
+/// The longest an agent waits, in total for one request, for a provider to finish (or recover)
+/// an earlier request of the session (`409 request_in_flight`) before giving up.
+const MAX_IN_FLIGHT_WAIT: Duration = Duration::from_secs(60);
+/// The longest single wait a `Retry-After` can ask for.
+const MAX_RETRY_AFTER: Duration = Duration::from_secs(40);
+/// How many sent transaction signatures are remembered to avoid resending an identical one.
+const RECENT_SIGNATURES: usize = 64;
+
+/// Where a request attempt goes: a plain reqwest client, or the rest of a middleware chain.
+pub(crate) enum Transport<'a> {
+    /// The agent's own client.
+    Client(reqwest::Client),
+    /// The rest of a reqwest-middleware chain.
+    Next {
+        /// The rest of the chain.
+        next: Next<'a>,
+        /// The request's extensions.
+        extensions: &'a mut http::Extensions,
+    },
+}
+
+impl Transport<'_> {
+    async fn execute(&mut self, request: Request) -> Result<Response, ClientError> {
+        match self {
+            Self::Client(client) => Ok(client.execute(request).await?),
+            Self::Next { next, extensions } => next
+                .clone()
+                .run(request, extensions)
+                .await
+                .map_err(ClientError::Http),
+        }
+    }
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+fn now_secs() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
+        .unwrap_or(0)
+}
+
+fn proto_key(key: &Pubkey) -> x402pp_protocol::Pubkey {
+    x402pp_protocol::Pubkey(key.to_bytes())
+}
+
+fn sol_key(key: &x402pp_protocol::Pubkey) -> Pubkey {
+    Pubkey::new_from_array(key.0)
+}
+
+#[derive(Default)]
+struct Counters {
+    requests: AtomicU64,
+    session_requests: AtomicU64,
+    exact_requests: AtomicU64,
+    receipts_verified: AtomicU64,
+    ok_requests: AtomicU64,
+    sla_breaches: AtomicU64,
+    disputes: AtomicU64,
+    penalties_refunded: AtomicU64,
+    transactions: AtomicU64,
+    fees_lamports: AtomicU64,
+}
+
+fn bump(counter: &AtomicU64, by: u64) {
+    // Saturating: a counter never wraps.
+    let _ = counter.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |v| {
+        Some(v.saturating_add(by))
+    });
+}
+
+struct Inner {
+    config: AgentConfig,
+    rpc: RpcClient,
+    http: reqwest::Client,
+    network: Network,
+    store: Store,
+    sessions: Mutex<Vec<Arc<SessionHandle>>>,
+    routes: Mutex<HashMap<String, Pubkey>>,
+    opening: tokio::sync::Mutex<()>,
+    token_programs: Mutex<HashMap<Pubkey, Pubkey>>,
+    recent_signatures: Mutex<VecDeque<Signature>>,
+    stats: Counters,
+}
+
+/// An x402++ agent. Cheap to clone (the state is shared), `Send + Sync`.
+#[derive(Clone)]
+pub struct Agent {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for Agent {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Agent")
+            .field("wallet", &self.inner.config.keypair.pubkey())
+            .field("network", &self.inner.network)
+            .finish_non_exhaustive()
+    }
+}
+
+fn origin_and_path(url: &reqwest::Url) -> String {
+    format!("{}{}", url.origin().ascii_serialization(), url.path())
+}
+
+fn path_and_query(url: &reqwest::Url) -> String {
+    match url.query() {
+        Some(query) => format!("{}?{query}", url.path()),
+        None => url.path().to_owned(),
+    }
+}
+
+impl Agent {
+    /// Connects to the RPC (confirmed commitment), learns the cluster's network id, and loads
+    /// the store.
+    pub async fn new(config: AgentConfig) -> Result<Agent, ClientError> {
+        let rpc =
+            RpcClient::new_with_commitment(config.rpc_url.clone(), CommitmentConfig::confirmed());
+        let network = x402pp_solana::network_of(&rpc).await?;
+        let store = Store::open(config.store_path.clone())?;
+        let mut sessions = Vec::new();
+        let mut routes = HashMap::new();
+        let wallet = config.keypair.pubkey();
+        for (record, receipts) in store.load()? {
+            let provider = sol_key(&record.offer.terms.provider);
+            let keys = SessionKeys::new(
+                wallet,
+                provider,
+                record.nonce,
+                sol_key(&record.offer.terms.asset),
+                sol_key(&record.token_program),
+            );
+            if keys.session != sol_key(&record.address) {
+                // Another wallet's session: not ours to use.
+                continue;
+            }
+            // The next receipt links to the latest one the agent accepted: the last stored
+            // receipt, or the record's head when the receipt file missed it.
+            let progress = match receipts.last() {
+                Some(last) if last.body.request_number >= record.seq => Progress {
+                    last_seq: last.body.request_number,
+                    accepted: last.body.cumulative_charged.0,
+                    receipts: last.body.request_number,
+                    head: last.receipt_id,
+                },
+                _ => Progress {
+                    last_seq: record.seq,
+                    accepted: record.accepted,
+                    receipts: record.seq,
+                    head: record.head,
+                },
+            };
+            if record.state == AgentSessionState::Open {
+                for route in &record.routes {
+                    routes.insert(route.clone(), keys.session);
+                }
+            }
+            sessions.push(Arc::new(SessionHandle {
+                keys,
+                nonce: record.nonce,
+                terms: TermsKey::of(&record.offer),
+                offer: record.offer,
+                voucher_key: SigningKey::from_bytes(&record.voucher_secret.0),
+                turn: tokio::sync::Mutex::new(()),
+                data: Mutex::new(SessionData {
+                    deposit: record.deposit,
+                    refunded: record.refunded,
+                    expires_at: record.expires_at,
+                    progress,
+                    receipts,
+                    breaches: record.breaches,
+                    ok_requests: record.ok_requests,
+                    failed_requests: record.failed_requests,
+                    state: record.state,
+                    routes: record.routes,
+                }),
+            }));
+        }
+        Ok(Agent {
+            inner: Arc::new(Inner {
+                config,
+                rpc,
+                http: reqwest::Client::new(),
+                network,
+                store,
+                sessions: Mutex::new(sessions),
+                routes: Mutex::new(routes),
+                opening: tokio::sync::Mutex::new(()),
+                token_programs: Mutex::new(HashMap::new()),
+                recent_signatures: Mutex::new(VecDeque::new()),
+                stats: Counters::default(),
+            }),
+        })
+    }
+
+    /// The wallet's address.
+    pub fn address(&self) -> Pubkey {
+        self.inner.config.keypair.pubkey()
+    }
+
+    /// The CAIP-2 network of the RPC the agent pays on.
+    pub fn network(&self) -> &Network {
+        &self.inner.network
+    }
+
+    /// The RPC client the agent uses.
+    pub fn rpc(&self) -> &RpcClient {
+        &self.inner.rpc
+    }
+
+    /// Sends `request`; on a 402 reads `PAYMENT-REQUIRED` and `X-402-Offer`, checks the budget,
+    /// verifies the offer, opens or reuses a session with this provider and pays with the next
+    /// voucher, verifying the receipt (signature, own input hash, body output hash, chain link,
+    /// amount); tops up when the deposit runs low; records SLA breaches and disputes them when
+    /// the policy is [`DisputePolicy::Automatic`]; pays `exact` when no acceptable session is
+    /// offered (or `prefer_session` is off). Returns the provider's response, body intact.
+    ///
+    /// The request must have a buffered body (it is cloned for the paid retry and hashed).
+    pub async fn send(&self, request: Request) -> Result<Response, ClientError> {
+        let mut transport = Transport::Client(self.inner.http.clone());
+        self.send_with(request, &mut transport).await
+    }
+
+    /// A reqwest-middleware client whose requests pay transparently.
+    pub fn client(&self) -> reqwest_middleware::ClientWithMiddleware {
+        reqwest_middleware::ClientBuilder::new(self.inner.http.clone())
+            .with(crate::PaymentMiddleware::new(self.clone()))
+            .build()
+    }
+
+    pub(crate) async fn send_with(
+        &self,
+        request: Request,
+        transport: &mut Transport<'_>,
+    ) -> Result<Response, ClientError> {
+        bump(&self.inner.stats.requests, 1);
+        let body: Vec<u8> = match request.body() {
+            None => Vec::new(),
+            Some(body) => body
+                .as_bytes()
+                .ok_or(ClientError::NonCloneableRequest)?
+                .to_vec(),
+        };
+        let input = input_hash(
+            request.method().as_str(),
+            &path_and_query(request.url()),
+            &body,
+        );
+        let route = origin_and_path(request.url());
+
+        // A known open session for this route: pay straight away, no 402 round trip.
+        if self.inner.config.prefer_session {
+            if let Some(session) = self.route_session(&route) {
+                match self
+                    .pay_session(&session, &request, input, transport)
+                    .await?
+                {
+                    SessionOutcome::Done(response, breach) => {
+                        self.after_breach(&session, breach).await;
+                        return Ok(response);
+                    }
+                    SessionOutcome::Reopen => {
+                        lock(&self.inner.routes).remove(&route);
+                    }
+                }
+            }
+        }
+
+        let response = transport.execute(clone_request(&request)?).await?;
+        if response.status() != StatusCode::PAYMENT_REQUIRED {
+            return Ok(response);
+        }
+        let challenge = Self::challenge(&response)?;
+        drop(response);
+
+        let session_choice = if self.inner.config.prefer_session {
+            self.acceptable_session(&challenge)
+        } else {
+            Err(ClientError::OfferRejected(
+                "sessions are disabled (prefer_session = false)".into(),
+            ))
+        };
+        match session_choice {
+            Ok(offer) => {
+                let session = self.session_for(offer, &route).await?;
+                match self
+                    .pay_session(&session, &request, input, transport)
+                    .await?
+                {
+                    SessionOutcome::Done(response, breach) => {
+                        self.after_breach(&session, breach).await;
+                        Ok(response)
+                    }
+                    SessionOutcome::Reopen => Err(ClientError::PaymentRefused {
+                        status: 402,
+                        code: RefusalCode::Known(ErrorCode::SessionClosed),
+                        message: format!(
+                            "the provider refused the new session {}",
+                            session.address()
+                        ),
+                    }),
+                }
+            }
+            Err(session_error) => {
+                if challenge
+                    .required
+                    .option(SCHEME_EXACT, &self.inner.network)
+                    .is_some()
+                {
+                    tracing::debug!(reason = %session_error, "paying exact");
+                    self.pay_exact(&challenge, &request, transport).await
+                } else {
+                    Err(session_error)
+                }
+            }
+        }
+    }
+
+    /// Snapshots of every session the agent knows (including closed and abandoned ones).
+    pub fn sessions(&self) -> Vec<SessionInfo> {
+        lock(&self.inner.sessions)
+            .iter()
+            .map(|s| s.info())
+            .collect()
+    }
+
+    /// The verified receipts of `session`, in seq order (empty for an unknown session).
+    pub fn receipts(&self, session: &Pubkey) -> Vec<Receipt> {
+        self.find(session)
+            .map(|s| lock(&s.data).receipts.clone())
+            .unwrap_or_default()
+    }
+
+    /// Counters since the agent started (not persisted).
+    pub fn stats(&self) -> AgentStats {
+        let s = &self.inner.stats;
+        let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        AgentStats {
+            requests: get(&s.requests),
+            session_requests: get(&s.session_requests),
+            exact_requests: get(&s.exact_requests),
+            receipts_verified: get(&s.receipts_verified),
+            ok_requests: get(&s.ok_requests),
+            sla_breaches: get(&s.sla_breaches),
+            disputes: get(&s.disputes),
+            penalties_refunded: get(&s.penalties_refunded),
+            transactions: get(&s.transactions),
+            fees_lamports: get(&s.fees_lamports),
+        }
+    }
+
+    /// Observed uptime of all session requests, in basis points.
+    pub fn uptime_bps(&self) -> u16 {
+        let (ok, failed) =
+            lock(&self.inner.sessions)
+                .iter()
+                .fold((0u64, 0u64), |(ok, failed), s| {
+                    let data = lock(&s.data);
+                    (
+                        ok.saturating_add(data.ok_requests),
+                        failed.saturating_add(data.failed_requests),
+                    )
+                });
+        uptime_bps(ok, failed)
+    }
+
+    /// Adds `amount` to the session's deposit (`top_up`; the session must be open and unexpired).
+    pub async fn top_up(&self, session: &Pubkey, amount: u64) -> Result<Signature, ClientError> {
+        let session = self.session(session)?;
+        let _turn = session.turn.lock().await;
+        self.top_up_session(&session, amount).await
+    }
+
+    /// Starts closing the session (`request_close`): no more requests on it; the provider may
+    /// claim until the end of the grace period, then [`Agent::reclaim`] returns the rest.
+    pub async fn request_close(&self, session: &Pubkey) -> Result<Signature, ClientError> {
+        let session = self.session(session)?;
+        let _turn = session.turn.lock().await;
+        let signature = self
+            .send_transaction(&[escrow::request_close(&session.keys)], &session.keys)
+            .await?;
+        {
+            let mut data = lock(&session.data);
+            data.state = AgentSessionState::Closing;
+        }
+        lock(&self.inner.routes).retain(|_, a| *a != session.address());
+        self.persist(&session);
+        Ok(signature)
+    }
+
+    /// Takes the remainder of the vault back after the claim deadline (expiry or close request,
+    /// plus grace, by the chain's clock); the session and vault accounts are closed.
+    pub async fn reclaim(&self, session: &Pubkey) -> Result<Signature, ClientError> {
+        let session = self.session(session)?;
+        let _turn = session.turn.lock().await;
+        let signature = self
+            .send_transaction(&[escrow::reclaim(&session.keys)], &session.keys)
+            .await?;
+        {
+            let mut data = lock(&session.data);
+            data.state = AgentSessionState::Closed;
+        }
+        lock(&self.inner.routes).retain(|_, a| *a != session.address());
+        self.persist(&session);
+        Ok(signature)
+    }
+}

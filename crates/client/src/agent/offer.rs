@@ -1,0 +1,96 @@
+//! The 402 challenge and the budget's check of a session offer.
+
+use super::*;
+
+/// The 402 challenge of a route.
+pub(super) struct Challenge {
+    pub(super) required: PaymentRequired,
+    pub(super) offer: Option<Offer>,
+}
+
+impl Agent {
+    pub(super) fn challenge(response: &Response) -> Result<Challenge, ClientError> {
+        let required = response
+            .headers()
+            .get(headers::PAYMENT_REQUIRED)
+            .ok_or_else(|| {
+                ClientError::OfferRejected("402 without a PAYMENT-REQUIRED header".into())
+            })?;
+        let required: PaymentRequired =
+            headers::decode(headers::PAYMENT_REQUIRED, required.as_bytes())?;
+        let offer = match response.headers().get(headers::X402_OFFER) {
+            Some(value) => Some(headers::decode::<Offer>(
+                headers::X402_OFFER,
+                value.as_bytes(),
+            )?),
+            None => None,
+        };
+        Ok(Challenge { required, offer })
+    }
+
+    /// The session offer of a challenge, if the budget accepts it.
+    pub(super) fn acceptable_session(&self, challenge: &Challenge) -> Result<Offer, ClientError> {
+        let budget = &self.inner.config.budget;
+        let network = &self.inner.network;
+        let option = challenge
+            .required
+            .option(SCHEME_SESSION, network)
+            .ok_or_else(|| ClientError::OfferRejected(format!("no session option on {network}")))?;
+        let offer = match &challenge.offer {
+            Some(offer) => offer.clone(),
+            None => option
+                .extra_as::<SessionExtra>()
+                .map(|extra| extra.offer)
+                .ok_or_else(|| {
+                    ClientError::OfferRejected("the session option has no offer".into())
+                })?,
+        };
+        let terms = &offer.terms;
+        let price = terms.price_per_request.0;
+        if price > budget.max_price_per_request {
+            return Err(ClientError::BudgetExceeded(format!(
+                "price {price} per request is above the budget's {}",
+                budget.max_price_per_request
+            )));
+        }
+        if terms.min_deposit.0 > budget.max_deposit {
+            return Err(ClientError::BudgetExceeded(format!(
+                "minimum deposit {} is above the budget's {}",
+                terms.min_deposit.0, budget.max_deposit
+            )));
+        }
+        offer
+            .verify()
+            .map_err(|e| ClientError::OfferRejected(format!("offer signature: {e}")))?;
+        let reject = |why: String| Err(ClientError::OfferRejected(why));
+        if &terms.network != network {
+            return reject(format!("offer is for {}, not {network}", terms.network));
+        }
+        if terms.escrow_program.0 != escrow::PROGRAM_ID.to_bytes() {
+            return reject(format!("unknown escrow program {}", terms.escrow_program));
+        }
+        if option.asset_pubkey().ok() != Some(terms.asset)
+            || option.pay_to_pubkey().ok() != Some(terms.provider)
+            || option.amount_atomic().ok() != Some(terms.price_per_request)
+        {
+            return reject("offer does not match the session option (asset, payTo, amount)".into());
+        }
+        if offer.is_expired(now_secs()) {
+            return reject(format!("offer expired at {}", terms.expires_at));
+        }
+        if terms.sla.max_latency_ms > budget.max_latency_ms {
+            return reject(format!(
+                "offered latency {} ms is above the budget's {} ms",
+                terms.sla.max_latency_ms, budget.max_latency_ms
+            ));
+        }
+        if terms.sla.min_uptime_percent.bps() < budget.min_uptime_bps {
+            return reject(format!(
+                "offered uptime {} bps is below the budget's {} bps",
+                terms.sla.min_uptime_percent.bps(),
+                budget.min_uptime_bps
+            ));
+        }
+        Ok(offer)
+    }
+}

@@ -1,0 +1,177 @@
+//! One paid request on a session: the next voucher (from the session core), the answer, and what the agent does with refusals (top up, reopen, wait for an in-flight request).
+
+use super::*;
+
+/// What a session attempt ended with.
+pub(super) enum SessionOutcome {
+    /// The provider answered (paid, or a handler failure with its receipt).
+    Done(Response, Option<u64>),
+    /// The session is gone (closed, expired, unknown to the provider): open another.
+    Reopen,
+}
+
+pub(super) fn clone_request(request: &Request) -> Result<Request, ClientError> {
+    request.try_clone().ok_or(ClientError::NonCloneableRequest)
+}
+
+pub(super) fn header_value(value: &str) -> Result<HeaderValue, ClientError> {
+    Ok(HeaderValue::from_str(value)?)
+}
+
+/// The `Retry-After` of a `409 request_in_flight` (capped), if this is one: of the 409 answers
+/// only `request_in_flight` carries a `Retry-After`, so the body is left for the caller.
+pub(super) fn in_flight_wait(response: &Response) -> Option<Duration> {
+    let seconds: u64 = response
+        .headers()
+        .get(reqwest::header::RETRY_AFTER)?
+        .to_str()
+        .ok()?
+        .trim()
+        .parse()
+        .ok()?;
+    Some(Duration::from_secs(seconds).min(MAX_RETRY_AFTER))
+}
+
+/// The `{error, message}` of an error response (best effort).
+pub(super) async fn error_of(response: Response) -> (u16, RefusalCode, String) {
+    let status = response.status().as_u16();
+    let body = response.bytes().await.unwrap_or_default();
+    let value: serde_json::Value = serde_json::from_slice(&body).unwrap_or_default();
+    let code = RefusalCode::parse(
+        value
+            .get("error")
+            .and_then(|v| v.as_str())
+            .unwrap_or("unknown"),
+    );
+    let message = value
+        .get("message")
+        .and_then(|v| v.as_str())
+        .map(str::to_owned)
+        .unwrap_or_else(|| String::from_utf8_lossy(&body).into_owned());
+    (status, code, message)
+}
+
+impl Agent {
+    /// One paid request on `session` (serialised with its other requests).
+    pub(super) async fn pay_session(
+        &self,
+        session: &SessionHandle,
+        request: &Request,
+        input: Hash32,
+        transport: &mut Transport<'_>,
+    ) -> Result<SessionOutcome, ClientError> {
+        let _turn = session.turn.lock().await;
+        let price = session.price();
+        let mut topped_up = false;
+        let mut waited = Duration::ZERO;
+        loop {
+            let (next, cap) = {
+                let data = lock(&session.data);
+                if data.state != AgentSessionState::Open {
+                    return Ok(SessionOutcome::Reopen);
+                }
+                let next = data
+                    .progress
+                    .next_voucher(price)
+                    .map_err(|e| ClientError::BudgetExceeded(e.to_string()))?;
+                (next, data.deposit.saturating_sub(data.refunded))
+            };
+            if Progress::check_cover(next.cumulative, cap).is_err() {
+                // Proactive top-up: the next voucher would exceed the deposit.
+                if topped_up {
+                    return Err(ClientError::BudgetExceeded(format!(
+                        "session {} cannot cover {} after a top-up",
+                        session.address(),
+                        next.cumulative
+                    )));
+                }
+                let amount = self.top_up_amount(session)?;
+                self.top_up_session(session, amount).await?;
+                topped_up = true;
+                continue;
+            }
+            let voucher = Voucher::sign(
+                proto_key(&session.address()),
+                next.seq,
+                Amount(next.cumulative),
+                &session.voucher_key,
+            );
+            let mut paid = clone_request(request)?;
+            paid.headers_mut().insert(
+                headers::X402_SESSION_ID,
+                header_value(&session.address().to_string())?,
+            );
+            paid.headers_mut().insert(
+                headers::X402_VOUCHER,
+                header_value(&headers::encode(&voucher)?)?,
+            );
+            let response = transport.execute(paid).await?;
+            bump(&self.inner.stats.session_requests, 1);
+            if response.status() == StatusCode::CONFLICT
+                && response.headers().contains_key(headers::X402_RECEIPT)
+            {
+                // This voucher was served before but its answer was lost (a dropped connection,
+                // a provider crash): adopt the attached receipt, then pay with the next seq.
+                self.recover_receipt(session, &voucher, response.headers())?;
+                continue;
+            }
+            if response.status() == StatusCode::CONFLICT {
+                if let Some(wait) = in_flight_wait(&response) {
+                    if waited.saturating_add(wait) <= MAX_IN_FLIGHT_WAIT {
+                        // The provider still serves (or will recover) this voucher's request:
+                        // resend the same voucher once it can answer with the receipt.
+                        waited = waited.saturating_add(wait);
+                        tokio::time::sleep(wait).await;
+                        continue;
+                    }
+                }
+            }
+            if response.headers().contains_key(headers::X402_RECEIPT) {
+                let (response, breach) = self
+                    .accept_receipt(session, &voucher, input, response)
+                    .await?;
+                return Ok(SessionOutcome::Done(response, breach));
+            }
+            let status = response.status();
+            if status != StatusCode::PAYMENT_REQUIRED && status != StatusCode::CONFLICT {
+                // Refused before the voucher was accepted (malformed, rate limited, chain
+                // unavailable...): the caller sees the answer as is.
+                {
+                    let mut data = lock(&session.data);
+                    data.failed_requests = data.failed_requests.saturating_add(1);
+                }
+                return Ok(SessionOutcome::Done(response, None));
+            }
+            let (status, code, message) = error_of(response).await;
+            match code {
+                RefusalCode::Known(ErrorCode::InsufficientDeposit) if !topped_up => {
+                    self.refresh(session).await?;
+                    let amount = self.top_up_amount(session)?;
+                    self.top_up_session(session, amount).await?;
+                    topped_up = true;
+                }
+                RefusalCode::Known(
+                    ErrorCode::SessionClosed
+                    | ErrorCode::SessionNotFound
+                    | ErrorCode::SessionMismatch,
+                ) => {
+                    {
+                        let mut data = lock(&session.data);
+                        if data.state == AgentSessionState::Open {
+                            data.state = AgentSessionState::Closing;
+                        }
+                    }
+                    self.persist(session);
+                    return Ok(SessionOutcome::Reopen);
+                }
+                _ => {
+                    return Err(ClientError::PaymentRefused {
+                        status,
+                        code,
+                        message,
+                    })
+                }
+            }
+        }
+    }
+}

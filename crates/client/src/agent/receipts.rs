@@ -1,0 +1,174 @@
+//! Receipts: decoded, checked by the session core ([`SessionTerms::check_receipt`]), recorded; an invalid one abandons the session.
+
+use super::*;
+
+impl Agent {
+    /// Verifies the receipt of a paid response and records it; returns the response rebuilt
+    /// with its body, and the seq of a breach receipt.
+    pub(super) async fn accept_receipt(
+        &self,
+        session: &SessionHandle,
+        voucher: &Voucher,
+        input: Hash32,
+        response: Response,
+    ) -> Result<(Response, Option<u64>), ClientError> {
+        let status = response.status();
+        let version = response.version();
+        let url = response.url().clone();
+        let response_headers = response.headers().clone();
+        let body = response.bytes().await?;
+        let exchange = Exchange::Answered {
+            input_hash: input,
+            output_hash: output_hash(&body),
+            http_status: status.as_u16(),
+        };
+        let checked = Self::decode_receipt(&response_headers).and_then(|receipt| {
+            let progress = self.check_receipt(session, voucher, &receipt, exchange)?;
+            Ok((receipt, progress))
+        });
+        match checked {
+            Ok((receipt, progress)) => {
+                let ok = receipt.body.status == ReceiptStatus::Ok && status.is_success();
+                let breach = self.record_receipt(session, receipt, progress, ok);
+                let mut builder = http::Response::builder()
+                    .status(status)
+                    .version(version)
+                    .url(url);
+                if let Some(map) = builder.headers_mut() {
+                    *map = response_headers;
+                }
+                let rebuilt = builder
+                    .body(body)
+                    .map_err(reqwest_middleware::Error::middleware)?;
+                Ok((Response::from(rebuilt), breach.then_some(voucher.seq)))
+            }
+            Err(why) => Err(self.abandon(session, why)),
+        }
+    }
+
+    /// Adopts the receipt a provider attached to `409 voucher_conflict` for a voucher it served
+    /// before (the answer was lost). It is checked like any receipt except against the request
+    /// and response, which this agent no longer has; the request counts as failed (its content
+    /// never arrived) even when the receipt charges it.
+    pub(super) fn recover_receipt(
+        &self,
+        session: &SessionHandle,
+        voucher: &Voucher,
+        response_headers: &reqwest::header::HeaderMap,
+    ) -> Result<(), ClientError> {
+        let checked = Self::decode_receipt(response_headers).and_then(|receipt| {
+            let progress = self.check_receipt(session, voucher, &receipt, Exchange::Recovered)?;
+            Ok((progress, receipt))
+        });
+        match checked {
+            Ok((progress, receipt)) => {
+                tracing::warn!(
+                    session = %session.address(),
+                    seq = voucher.seq,
+                    status = ?receipt.body.status,
+                    charged = receipt.body.amount_charged.0,
+                    "recovered the receipt of a request whose answer was lost"
+                );
+                // A breach is recorded for `dispute_breaches`; not disputed on the spot.
+                self.record_receipt(session, receipt, progress, false);
+                Ok(())
+            }
+            Err(why) => Err(self.abandon(session, why)),
+        }
+    }
+
+    /// Stores a verified receipt: moves the session's progress (seq, accepted amount, head),
+    /// counts the request as `ok` or failed, records an SLA breach; returns whether it breaches.
+    pub(super) fn record_receipt(
+        &self,
+        session: &SessionHandle,
+        receipt: Receipt,
+        progress: Progress,
+        ok: bool,
+    ) -> bool {
+        let seq = receipt.body.request_number;
+        let breach = receipt.body.status == ReceiptStatus::Ok
+            && receipt.body.latency_ms > session.offer.terms.sla.max_latency_ms;
+        {
+            let mut data = lock(&session.data);
+            data.progress = progress;
+            if ok {
+                data.ok_requests = data.ok_requests.saturating_add(1);
+            } else {
+                data.failed_requests = data.failed_requests.saturating_add(1);
+            }
+            if breach {
+                data.breaches.push(BreachRecord {
+                    seq,
+                    dispute_signature: None,
+                    paid: 0,
+                    disputed: false,
+                });
+            }
+            data.receipts.push(receipt.clone());
+        }
+        bump(&self.inner.stats.receipts_verified, 1);
+        if ok {
+            bump(&self.inner.stats.ok_requests, 1);
+        }
+        if breach {
+            bump(&self.inner.stats.sla_breaches, 1);
+            tracing::warn!(
+                session = %session.address(),
+                seq,
+                latency_ms = receipt.body.latency_ms,
+                max_latency_ms = session.offer.terms.sla.max_latency_ms,
+                "SLA breach"
+            );
+        }
+        if let Err(e) = self
+            .inner
+            .store
+            .append_receipt(&proto_key(&session.address()), &receipt)
+        {
+            tracing::warn!(error = %e, "cannot store the receipt");
+        }
+        self.persist(session);
+        breach
+    }
+
+    /// Marks the session abandoned after an invalid receipt.
+    pub(super) fn abandon(&self, session: &SessionHandle, why: ReceiptError) -> ClientError {
+        {
+            let mut data = lock(&session.data);
+            data.state = AgentSessionState::Abandoned;
+            data.failed_requests = data.failed_requests.saturating_add(1);
+        }
+        self.persist(session);
+        tracing::error!(session = %session.address(), reason = %why, "invalid receipt; session abandoned");
+        ClientError::ReceiptInvalid(why)
+    }
+
+    /// The session core's check of `receipt` for the request paid with `voucher`
+    /// ([`SessionTerms::check_receipt`]); returns the session's progress after it.
+    pub(super) fn check_receipt(
+        &self,
+        session: &SessionHandle,
+        voucher: &Voucher,
+        receipt: &Receipt,
+        exchange: Exchange,
+    ) -> Result<Progress, ReceiptError> {
+        let progress = lock(&session.data).progress;
+        let voucher = NextVoucher {
+            seq: voucher.seq,
+            cumulative: voucher.cumulative.0,
+        };
+        session
+            .session_terms()
+            .check_receipt(&progress, voucher, receipt, exchange)
+    }
+
+    pub(super) fn decode_receipt(
+        response_headers: &reqwest::header::HeaderMap,
+    ) -> Result<Receipt, ReceiptError> {
+        let value = response_headers
+            .get(headers::X402_RECEIPT)
+            .ok_or(ReceiptError::Missing)?;
+        headers::decode(headers::X402_RECEIPT, value.as_bytes()).map_err(ReceiptError::Malformed)
+    }
+}

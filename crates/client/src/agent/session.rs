@@ -1,0 +1,355 @@
+//! The agent's sessions: their keys, terms and progress, opening, top-ups and refreshes from the chain.
+
+use super::*;
+
+/// The terms that make two offers interchangeable for one session.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub(super) struct TermsKey {
+    pub(super) provider: [u8; 32],
+    pub(super) mint: [u8; 32],
+    pub(super) resource: String,
+    pub(super) price: u64,
+    pub(super) max_latency_ms: u32,
+    pub(super) latency_penalty_bps: u16,
+}
+
+impl TermsKey {
+    pub(super) fn of(offer: &Offer) -> Self {
+        Self {
+            provider: offer.terms.provider.0,
+            mint: offer.terms.asset.0,
+            resource: offer.terms.resource.clone(),
+            price: offer.terms.price_per_request.0,
+            max_latency_ms: offer.terms.sla.max_latency_ms,
+            latency_penalty_bps: offer.terms.sla.latency_penalty_bps,
+        }
+    }
+}
+
+/// What changes while a session is used.
+pub(super) struct SessionData {
+    pub(super) deposit: u64,
+    pub(super) refunded: u64,
+    pub(super) expires_at: i64,
+    /// Where the requests stand (the session core's state): seq, accepted amount, head.
+    pub(super) progress: Progress,
+    pub(super) receipts: Vec<Receipt>,
+    pub(super) breaches: Vec<BreachRecord>,
+    pub(super) ok_requests: u64,
+    pub(super) failed_requests: u64,
+    pub(super) state: AgentSessionState,
+    pub(super) routes: Vec<String>,
+}
+
+/// One session: fixed keys and terms, a turn lock that serialises its requests, and its data.
+pub(super) struct SessionHandle {
+    pub(super) keys: SessionKeys,
+    pub(super) nonce: u64,
+    pub(super) offer: Offer,
+    pub(super) terms: TermsKey,
+    pub(super) voucher_key: SigningKey,
+    pub(super) turn: tokio::sync::Mutex<()>,
+    pub(super) data: Mutex<SessionData>,
+}
+
+impl SessionHandle {
+    pub(super) fn address(&self) -> Pubkey {
+        self.keys.session
+    }
+
+    pub(super) fn price(&self) -> u64 {
+        self.offer.terms.price_per_request.0
+    }
+
+    /// The terms the session core checks receipts under.
+    pub(super) fn session_terms(&self) -> SessionTerms {
+        SessionTerms {
+            session: proto_key(&self.keys.session),
+            provider: self.offer.terms.provider,
+            price_per_request: self.price(),
+            max_latency_ms: self.offer.terms.sla.max_latency_ms,
+        }
+    }
+
+    pub(super) fn usable(&self, now: i64) -> bool {
+        let data = lock(&self.data);
+        data.state == AgentSessionState::Open
+            && now < data.expires_at.saturating_sub(EXPIRY_MARGIN_SECS)
+    }
+
+    pub(super) fn record(&self) -> StoredSession {
+        let data = lock(&self.data);
+        StoredSession {
+            address: proto_key(&self.keys.session),
+            token_program: proto_key(&self.keys.token_program),
+            nonce: self.nonce,
+            offer: self.offer.clone(),
+            voucher_secret: Hash32(self.voucher_key.to_bytes()),
+            deposit: data.deposit,
+            refunded: data.refunded,
+            accepted: data.progress.accepted,
+            seq: data.progress.last_seq,
+            expires_at: data.expires_at,
+            head: data.progress.head,
+            breaches: data.breaches.clone(),
+            ok_requests: data.ok_requests,
+            failed_requests: data.failed_requests,
+            state: data.state,
+            routes: data.routes.clone(),
+        }
+    }
+
+    pub(super) fn info(&self) -> SessionInfo {
+        let data = lock(&self.data);
+        SessionInfo {
+            address: self.keys.session,
+            provider: self.keys.provider,
+            mint: self.keys.mint,
+            resource: self.offer.terms.resource.clone(),
+            price_per_request: self.price(),
+            deposit: data.deposit,
+            refunded: data.refunded,
+            accepted: data.progress.accepted,
+            seq: data.progress.last_seq,
+            receipts: data.receipts.len(),
+            breaches: data.breaches.len(),
+            disputed: data.breaches.iter().filter(|b| b.disputed).count(),
+            ok_requests: data.ok_requests,
+            failed_requests: data.failed_requests,
+            expires_at: data.expires_at,
+            voucher_signer: Pubkey::new_from_array(self.voucher_key.verifying_key().to_bytes()),
+            state: data.state,
+        }
+    }
+}
+
+impl Agent {
+    pub(super) fn route_session(&self, route: &str) -> Option<Arc<SessionHandle>> {
+        let address = *lock(&self.inner.routes).get(route)?;
+        let session = self.find(&address)?;
+        session.usable(now_secs()).then_some(session)
+    }
+
+    pub(super) fn find(&self, address: &Pubkey) -> Option<Arc<SessionHandle>> {
+        lock(&self.inner.sessions)
+            .iter()
+            .find(|s| &s.address() == address)
+            .cloned()
+    }
+
+    pub(super) fn session(&self, address: &Pubkey) -> Result<Arc<SessionHandle>, ClientError> {
+        self.find(address)
+            .ok_or(ClientError::UnknownSession(*address))
+    }
+
+    pub(super) fn persist(&self, session: &SessionHandle) {
+        if let Err(e) = self.inner.store.save(&session.record()) {
+            tracing::warn!(session = %session.address(), error = %e, "cannot save the session");
+        }
+    }
+
+    /// The open session on `offer`'s terms, or a new one.
+    pub(super) async fn session_for(
+        &self,
+        offer: Offer,
+        route: &str,
+    ) -> Result<Arc<SessionHandle>, ClientError> {
+        let _opening = self.inner.opening.lock().await;
+        let terms = TermsKey::of(&offer);
+        let now = now_secs();
+        let existing = lock(&self.inner.sessions)
+            .iter()
+            .find(|s| s.terms == terms && s.usable(now))
+            .cloned();
+        let session = match existing {
+            Some(session) => session,
+            None => self.open(offer, terms).await?,
+        };
+        {
+            let mut data = lock(&session.data);
+            if !data.routes.iter().any(|r| r == route) {
+                data.routes.push(route.to_owned());
+            }
+        }
+        lock(&self.inner.routes).insert(route.to_owned(), session.address());
+        self.persist(&session);
+        Ok(session)
+    }
+
+    pub(super) async fn token_program(&self, mint: &Pubkey) -> Result<Pubkey, ClientError> {
+        if let Some(program) = lock(&self.inner.token_programs).get(mint) {
+            return Ok(*program);
+        }
+        // Not `get_account`: it reports every RPC failure (a refused connection included) as
+        // "AccountNotFound", which would turn an outage into a rejected request.
+        let rpc = &self.inner.rpc;
+        let account = rpc
+            .get_multiple_accounts_with_commitment(&[*mint], rpc.commitment())
+            .await
+            .map_err(ChainError::rpc)?
+            .value
+            .into_iter()
+            .next()
+            .flatten()
+            .ok_or_else(|| ClientError::OfferRejected(format!("mint {mint} does not exist")))?;
+        if !x402pp_solana::token::is_token_program(&account.owner) {
+            return Err(ClientError::OfferRejected(format!(
+                "{mint} is not a token mint"
+            )));
+        }
+        lock(&self.inner.token_programs).insert(*mint, account.owner);
+        Ok(account.owner)
+    }
+
+    pub(super) async fn open(
+        &self,
+        offer: Offer,
+        terms: TermsKey,
+    ) -> Result<Arc<SessionHandle>, ClientError> {
+        let config = &self.inner.config;
+        let price = offer.terms.price_per_request.0;
+        let deposit = price
+            .saturating_mul(config.deposit_requests.max(1))
+            .max(offer.terms.min_deposit.0)
+            .min(config.budget.max_deposit);
+        if deposit < price || deposit == 0 {
+            return Err(ClientError::BudgetExceeded(format!(
+                "a deposit of {deposit} cannot pay one request at {price}"
+            )));
+        }
+        let mint = sol_key(&offer.terms.asset);
+        let provider = sol_key(&offer.terms.provider);
+        let token_program = self.token_program(&mint).await?;
+        let nonce: u64 = rand::random();
+        let keys = SessionKeys::new(
+            config.keypair.pubkey(),
+            provider,
+            nonce,
+            mint,
+            token_program,
+        );
+        let voucher_key = SigningKey::generate(&mut rand::rngs::OsRng);
+        let voucher_signer = Pubkey::new_from_array(voucher_key.verifying_key().to_bytes());
+        let instructions = escrow::open_session(&keys, &offer, nonce, deposit, voucher_signer)?;
+        // The RPC failing once the transaction may have been sent (confirmation, or the read
+        // after it) leaves the open in doubt: the session is kept, with its voucher key, so a
+        // deposit that landed is not forgotten. Its first use tells: the provider serves it, or
+        // answers `session_not_found`, the session is set aside and the next request opens
+        // another.
+        let (transaction, fee) = self.prepare_transaction(&instructions, &keys).await?;
+        let sent = self.submit_transaction(&transaction, fee).await;
+        let ttl = i64::try_from(offer.terms.session_ttl_secs).unwrap_or(i64::MAX);
+        let in_doubt = (deposit, 0, now_secs().saturating_add(ttl));
+        let mut doubt: Option<ClientError> = None;
+        let (account_deposit, refunded, expires_at) = match sent {
+            Ok(signature) => match escrow::fetch_session(&self.inner.rpc, &keys.session).await {
+                Ok(Some(account)) => {
+                    tracing::info!(session = %keys.session, %signature, deposit, "session opened");
+                    (account.deposit, account.refunded, account.expires_at)
+                }
+                Ok(None) => {
+                    return Err(ChainError::Account {
+                        account: keys.session.to_string(),
+                        reason: "missing right after open_session".into(),
+                    }
+                    .into())
+                }
+                Err(e) if e.is_transient() => {
+                    doubt = Some(e.into());
+                    in_doubt
+                }
+                Err(e) => return Err(e.into()),
+            },
+            Err(ClientError::Chain(e)) if e.is_transient() => {
+                doubt = Some(ClientError::Chain(e));
+                in_doubt
+            }
+            Err(e) => return Err(e),
+        };
+        let session = Arc::new(SessionHandle {
+            keys,
+            nonce,
+            terms,
+            voucher_key,
+            turn: tokio::sync::Mutex::new(()),
+            data: Mutex::new(SessionData {
+                deposit: account_deposit,
+                refunded,
+                expires_at,
+                progress: Progress::default(),
+                receipts: Vec::new(),
+                breaches: Vec::new(),
+                ok_requests: 0,
+                failed_requests: 0,
+                state: AgentSessionState::Open,
+                routes: Vec::new(),
+            }),
+            offer,
+        });
+        lock(&self.inner.sessions).push(session.clone());
+        self.persist(&session);
+        if let Some(error) = doubt {
+            tracing::warn!(session = %session.address(), %error, "open_session in doubt; kept");
+            return Err(error);
+        }
+        Ok(session)
+    }
+
+    /// How much to add so the next voucher is covered, within the budget.
+    pub(super) fn top_up_amount(&self, session: &SessionHandle) -> Result<u64, ClientError> {
+        let config = &self.inner.config;
+        let price = session.price();
+        let data = lock(&session.data);
+        let remaining = data
+            .deposit
+            .saturating_sub(data.refunded)
+            .saturating_sub(data.progress.accepted);
+        let wanted = price
+            .saturating_mul(config.deposit_requests.max(1))
+            .max(price);
+        let allowed = config.budget.max_deposit.saturating_sub(remaining);
+        let amount = wanted.min(allowed);
+        if remaining.saturating_add(amount) < price {
+            return Err(ClientError::BudgetExceeded(format!(
+                "topping up {} by {amount} cannot cover a request at {price} within max_deposit {}",
+                session.address(),
+                config.budget.max_deposit
+            )));
+        }
+        Ok(amount)
+    }
+
+    /// Re-reads deposit, refunds and expiry from the chain.
+    pub(super) async fn refresh(&self, session: &SessionHandle) -> Result<(), ClientError> {
+        let account = escrow::fetch_session(&self.inner.rpc, &session.address()).await?;
+        let mut data = lock(&session.data);
+        match account {
+            Some(account) => {
+                data.deposit = account.deposit;
+                data.refunded = account.refunded;
+                data.expires_at = account.expires_at;
+                if account.status == session_escrow::state::SessionStatus::Closing
+                    && data.state == AgentSessionState::Open
+                {
+                    data.state = AgentSessionState::Closing;
+                }
+            }
+            None => data.state = AgentSessionState::Closed,
+        }
+        Ok(())
+    }
+
+    pub(super) async fn top_up_session(
+        &self,
+        session: &SessionHandle,
+        amount: u64,
+    ) -> Result<Signature, ClientError> {
+        let signature = self
+            .send_transaction(&[escrow::top_up(&session.keys, amount)], &session.keys)
+            .await?;
+        self.refresh(session).await?;
+        self.persist(session);
+        tracing::info!(session = %session.address(), amount, %signature, "deposit topped up");
+        Ok(signature)
+    }
+}

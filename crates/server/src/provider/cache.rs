@@ -1,0 +1,123 @@
+//! The provider's session cache: what it last read of each session (chain terms and its own
+//! progress), so a paid request needs no RPC. Bounded by size and by time (`moka`).
+
+use std::time::{Duration, Instant};
+
+use crate::ledger::types::{Address, SessionRecord};
+
+#[derive(Clone)]
+struct Entry {
+    record: SessionRecord,
+    /// When the chain part was last read; updates of the provider's own progress keep it.
+    refreshed: Instant,
+}
+
+/// Sessions by address. An entry is served for `refresh` after it was read from the chain, then
+/// the chain is read again (a top-up, a close request or a dispute shows up within `refresh`).
+/// At most `capacity` sessions are kept (least recently used go first), and an entry not written
+/// for `refresh` is dropped, so idle sessions cost no memory.
+pub(crate) struct SessionCache {
+    entries: moka::sync::Cache<Address, Entry>,
+    refresh: Duration,
+}
+
+impl SessionCache {
+    pub(crate) fn new(capacity: u64, refresh: Duration) -> Self {
+        Self {
+            entries: moka::sync::Cache::builder()
+                .max_capacity(capacity)
+                .time_to_live(refresh)
+                .build(),
+            refresh,
+        }
+    }
+
+    /// The cached record, if it was read from the chain less than `refresh` ago.
+    pub(crate) fn get(&self, address: &Address) -> Option<SessionRecord> {
+        let entry = self.entries.get(address)?;
+        (entry.refreshed.elapsed() < self.refresh).then_some(entry.record)
+    }
+
+    /// Caches a record just read from the chain (or the ledger).
+    pub(crate) fn insert(&self, record: SessionRecord) {
+        self.entries.insert(
+            record.chain.address,
+            Entry {
+                record,
+                refreshed: Instant::now(),
+            },
+        );
+    }
+
+    /// Applies the provider's own progress to a cached record, keeping its refresh time.
+    /// Concurrent updates of one session race harmlessly: the loser's copy is stale, and a
+    /// stale copy only costs a re-read of the ledger when a voucher does not match it.
+    pub(crate) fn update(&self, address: &Address, update: impl FnOnce(&mut SessionRecord)) {
+        if let Some(mut entry) = self.entries.get(address) {
+            update(&mut entry.record);
+            self.entries.insert(*address, entry);
+        }
+    }
+
+    /// Number of cached sessions (after pending evictions ran).
+    pub(crate) fn len(&self) -> u64 {
+        self.entries.run_pending_tasks();
+        self.entries.entry_count()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ledger::types::ChainSession;
+    use x402pp_protocol::SessionState;
+
+    fn record(address: u8) -> SessionRecord {
+        SessionRecord {
+            chain: ChainSession {
+                address: [address; 32],
+                agent: [0; 32],
+                provider: [0; 32],
+                mint: [0; 32],
+                token_program: [0; 32],
+                voucher_signer: [0; 32],
+                deposit: 0,
+                refunded: 0,
+                claimed: 0,
+                claimed_seq: 0,
+                price_per_request: 1,
+                max_latency_ms: 0,
+                expires_at: 0,
+                close_requested_at: 0,
+                grace_secs: 0,
+                state: SessionState::Open,
+            },
+            last_seq: 0,
+            accepted: 0,
+            receipts_head: [0; 32],
+            receipt_count: 0,
+            best_voucher: None,
+        }
+    }
+
+    #[test]
+    fn the_cache_never_holds_more_sessions_than_its_capacity() {
+        let cache = SessionCache::new(100, Duration::from_secs(3_600));
+        for address in 0..=255 {
+            cache.insert(record(address));
+        }
+        assert!(cache.len() <= 100, "{} sessions cached", cache.len());
+    }
+
+    #[test]
+    fn an_update_keeps_the_refresh_time_and_a_stale_entry_is_not_served() {
+        let cache = SessionCache::new(10, Duration::ZERO);
+        cache.insert(record(1));
+        cache.update(&[1; 32], |r| r.last_seq = 5);
+        assert_eq!(cache.get(&[1; 32]), None, "a zero refresh serves nothing");
+        let cache = SessionCache::new(10, Duration::from_secs(3_600));
+        cache.insert(record(1));
+        cache.update(&[1; 32], |r| r.last_seq = 5);
+        assert_eq!(cache.get(&[1; 32]).map(|r| r.last_seq), Some(5));
+    }
+}

@@ -1,0 +1,375 @@
+//! Serving a request on a session voucher: load and check the session, check the voucher with the
+//! session core, accept it durably, run the handler, sign and store the receipt.
+
+use axum::body::Body;
+use axum::http::{HeaderValue, Request, Response};
+use solana_sdk::pubkey::Pubkey;
+use x402pp_protocol::crypto::{input_hash, output_hash};
+use x402pp_protocol::x402::SCHEME_SESSION;
+use x402pp_protocol::{
+    headers, Amount, ErrorCode, Receipt, ReceiptBody, ReceiptStatus, SessionSnapshot, SessionState,
+    Voucher,
+};
+use x402pp_session::{Served, SessionTerms, VoucherRejection};
+use x402pp_solana::{escrow, ChainError};
+
+use super::{header_str, now_ms, status_name, PaymentContext, Provider};
+use crate::config::RoutePrice;
+use crate::error::ServerError;
+use crate::ledger::types::{ChainSession, ReceiptRecord, SessionRecord, StoredVoucher};
+use crate::ledger::LedgerError;
+
+impl Provider {
+    /// The session from the cache, else the chain (refreshing the ledger's row), else the ledger
+    /// when the chain is unreachable.
+    pub(super) async fn load_session(
+        &self,
+        session: &Pubkey,
+        from_chain: bool,
+    ) -> Result<SessionRecord, ServerError> {
+        let address = session.to_bytes();
+        if !from_chain {
+            if let Some(record) = self.sessions.get(&address) {
+                return Ok(record);
+            }
+        }
+        let account = match escrow::fetch_session(&self.rpc, session).await {
+            Ok(Some(account)) => account,
+            Ok(None) => {
+                return Err(ServerError::new(
+                    ErrorCode::SessionNotFound,
+                    format!("no open session {session}"),
+                ))
+            }
+            Err(ChainError::Account { reason, .. }) => {
+                return Err(ServerError::new(
+                    ErrorCode::SessionMismatch,
+                    format!("{session} {reason}"),
+                ))
+            }
+            Err(e) => {
+                // RPC down: the ledger still knows sessions it served.
+                return match self.ledger.session(&address).await {
+                    Ok(Some(record)) => Ok(record),
+                    _ => Err(ServerError::chain_unavailable(e)),
+                };
+            }
+        };
+        let chain = crate::settlement::chain_session(session, &account, &self.token_program);
+        let record = self
+            .ledger
+            .upsert_session(&chain)
+            .await
+            .map_err(ServerError::internal)?;
+        self.sessions.insert(record.clone());
+        Ok(record)
+    }
+
+    pub(super) fn check_session(
+        &self,
+        record: &SessionRecord,
+        route: &RoutePrice,
+    ) -> Result<(), ServerError> {
+        let chain = &record.chain;
+        if chain.provider != self.address.to_bytes() || chain.mint != self.config.mint.to_bytes() {
+            return Err(ServerError::new(
+                ErrorCode::SessionMismatch,
+                "the session is for another provider or mint",
+            ));
+        }
+        if chain.price_per_request != route.price_per_request {
+            return Err(ServerError::new(
+                ErrorCode::SessionMismatch,
+                format!(
+                    "the session's price {} is not this route's {}",
+                    chain.price_per_request, route.price_per_request
+                ),
+            ));
+        }
+        if chain.state != SessionState::Open {
+            return Err(ServerError::new(
+                ErrorCode::SessionClosed,
+                "the session is closing",
+            ));
+        }
+        if now_ms() / 1_000 >= chain.expires_at {
+            return Err(ServerError::new(
+                ErrorCode::SessionClosed,
+                "the session has expired",
+            ));
+        }
+        Ok(())
+    }
+
+    pub(super) fn status_of(record: &SessionRecord) -> SessionSnapshot {
+        let chain = &record.chain;
+        SessionSnapshot {
+            session_id: x402pp_protocol::Pubkey(chain.address),
+            state: chain.state,
+            seq: record.last_seq,
+            accepted: Amount(record.accepted),
+            deposit: Amount(chain.deposit),
+            refunded: Amount(chain.refunded),
+            remaining: Amount(chain.books().voucher_cap().saturating_sub(record.accepted)),
+            price_per_request: Amount(chain.price_per_request),
+            expires_at: chain.expires_at,
+        }
+    }
+
+    /// The session core's voucher rule ([`Progress::check_voucher`]) against `record`, as a
+    /// wire error (with the top-up needed for `insufficient_deposit`).
+    pub(super) fn check_voucher(
+        record: &SessionRecord,
+        voucher: &Voucher,
+    ) -> Result<(), ServerError> {
+        let chain = &record.chain;
+        let rejection = match record.progress().check_voucher(
+            voucher.seq,
+            voucher.cumulative.get(),
+            chain.price_per_request,
+            chain.books().voucher_cap(),
+        ) {
+            Ok(()) => return Ok(()),
+            Err(rejection) => rejection,
+        };
+        let error = ServerError::new(rejection.code(), rejection.to_string());
+        Err(match rejection {
+            VoucherRejection::InsufficientDeposit {
+                required, top_up, ..
+            } => error.with_details(serde_json::json!({
+                "sessionId": x402pp_protocol::Pubkey(chain.address),
+                "deposit": chain.deposit.to_string(),
+                "refunded": chain.refunded.to_string(),
+                "accepted": record.accepted.to_string(),
+                "required": required.to_string(),
+                "topUp": top_up.to_string(),
+            })),
+            _ => error,
+        })
+    }
+
+    /// The session terms receipts are signed under.
+    pub(crate) fn terms_of(&self, chain: &ChainSession) -> SessionTerms {
+        SessionTerms {
+            session: x402pp_protocol::Pubkey(chain.address),
+            provider: x402pp_protocol::Pubkey(self.address.to_bytes()),
+            price_per_request: chain.price_per_request,
+            max_latency_ms: chain.max_latency_ms,
+        }
+    }
+
+    pub(super) async fn serve_session<F, Fut>(
+        &self,
+        path: &str,
+        route: &RoutePrice,
+        request: Request<Body>,
+        inner: F,
+    ) -> Result<Response<Body>, ServerError>
+    where
+        F: FnOnce(Request<Body>) -> Fut,
+        Fut: std::future::Future<Output = Response<Body>>,
+    {
+        // 1. Parse.
+        let headers = request.headers();
+        let session: Pubkey = header_str(headers, headers::X402_SESSION_ID)
+            .and_then(|v| std::str::from_utf8(v).ok())
+            .and_then(|s| s.trim().parse().ok())
+            .ok_or_else(|| {
+                ServerError::new(
+                    ErrorCode::MalformedRequest,
+                    "X-402-Session-Id must be a base58 session address",
+                )
+            })?;
+        let voucher: Voucher = match header_str(headers, headers::X402_VOUCHER) {
+            Some(raw) => headers::decode(headers::X402_VOUCHER, raw)
+                .map_err(|e| ServerError::malformed(&e))?,
+            None => {
+                return Err(ServerError::new(
+                    ErrorCode::MalformedRequest,
+                    "X-402-Voucher is missing",
+                ))
+            }
+        };
+        if voucher.session.0 != session.to_bytes() {
+            return Err(ServerError::new(
+                ErrorCode::InvalidVoucher,
+                "the voucher is for another session",
+            ));
+        }
+        // 2. Load and check the session.
+        let mut record = self.load_session(&session, false).await?;
+        self.check_session(&record, route)?;
+        // 3. Verify the voucher (strict ed25519).
+        voucher
+            .verify(&x402pp_protocol::Pubkey(record.chain.voucher_signer))
+            .map_err(|e| ServerError::new(e.code(), e.to_string()))?;
+        // 4. Seq and amount; a stale cache (another replica served, or the agent topped up) gets
+        //    one refresh before a refusal.
+        if let Err(first) = Self::check_voucher(&record, &voucher) {
+            let refreshed = if first.code == ErrorCode::InsufficientDeposit {
+                self.load_session(&session, true).await?
+            } else {
+                match self.ledger_row(&session.to_bytes()).await? {
+                    Some(row) => row,
+                    None => return Err(first),
+                }
+            };
+            let refreshed = match Self::check_voucher(&refreshed, &voucher) {
+                Ok(()) => refreshed,
+                Err(e) if e.code == ErrorCode::VoucherConflict => {
+                    let row = self.resolve_conflict(&refreshed, &voucher).await?;
+                    Self::check_voucher(&row, &voucher)?;
+                    row
+                }
+                Err(e) => {
+                    return Err(match Self::session_status_header(&refreshed) {
+                        Some(status) => e.with_header(headers::X402_SESSION_STATUS, status),
+                        None => e,
+                    })
+                }
+            };
+            self.sessions.insert(refreshed.clone());
+            record = refreshed;
+        }
+        // The body is read (and bounded) before the voucher is accepted, so a bad body cannot
+        // leave an accepted voucher without a receipt.
+        let (parts, body) = request.into_parts();
+        let body = axum::body::to_bytes(body, self.config.max_request_body)
+            .await
+            .map_err(|e| {
+                if crate::limits::is_length_limit(&e) {
+                    ServerError::new(
+                        ErrorCode::PayloadTooLarge,
+                        format!(
+                            "the request body is over the limit of {} bytes",
+                            self.config.max_request_body
+                        ),
+                    )
+                } else {
+                    ServerError::new(ErrorCode::MalformedRequest, format!("request body: {e}"))
+                }
+            })?;
+        let path_and_query = parts
+            .uri
+            .path_and_query()
+            .map_or(path, |pq| pq.as_str())
+            .to_owned();
+        let input = input_hash(parts.method.as_str(), &path_and_query, &body);
+
+        // 5. Record it durably: of concurrent requests with this voucher, one wins.
+        let stored = StoredVoucher {
+            seq: voucher.seq,
+            cumulative: voucher.cumulative.get(),
+            signature: voucher.signature.0,
+        };
+        let mut accepted = self
+            .ledger
+            .accept_voucher(&record.chain.address, &stored)
+            .await;
+        if matches!(accepted, Err(LedgerError::Conflict)) {
+            // A resend, a concurrent duplicate, or a session blocked by a request a crash cut
+            // off: recover or explain; try once more only where the voucher may now be next.
+            let row = self.resolve_conflict(&record, &voucher).await?;
+            Self::check_voucher(&row, &voucher)?;
+            self.sessions.insert(row.clone());
+            record = row;
+            accepted = self
+                .ledger
+                .accept_voucher(&record.chain.address, &stored)
+                .await;
+        }
+        match accepted {
+            Ok(()) => {}
+            Err(LedgerError::Conflict) => {
+                return Err(ServerError::new(
+                    ErrorCode::VoucherConflict,
+                    format!("voucher seq {} was already used", voucher.seq),
+                ))
+            }
+            Err(e) => return Err(ServerError::internal(e)),
+        }
+        record.last_seq = voucher.seq;
+        self.sessions
+            .update(&record.chain.address, |r| r.last_seq = voucher.seq);
+
+        // 6. Run the handler, timed, with the payment in the extensions.
+        let mut request = Request::from_parts(parts, Body::from(body));
+        request.extensions_mut().insert(PaymentContext::Session {
+            session,
+            seq: voucher.seq,
+            cumulative: voucher.cumulative.get(),
+        });
+        let (status, response_parts, output, latency) = self.run(request, inner).await;
+
+        // 7. Sign and store the receipt, then answer.
+        let served = Served {
+            status,
+            input_hash: input,
+            output_hash: output_hash(&output),
+            latency_ms: u32::try_from(latency.as_millis()).unwrap_or(u32::MAX),
+            completed_at_ms: now_ms(),
+        };
+        let body = self
+            .terms_of(&record.chain)
+            .receipt_body(&record.progress(), voucher.seq, served)
+            .map_err(ServerError::internal)?;
+        let breached = !body.sla_verification.met;
+        let (receipt, receipt_header, stored_receipt) = self.sign_receipt(body)?;
+        self.ledger
+            .record_receipt(&record.chain.address, &stored_receipt)
+            .await
+            .map_err(ServerError::internal)?;
+        let mut progress = record.progress();
+        progress.record(
+            voucher.seq,
+            receipt.body.cumulative_charged.0,
+            receipt.receipt_id,
+        );
+        record.set_progress(progress);
+        if status == ReceiptStatus::Ok {
+            record.best_voucher = Some(stored);
+        }
+        let cached = record.clone();
+        self.sessions
+            .update(&record.chain.address, move |r| *r = cached);
+        self.metrics.receipt(status_name(status), breached, latency);
+        if status == ReceiptStatus::Ok {
+            self.metrics.paid(SCHEME_SESSION);
+        }
+
+        let mut response = Response::from_parts(response_parts, Body::from(output));
+        let headers = response.headers_mut();
+        if let Ok(value) = HeaderValue::from_str(&receipt_header) {
+            headers.insert(headers::X402_RECEIPT, value);
+        }
+        if let Some(status) =
+            Self::session_status_header(&record).and_then(|s| HeaderValue::from_str(&s).ok())
+        {
+            headers.insert(headers::X402_SESSION_STATUS, status);
+        }
+        Ok(response)
+    }
+
+    /// Signs a receipt body; returns the receipt, its `X-402-Receipt` header and its ledger row.
+    pub(super) fn sign_receipt(
+        &self,
+        body: ReceiptBody,
+    ) -> Result<(Receipt, String, ReceiptRecord), ServerError> {
+        let receipt = Receipt::sign(body, &self.signing_key).map_err(ServerError::internal)?;
+        // Serialized once: the stored JSON and the header are the same bytes.
+        let json = serde_json::to_string(&receipt).map_err(ServerError::internal)?;
+        let header = headers::encode_json(json.as_bytes());
+        let record = ReceiptRecord {
+            seq: receipt.body.request_number,
+            hash: receipt.receipt_id.0,
+            ok: receipt.body.status == ReceiptStatus::Ok,
+            amount_charged: receipt.body.amount_charged.0,
+            cumulative_charged: receipt.body.cumulative_charged.0,
+            json,
+        };
+        Ok((receipt, header, record))
+    }
+    pub(super) fn session_status_header(record: &SessionRecord) -> Option<String> {
+        headers::encode(&Self::status_of(record)).ok()
+    }
+}
