@@ -14,8 +14,9 @@
 //!   `into_make_service_with_connect_info::<SocketAddr>()`. Without it (e.g. `oneshot` in tests,
 //!   or a server started with plain `axum::serve`) the per-IP limit is skipped, never a panic.
 //! - [`RateLimiter`] is a keyed token bucket ([`governor`]'s GCRA) in a bounded map; the provider
-//!   (`x402pp-server`) uses one keyed by `X-402-Session-Id` ([`RateLimiter::check_session`])
-//!   first thing on a paid route, before any signature verification or ledger write.
+//!   (`x402pp-server`) uses one keyed by session ([`RateLimiter::check_session`]) on a paid
+//!   route once the request's voucher verified against the session's voucher signer (session ids
+//!   are public: only the session's signer may spend its quota).
 //!
 //! This crate has no chain, ledger or settlement code, so a service that only needs the limits
 //! (the x402 facilitator) does not depend on the provider's server crate.
@@ -28,4 +29,4 @@ pub use error::LimitError;
 pub use layer::{
     header_bytes, is_length_limit, RequestLimits, RequestLimitsLayer, RequestLimitsService,
 };
-pub use rate::{session_key, RateLimit, RateLimited, RateLimiter};
+pub use rate::{RateLimit, RateLimited, RateLimiter};

@@ -11,14 +11,13 @@ use std::num::NonZeroU32;
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::http::HeaderMap;
 use governor::clock::{Clock, MonotonicClock};
 use governor::middleware::NoOpMiddleware;
 use governor::nanos::Nanos;
 use governor::state::keyed::{DashMapStateStore, ShrinkableKeyedStateStore};
 use governor::state::StateStore;
 use governor::Quota;
-use x402pp_protocol::{headers, ErrorCode};
+use x402pp_protocol::ErrorCode;
 
 use crate::LimitError;
 
@@ -199,28 +198,14 @@ impl<K: Hash + Eq + Clone, C: Clock> RateLimiter<K, C> {
 }
 
 impl<C: Clock> RateLimiter<[u8; 32], C> {
-    /// The per-session check of a paid request: keyed by the `X-402-Session-Id` header when it
-    /// is a valid address (a malformed one is refused later, and costs nothing to refuse).
-    pub fn check_session(&self, request_headers: &HeaderMap) -> Result<(), LimitError> {
-        let Some(session) = session_key(request_headers) else {
-            return Ok(());
-        };
+    /// The per-session check of a paid request, keyed by the session address. Call it only once
+    /// the request proved it speaks for the session (its voucher verified against the session's
+    /// voucher signer): session ids are public, so a bucket keyed by an unauthenticated header
+    /// lets anyone spend a victim's quota.
+    pub fn check_session(&self, session: [u8; 32]) -> Result<(), LimitError> {
         self.check(session)
             .map_err(|limited| limited.into_limit_error("on this session"))
     }
-}
-
-/// The session address a request names in `X-402-Session-Id`, if it parses.
-pub fn session_key(request_headers: &HeaderMap) -> Option<[u8; 32]> {
-    let value = request_headers
-        .get(headers::X402_SESSION_ID)?
-        .to_str()
-        .ok()?;
-    value
-        .trim()
-        .parse::<x402pp_protocol::Pubkey>()
-        .ok()
-        .map(|key| key.to_bytes())
 }
 
 #[cfg(test)]
@@ -336,7 +321,7 @@ mod tests {
     }
 
     #[test]
-    fn the_session_limiter_refuses_the_same_session_with_a_429_and_skips_requests_without_one() {
+    fn the_session_limiter_refuses_the_same_session_with_a_429_and_keeps_sessions_apart() {
         let limiter = RateLimiter::with_clock(
             RateLimit {
                 per_second: 1,
@@ -345,17 +330,9 @@ mod tests {
             16,
             FakeRelativeClock::default(),
         );
-        let mut request_headers = HeaderMap::new();
-        assert_eq!(limiter.check_session(&request_headers), Ok(()));
-        assert_eq!(limiter.check_session(&request_headers), Ok(()));
-        let address = x402pp_protocol::Pubkey([7; 32]);
-        request_headers.insert(
-            headers::X402_SESSION_ID,
-            address.to_string().parse().expect("hv"),
-        );
-        assert_eq!(limiter.check_session(&request_headers), Ok(()));
+        assert_eq!(limiter.check_session([7; 32]), Ok(()));
         let refused = limiter
-            .check_session(&request_headers)
+            .check_session([7; 32])
             .expect_err("second request in the same second");
         assert_eq!(refused.code, ErrorCode::RateLimited);
         assert_eq!(refused.retry_after_secs, Some(1));
@@ -363,28 +340,6 @@ mod tests {
             refused.message,
             "too many requests on this session; retry after 1 s"
         );
-    }
-
-    #[test]
-    fn session_keys_are_valid_addresses_only() {
-        let mut request_headers = HeaderMap::new();
-        assert_eq!(session_key(&request_headers), None);
-        request_headers.insert(headers::X402_SESSION_ID, "not base58!".parse().expect("hv"));
-        assert_eq!(session_key(&request_headers), None);
-        // Base58, but 64 bytes.
-        request_headers.insert(
-            headers::X402_SESSION_ID,
-            x402pp_protocol::Signature([9; 64])
-                .to_string()
-                .parse()
-                .expect("hv"),
-        );
-        assert_eq!(session_key(&request_headers), None);
-        let address = x402pp_protocol::Pubkey([3; 32]);
-        request_headers.insert(
-            headers::X402_SESSION_ID,
-            format!(" {address} ").parse().expect("hv"),
-        );
-        assert_eq!(session_key(&request_headers), Some(address.to_bytes()));
+        assert_eq!(limiter.check_session([8; 32]), Ok(()), "another session");
     }
 }

@@ -78,9 +78,10 @@ pub struct ServerConfig {
     /// At most this many sessions are cached (least recently used go first); an entry also
     /// leaves the cache `session_refresh` after it was last written.
     pub max_cached_sessions: u64,
-    /// Per-session rate on paid routes, keyed by `X-402-Session-Id` and checked before any
-    /// verification (default 5 000/s, bursts of 5 000; `None` turns it off). A session's requests
-    /// are sequential, so an honest agent stays far below it.
+    /// Per-session rate on paid routes (default 5 000/s, bursts of 5 000; `None` turns it off),
+    /// counted only for requests whose voucher verified against the session's voucher signer:
+    /// junk sent under a (public) session id is refused without using the agent's quota. A
+    /// session's requests are sequential, so an honest agent stays far below it.
     pub per_session_rate: Option<RateLimit>,
     /// Limits on every request (header bytes, body bytes, read timeout, per-IP rate), applied by
     /// [`crate::limits::RequestLimitsLayer`] (the reference provider's `app` adds it).

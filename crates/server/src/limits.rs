@@ -7,11 +7,12 @@
 //! - [`RequestLimitsLayer`] applies the header, body, read-timeout and per-IP limits to every
 //!   route of a router (free or paid).
 //! - The per-session limit ([`RateLimiter::check_session`]) is checked by the [`crate::Provider`]
-//!   first thing on a paid route, keyed by `X-402-Session-Id`, before any signature verification
-//!   or ledger write: a flood on one session costs a map lookup each, and a refused voucher is not
-//!   used (resend it later).
+//!   once a request's voucher verified against the session's voucher signer, before any ledger
+//!   write: only the agent's own vouchers count against its session (a session id is public, so
+//!   junk sent under it is refused as `402 invalid_signature` without touching the quota), and a
+//!   refused voucher is not used (resend it later).
 
 pub use x402pp_limits::{
-    header_bytes, is_length_limit, session_key, LimitError, RateLimit, RateLimited, RateLimiter,
-    RequestLimits, RequestLimitsLayer, RequestLimitsService,
+    header_bytes, is_length_limit, LimitError, RateLimit, RateLimited, RateLimiter, RequestLimits,
+    RequestLimitsLayer, RequestLimitsService,
 };

@@ -1,7 +1,8 @@
 //! Limits on a paid route against a real localnet: a body over `max_request_body` gets
-//! `413 payload_too_large` before the voucher is accepted, and a flood on one session gets
-//! `429 rate_limited` with `Retry-After` before any signature check — in both cases the voucher
-//! stays unused and the agent resends it later.
+//! `413 payload_too_large` before the voucher is accepted, and a flood of the session's own
+//! vouchers gets `429 rate_limited` with `Retry-After` — in both cases the voucher stays unused
+//! and the agent resends it later. Junk sent under a session's (public) id does not count
+//! against the session: it is refused as `402 invalid_signature` and the agent is served.
 #![allow(clippy::unwrap_used, clippy::arithmetic_side_effects)] // tests
 
 use axum::routing::post;
@@ -82,14 +83,22 @@ async fn a_body_over_max_request_body_gets_413_json_and_leaves_the_voucher_unuse
 }
 
 #[tokio::test]
-async fn a_flood_on_one_session_gets_429_with_retry_after_before_any_verification() {
+async fn a_flood_of_the_sessions_own_vouchers_gets_429_with_retry_after_and_forged_ones_do_not_count(
+) {
     let w = world(|config| config.per_session_rate = RateLimit::per_second(1, 1)).await;
     let agent = open(&w).await;
     let response = paid(&w, &agent, &nth_voucher(&agent, 1), "one".into()).await;
     assert_eq!(response.status(), 200);
 
-    // The bucket is empty: the next voucher is refused, and so is a forged one — the limit is
-    // checked before the signature, so the flood costs no verification.
+    // A forged voucher is refused for its signature and takes nothing from the bucket…
+    let mut forged = nth_voucher(&agent, 2);
+    forged.signature.0[0] ^= 1;
+    let response = paid(&w, &agent, &forged, "forged".into()).await;
+    assert_eq!(response.status(), 402);
+    let body: ErrorBody = response.json().await.unwrap();
+    assert_eq!(body.error, ErrorCode::InvalidSignature);
+
+    // …while the session's own vouchers do: the bucket (one token, one per second) is empty.
     let second = nth_voucher(&agent, 2);
     let response = paid(&w, &agent, &second, "two".into()).await;
     assert_eq!(response.status(), 429);
@@ -101,10 +110,6 @@ async fn a_flood_on_one_session_gets_429_with_retry_after_before_any_verificatio
     assert_eq!(retry_after, 1);
     let body: ErrorBody = response.json().await.unwrap();
     assert_eq!(body.error, ErrorCode::RateLimited);
-    let mut forged = nth_voucher(&agent, 2);
-    forged.signature.0[0] ^= 1;
-    let response = paid(&w, &agent, &forged, "forged".into()).await;
-    assert_eq!(response.status(), 429, "not 402 invalid_signature");
 
     // Other sessions have their own bucket.
     let other = open(&w).await;
@@ -116,4 +121,112 @@ async fn a_flood_on_one_session_gets_429_with_retry_after_before_any_verificatio
     let response = paid(&w, &agent, &second, "two".into()).await;
     assert_eq!(response.status(), 200);
     assert_eq!(receipt_seq(&response), 2);
+}
+
+/// Junk requests the flood must have sent before the victim starts: more than
+/// the session's burst, so the bucket would be empty if junk counted.
+const FLOOD_HEAD_START: usize = 3 * VICTIM_BURST as usize;
+const VICTIM_BURST: u32 = 20;
+const VICTIM_REQUESTS: u64 = 15;
+
+#[tokio::test]
+async fn a_junk_flood_under_a_victims_session_id_does_not_starve_the_victims_valid_vouchers() {
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+    use std::sync::Arc;
+
+    // A bucket that holds every valid voucher of the victim (15 < 20) but far fewer than the
+    // flood sends.
+    let w = world(|config| {
+        config.per_session_rate = RateLimit::per_second(VICTIM_BURST, VICTIM_BURST);
+    })
+    .await;
+    let victim = w
+        .open_session("/echo", VICTIM_REQUESTS * PRICE)
+        .await
+        .unwrap();
+    let session = victim.session.to_string();
+
+    // The attacker knows the session id (it is public on chain) but not the voucher key: it
+    // sends vouchers signed by a key of its own, as fast as it can, from several connections.
+    let attacker = solana_sdk::signature::Keypair::new();
+    let stop = Arc::new(AtomicBool::new(false));
+    let sent = Arc::new(AtomicUsize::new(0));
+    let started = Arc::new(tokio::sync::Notify::new());
+    let mut flood = Vec::new();
+    for task in 0..4u64 {
+        let (http, url, session) = (w.http.clone(), w.url().to_owned(), session.clone());
+        let (stop, sent, started) = (stop.clone(), sent.clone(), started.clone());
+        let junk = Voucher::sign(
+            x402pp_protocol::Pubkey(victim.session.to_bytes()),
+            1 + task,
+            x402pp_protocol::Amount(PRICE),
+            &x402pp_solana::keys::signing_key(&attacker),
+        );
+        let junk = headers::encode(&junk).unwrap();
+        flood.push(tokio::spawn(async move {
+            let mut answers = std::collections::BTreeMap::<u16, usize>::new();
+            while !stop.load(Ordering::Relaxed) {
+                let response = http
+                    .post(format!("{url}/echo"))
+                    .header(headers::X402_SESSION_ID, &session)
+                    .header(headers::X402_VOUCHER, &junk)
+                    .body("junk")
+                    .send()
+                    .await
+                    .unwrap();
+                *answers.entry(response.status().as_u16()).or_default() += 1;
+                if sent.fetch_add(1, Ordering::Relaxed) + 1 == FLOOD_HEAD_START {
+                    started.notify_one();
+                }
+            }
+            answers
+        }));
+    }
+    // The flood is under way (it sent more than the whole burst) before the victim's first
+    // voucher, and keeps going until its last one is answered.
+    started.notified().await;
+
+    let before = w
+        .provider()
+        .ledger
+        .session(&victim.session.to_bytes())
+        .await
+        .unwrap()
+        .map_or(0, |record| record.accepted);
+    let mut refused = Vec::new();
+    for seq in 1..=VICTIM_REQUESTS {
+        let response = paid(&w, &victim, &nth_voucher(&victim, seq), format!("r{seq}")).await;
+        if response.status() != 200 {
+            refused.push((seq, response.status().as_u16()));
+            continue;
+        }
+        assert_eq!(receipt_seq(&response), seq);
+    }
+    stop.store(true, Ordering::Relaxed);
+    let mut answers = std::collections::BTreeMap::<u16, usize>::new();
+    for task in flood {
+        for (status, count) in task.await.unwrap() {
+            *answers.entry(status).or_default() += count;
+        }
+    }
+    assert_eq!(
+        refused,
+        Vec::<(u64, u16)>::new(),
+        "every valid voucher is served (the flood got {answers:?})"
+    );
+    assert_eq!(
+        answers.keys().copied().collect::<Vec<_>>(),
+        vec![402],
+        "junk is refused for its signature, never served and never rate-limited as the victim"
+    );
+    // The victim paid for exactly what it was served.
+    let record = w
+        .provider()
+        .ledger
+        .session(&victim.session.to_bytes())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!((before, record.accepted), (0, VICTIM_REQUESTS * PRICE));
+    assert_eq!(record.last_seq, VICTIM_REQUESTS);
 }

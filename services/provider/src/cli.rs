@@ -101,7 +101,8 @@ pub struct Args {
     /// Burst per client IP (0: the per-second rate).
     #[arg(long, env = "X402PP_RATE_LIMIT_PER_IP_BURST", default_value_t = 0)]
     pub rate_limit_per_ip_burst: u32,
-    /// Paid requests per second per session, checked before any verification (0: no limit).
+    /// Paid requests per second per session, counting only vouchers the session's signer
+    /// signed (0: no limit).
     #[arg(long, env = "X402PP_RATE_LIMIT_PER_SESSION", default_value_t = 5_000)]
     pub rate_limit_per_session: u32,
     /// Burst per session (0: the per-second rate).

@@ -193,16 +193,6 @@ impl Provider {
         let Some(route) = self.route(path).cloned() else {
             return inner(request).await;
         };
-        // Per-session rate first: a flood on one session costs a map lookup, not a verification
-        // or a ledger write, and leaves the voucher unused.
-        if let Some(Err(error)) = self
-            .session_limiter
-            .as_ref()
-            .map(|limiter| limiter.check_session(request.headers()))
-        {
-            self.metrics.refused(error.code.as_str());
-            return axum::response::IntoResponse::into_response(error);
-        }
         let headers = request.headers();
         let result = if headers.contains_key(headers::X402_VOUCHER)
             || headers.contains_key(headers::X402_SESSION_ID)

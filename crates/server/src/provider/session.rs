@@ -199,10 +199,19 @@ impl Provider {
         // 2. Load and check the session.
         let mut record = self.load_session(&session, false).await?;
         self.check_session(&record, route)?;
-        // 3. Verify the voucher (strict ed25519).
+        // 3. Verify the voucher (strict ed25519), then take a token of the session's rate.
         voucher
             .verify(&x402pp_protocol::Pubkey(record.chain.voucher_signer))
             .map_err(|e| ServerError::new(e.code(), e.to_string()))?;
+        // The per-session rate counts only vouchers the session's signer signed: a session id
+        // is public on chain, so a flood of junk under it must not use the agent's quota (junk
+        // costs a cache lookup and a signature check, and is the per-IP limit's business). A
+        // refused voucher stays unused.
+        if let Some(limiter) = &self.session_limiter {
+            limiter
+                .check_session(session.to_bytes())
+                .map_err(ServerError::from)?;
+        }
         // 4. Seq and amount; a stale cache (another replica served, or the agent topped up) gets
         //    one refresh before a refusal.
         if let Err(first) = Self::check_voucher(&record, &voucher) {
