@@ -1341,3 +1341,62 @@ async fn every_malformed_request_gets_a_json_4xx_and_the_services_keep_serving()
     })
     .await;
 }
+
+/// A correctly signed first voucher whose amount is written `"01000"` instead of `"1000"`: the
+/// same number, but not its one canonical text form.
+#[tokio::test]
+async fn a_voucher_amount_with_a_leading_zero_gets_400_malformed_request_and_charges_nothing() {
+    let world = world().await;
+    let raw = world
+        .open_session(INFERENCE_PATH, 10 * PRICE)
+        .await
+        .unwrap();
+    let voucher = raw.voucher(1, PRICE);
+    let mut json = serde_json::to_value(&voucher).unwrap();
+    assert_eq!(json["cumulative"], PRICE.to_string());
+    let send_voucher = |json: &Value| {
+        reqwest::Client::new()
+            .post(format!("{}{INFERENCE_PATH}", world.url()))
+            .header(
+                x402pp_protocol::headers::X402_SESSION_ID,
+                raw.session.to_string(),
+            )
+            .header(
+                x402pp_protocol::headers::X402_VOUCHER,
+                STANDARD.encode(json.to_string()),
+            )
+            .header("content-type", "application/json")
+            .body(json!({ "prompt": "zeros" }).to_string())
+            .send()
+    };
+    for padded in [format!("0{PRICE}"), format!("000{PRICE}")] {
+        json["cumulative"] = json!(padded);
+        let response = send_voucher(&json).await.unwrap();
+        assert_eq!(response.status(), 400, "{padded}");
+        assert!(response
+            .headers()
+            .get(x402pp_protocol::headers::X402_RECEIPT)
+            .is_none());
+        let body: Value = response.json().await.unwrap();
+        assert_eq!(body["error"], "malformed_request", "{padded}: {body}");
+    }
+    // Nothing was accepted: the session has no voucher, and the canonical spelling of the
+    // same signed voucher is still the session's first.
+    let ledger = &world.provider().ledger;
+    let before = ledger.session(&raw.session.to_bytes()).await.unwrap();
+    assert!(
+        before
+            .as_ref()
+            .is_none_or(|r| (r.last_seq, r.accepted) == (0, 0)),
+        "{before:?}"
+    );
+    json["cumulative"] = json!(PRICE.to_string());
+    let response = send_voucher(&json).await.unwrap();
+    assert_eq!(response.status(), 200);
+    let after = ledger
+        .session(&raw.session.to_bytes())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!((after.last_seq, after.accepted), (1, PRICE));
+}

@@ -28,7 +28,10 @@ pub enum EncodingError {
         actual: usize,
     },
     /// Not a decimal string of atomic units that fits in a u64.
-    #[error("invalid amount {0:?}: expected a decimal string of atomic units that fits in u64")]
+    #[error(
+        "invalid amount {0:?}: expected a canonical decimal string of atomic units (no leading \
+         zero) that fits in u64"
+    )]
     Amount(String),
 }
 
@@ -222,8 +225,9 @@ impl Id16 {
 
 /// An amount of atomic token units; a decimal string on the wire (`"1000"`).
 ///
-/// Only ASCII digits are accepted (no sign, no spaces, no exponent), and the value must fit in a
-/// u64, which is what SPL token amounts are.
+/// Only canonical decimal is accepted: ASCII digits, no leading zero unless the amount is `"0"`
+/// (no sign, no spaces, no exponent), and the value must fit in a u64, which is what SPL token
+/// amounts are.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Default)]
 pub struct Amount(pub u64);
 
@@ -252,7 +256,13 @@ impl fmt::Debug for Amount {
 impl FromStr for Amount {
     type Err = EncodingError;
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        if s.is_empty() || s.len() > 20 || !s.bytes().all(|b| b.is_ascii_digit()) {
+        // Canonical decimal only: "0", or digits without a leading zero (so "02000" and "2000"
+        // are not two spellings of one amount).
+        if s.is_empty()
+            || s.len() > 20
+            || !s.bytes().all(|b| b.is_ascii_digit())
+            || (s.len() > 1 && s.starts_with('0'))
+        {
             return Err(EncodingError::Amount(s.chars().take(32).collect()));
         }
         s.parse::<u64>()
@@ -354,6 +364,31 @@ mod tests {
             serde_json::from_str::<Amount>("1000").is_err(),
             "numbers must be strings"
         );
+    }
+
+    #[test]
+    fn amounts_with_leading_zeros_are_refused_so_each_amount_has_one_text_form() {
+        for bad in [
+            "00",
+            "01",
+            "02000",
+            "000000000000000001000",
+            "0018446744073709551615",
+        ] {
+            assert_eq!(
+                bad.parse::<Amount>(),
+                Err(EncodingError::Amount(bad.to_owned())),
+                "{bad:?} was accepted"
+            );
+            assert!(
+                serde_json::from_str::<Amount>(&format!("\"{bad}\"")).is_err(),
+                "{bad:?} was accepted in JSON"
+            );
+        }
+        for good in ["0", "1", "10", "2000", "18446744073709551615"] {
+            let amount: Amount = good.parse().unwrap_or_default();
+            assert_eq!(amount.to_string(), good, "{good:?} does not round-trip");
+        }
     }
 
     #[test]
