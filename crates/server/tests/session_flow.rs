@@ -378,6 +378,43 @@ async fn every_session_rejection_has_its_code_and_serves_nothing() {
 }
 
 #[tokio::test]
+async fn a_voucher_with_seq_0_gets_402_invalid_voucher_on_a_new_and_on_a_used_session() {
+    let w = world().await;
+    let mut agent = w.session_agent(DEPOSIT).await;
+    let seq_zero = |agent: &Agent| {
+        [
+            agent.voucher(0, 0),
+            agent.voucher(0, PRICE),
+            agent.voucher(0, agent.accepted),
+        ]
+    };
+    // seq 0 is never a voucher (the first request carries seq 1): not a conflict with a used
+    // seq, an invalid voucher, before and after the session's first request.
+    for round in ["new", "used"] {
+        for voucher in seq_zero(&agent) {
+            let response = w.paid("/echo", &agent.session, &voucher, "zero").await;
+            assert_eq!(response.status(), 402, "{round}: {voucher:?}");
+            assert!(response.headers().get(headers::X402_RECEIPT).is_none());
+            assert_eq!(
+                error_of(&response.bytes().await.unwrap()),
+                "invalid_voucher",
+                "{round}"
+            );
+        }
+        // Nothing was charged for them: the next voucher is the one an honest agent sends.
+        assert_eq!(agent.request(&w, "/echo", round).await.status(), 200);
+    }
+    let record = w
+        .provider()
+        .ledger
+        .session(&agent.session.to_bytes())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!((record.last_seq, record.accepted), (2, 2 * PRICE));
+}
+
+#[tokio::test]
 async fn a_voucher_over_the_deposit_gets_402_with_top_up_details_and_works_after_a_top_up() {
     let w = world().await;
     let mut agent = w.session_agent(DEPOSIT).await;
