@@ -397,6 +397,73 @@ async fn every_rejection_rule_answers_with_its_code_and_moves_nothing() {
     .await;
 }
 
+#[tokio::test]
+async fn an_empty_memo_or_a_memo_that_is_not_the_required_one_is_refused_and_moves_nothing() {
+    let w = world().await;
+    let mint = w.localnet.usdc_mint();
+    let spl = token::TOKEN_PROGRAM_ID;
+    let hash = w.blockhash().await;
+    let with_memos = |memos: &[&[u8]]| {
+        let mut ixs = w.instructions(mint, spl, PRICE);
+        ixs.pop();
+        for memo in memos {
+            ixs.push(Instruction {
+                program_id: token::MEMO_PROGRAM_ID,
+                accounts: Vec::new(),
+                data: memo.to_vec(),
+            });
+        }
+        w.transaction(&ixs, hash, &[&w.client])
+    };
+    let requiring = |memo: &str| {
+        let mut requirements = w.requirements(mint);
+        requirements.extra = Some(json!({ "feePayer": w.fee_payer.to_string(), "memo": memo }));
+        requirements
+    };
+    let mismatch = "invalid_exact_svm_payload_memo_mismatch";
+
+    // No extra.memo: the memo must be the client's random nonce (at least 16 bytes, UTF-8), the
+    // transaction's uniqueness; an empty one (it lands: the Memo program accepts empty data) or
+    // a short one is not.
+    let open = w.requirements(mint);
+    for memo in [&b""[..], b"0123456789abcde", b"\xff\xfe0123456789abcdef"] {
+        let tx = with_memos(&[memo]);
+        w.assert_rejected(&open, &tx, mismatch).await;
+    }
+    // An empty extra.memo requires nothing more than no extra.memo (as x402's own facilitator
+    // reads it): an empty memo does not match it.
+    w.assert_rejected(&requiring(""), &with_memos(&[b""]), mismatch)
+        .await;
+
+    // extra.memo set: exactly one memo, equal to it.
+    let invoice = requiring("invoice-42");
+    for memo in [
+        &b""[..],
+        b"invoice-43",
+        b"invoice-42 ",
+        b"0123456789abcdef0123456789abcdef",
+    ] {
+        w.assert_rejected(&invoice, &with_memos(&[memo]), mismatch)
+            .await;
+    }
+    w.assert_rejected(
+        &invoice,
+        &with_memos(&[b"invoice-42", b"invoice-42"]),
+        "invalid_exact_svm_payload_memo_count",
+    )
+    .await;
+
+    // The right memos pass verification.
+    let verdict = w
+        .verify(&w.request(&invoice, &with_memos(&[b"invoice-42"])))
+        .await;
+    assert!(verdict.is_valid, "{verdict:?}");
+    let verdict = w
+        .verify(&w.request(&open, &with_memos(&[b"0123456789abcdef"])))
+        .await;
+    assert!(verdict.is_valid, "{verdict:?}");
+}
+
 fn solana_system_transfer(from: &Pubkey, to: &Pubkey, lamports: u64) -> Instruction {
     let mut data = vec![2, 0, 0, 0];
     data.extend_from_slice(&lamports.to_le_bytes());

@@ -35,7 +35,7 @@ pub struct ExactRequirements {
     pub pay_to: Pubkey,
     /// Facilitator fee payer.
     pub fee_payer: Pubkey,
-    /// Memo the client must use, if the server set one.
+    /// Memo the client must use, if the server set a non-empty one.
     pub memo: Option<String>,
 }
 
@@ -84,7 +84,9 @@ impl ExactRequirements {
             asset,
             pay_to,
             fee_payer: Pubkey::new_from_array(extra.fee_payer.0),
-            memo: extra.memo,
+            // An empty extra.memo asks for nothing (x402's own facilitator reads it so): the
+            // client then writes its random nonce.
+            memo: extra.memo.filter(|memo| !memo.is_empty()),
         })
     }
 }

@@ -238,23 +238,7 @@ pub fn check_transaction(
             );
         }
     }
-    match (&req.memo, memos.as_slice()) {
-        (Some(expected), [memo]) if *memo == expected.as_bytes() => {}
-        (Some(_), [_]) => return reject(ExactReason::MemoMismatch, "the memo is not extra.memo"),
-        (Some(_), _) => {
-            return reject(
-                ExactReason::MemoCount,
-                "exactly one memo equal to extra.memo is required",
-            )
-        }
-        (None, []) => {
-            return reject(
-                ExactReason::MemoCount,
-                "a memo with a random nonce is required",
-            )
-        }
-        (None, _) => {}
-    }
+    check_memos(req.memo.as_deref(), &memos)?;
     // Fee payer isolation: in no instruction's accounts, never a program.
     for (i, ix) in instructions.iter().enumerate() {
         if program_of(i)? == req.fee_payer || resolve(&ix.accounts)?.contains(&req.fee_payer) {
@@ -289,4 +273,83 @@ pub fn check_transaction(
         token_program,
         payer: transfer.authority,
     })
+}
+
+/// The shortest memo accepted as the client's random nonce when `extra.memo` is absent: the
+/// spec's "random nonce (at least 16 bytes, hex-encoded for UTF-8 compliance)".
+pub const MIN_NONCE_MEMO_BYTES: usize = 16;
+
+/// The memo rules (spec §3.1): with `extra.memo`, exactly one memo and its data equal to it
+/// (`memo_count`, `memo_mismatch`); without it (an empty `extra.memo` counts as none, as x402's
+/// own facilitator reads it), at least one memo (`memo_count`) and each one UTF-8 of at least
+/// [`MIN_NONCE_MEMO_BYTES`] (`memo_mismatch`): the nonce that makes concurrent payments with
+/// identical terms distinct transactions. An empty memo lands on chain (the Memo program
+/// accepts empty data) but identifies nothing.
+fn check_memos(required: Option<&str>, memos: &[&[u8]]) -> Result<(), ExactError> {
+    match (required.filter(|memo| !memo.is_empty()), memos) {
+        (Some(expected), [memo]) if *memo == expected.as_bytes() => Ok(()),
+        (Some(_), [_]) => reject(ExactReason::MemoMismatch, "the memo is not extra.memo"),
+        (Some(_), _) => reject(
+            ExactReason::MemoCount,
+            format!(
+                "{} memos; exactly one equal to extra.memo is required",
+                memos.len()
+            ),
+        ),
+        (None, []) => reject(
+            ExactReason::MemoCount,
+            "a memo with a random nonce is required",
+        ),
+        (None, memos) => {
+            for memo in memos {
+                if memo.len() < MIN_NONCE_MEMO_BYTES || std::str::from_utf8(memo).is_err() {
+                    return reject(
+                        ExactReason::MemoMismatch,
+                        format!(
+                            "a memo of {} bytes is not a nonce: without extra.memo each memo must \
+                             be UTF-8 of at least {MIN_NONCE_MEMO_BYTES} bytes",
+                            memo.len()
+                        ),
+                    );
+                }
+            }
+            Ok(())
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn reason(required: Option<&str>, memos: &[&[u8]]) -> Option<ExactReason> {
+        check_memos(required, memos).err().map(|e| e.reason)
+    }
+
+    #[test]
+    fn memos_follow_the_spec_and_an_empty_one_never_passes() {
+        let nonce = b"0123456789abcdef0123456789abcdef";
+        assert_eq!(reason(None, &[nonce]), None);
+        assert_eq!(reason(None, &[b"0123456789abcdef"]), None);
+        assert_eq!(reason(None, &[]), Some(ExactReason::MemoCount));
+        for bad in [&b""[..], b"0123456789abcde", b"\xff0123456789abcdef"] {
+            assert_eq!(reason(None, &[bad]), Some(ExactReason::MemoMismatch));
+            assert_eq!(reason(None, &[nonce, bad]), Some(ExactReason::MemoMismatch));
+            assert_eq!(reason(Some(""), &[bad]), Some(ExactReason::MemoMismatch));
+        }
+        assert_eq!(reason(Some("inv-1"), &[b"inv-1"]), None);
+        assert_eq!(
+            reason(Some("inv-1"), &[b""]),
+            Some(ExactReason::MemoMismatch)
+        );
+        assert_eq!(
+            reason(Some("inv-1"), &[b"inv-2"]),
+            Some(ExactReason::MemoMismatch)
+        );
+        assert_eq!(reason(Some("inv-1"), &[]), Some(ExactReason::MemoCount));
+        assert_eq!(
+            reason(Some("inv-1"), &[b"inv-1", b"inv-1"]),
+            Some(ExactReason::MemoCount)
+        );
+    }
 }
