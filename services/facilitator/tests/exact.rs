@@ -532,6 +532,97 @@ async fn same_transaction_settled_twice_concurrently_settles_once() {
     );
 }
 
+/// Payments settled at once from one source that holds enough for one of them.
+const BURST: usize = 8;
+
+#[tokio::test]
+async fn a_burst_of_settles_from_a_source_funded_for_one_payment_sends_one_transaction_and_refuses_the_rest(
+) {
+    use base64::Engine as _;
+
+    let w = world().await;
+    let mint = w.localnet.usdc_mint();
+    let spl = token::TOKEN_PROGRAM_ID;
+    let requirements = w.requirements(mint);
+    let payer = Keypair::new();
+    w.localnet.mint_to(&payer.pubkey(), PRICE).unwrap();
+    // BURST distinct payments (each its own random memo), every one valid on its own.
+    let mut bodies = Vec::new();
+    for _ in 0..BURST {
+        bodies.push(w.paid_request(&payer, &requirements).await);
+    }
+    // The signature each would carry on chain: the fee payer's over its message.
+    let fee_payer_key = w.kit.fee_payer.clone();
+    let transactions: Vec<VersionedTransaction> = bodies
+        .iter()
+        .map(|body| {
+            let text = body["paymentPayload"]["payload"]["transaction"]
+                .as_str()
+                .unwrap();
+            let bytes = base64::engine::general_purpose::STANDARD
+                .decode(text)
+                .unwrap();
+            bincode::deserialize(&bytes).unwrap()
+        })
+        .collect();
+    let signatures: Vec<Signature> = transactions
+        .iter()
+        .map(|tx| fee_payer_key.sign_message(&tx.message.serialize()))
+        .collect();
+    let VersionedMessage::V0(message) = &transactions[0].message else {
+        panic!("the exact client builds v0 messages");
+    };
+    let one_fee = w.rpc.get_fee_for_message(message).await.unwrap();
+    let fee_payer_before = w.rpc.get_balance(&w.fee_payer).await.unwrap();
+    let payee_before = w.token_balance(&w.payee, mint, spl).await;
+
+    // All at once: each request is its own task on its own connection.
+    let tasks: Vec<_> = bodies
+        .iter()
+        .map(|body| {
+            let request = w.http.post(format!("{}/settle", w.url)).json(body);
+            tokio::spawn(async move { request.send().await })
+        })
+        .collect();
+    let mut answers: Vec<SettleResponse> = Vec::new();
+    for task in tasks {
+        let response = task.await.unwrap().unwrap();
+        assert_eq!(response.status(), 200);
+        answers.push(response.json().await.unwrap());
+    }
+
+    let settled: Vec<&SettleResponse> = answers.iter().filter(|a| a.success).collect();
+    assert_eq!(settled.len(), 1, "{answers:#?}");
+    for refused in answers.iter().filter(|a| !a.success) {
+        assert_eq!(
+            refused.error_reason.as_deref(),
+            Some("insufficient_funds"),
+            "{refused:?}"
+        );
+        assert!(
+            refused.transaction.is_empty(),
+            "nothing was sent: {refused:?}"
+        );
+    }
+    // Exactly one of them reached the chain, and it succeeded.
+    let sent: Vec<_> = w
+        .localnet
+        .transactions()
+        .into_iter()
+        .filter(|t| signatures.contains(&t.signature))
+        .collect();
+    assert_eq!(sent.len(), 1, "{sent:?}");
+    assert!(sent[0].succeeded);
+    assert_eq!(settled[0].transaction, sent[0].signature.to_string());
+    // The fee payer paid one fee, the payee got one payment, the payer spent what it had.
+    assert_eq!(w.fee_payer_spent(fee_payer_before).await, one_fee);
+    assert_eq!(
+        w.token_balance(&w.payee, mint, spl).await,
+        payee_before + PRICE
+    );
+    assert_eq!(w.token_balance(&payer.pubkey(), mint, spl).await, 0);
+}
+
 #[tokio::test]
 async fn payment_for_another_network_or_fee_payer_is_refused() {
     let w = world().await;

@@ -1,11 +1,13 @@
 //! Facilitator side of exact on SVM: verify and settle.
 //!
 //! [`check_transaction`] is the static layout path of the spec (§3.1) as a pure function; the
-//! [`ExactFacilitator`] adds what needs the chain (mint owner, destination account, balance,
-//! simulation), signs as fee payer, sends, confirms, and keeps the duplicate-settlement cache.
+//! [`ExactFacilitator`] adds what needs the chain (mint owner, destination account, balance net
+//! of the payments from the same source being settled, simulation), signs as fee payer, sends,
+//! confirms, and keeps the duplicate-settlement cache and the in-flight amounts per source.
 //!
-//! Files: `check` (the pure static path), `verify` (`POST /verify`), `settle` (`POST /settle`);
-//! this module holds the configuration and the facilitator's state.
+//! Files: `check` (the pure static path), `verify` (`POST /verify`), `settle` (`POST /settle`),
+//! `reserve` (in-flight amounts per source); this module holds the configuration and the
+//! facilitator's state.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -18,6 +20,7 @@ use x402pp_protocol::x402::{SupportedKind, SupportedResponse, X402Version2, SCHE
 use x402pp_protocol::Network;
 
 mod check;
+mod reserve;
 mod settle;
 mod verify;
 
@@ -55,6 +58,8 @@ pub struct ExactFacilitator {
     config: FacilitatorConfig,
     /// Client signature -> (claimed at, fee-payer signature of that settlement).
     in_flight: Mutex<HashMap<Signature, (Instant, Signature)>>,
+    /// Amounts settlements in progress will take from their source token accounts.
+    reservations: reserve::Reservations,
 }
 
 impl std::fmt::Debug for ExactFacilitator {
@@ -74,6 +79,7 @@ impl ExactFacilitator {
             fee_payer,
             config,
             in_flight: Mutex::new(HashMap::new()),
+            reservations: reserve::Reservations::default(),
         }
     }
 

@@ -1,5 +1,7 @@
-//! `POST /settle`: verify again, refuse duplicates (the in-flight cache), sign as fee payer, send,
-//! confirm — and tell a pending settlement from a failed one.
+//! `POST /settle`: verify again, refuse duplicates (the in-flight cache), reserve the amount on
+//! its source (a payment the source cannot cover besides the settlements in progress is refused
+//! before anything is sent), sign as fee payer, send, confirm — and tell a pending settlement
+//! from a failed one.
 
 use std::time::{Duration, Instant};
 
@@ -71,7 +73,9 @@ impl ExactFacilitator {
                 return failure(error.reason, error.message, payer, None);
             }
         }
-        if let Err(error) = self.chain_verify(&checked, &req, &tx).await {
+        let source = checked.transfer.source;
+        if let Err(error) = self.chain_verify(&checked, &req, &tx, Some(key)).await {
+            self.reservations.release(&source, &key);
             // A send of an interrupted settle may still have been in flight during the check
             // above and landed since (simulation then fails with `AlreadyProcessed`): report it.
             if let Ok(Some(landed)) = self.landed(&signature, &tx).await {
@@ -96,7 +100,19 @@ impl ExactFacilitator {
             // confirmation below settles that question when the RPC was merely slow.
             tracing::warn!(%signature, error = %e, "sendTransaction failed");
         }
-        match self.confirm(&signature, &tx).await {
+        let outcome = self.confirm(&signature, &tx).await;
+        match &outcome {
+            // It may still land: its amount stays reserved until its blockhash has expired.
+            // (A window too large for the clock keeps it until the process restarts.)
+            Err(error) if error.reason == ExactReason::SettlementPending => {
+                if let Some(until) = Instant::now().checked_add(self.config.duplicate_window) {
+                    self.reservations.keep_until(&source, &key, until);
+                }
+            }
+            // Landed (the balance now shows it) or never will: nothing is in flight any more.
+            _ => self.reservations.release(&source, &key),
+        }
+        match outcome {
             Ok(()) => SettleResponse {
                 success: true,
                 error_reason: None,

@@ -4,7 +4,7 @@
 use solana_client::rpc_config::CommitmentConfig;
 use solana_client::rpc_config::RpcSimulateTransactionConfig;
 use solana_sdk::pubkey::Pubkey;
-use solana_sdk::signature::Signer;
+use solana_sdk::signature::{Signature, Signer};
 use solana_sdk::transaction::VersionedTransaction;
 use x402pp_protocol::x402::{FacilitatorRequest, VerifyResponse, SCHEME_EXACT};
 
@@ -37,7 +37,7 @@ impl ExactFacilitator {
         request: &FacilitatorRequest,
     ) -> Result<CheckedPayment, (ExactError, Option<Pubkey>)> {
         let (checked, req, tx) = self.static_verify(request)?;
-        self.chain_verify(&checked, &req, &tx)
+        self.chain_verify(&checked, &req, &tx, None)
             .await
             .map_err(|e| (e, Some(checked.payer)))?;
         Ok(checked)
@@ -81,11 +81,18 @@ impl ExactFacilitator {
     }
 
     /// Checks against the chain: mint and decimals, destination account, balance, simulation.
+    ///
+    /// The balance must cover the payment besides what settlements in progress from the same
+    /// source will take. With `settling` (the settlement's key) the payment's amount is reserved
+    /// on its source before simulation, atomically with that check, so that of payments settled
+    /// at once from a source funded for one, one is sent and the others are refused here; the
+    /// caller releases the reservation once the outcome is known (also when this fails).
     pub(super) async fn chain_verify(
         &self,
         checked: &CheckedPayment,
         req: &ExactRequirements,
         tx: &VersionedTransaction,
+        settling: Option<Signature>,
     ) -> Result<(), ExactError> {
         let unavailable = |e: solana_client::client_error::ClientError| {
             ExactError::new(ExactReason::UnexpectedVerifyError, format!("RPC: {e}"))
@@ -126,14 +133,30 @@ impl ExactFacilitator {
         let balance = source
             .and_then(|a| token::token_account_amount(&a.data))
             .unwrap_or(0);
-        if balance < checked.transfer.amount {
-            return Err(ExactError::new(
-                ExactReason::InsufficientFunds,
+        let amount = checked.transfer.amount;
+        let source = checked.transfer.source;
+        let short = |held: u64| {
+            let message = if held == 0 {
+                format!("the payer holds {balance}, the payment needs {amount}")
+            } else {
                 format!(
-                    "the payer holds {balance}, the payment needs {}",
-                    checked.transfer.amount
-                ),
-            ));
+                    "the payer holds {balance}, of which {held} goes to payments being settled; \
+                     the payment needs {amount}"
+                )
+            };
+            ExactError::new(ExactReason::InsufficientFunds, message)
+        };
+        match settling {
+            Some(key) => self
+                .reservations
+                .reserve(source, key, amount, balance)
+                .map_err(|refused| short(refused.held))?,
+            None => {
+                let held = self.reservations.held(&source, None);
+                if balance.saturating_sub(held) < amount {
+                    return Err(short(held));
+                }
+            }
         }
 
         let mut signed = tx.clone();
