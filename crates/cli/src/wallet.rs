@@ -81,6 +81,7 @@ impl WalletArgs {
         config.store_path = Some(self.store_path()?);
         config.prefer_session = !options.exact_only;
         config.compute_unit_price = self.compute_unit_price;
+        config.assets = options.assets;
         config.dispute_policy = if options.auto_dispute {
             DisputePolicy::Automatic
         } else {
@@ -93,12 +94,37 @@ impl WalletArgs {
 }
 
 /// How the agent pays.
-#[derive(Debug, Clone, Copy, Default)]
+#[derive(Debug, Clone, Default)]
 pub struct AgentOptions {
     /// Pay with `exact` only.
     pub exact_only: bool,
     /// Dispute SLA breaches as soon as they are seen.
     pub auto_dispute: bool,
+    /// The mints the agent pays in (empty: the cluster's USDC, see `AgentConfig::assets`).
+    pub assets: Vec<Pubkey>,
+}
+
+/// The test USDC mints (SPL Token and Token-2022) of a x402pp localnet, from its `localnet_info`;
+/// empty for any other cluster (it does not know the method) or when it cannot be reached.
+pub async fn localnet_usdc(rpc_url: &str) -> Vec<Pubkey> {
+    let body =
+        serde_json::json!({ "jsonrpc": "2.0", "id": 1, "method": "localnet_info", "params": [] });
+    let answer = match reqwest::Client::new()
+        .post(rpc_url)
+        .json(&body)
+        .send()
+        .await
+    {
+        Ok(response) => response.json::<serde_json::Value>().await.ok(),
+        Err(_) => None,
+    };
+    let Some(info) = answer.as_ref().map(|a| &a["result"]) else {
+        return Vec::new();
+    };
+    ["usdcMint", "usdc2022Mint"]
+        .iter()
+        .filter_map(|field| info[field].as_str()?.parse().ok())
+        .collect()
 }
 
 /// Decimals of the mints seen so far, read from the chain once each.

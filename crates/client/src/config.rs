@@ -3,7 +3,24 @@
 use std::path::PathBuf;
 use std::sync::Arc;
 
+use solana_sdk::pubkey::Pubkey;
 use solana_sdk::signature::Keypair;
+use x402pp_protocol::Network;
+
+/// Circle's USDC on Solana mainnet-beta.
+pub const USDC_MAINNET: &str = "EPjFWdd5AufqSSqeM2qN1xzybapC8G4wEGGkZwyTDt1v";
+/// Circle's USDC on Solana devnet.
+pub const USDC_DEVNET: &str = "4zMMC9srt5Ri5X14GAgXhaHii3GnPAEERYPJgZJDncDU";
+
+/// The USDC mint of `network` when it is one whose USDC is known (mainnet-beta, devnet).
+pub fn usdc_mint(network: &Network) -> Option<Pubkey> {
+    let mint = match network.as_str() {
+        Network::SOLANA_MAINNET => USDC_MAINNET,
+        Network::SOLANA_DEVNET => USDC_DEVNET,
+        _ => return None,
+    };
+    mint.parse().ok()
+}
 
 /// The most the agent will pay, lock up, and accept in SLA terms.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -50,8 +67,15 @@ pub struct AgentConfig {
     /// The wallet: pays deposits and fees, signs open/top-up/request-close/reclaim/dispute.
     /// Vouchers are signed by a fresh per-session key (see the crate docs), not by this key.
     pub keypair: Arc<Keypair>,
-    /// Spending limits.
+    /// Spending limits, in atomic units of [`AgentConfig::assets`].
     pub budget: Budget,
+    /// The mints the agent pays in. A session offer or an `exact` requirement in any other
+    /// asset is refused with [`ClientError::AssetRefused`](crate::ClientError::AssetRefused),
+    /// and a stored session in another asset is not used for new requests: the budget's
+    /// amounts only mean something in these assets. Empty (the default): the network's USDC
+    /// ([`usdc_mint`]: mainnet-beta and devnet); on any other cluster (a localnet) nothing is
+    /// paid until they are named.
+    pub assets: Vec<Pubkey>,
     /// Deposit = clamp(price × deposit_requests, offer.min_deposit, budget.max_deposit); top-ups
     /// add price × deposit_requests (capped by the budget).
     pub deposit_requests: u64,
@@ -67,13 +91,14 @@ pub struct AgentConfig {
 }
 
 impl AgentConfig {
-    /// A configuration with defaults: 100 requests per deposit, automatic disputes, in-memory
-    /// store, sessions preferred, 1 micro-lamport per compute unit.
+    /// A configuration with defaults: the network's USDC, 100 requests per deposit, automatic
+    /// disputes, in-memory store, sessions preferred, 1 micro-lamport per compute unit.
     pub fn new(rpc_url: impl Into<String>, keypair: Arc<Keypair>, budget: Budget) -> Self {
         Self {
             rpc_url: rpc_url.into(),
             keypair,
             budget,
+            assets: Vec::new(),
             deposit_requests: 100,
             dispute_policy: DisputePolicy::Automatic,
             store_path: None,

@@ -18,10 +18,66 @@ pub enum ClientError {
     /// asset or escrow program, expired, SLA weaker than the budget demands, no known scheme).
     #[error("offer rejected: {0}")]
     OfferRejected(String),
+    /// The offer or the `exact` requirement is in an asset this agent does not pay in
+    /// ([`AgentConfig::assets`](crate::AgentConfig::assets)): the budget's amounts are in the
+    /// agent's assets, so a price in another mint means nothing to it. Nothing was paid.
+    #[error(
+        "offer rejected: the {scheme} payment is in {asset}, which this agent does not pay in \
+         (it pays in: {accepted}; set AgentConfig::assets or --asset)"
+    )]
+    AssetRefused {
+        /// `session` or `exact`.
+        scheme: &'static str,
+        /// The mint the provider named.
+        asset: String,
+        /// The mints the agent pays in, comma-separated (`none` when none is configured and the
+        /// network has no known USDC).
+        accepted: String,
+    },
     /// A provider receipt failed verification (signature, hashes, chain link or amount). The
     /// session is abandoned: no further voucher is signed on it.
     #[error("invalid receipt: {0}")]
     ReceiptInvalid(#[from] ReceiptError),
+    /// A session-paid answer that may have been served (a 2xx or 3xx status) came without an
+    /// `X-402-Receipt`: nothing proves what it is, so its body is not returned. Every session
+    /// answer must carry a receipt; a proxy or a provider that strips it gets the session
+    /// abandoned (no further voucher is signed on it).
+    #[error(
+        "the provider answered {status} to voucher {seq} of session {session} without an \
+         X-402-Receipt: the answer is not accepted and the session is abandoned"
+    )]
+    ReceiptMissing {
+        /// The session the voucher was for.
+        session: solana_sdk::pubkey::Pubkey,
+        /// The voucher's seq.
+        seq: u64,
+        /// The HTTP status of the answer.
+        status: u16,
+    },
+    /// The provider answered `409 voucher_conflict` with a receipt for a second voucher within
+    /// one request: at most one lost answer is recovered per request (a voucher signed for the
+    /// first time in this request cannot have been served before). The session is abandoned.
+    #[error(
+        "the provider answered voucher {seq} of session {session} with 409 voucher_conflict \
+         after this request had already recovered one receipt: refusing to sign more vouchers; \
+         the session is abandoned"
+    )]
+    RepeatedConflict {
+        /// The session.
+        session: solana_sdk::pubkey::Pubkey,
+        /// The seq of the second conflicting voucher.
+        seq: u64,
+    },
+    /// The wallet does not hold the tokens a deposit or top-up needs; nothing was sent.
+    #[error("the wallet holds {available} of {mint}; {needed} are needed")]
+    InsufficientFunds {
+        /// The mint.
+        mint: solana_sdk::pubkey::Pubkey,
+        /// Atomic units needed.
+        needed: u64,
+        /// Atomic units the wallet's token account holds.
+        available: u64,
+    },
     /// The provider refused the payment.
     #[error("payment refused ({status} {code}): {message}")]
     PaymentRefused {

@@ -66,6 +66,10 @@ pub(crate) struct StoredSession {
     pub head: Hash32,
     /// Breach receipts.
     pub breaches: Vec<BreachRecord>,
+    /// Seqs of receipts adopted from `409 voucher_conflict` answers: charged, but their content
+    /// never arrived, so they prove no service (absent in records of earlier versions).
+    #[serde(default)]
+    pub recovered: Vec<u64>,
     /// Requests with a 2xx answer and a valid `ok` receipt.
     pub ok_requests: u64,
     /// Paid requests that failed.

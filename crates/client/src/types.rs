@@ -46,6 +46,9 @@ pub struct SessionInfo {
     pub breaches: usize,
     /// Breaches already disputed on chain.
     pub disputed: usize,
+    /// Receipts adopted from a `409 voucher_conflict` (the answer was lost): charged, counted as
+    /// failed requests, and not proof that anything was served.
+    pub recovered: usize,
     /// Requests that got a 2xx answer with a valid `ok` receipt.
     pub ok_requests: u64,
     /// Paid requests that did not (handler errors, timeouts, refusals after the voucher).
@@ -87,8 +90,12 @@ pub struct AgentStats {
     pub session_requests: u64,
     /// Requests paid with x402 `exact` (each one an on-chain transfer the facilitator sends).
     pub exact_requests: u64,
-    /// Receipts that passed every check.
+    /// Receipts that passed every check against the answer they came with.
     pub receipts_verified: u64,
+    /// Receipts adopted from a `409 voucher_conflict` whose answer was lost: checked except for
+    /// the input and output hashes (nothing to hold them against), charged, and counted as
+    /// failed requests, not as served ones.
+    pub receipts_recovered: u64,
     /// Paid requests that got a 2xx answer (and, for sessions, a valid `ok` receipt).
     pub ok_requests: u64,
     /// Receipts showing an SLA (latency) breach.

@@ -543,3 +543,78 @@ async fn after_request_close_the_next_request_opens_a_new_session() {
     );
     assert_eq!(agent.stats().transactions, 3, "open + request_close + open");
 }
+
+/// The load test's failure on a busy machine (issue 15, section 7), made deterministic: a slow
+/// request breaches the SLA, the automatic dispute refunds the penalty to the wallet and lowers
+/// the voucher cap (deposit − refunded) below `n × price`. A wallet funded for exactly `n`
+/// requests then holds only the refund; topping up a whole `deposit_requests` batch failed on
+/// chain (`TransferChecked`: insufficient funds) at the last request. The top-up is now what the
+/// wallet holds, at least the shortfall: every request is paid and the wallet never moves more
+/// than `n × price` net.
+#[tokio::test]
+async fn an_agent_funded_for_exactly_n_requests_pays_all_n_after_a_dispute_refund_lowered_its_voucher_cap(
+) {
+    const N: u64 = 3;
+    const MAX_LATENCY_MS: u32 = 100;
+    const PENALTY_BPS: u16 = 5_000;
+    let w = world(RoutePrice {
+        min_deposit: PRICE,
+        sla: OfferSla {
+            max_latency_ms: MAX_LATENCY_MS,
+            min_uptime_percent: UptimePercent::from_bps(9_000).unwrap(),
+            latency_penalty_bps: PENALTY_BPS,
+        },
+        ..RoutePrice::new(PRICE)
+    })
+    .await;
+    let wallet = w.wallet(N * PRICE).unwrap();
+    let mut config = w.agent_config_for(wallet.clone());
+    config.deposit_requests = N;
+    config.budget.max_deposit = N * PRICE;
+    assert_eq!(config.dispute_policy, DisputePolicy::Automatic);
+    let agent = Agent::new(config).await.unwrap();
+    let penalty = PRICE * u64::from(PENALTY_BPS) / 10_000;
+
+    // The first request is slower than promised (the injected delay alone exceeds it).
+    let slow = u64::from(MAX_LATENCY_MS) + 200;
+    for i in 0..N {
+        let delay = if i == 0 { slow } else { 0 };
+        let response = agent
+            .send(inference(w.url(), &format!("n{i}"), delay))
+            .await
+            .unwrap_or_else(|e| panic!("request {i} of {N}: {e}"));
+        ok_json(response).await;
+    }
+    let stats = agent.stats();
+    assert_eq!((stats.ok_requests, stats.disputes), (N, 1));
+    assert_eq!(stats.penalties_refunded, penalty);
+    assert_eq!(
+        stats.transactions, 3,
+        "open + dispute + one top-up of the refund"
+    );
+    let session = agent.sessions()[0].clone();
+    assert_eq!(
+        (session.seq, session.accepted, session.refunded),
+        (N, N * PRICE, penalty)
+    );
+    // The top-up put exactly the refund back: the cap covers n requests again.
+    assert_eq!(session.deposit, N * PRICE + penalty);
+    let account = escrow::fetch_session(&w.rpc, &session.address)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        (account.deposit, account.refunded),
+        (N * PRICE + penalty, penalty)
+    );
+    // What left the wallet: the deposit and the top-up, less the refund = n × price.
+    assert_eq!(w.tokens(&wallet.pubkey()).await.unwrap(), 0);
+    let record = w
+        .provider()
+        .ledger
+        .session(&session.address.to_bytes())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(record.accepted, N * PRICE);
+}

@@ -42,10 +42,13 @@ impl World {
     }
 
     /// The configuration of an agent paying from `wallet` (not funded here): the localnet's RPC,
-    /// the default budget, then the builder's [`crate::WorldBuilder::agent_config`] hooks.
+    /// the default budget, paying in the localnet's test USDC (SPL Token and Token-2022 mints:
+    /// a localnet has no USDC the agent knows by itself), then the builder's
+    /// [`crate::WorldBuilder::agent_config`] hooks.
     pub fn agent_config_for(&self, wallet: Arc<Keypair>) -> AgentConfig {
         let mut config =
             AgentConfig::new(self.localnet.rpc_url(), wallet, self.agent_defaults.budget);
+        config.assets = vec![self.localnet.usdc_mint(), self.localnet.usdc_2022_mint()];
         for configure in &self.agent_defaults.configure {
             configure(&mut config);
         }

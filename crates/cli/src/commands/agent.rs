@@ -13,7 +13,7 @@ use x402pp_protocol::{headers, Receipt};
 
 use crate::amount::{self, TokenAmount};
 use crate::request::{self, Header};
-use crate::wallet::{AgentOptions, Mints, WalletArgs};
+use crate::wallet::{self, AgentOptions, Mints, WalletArgs};
 
 /// `x402pp agent ...`.
 #[derive(Debug, clap::Args)]
@@ -80,6 +80,16 @@ pub struct BudgetArgs {
     /// --max-price and --max-deposit are atomic units.
     #[arg(long)]
     pub atomic: bool,
+    /// A mint the agent pays in (repeatable; comma-separated in the variable). Offers and exact
+    /// requirements in any other asset are refused: the budget is in this asset's units
+    /// [default: the cluster's USDC — mainnet-beta or devnet, or a x402pp localnet's test USDC].
+    #[arg(
+        long = "asset",
+        value_name = "MINT",
+        env = "X402PP_ASSET",
+        value_delimiter = ','
+    )]
+    pub assets: Vec<Pubkey>,
     /// Slowest promised latency accepted (ms).
     #[arg(long, env = "X402PP_MAX_LATENCY_MS", default_value_t = 5_000)]
     pub max_latency_ms: u32,
@@ -109,6 +119,7 @@ impl BudgetArgs {
         AgentOptions {
             exact_only: self.exact,
             auto_dispute: self.auto_dispute,
+            assets: self.assets.clone(),
         }
     }
 }
@@ -148,6 +159,8 @@ pub struct StatsJson {
     pub exact_requests: u64,
     /// Receipts that passed every check.
     pub receipts_verified: u64,
+    /// Receipts adopted from a `409 voucher_conflict` (charged; their answer was lost).
+    pub receipts_recovered: u64,
     /// Receipts showing an SLA breach.
     pub sla_breaches: u64,
     /// Disputes recorded on chain.
@@ -167,6 +180,7 @@ impl From<AgentStats> for StatsJson {
             session_requests: s.session_requests,
             exact_requests: s.exact_requests,
             receipts_verified: s.receipts_verified,
+            receipts_recovered: s.receipts_recovered,
             sla_breaches: s.sla_breaches,
             disputes: s.disputes,
             penalties_refunded: s.penalties_refunded,
@@ -195,7 +209,12 @@ pub async fn run(command: AgentCommand) -> anyhow::Result<()> {
         args.method.as_ref().or(default_method.as_ref()),
         !body.is_empty(),
     );
-    let agent = args.wallet.agent(budget, args.budget.options()).await?;
+    let mut options = args.budget.options();
+    if options.assets.is_empty() {
+        // A localnet has no USDC the agent knows: its own test USDC is the default there.
+        options.assets = wallet::localnet_usdc(&args.wallet.url.rpc_url).await;
+    }
+    let agent = args.wallet.agent(budget, options).await?;
 
     let mut builder = reqwest::Client::new().request(method, &url);
     if let Some(content_type) = request::implied_content_type(&args.headers, &body) {

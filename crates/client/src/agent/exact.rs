@@ -15,6 +15,11 @@ impl Agent {
             .required
             .option(SCHEME_EXACT, &self.inner.network)
             .ok_or_else(|| ClientError::OfferRejected("no exact option".into()))?;
+        self.check_asset(
+            SCHEME_EXACT,
+            option.asset_pubkey().ok().map(|asset| sol_key(&asset)),
+            &option.asset,
+        )?;
         let price = option
             .amount_atomic()
             .map_err(x402pp_protocol::ProtocolError::from)?

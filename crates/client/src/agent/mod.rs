@@ -109,6 +109,7 @@ struct Counters {
     session_requests: AtomicU64,
     exact_requests: AtomicU64,
     receipts_verified: AtomicU64,
+    receipts_recovered: AtomicU64,
     ok_requests: AtomicU64,
     sla_breaches: AtomicU64,
     disputes: AtomicU64,
@@ -126,6 +127,8 @@ fn bump(counter: &AtomicU64, by: u64) {
 
 struct Inner {
     config: AgentConfig,
+    /// The mints the agent pays in ([`AgentConfig::assets`], or the network's USDC).
+    assets: Vec<Pubkey>,
     rpc: RpcClient,
     http: reqwest::Client,
     network: Network,
@@ -223,6 +226,7 @@ impl Agent {
                     progress,
                     receipts,
                     breaches: record.breaches,
+                    recovered: record.recovered,
                     ok_requests: record.ok_requests,
                     failed_requests: record.failed_requests,
                     state: record.state,
@@ -230,9 +234,15 @@ impl Agent {
                 }),
             }));
         }
+        let assets = if config.assets.is_empty() {
+            crate::config::usdc_mint(&network).into_iter().collect()
+        } else {
+            config.assets.clone()
+        };
         Ok(Agent {
             inner: Arc::new(Inner {
                 config,
+                assets,
                 rpc,
                 http: reqwest::Client::new(),
                 network,
@@ -260,6 +270,45 @@ impl Agent {
     /// The RPC client the agent uses.
     pub fn rpc(&self) -> &RpcClient {
         &self.inner.rpc
+    }
+
+    /// The mints the agent pays in: [`AgentConfig::assets`], or the network's USDC when none
+    /// were named (empty on a cluster without a known USDC: nothing is paid there).
+    pub fn assets(&self) -> &[Pubkey] {
+        &self.inner.assets
+    }
+
+    fn accepts_asset(&self, mint: &Pubkey) -> bool {
+        self.inner.assets.contains(mint)
+    }
+
+    /// The refusal of a payment in `asset`, unless the agent pays in it.
+    fn check_asset(
+        &self,
+        scheme: &'static str,
+        asset: Option<Pubkey>,
+        named: &str,
+    ) -> Result<(), ClientError> {
+        match asset {
+            Some(mint) if self.accepts_asset(&mint) => Ok(()),
+            _ => {
+                let accepted = if self.inner.assets.is_empty() {
+                    "none".to_owned()
+                } else {
+                    self.inner
+                        .assets
+                        .iter()
+                        .map(ToString::to_string)
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                };
+                Err(ClientError::AssetRefused {
+                    scheme,
+                    asset: named.to_owned(),
+                    accepted,
+                })
+            }
+        }
     }
 
     /// Sends `request`; on a 402 reads `PAYMENT-REQUIRED` and `X-402-Offer`, checks the budget,
@@ -394,6 +443,7 @@ impl Agent {
             session_requests: get(&s.session_requests),
             exact_requests: get(&s.exact_requests),
             receipts_verified: get(&s.receipts_verified),
+            receipts_recovered: get(&s.receipts_recovered),
             ok_requests: get(&s.ok_requests),
             sla_breaches: get(&s.sla_breaches),
             disputes: get(&s.disputes),

@@ -46,6 +46,13 @@ impl Agent {
                 })?,
         };
         let terms = &offer.terms;
+        // The budget's amounts are in the agent's assets: a price in another mint is refused
+        // before it is compared with anything.
+        self.check_asset(
+            SCHEME_SESSION,
+            Some(sol_key(&terms.asset)),
+            &terms.asset.to_string(),
+        )?;
         let price = terms.price_per_request.0;
         if price > budget.max_price_per_request {
             return Err(ClientError::BudgetExceeded(format!(

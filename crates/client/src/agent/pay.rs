@@ -64,6 +64,12 @@ impl Agent {
         let price = session.price();
         let mut topped_up = false;
         let mut waited = Duration::ZERO;
+        // Receipts adopted from `409 voucher_conflict` in this request: at most one. Only the
+        // first voucher of a request can be a resend of one whose answer was lost; the next
+        // one is signed here for the first time, so a provider claiming to have served it
+        // already is lying (or another process shares the session), and following it would
+        // let it spend the deposit one voucher at a time with nothing served.
+        let mut recovered = false;
         loop {
             let (next, cap) = {
                 let data = lock(&session.data);
@@ -85,8 +91,10 @@ impl Agent {
                         next.cumulative
                     )));
                 }
-                let amount = self.top_up_amount(session)?;
-                self.top_up_session(session, amount).await?;
+                let amount = self.top_up_amount(session, next.cumulative).await?;
+                if amount > 0 {
+                    self.top_up_session(session, amount).await?;
+                }
                 topped_up = true;
                 continue;
             }
@@ -110,9 +118,19 @@ impl Agent {
             if response.status() == StatusCode::CONFLICT
                 && response.headers().contains_key(headers::X402_RECEIPT)
             {
+                if recovered {
+                    return Err(self.abandon_with(
+                        session,
+                        ClientError::RepeatedConflict {
+                            session: session.address(),
+                            seq: voucher.seq,
+                        },
+                    ));
+                }
                 // This voucher was served before but its answer was lost (a dropped connection,
                 // a provider crash): adopt the attached receipt, then pay with the next seq.
                 self.recover_receipt(session, &voucher, response.headers())?;
+                recovered = true;
                 continue;
             }
             if response.status() == StatusCode::CONFLICT {
@@ -133,6 +151,18 @@ impl Agent {
                 return Ok(SessionOutcome::Done(response, breach));
             }
             let status = response.status();
+            if status.is_success() || status.is_redirection() {
+                // An answer that may have been served, with nothing to prove what it is (a
+                // proxy stripped the receipt and may have replaced the body): not accepted.
+                return Err(self.abandon_with(
+                    session,
+                    ClientError::ReceiptMissing {
+                        session: session.address(),
+                        seq: voucher.seq,
+                        status: status.as_u16(),
+                    },
+                ));
+            }
             if status != StatusCode::PAYMENT_REQUIRED && status != StatusCode::CONFLICT {
                 // Refused before the voucher was accepted (malformed, rate limited, chain
                 // unavailable...): the caller sees the answer as is.
@@ -145,9 +175,13 @@ impl Agent {
             let (status, code, message) = error_of(response).await;
             match code {
                 RefusalCode::Known(ErrorCode::InsufficientDeposit) if !topped_up => {
+                    // The agent's view was stale: re-read the session, top up what is missing
+                    // (nothing when the chain already covers the voucher) and resend once.
                     self.refresh(session).await?;
-                    let amount = self.top_up_amount(session)?;
-                    self.top_up_session(session, amount).await?;
+                    let amount = self.top_up_amount(session, voucher.cumulative.0).await?;
+                    if amount > 0 {
+                        self.top_up_session(session, amount).await?;
+                    }
                     topped_up = true;
                 }
                 RefusalCode::Known(

@@ -2,6 +2,18 @@
 
 use super::*;
 
+/// How a recorded receipt's request went, for the agent's counters.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Outcome {
+    /// A 2xx answer whose body matches an `ok` receipt: served.
+    Served,
+    /// An answer with a receipt, not served (a handler failure, or a non-2xx status).
+    Failed,
+    /// A receipt adopted from a `409 voucher_conflict`: its answer was lost, so nothing shows
+    /// the request was served. Counted as failed, kept apart from the verified receipts.
+    Recovered,
+}
+
 impl Agent {
     /// Verifies the receipt of a paid response and records it; returns the response rebuilt
     /// with its body, and the seq of a breach receipt.
@@ -28,8 +40,12 @@ impl Agent {
         });
         match checked {
             Ok((receipt, progress)) => {
-                let ok = receipt.body.status == ReceiptStatus::Ok && status.is_success();
-                let breach = self.record_receipt(session, receipt, progress, ok);
+                let outcome = if receipt.body.status == ReceiptStatus::Ok && status.is_success() {
+                    Outcome::Served
+                } else {
+                    Outcome::Failed
+                };
+                let breach = self.record_receipt(session, receipt, progress, outcome);
                 let mut builder = http::Response::builder()
                     .status(status)
                     .version(version)
@@ -48,8 +64,11 @@ impl Agent {
 
     /// Adopts the receipt a provider attached to `409 voucher_conflict` for a voucher it served
     /// before (the answer was lost). It is checked like any receipt except against the request
-    /// and response, which this agent no longer has; the request counts as failed (its content
-    /// never arrived) even when the receipt charges it.
+    /// and response, which this agent no longer has. The agent records it because the voucher
+    /// it signed lets the provider claim that seq anyway and the next receipt links to it — but
+    /// as *recovered*, not verified: an `ok` status whose output cannot be checked proves no
+    /// service, so the request counts as failed (uptime) and the seq is listed in the session's
+    /// `recovered` receipts.
     pub(super) fn recover_receipt(
         &self,
         session: &SessionHandle,
@@ -70,7 +89,7 @@ impl Agent {
                     "recovered the receipt of a request whose answer was lost"
                 );
                 // A breach is recorded for `dispute_breaches`; not disputed on the spot.
-                self.record_receipt(session, receipt, progress, false);
+                self.record_receipt(session, receipt, progress, Outcome::Recovered);
                 Ok(())
             }
             Err(why) => Err(self.abandon(session, why)),
@@ -78,14 +97,16 @@ impl Agent {
     }
 
     /// Stores a verified receipt: moves the session's progress (seq, accepted amount, head),
-    /// counts the request as `ok` or failed, records an SLA breach; returns whether it breaches.
+    /// counts the request as served or failed, records an SLA breach; returns whether it
+    /// breaches.
     pub(super) fn record_receipt(
         &self,
         session: &SessionHandle,
         receipt: Receipt,
         progress: Progress,
-        ok: bool,
+        outcome: Outcome,
     ) -> bool {
+        let ok = outcome == Outcome::Served;
         let seq = receipt.body.request_number;
         let breach = receipt.body.status == ReceiptStatus::Ok
             && receipt.body.latency_ms > session.offer.terms.sla.max_latency_ms;
@@ -97,6 +118,9 @@ impl Agent {
             } else {
                 data.failed_requests = data.failed_requests.saturating_add(1);
             }
+            if outcome == Outcome::Recovered {
+                data.recovered.push(seq);
+            }
             if breach {
                 data.breaches.push(BreachRecord {
                     seq,
@@ -107,7 +131,11 @@ impl Agent {
             }
             data.receipts.push(receipt.clone());
         }
-        bump(&self.inner.stats.receipts_verified, 1);
+        if outcome == Outcome::Recovered {
+            bump(&self.inner.stats.receipts_recovered, 1);
+        } else {
+            bump(&self.inner.stats.receipts_verified, 1);
+        }
         if ok {
             bump(&self.inner.stats.ok_requests, 1);
         }
@@ -134,14 +162,21 @@ impl Agent {
 
     /// Marks the session abandoned after an invalid receipt.
     pub(super) fn abandon(&self, session: &SessionHandle, why: ReceiptError) -> ClientError {
+        self.abandon_with(session, ClientError::ReceiptInvalid(why))
+    }
+
+    /// Marks the session abandoned (no further voucher is signed on it) because of `error`,
+    /// counts the request as failed, and returns the error.
+    pub(super) fn abandon_with(&self, session: &SessionHandle, error: ClientError) -> ClientError {
         {
             let mut data = lock(&session.data);
             data.state = AgentSessionState::Abandoned;
             data.failed_requests = data.failed_requests.saturating_add(1);
         }
+        lock(&self.inner.routes).retain(|_, a| *a != session.address());
         self.persist(session);
-        tracing::error!(session = %session.address(), reason = %why, "invalid receipt; session abandoned");
-        ClientError::ReceiptInvalid(why)
+        tracing::error!(session = %session.address(), reason = %error, "session abandoned");
+        error
     }
 
     /// The session core's check of `receipt` for the request paid with `voucher`

@@ -35,6 +35,8 @@ pub(super) struct SessionData {
     pub(super) progress: Progress,
     pub(super) receipts: Vec<Receipt>,
     pub(super) breaches: Vec<BreachRecord>,
+    /// Seqs of receipts adopted from a `409 voucher_conflict` (their content never arrived).
+    pub(super) recovered: Vec<u64>,
     pub(super) ok_requests: u64,
     pub(super) failed_requests: u64,
     pub(super) state: AgentSessionState,
@@ -92,6 +94,7 @@ impl SessionHandle {
             expires_at: data.expires_at,
             head: data.progress.head,
             breaches: data.breaches.clone(),
+            recovered: data.recovered.clone(),
             ok_requests: data.ok_requests,
             failed_requests: data.failed_requests,
             state: data.state,
@@ -114,6 +117,7 @@ impl SessionHandle {
             receipts: data.receipts.len(),
             breaches: data.breaches.len(),
             disputed: data.breaches.iter().filter(|b| b.disputed).count(),
+            recovered: data.recovered.len(),
             ok_requests: data.ok_requests,
             failed_requests: data.failed_requests,
             expires_at: data.expires_at,
@@ -127,7 +131,8 @@ impl Agent {
     pub(super) fn route_session(&self, route: &str) -> Option<Arc<SessionHandle>> {
         let address = *lock(&self.inner.routes).get(route)?;
         let session = self.find(&address)?;
-        session.usable(now_secs()).then_some(session)
+        // A stored session in an asset the agent no longer pays in is not used.
+        (session.usable(now_secs()) && self.accepts_asset(&session.keys.mint)).then_some(session)
     }
 
     pub(super) fn find(&self, address: &Pubkey) -> Option<Arc<SessionHandle>> {
@@ -279,6 +284,7 @@ impl Agent {
                 progress: Progress::default(),
                 receipts: Vec::new(),
                 breaches: Vec::new(),
+                recovered: Vec::new(),
                 ok_requests: 0,
                 failed_requests: 0,
                 state: AgentSessionState::Open,
@@ -295,28 +301,75 @@ impl Agent {
         Ok(session)
     }
 
-    /// How much to add so the next voucher is covered, within the budget.
-    pub(super) fn top_up_amount(&self, session: &SessionHandle) -> Result<u64, ClientError> {
+    /// How much to add so a voucher for `cumulative` is covered: `price × deposit_requests`,
+    /// within `max_deposit` of unspent funds and within what the wallet holds, but at least the
+    /// shortfall (`cumulative − (deposit − refunded)`). `Ok(0)`: nothing is missing.
+    ///
+    /// The wallet matters: a dispute refund lowers the voucher cap (`deposit − refunded`) and
+    /// pays the penalty back to the wallet, so a wallet funded for exactly `n` requests then
+    /// holds just the refund — topping up a whole `deposit_requests` batch would fail on chain
+    /// (insufficient funds) where the refund alone covers the shortfall.
+    pub(super) async fn top_up_amount(
+        &self,
+        session: &SessionHandle,
+        cumulative: u64,
+    ) -> Result<u64, ClientError> {
         let config = &self.inner.config;
         let price = session.price();
-        let data = lock(&session.data);
-        let remaining = data
-            .deposit
-            .saturating_sub(data.refunded)
-            .saturating_sub(data.progress.accepted);
+        let (shortfall, remaining) = {
+            let data = lock(&session.data);
+            let cap = data.deposit.saturating_sub(data.refunded);
+            (
+                cumulative.saturating_sub(cap),
+                cap.saturating_sub(data.progress.accepted),
+            )
+        };
+        if shortfall == 0 {
+            return Ok(0);
+        }
         let wanted = price
             .saturating_mul(config.deposit_requests.max(1))
             .max(price);
         let allowed = config.budget.max_deposit.saturating_sub(remaining);
-        let amount = wanted.min(allowed);
-        if remaining.saturating_add(amount) < price {
+        if allowed < shortfall {
             return Err(ClientError::BudgetExceeded(format!(
-                "topping up {} by {amount} cannot cover a request at {price} within max_deposit {}",
+                "session {} needs {shortfall} more to pay a request at {price}, beyond \
+                 max_deposit {} with {remaining} unspent",
                 session.address(),
                 config.budget.max_deposit
             )));
         }
-        Ok(amount)
+        let available = self.wallet_tokens(&session.keys).await?;
+        if available < shortfall {
+            return Err(ClientError::InsufficientFunds {
+                mint: session.keys.mint,
+                needed: shortfall,
+                available,
+            });
+        }
+        Ok(wanted.min(allowed).min(available).max(shortfall))
+    }
+
+    /// What the wallet's token account of the session's mint holds (0 without one).
+    pub(super) async fn wallet_tokens(&self, keys: &SessionKeys) -> Result<u64, ClientError> {
+        let account = x402pp_solana::token::associated_token_address(
+            &keys.agent,
+            &keys.mint,
+            &keys.token_program,
+        );
+        // Not `get_account`: it reports an RPC failure as a missing account.
+        let rpc = &self.inner.rpc;
+        let found = rpc
+            .get_multiple_accounts_with_commitment(&[account], rpc.commitment())
+            .await
+            .map_err(ChainError::rpc)?
+            .value
+            .into_iter()
+            .next()
+            .flatten();
+        Ok(found
+            .and_then(|a| x402pp_solana::token::token_account_amount(&a.data))
+            .unwrap_or(0))
     }
 
     /// Re-reads deposit, refunds and expiry from the chain.
