@@ -16,7 +16,8 @@ pub struct RoutePrice {
     pub min_deposit: u64,
     /// Session lifetime offered.
     pub session_ttl_secs: u64,
-    /// Claim window after expiry or close request.
+    /// Claim window after expiry or close request; at least
+    /// [`ServerConfig::min_grace_secs`] (checked by [`ServerConfig::validate`]).
     pub grace_secs: u64,
     /// SLA terms offered.
     pub sla: OfferSla,
@@ -73,8 +74,15 @@ pub struct ServerConfig {
     /// and which still has no receipt was cut off by a crash: it gets a zero-charge
     /// `handler_error` receipt when its session is next used (see docs/reliability.md).
     pub orphan_grace: Duration,
-    /// Cached sessions are refreshed from the chain after this long.
+    /// Cached sessions are refreshed from the chain after this long: a session whose agent
+    /// asked to close is served from the cache for up to this long after the request (see
+    /// [`ServerConfig::min_grace_secs`]).
     pub session_refresh: Duration,
+    /// How long the provider's settlement task may take to notice that a session is closing (or
+    /// its claim deadline nears) and land a claim: its tick, a confirmation and a margin
+    /// (default 30 s, for the settler's default 10 s tick). With
+    /// [`ServerConfig::session_refresh`] it bounds the grace a route may offer.
+    pub claim_lead: Duration,
     /// At most this many sessions are cached (least recently used go first); an entry also
     /// leaves the cache `session_refresh` after it was last written.
     pub max_cached_sessions: u64,
@@ -105,6 +113,7 @@ impl ServerConfig {
             handler_timeout: Duration::from_secs(30),
             orphan_grace: Duration::from_secs(5),
             session_refresh: Duration::from_secs(30),
+            claim_lead: Duration::from_secs(30),
             max_cached_sessions: 100_000,
             per_session_rate: RateLimit::per_second(5_000, 5_000),
             limits: RequestLimits::default(),
@@ -116,4 +125,60 @@ impl ServerConfig {
         self.routes.insert(path.into(), price);
         self
     }
+
+    /// The shortest grace a route may offer, in whole seconds: `session_refresh + claim_lead`,
+    /// rounded up. After an agent's `request_close` the program accepts claims for the grace;
+    /// the provider may serve from its cache for up to `session_refresh` after the request, and
+    /// its settler needs `claim_lead` to claim what those requests earned. A shorter grace would
+    /// serve requests that can never be claimed.
+    pub fn min_grace_secs(&self) -> u64 {
+        let needed = self.session_refresh.saturating_add(self.claim_lead);
+        needed
+            .as_secs()
+            .saturating_add(u64::from(needed.subsec_nanos() > 0))
+    }
+
+    /// Checks the configuration before a provider serves it: every route's grace is at least
+    /// [`ServerConfig::min_grace_secs`].
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let required_secs = self.min_grace_secs();
+        for (route, price) in &self.routes {
+            if price.grace_secs < required_secs {
+                return Err(ConfigError::GraceTooShort {
+                    route: route.clone(),
+                    grace_secs: price.grace_secs,
+                    required_secs,
+                    session_refresh_secs: self.session_refresh.as_secs_f64(),
+                    claim_lead_secs: self.claim_lead.as_secs_f64(),
+                });
+            }
+        }
+        Ok(())
+    }
+}
+
+/// A configuration the provider refuses to serve.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConfigError {
+    /// A route's grace is shorter than the provider needs to claim what it serves after a close
+    /// request.
+    #[error(
+        "route {route}: grace_secs {grace_secs} is too short; the provider needs at least \
+         {required_secs} s (session_refresh {session_refresh_secs} s, during which a closing \
+         session may still be served from the cache, + claim_lead {claim_lead_secs} s to claim \
+         it): raise the grace or lower session_refresh / claim_lead"
+    )]
+    GraceTooShort {
+        /// The route's path.
+        route: String,
+        /// The grace it offers.
+        grace_secs: u64,
+        /// The shortest grace accepted ([`ServerConfig::min_grace_secs`]).
+        required_secs: u64,
+        /// [`ServerConfig::session_refresh`], in seconds.
+        session_refresh_secs: f64,
+        /// [`ServerConfig::claim_lead`], in seconds.
+        claim_lead_secs: f64,
+    },
 }

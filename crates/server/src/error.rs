@@ -95,3 +95,27 @@ impl From<x402pp_limits::LimitError> for ServerError {
         }
     }
 }
+
+/// Why a [`crate::Provider`] could not start (not a wire error: nothing was served).
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StartError {
+    /// The configuration is refused ([`crate::ServerConfig::validate`]).
+    #[error(transparent)]
+    Config(#[from] crate::config::ConfigError),
+    /// The mint could not be read from the chain.
+    #[error("reading the mint {mint}: {source}")]
+    Chain {
+        /// The configured mint.
+        mint: solana_sdk::pubkey::Pubkey,
+        /// The RPC failure.
+        #[source]
+        source: Box<solana_client::client_error::ClientError>,
+    },
+    /// The configured mint is not a mint of SPL Token or Token-2022.
+    #[error("{0} is not a token mint")]
+    NotAMint(solana_sdk::pubkey::Pubkey),
+    /// The facilitator could not say what it supports.
+    #[error("asking the facilitator what it supports: {0}")]
+    Facilitator(#[from] crate::facilitator::FacilitatorError),
+}

@@ -25,8 +25,8 @@ pub mod metrics;
 pub mod provider;
 pub mod settlement;
 
-pub use config::{RoutePrice, ServerConfig};
-pub use error::ServerError;
+pub use config::{ConfigError, RoutePrice, ServerConfig};
+pub use error::{ServerError, StartError};
 pub use facilitator::{Facilitator, FacilitatorError, HttpFacilitator, SharedFacilitator};
 pub use layer::{PaymentLayer, PaymentService};
 pub use limits::{RateLimit, RequestLimits, RequestLimitsLayer};

@@ -9,12 +9,15 @@
 //!    round looks the signature up: landed → Confirmed (and the session refreshed from the
 //!    chain), failed on chain or its blockhash expired without it landing → Failed, otherwise
 //!    it stays Pending and its session is not claimed again until it is resolved.
-//! 2. **Claim what is due.** For each session the ledger lists
+//! 2. **Watch for close requests** ([`Settler::watch_sessions`]): every session with something
+//!    unclaimed that the ledger holds as open is re-read from the chain (batched), so a close
+//!    request is noticed within a tick and claimed at once, whatever the policy's interval.
+//! 3. **Claim what is due.** For each session the ledger lists
 //!    ([`Ledger::settlement_candidates`]), refresh it from the chain, compute what the program
 //!    would pay for the best voucher (`min(cumulative − latency penalties, deposit − refunded)
 //!    − claimed`), and if that is above 0 send `claim` with the receipt head and count of the
 //!    voucher's seq, then wait for the outcome and refresh the ledger's row from the chain.
-//! 3. Optionally **close** sessions that are finished (see [`SettlerConfig::close_finished`]).
+//! 4. Optionally **close** sessions that are finished (see [`SettlerConfig::close_finished`]).
 //!
 //! The background loop ([`Settler::spawn`]) runs a round every [`SettlerConfig::tick`]; when the
 //! RPC or the database is unavailable it retries with exponential backoff bounded by
@@ -37,8 +40,8 @@ use x402pp_solana::escrow::{self};
 use x402pp_solana::ChainError;
 
 use crate::ledger::{
-    Address, ChainSession, ClaimRecord, ClaimStatus, Ledger, LedgerError, SettlementPolicy,
-    StoredVoucher,
+    Address, ChainSession, ClaimRecord, ClaimStatus, Ledger, LedgerError, SessionRecord,
+    SettlementPolicy, StoredVoucher,
 };
 
 mod claim;
@@ -124,6 +127,10 @@ pub struct SettleReport {
     pub claimed_amount: u64,
     /// Sessions closed cooperatively.
     pub closed: usize,
+    /// Sessions found closing on chain (the agent asked to close) by this round's watch.
+    pub watched_closing: usize,
+    /// Sessions found gone from the chain by this round's watch.
+    pub watched_closed: usize,
     /// Sessions skipped after a non-transient error (logged).
     pub errors: usize,
 }
@@ -244,6 +251,7 @@ impl Settler {
     pub async fn settle_once(&self, now_unix: i64) -> Result<SettleReport, SettleError> {
         let mut report = SettleReport::default();
         self.resolve_pending(&mut report).await?;
+        self.watch_sessions(&mut report).await?;
         let candidates = self
             .ledger
             .settlement_candidates(&self.config.policy, now_unix)
@@ -266,6 +274,66 @@ impl Settler {
             self.close_finished(now_unix, &mut report).await?;
         }
         Ok(report)
+    }
+
+    /// Re-reads from the chain (one `getMultipleAccounts` per [`WATCH_BATCH`] sessions) every
+    /// session the ledger holds as open with something unclaimed, and refreshes the ledger's row
+    /// of those that changed: a close request (then [`crate::ledger::is_due`] claims at once,
+    /// whatever the policy's interval), a top-up, a dispute. Without this the settler would only
+    /// learn of a close request when the provider next served the session — which an agent that
+    /// closed does not ask for — and would rely on its interval being shorter than the grace.
+    pub async fn watch_sessions(&self, report: &mut SettleReport) -> Result<(), SettleError> {
+        let open: Vec<SessionRecord> = self
+            .ledger
+            .unclaimed_sessions()
+            .await?
+            .into_iter()
+            .filter(|record| record.chain.state == SessionState::Open)
+            .collect();
+        for batch in open.chunks(WATCH_BATCH) {
+            let keys: Vec<Pubkey> = batch
+                .iter()
+                .map(|record| pubkey(&record.chain.address))
+                .collect();
+            let accounts = self
+                .rpc
+                .get_multiple_accounts_with_commitment(&keys, self.rpc.commitment())
+                .await
+                .map_err(ChainError::rpc)?
+                .value;
+            for ((record, key), account) in batch.iter().zip(&keys).zip(accounts) {
+                let Some(account) = account else {
+                    // Closed (or reclaimed) on chain: nothing can be claimed any more.
+                    self.ledger.mark_closed(&record.chain.address).await?;
+                    report.watched_closed = report.watched_closed.saturating_add(1);
+                    continue;
+                };
+                let session = match escrow::decode_session(key, &account.owner, &account.data) {
+                    Ok(session) => session,
+                    Err(error) => {
+                        report.errors = report.errors.saturating_add(1);
+                        tracing::warn!(session = %key, %error, "not watching");
+                        continue;
+                    }
+                };
+                let token_program = Pubkey::new_from_array(record.chain.token_program);
+                let chain = chain_session(key, &session, &token_program);
+                if chain == record.chain {
+                    continue;
+                }
+                if chain.state == SessionState::Closing {
+                    report.watched_closing = report.watched_closing.saturating_add(1);
+                    tracing::info!(
+                        session = %key,
+                        close_requested_at = chain.close_requested_at,
+                        claim_deadline = crate::ledger::claim_deadline(&chain),
+                        "the agent asked to close; claiming"
+                    );
+                }
+                self.ledger.upsert_session(&chain).await?;
+            }
+        }
+        Ok(())
     }
 
     /// Resolves every Pending claim: landed → Confirmed (session refreshed from the chain);
@@ -401,6 +469,9 @@ impl Settler {
         }
     }
 }
+
+/// Sessions read per `getMultipleAccounts` when watching for close requests (the RPC's limit).
+pub const WATCH_BATCH: usize = 100;
 
 /// A pending claim without a recorded blockhash is taken as expired after this long.
 const UNKNOWN_EXPIRY_SECS: i64 = 300;

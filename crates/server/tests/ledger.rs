@@ -654,14 +654,28 @@ async fn sessions_to_settle_follow_the_policy() {
         ledger.upsert_session(&chain).await.unwrap();
         assert!(!listed(due(ledger.clone(), t + 10_000).await, big));
 
-        // Close to the deadline (end + grace) anything unclaimed is due; after it nothing is.
+        // Close to the deadline (expiry + grace) anything unclaimed is due; after it nothing is.
+        let expiring = Keypair::new().pubkey().to_bytes();
+        let mut chain = chain_session(expiring);
+        chain.expires_at = t + 100;
+        ledger.upsert_session(&chain).await.unwrap();
+        serve(&ledger, &expiring, 1).await;
+        let deadline = t + 100 + 600;
+        assert!(!listed(due(ledger.clone(), deadline - 121).await, expiring));
+        assert!(listed(due(ledger.clone(), deadline - 120).await, expiring));
+        assert!(listed(due(ledger.clone(), deadline).await, expiring));
+        assert!(!listed(due(ledger.clone(), deadline + 1).await, expiring));
+
+        // A close request makes anything unclaimed due at once, whatever the amount, the
+        // interval or the margin, until its claim deadline (request + grace).
         let mut chain = ledger.session(&small).await.unwrap().unwrap().chain;
+        assert!(!listed(due(ledger.clone(), t).await, small));
         chain.close_requested_at = t + 100;
         chain.state = SessionState::Closing;
         ledger.upsert_session(&chain).await.unwrap();
         let deadline = t + 100 + 600;
-        assert!(!listed(due(ledger.clone(), deadline - 121).await, small));
-        assert!(listed(due(ledger.clone(), deadline - 120).await, small));
+        assert!(listed(due(ledger.clone(), t).await, small));
+        assert!(listed(due(ledger.clone(), deadline - 121).await, small));
         assert!(listed(due(ledger.clone(), deadline).await, small));
         assert!(!listed(due(ledger.clone(), deadline + 1).await, small));
 

@@ -393,6 +393,17 @@ pub async fn fetch_session(
     fetch(rpc, address).await
 }
 
+/// Decodes a session account the caller read itself (e.g. many at once with
+/// `getMultipleAccounts`): [`ChainError::Account`] when it is not owned by the escrow program
+/// or is not a session.
+pub fn decode_session(
+    address: &Pubkey,
+    owner: &Pubkey,
+    data: &[u8],
+) -> Result<Session, ChainError> {
+    decode(address, owner, data)
+}
+
 /// Fetches and decodes a dispute record.
 pub async fn fetch_dispute(
     rpc: &RpcClient,

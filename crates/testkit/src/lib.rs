@@ -63,7 +63,7 @@ use x402pp_solana::token;
 pub use agents::AgentDefaults;
 pub use builder::{WorldBuilder, ESCROW_SO_ENV};
 pub use facilitator::{Facilitator, FacilitatorParts, MakeFacilitator};
-pub use provider::{App, MakeRouter, ProviderHandle};
+pub use provider::{App, MakeRouter, ProviderHandle, TEST_CLAIM_LEAD, TEST_SESSION_REFRESH};
 pub use session::RawSession;
 
 /// One SOL, in lamports.

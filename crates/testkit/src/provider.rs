@@ -94,6 +94,11 @@ impl ProviderHandle {
     }
 }
 
+/// The session cache refresh of the world's providers.
+pub const TEST_SESSION_REFRESH: Duration = Duration::from_secs(5);
+/// The claim lead of the world's providers (`ServerConfig::claim_lead`).
+pub const TEST_CLAIM_LEAD: Duration = Duration::from_secs(10);
+
 /// Starts a provider of `spec` with `key` on `ledger_url`, on a free port.
 pub(crate) async fn start(
     world: &World,
@@ -112,6 +117,12 @@ pub(crate) async fn start(
     let addr = listener.local_addr()?;
     let url = format!("http://{addr}");
     let mut config = ServerConfig::new(world.network.clone(), world.localnet.usdc_mint(), &url);
+    // Tests' sessions are short: the cache is refreshed every few seconds and the settler (when
+    // there is one, with a tick of its own choosing) is taken to claim within 10 s, so a route
+    // may offer a grace down to 15 s (`ServerConfig::min_grace_secs`). A `server_config` hook
+    // can set other values.
+    config.session_refresh = TEST_SESSION_REFRESH;
+    config.claim_lead = TEST_CLAIM_LEAD;
     for (path, price) in &spec.routes {
         config = config.route(path, price.clone());
     }

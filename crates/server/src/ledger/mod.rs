@@ -228,7 +228,9 @@ impl Ledger {
     }
 }
 
-/// Whether the policy says to claim `record` at `now`.
+/// Whether the policy says to claim `record` at `now`: something is claimable before the claim
+/// deadline and the session is closing, or the policy's amount, interval or deadline margin is
+/// reached.
 pub fn is_due(
     record: &SessionRecord,
     last_claim_at: i64,
@@ -247,12 +249,16 @@ pub fn is_due(
     if unclaimed == 0 {
         return false;
     }
+    // The agent asked to close: no voucher is coming that would make waiting worth it, and the
+    // claim window now ends `grace` after the request — claim now (and again for what the
+    // provider serves from its cache until it sees the close).
+    let by_closing = chain.state == SessionState::Closing;
     let by_amount = unclaimed >= policy.min_unclaimed;
     let by_interval = now.saturating_sub(last_claim_at)
         >= i64::try_from(policy.interval_secs).unwrap_or(i64::MAX);
     let margin = i64::try_from(policy.deadline_margin_secs).unwrap_or(i64::MAX);
     let by_deadline = now >= deadline.saturating_sub(margin);
-    by_amount || by_interval || by_deadline
+    by_closing || by_amount || by_interval || by_deadline
 }
 
 /// The last second at which the program accepts a claim: the session core's

@@ -37,8 +37,9 @@ pub struct SettlementCandidate {
 impl Ledger {
     /// Sessions the policy says to claim now: not closed, with a best voucher, something
     /// unclaimed below the deposit cap, no pending claim, the claim window still open, and one
-    /// of: unclaimed ≥ `min_unclaimed`; `interval_secs` since the last claim; the claim deadline
-    /// (end + grace) within `deadline_margin_secs`.
+    /// of: the session is closing (the agent asked to close); unclaimed ≥ `min_unclaimed`;
+    /// `interval_secs` since the last claim; the claim deadline (end + grace) within
+    /// `deadline_margin_secs`.
     pub async fn sessions_to_settle(
         &self,
         policy: &SettlementPolicy,
@@ -65,7 +66,19 @@ impl Ledger {
             .collect())
     }
 
-    /// Every session with a best voucher above what was claimed, no pending claim, not closed.
+    /// Every session with a best voucher above what was claimed, no pending claim, not closed:
+    /// the sessions where the provider has money to claim (the settler re-reads them from the
+    /// chain each round to notice close requests).
+    pub async fn unclaimed_sessions(&self) -> Result<Vec<SessionRecord>, LedgerError> {
+        Ok(self
+            .unsettled()
+            .await?
+            .into_iter()
+            .map(|c| c.record)
+            .collect())
+    }
+
+    /// [`Ledger::unclaimed_sessions`] with each session's last claim time.
     pub(super) async fn unsettled(&self) -> Result<Vec<SettlementCandidate>, LedgerError> {
         on_pool!(self, |pool| {
             let rows = sqlx::query(concat!(

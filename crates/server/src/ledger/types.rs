@@ -134,7 +134,8 @@ pub struct ReceiptRecord {
     pub json: String,
 }
 
-/// When the settlement task claims.
+/// When the settlement task claims (besides always claiming, right away, what a closing session
+/// owes: see [`crate::ledger::is_due`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct SettlementPolicy {
     /// Claim when accepted − claimed reaches this many atomic units.

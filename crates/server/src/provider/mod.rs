@@ -22,7 +22,7 @@ use x402pp_protocol::x402::SCHEME_EXACT;
 use x402pp_protocol::{headers, ReceiptStatus};
 
 use crate::config::{RoutePrice, ServerConfig};
-use crate::error::ServerError;
+use crate::error::StartError;
 use crate::facilitator::SharedFacilitator;
 use crate::ledger::types::Address;
 use crate::ledger::Ledger;
@@ -90,27 +90,29 @@ fn header_str<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a [u8]> {
 impl Provider {
     /// A provider selling `config.routes`, paid to `keypair`'s address.
     ///
-    /// Looks up the mint's token program, and the facilitator's fee payer when `exact` is offered.
+    /// Checks the configuration ([`ServerConfig::validate`]), then looks up the mint's token
+    /// program, and the facilitator's fee payer when `exact` is offered.
     pub async fn new(
         config: ServerConfig,
         keypair: Arc<Keypair>,
         ledger: Arc<Ledger>,
         rpc: Arc<RpcClient>,
         facilitator: Option<SharedFacilitator>,
-    ) -> Result<Arc<Self>, ServerError> {
+    ) -> Result<Arc<Self>, StartError> {
+        config.validate()?;
         let mint = rpc
             .get_account(&config.mint)
             .await
-            .map_err(ServerError::chain_unavailable)?;
+            .map_err(|source| StartError::Chain {
+                mint: config.mint,
+                source: Box::new(source),
+            })?;
         if !x402pp_solana::token::is_token_program(&mint.owner) {
-            return Err(ServerError::internal(format!(
-                "{} is not a token mint",
-                config.mint
-            )));
+            return Err(StartError::NotAMint(config.mint));
         }
         let fee_payer = match &facilitator {
             Some(f) => {
-                let supported = f.supported().await.map_err(ServerError::internal)?;
+                let supported = f.supported().await?;
                 supported
                     .kinds
                     .iter()
