@@ -6,7 +6,13 @@
 //!   signed offer, opens an escrow session on chain once (one transaction), then pays each
 //!   request with a cumulative voucher (no transaction) and verifies every receipt (provider
 //!   signature, its own input hash, the body's output hash, the chain link, the amount);
-//! - with x402 v2 **`exact`** otherwise (or when [`AgentConfig::prefer_session`] is `false`).
+//! - with x402 v2 **`exact`** otherwise (or when [`AgentConfig::prefer_session`] is `false`);
+//!
+//! and only in the mints it pays in ([`AgentConfig::assets`], by default the network's USDC):
+//! an offer or `exact` requirement in any other asset is [`ClientError::AssetRefused`]. A session
+//! answer that may have been served but carries no receipt is [`ClientError::ReceiptMissing`],
+//! and at most one lost answer is recovered from a `409 voucher_conflict` per request
+//! ([`ClientError::RepeatedConflict`] after that).
 //!
 //! It tops the deposit up when it runs low, records SLA breaches (receipt latency above the
 //! offer's `maxLatencyMs`) and disputes them on chain ([`DisputePolicy::Automatic`]), and keeps
