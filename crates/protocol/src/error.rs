@@ -55,6 +55,9 @@ pub enum ErrorCode {
     RequestTimeout,
     /// The blockchain RPC is unreachable or failing; retry later.
     ChainUnavailable,
+    /// The route is serving as many requests as it can answer within its latency promise; the
+    /// voucher was not accepted (nothing charged); retry after `Retry-After` seconds.
+    Overloaded,
     /// An unexpected server-side failure; details are logged, not returned.
     InternalError,
 }
@@ -69,7 +72,7 @@ impl ErrorCode {
             Self::HeaderTooLarge => 431,
             Self::VoucherConflict | Self::RequestInFlight => 409,
             Self::RateLimited => 429,
-            Self::ChainUnavailable => 503,
+            Self::ChainUnavailable | Self::Overloaded => 503,
             Self::InternalError => 500,
             Self::PaymentRequired
             | Self::InvalidSignature
@@ -107,6 +110,7 @@ impl ErrorCode {
             Self::PayloadTooLarge => "payload_too_large",
             Self::RequestTimeout => "request_timeout",
             Self::ChainUnavailable => "chain_unavailable",
+            Self::Overloaded => "overloaded",
             Self::InternalError => "internal_error",
         }
     }
@@ -254,6 +258,7 @@ mod tests {
             ErrorCode::PayloadTooLarge,
             ErrorCode::RequestTimeout,
             ErrorCode::RateLimited,
+            ErrorCode::Overloaded,
         ] {
             let json = serde_json::to_string(&code).expect("serialises");
             assert_eq!(json, format!("\"{}\"", code.as_str()));

@@ -29,6 +29,11 @@ pub struct RoutePrice {
     pub description: String,
     /// MIME type of the response, in the x402 challenge.
     pub mime_type: String,
+    /// The most session requests the route serves at once (`None`: no limit). At the limit a
+    /// session request gets `503 overloaded` with `Retry-After` before its voucher is accepted
+    /// (nothing charged), rather than being served late, into a latency breach. Set it to what
+    /// the handler can answer within `sla.max_latency_ms`.
+    pub max_in_flight: Option<u32>,
 }
 
 impl RoutePrice {
@@ -49,6 +54,7 @@ impl RoutePrice {
             offer_ttl_secs: 300,
             description: "paid API".into(),
             mime_type: "application/json".into(),
+            max_in_flight: None,
         }
     }
 }

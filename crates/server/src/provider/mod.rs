@@ -9,6 +9,7 @@ mod exact;
 mod run;
 mod session;
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -63,6 +64,8 @@ pub struct Provider {
     fee_payer: Option<Pubkey>,
     sessions: SessionCache,
     session_limiter: Option<crate::limits::RateLimiter<Address>>,
+    /// Per route with `max_in_flight`: the slots its session requests take while served.
+    route_slots: HashMap<String, Arc<tokio::sync::Semaphore>>,
     metrics: Metrics,
 }
 
@@ -128,8 +131,17 @@ impl Provider {
             .per_session_rate
             .map(|rate| crate::limits::RateLimiter::new(rate, config.limits.max_tracked_keys));
         let sessions = SessionCache::new(config.max_cached_sessions, config.session_refresh);
+        let route_slots = config
+            .routes
+            .iter()
+            .filter_map(|(path, route)| {
+                let slots = usize::try_from(route.max_in_flight?).ok()?;
+                Some((path.clone(), Arc::new(tokio::sync::Semaphore::new(slots))))
+            })
+            .collect();
         Ok(Arc::new(Self {
             session_limiter,
+            route_slots,
             signing_key: x402pp_solana::keys::signing_key(&keypair),
             address: keypair.pubkey(),
             token_program: mint.owner,

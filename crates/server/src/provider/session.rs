@@ -158,6 +158,25 @@ impl Provider {
         }
     }
 
+    /// A serving slot of route `path` when it has `max_in_flight`; `503 overloaded` when all
+    /// are taken.
+    fn route_slot(
+        &self,
+        path: &str,
+    ) -> Result<Option<tokio::sync::OwnedSemaphorePermit>, ServerError> {
+        let Some(slots) = self.route_slots.get(path) else {
+            return Ok(None);
+        };
+        match slots.clone().try_acquire_owned() {
+            Ok(permit) => Ok(Some(permit)),
+            Err(_) => Err(ServerError::new(
+                ErrorCode::Overloaded,
+                format!("{path} is serving as many requests as it can answer in time; retry"),
+            )
+            .with_header("retry-after", "1".into())),
+        }
+    }
+
     pub(super) async fn serve_session<F, Fut>(
         &self,
         path: &str,
@@ -264,6 +283,10 @@ impl Provider {
             .map_or(path, |pq| pq.as_str())
             .to_owned();
         let input = input_hash(parts.method.as_str(), &path_and_query, &body);
+        // Shed what the route cannot serve within its promise: before the voucher is accepted,
+        // so nothing is charged and the voucher stays unused. The slot is held until the
+        // receipt is signed.
+        let _slot = self.route_slot(path)?;
 
         // 5. Record it durably: of concurrent requests with this voucher, one wins.
         let stored = StoredVoucher {
