@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use axum::routing::post;
 use axum::Router;
-use tokio::sync::{mpsc, Mutex, Notify};
+use tokio::sync::{mpsc, Notify};
 use x402pp_protocol::{headers, ErrorBody, ErrorCode, Voucher};
 use x402pp_server::{PaymentLayer, RoutePrice};
 use x402pp_testkit::{test_route, RawSession, World};
@@ -26,7 +26,7 @@ struct Gate {
 /// A provider whose `/work` serves one session request at a time and answers only when the
 /// test releases it; returns the world, the "a request entered the handler" events and the
 /// release switch.
-async fn world() -> (World, Arc<Mutex<mpsc::UnboundedReceiver<()>>>, Arc<Notify>) {
+async fn world() -> (World, mpsc::UnboundedReceiver<()>, Arc<Notify>) {
     let (entered, entered_rx) = mpsc::unbounded_channel();
     let release = Arc::new(Notify::new());
     let gate = Gate {
@@ -61,18 +61,22 @@ async fn world() -> (World, Arc<Mutex<mpsc::UnboundedReceiver<()>>>, Arc<Notify>
         .start()
         .await
         .unwrap();
-    (w, Arc::new(Mutex::new(entered_rx)), release)
+    (w, entered_rx, release)
 }
 
-async fn paid(w: &World, agent: &RawSession, voucher: &Voucher) -> reqwest::Response {
-    w.http
+/// Sends `voucher` of `agent` to `/work` in a task of its own (the handler holds it open).
+fn spawn_paid(
+    w: &World,
+    agent: &RawSession,
+    voucher: &Voucher,
+) -> tokio::task::JoinHandle<reqwest::Response> {
+    let request = w
+        .http
         .post(format!("{}/work", w.url()))
         .header(headers::X402_SESSION_ID, agent.session.to_string())
         .header(headers::X402_VOUCHER, headers::encode(voucher).unwrap())
-        .body("job")
-        .send()
-        .await
-        .unwrap()
+        .body("job");
+    tokio::spawn(async move { request.send().await.unwrap() })
 }
 
 async fn accepted_seq(w: &World, agent: &RawSession) -> u64 {
@@ -86,33 +90,17 @@ async fn accepted_seq(w: &World, agent: &RawSession) -> u64 {
 
 #[tokio::test]
 async fn a_request_over_the_routes_capacity_gets_503_overloaded_before_its_voucher_is_accepted() {
-    let (w, entered, release) = world().await;
+    let (w, mut entered, release) = world().await;
     let busy = w.open_session("/work", DEPOSIT).await.unwrap();
     let late = w.open_session("/work", DEPOSIT).await.unwrap();
 
     // The first session's request takes the route's only slot and stays in the handler.
-    let first = {
-        let (w_url, http, voucher, session) = (
-            w.url().to_owned(),
-            w.http.clone(),
-            busy.voucher(1, PRICE),
-            busy.session.to_string(),
-        );
-        tokio::spawn(async move {
-            http.post(format!("{w_url}/work"))
-                .header(headers::X402_SESSION_ID, session)
-                .header(headers::X402_VOUCHER, headers::encode(&voucher).unwrap())
-                .body("job")
-                .send()
-                .await
-                .unwrap()
-        })
-    };
-    entered.lock().await.recv().await.unwrap();
+    let first = spawn_paid(&w, &busy, &busy.voucher(1, PRICE));
+    entered.recv().await.unwrap();
 
     // Another session's request is shed: 503 overloaded, Retry-After, no receipt, no charge.
     let voucher = late.voucher(1, PRICE);
-    let response = paid(&w, &late, &voucher).await;
+    let response = spawn_paid(&w, &late, &voucher).await.unwrap();
     assert_eq!(response.status(), 503);
     assert_eq!(response.headers()["retry-after"], "1");
     assert!(response.headers().get(headers::X402_RECEIPT).is_none());
@@ -127,20 +115,8 @@ async fn a_request_over_the_routes_capacity_gets_503_overloaded_before_its_vouch
     // The slot frees when the first request is answered; the same voucher then pays.
     release.notify_one();
     assert_eq!(first.await.unwrap().status(), 200);
-    let retry = {
-        let (w_url, http, session) = (w.url().to_owned(), w.http.clone(), late.session.to_string());
-        let voucher = voucher.clone();
-        tokio::spawn(async move {
-            http.post(format!("{w_url}/work"))
-                .header(headers::X402_SESSION_ID, session)
-                .header(headers::X402_VOUCHER, headers::encode(&voucher).unwrap())
-                .body("job")
-                .send()
-                .await
-                .unwrap()
-        })
-    };
-    entered.lock().await.recv().await.unwrap();
+    let retry = spawn_paid(&w, &late, &voucher);
+    entered.recv().await.unwrap();
     release.notify_one();
     let response = retry.await.unwrap();
     assert_eq!(response.status(), 200);
