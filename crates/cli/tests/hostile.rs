@@ -17,6 +17,7 @@ use solana_sdk::pubkey::Pubkey;
 use solana_sdk::signature::Signer;
 use x402pp_protocol::headers;
 use x402pp_provider::INFERENCE_PATH;
+use x402pp_testkit::support::forward;
 use x402pp_testkit::{test_route, World};
 
 const PRICE: u64 = 1_000;
@@ -33,23 +34,9 @@ async fn strip(
     request_headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    let mut request = reqwest::Client::new()
-        .request(method, format!("{upstream}{uri}"))
-        .body(body);
-    for (name, value) in &request_headers {
-        if name != "host" && name != "content-length" {
-            request = request.header(name, value);
-        }
-    }
-    let response = request.send().await.unwrap();
-    let status = StatusCode::from_u16(response.status().as_u16()).unwrap();
-    let mut out = HeaderMap::new();
-    for (name, value) in response.headers() {
-        if name != "content-length" && name != "transfer-encoding" {
-            out.insert(name.clone(), value.clone());
-        }
-    }
-    let body = response.bytes().await.unwrap();
+    let (status, mut out, body) = forward(&upstream, method, &uri, &request_headers, body)
+        .await
+        .unwrap();
     if out.remove(headers::X402_RECEIPT).is_none() {
         return (status, out, body).into_response();
     }

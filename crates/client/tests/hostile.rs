@@ -20,6 +20,7 @@ use x402pp_protocol::headers;
 use x402pp_provider::{AppOptions, INFERENCE_PATH};
 use x402pp_server::RoutePrice;
 use x402pp_solana::token::TOKEN_2022_PROGRAM_ID;
+use x402pp_testkit::support::forward;
 use x402pp_testkit::{test_budget, test_route, Facilitator, World};
 
 const PRICE: u64 = 1_000;
@@ -75,30 +76,15 @@ async fn proxy(
     request_headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    let client = reqwest::Client::new();
-    let mut request = client
-        .request(method, format!("{}{uri}", proxy.upstream))
-        .body(body);
-    for (name, value) in &request_headers {
-        if name != "host" && name != "content-length" {
-            request = request.header(name, value);
-        }
-    }
     let voucher = request_headers.contains_key(headers::X402_VOUCHER);
     let seen = if voucher {
         proxy.vouchers.fetch_add(1, Ordering::SeqCst) + 1
     } else {
         0
     };
-    let response = request.send().await.unwrap();
-    let status = StatusCode::from_u16(response.status().as_u16()).unwrap();
-    let mut out = HeaderMap::new();
-    for (name, value) in response.headers() {
-        if name != "content-length" && name != "transfer-encoding" {
-            out.insert(name.clone(), value.clone());
-        }
-    }
-    let body = response.bytes().await.unwrap();
+    let (status, mut out, body) = forward(&proxy.upstream, method, &uri, &request_headers, body)
+        .await
+        .unwrap();
     let Some(receipt) = out.get(headers::X402_RECEIPT).cloned() else {
         return (status, out, body).into_response();
     };

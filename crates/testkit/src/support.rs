@@ -177,3 +177,40 @@ pub fn stored_voucher_key(
     )?;
     Ok(ed25519_dalek::SigningKey::from_bytes(&secret.0))
 }
+
+/// What a middleman in a test gets back from the provider: status, headers (without the
+/// hop-by-hop length and encoding) and body.
+pub type Forwarded = (
+    axum::http::StatusCode,
+    axum::http::HeaderMap,
+    axum::body::Bytes,
+);
+
+/// Sends a request a test proxy received on to `upstream` (its headers but `host` and
+/// `content-length`) and returns the answer, for the proxy to pass on or tamper with.
+pub async fn forward(
+    upstream: &str,
+    method: axum::http::Method,
+    uri: &axum::http::Uri,
+    request_headers: &axum::http::HeaderMap,
+    body: axum::body::Bytes,
+) -> anyhow::Result<Forwarded> {
+    let mut request = reqwest::Client::new()
+        .request(method, format!("{upstream}{uri}"))
+        .body(body);
+    for (name, value) in request_headers {
+        if name != "host" && name != "content-length" {
+            request = request.header(name, value);
+        }
+    }
+    let response = request.send().await.context("forwarding to the provider")?;
+    let status = response.status();
+    let mut headers = axum::http::HeaderMap::new();
+    for (name, value) in response.headers() {
+        if name != "content-length" && name != "transfer-encoding" {
+            headers.insert(name.clone(), value.clone());
+        }
+    }
+    let body = response.bytes().await.context("the provider's body")?;
+    Ok((status, headers, body))
+}
