@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The docs/cli.md walkthrough, run as written: a localnet, the facilitator and the provider in the
 # background, a new default keypair, funds, paid requests over a session, the session listed and
-# shown (text and --json), topped up, closed (request_close) and reclaimed.
+# shown (text and --json), topped up, closed (request_close) and, past its dispute deadline,
+# finalized.
 #
 # Uses a built binary: $X402PP_BIN, else $CARGO_TARGET_DIR/debug/x402pp, else target/debug/x402pp
 # (`cargo build -p x402pp` makes it). Runs in a temporary HOME and XDG_DATA_HOME, so the real
@@ -156,21 +157,23 @@ show x402pp session show "$session"
 show x402pp session show "$session" --json >"$work/session.json"
 grep -q '"requestNumber": 2' "$work/session.json" || fail "session show lacks the second receipt"
 
-step "top up, request close, reclaim"
+step "top up, request close, finalize"
 show x402pp session top-up "$session" 0.5 --json >"$work/topup.json"
 cat "$work/topup.json"
 grep -q '"amount": "500000"' "$work/topup.json" || fail "top-up of 0.5 USDC was not 500000 atomic units"
 show x402pp session request-close "$session" --json >"$work/close.json"
 cat "$work/close.json"
-deadline=$(sed -n 's/.*"claimDeadline": *\([0-9]*\).*/\1/p' "$work/close.json")
-[[ -n $deadline ]] || fail "request-close reported no claim deadline"
-# Localnet only: move the chain's clock past the claim deadline instead of waiting for it.
+grep -q '"claimDeadline": *[0-9]' "$work/close.json" || fail "request-close reported no claim deadline"
+deadline=$(sed -n 's/.*"disputeDeadline": *\([0-9]*\).*/\1/p' "$work/close.json")
+[[ -n $deadline ]] || fail "request-close reported no dispute deadline"
+# Localnet only: move the chain's clock past the dispute deadline (end + 2 x grace; finalize is
+# refused until then) instead of waiting for it.
 curl -sf -X POST -H 'Content-Type: application/json' \
     -d "{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"localnet_warpClock\",\"params\":{\"unixTimestamp\":$((deadline + 1))}}" \
     "$rpc" >/dev/null
-show x402pp session reclaim "$session"
+show x402pp session finalize "$session"
 show x402pp session list
-x402pp session list --json | grep -q '"state": "closed"' || fail "the reclaimed session is not closed"
+x402pp session list --json | grep -q '"state": "closed"' || fail "the finalized session is not closed"
 
 echo
 echo "walkthrough OK"

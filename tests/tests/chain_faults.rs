@@ -21,7 +21,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use x402pp_client::{Agent, Budget, ClientError};
 use x402pp_localnet::{Localnet, LocalnetConfig};
-use x402pp_protocol::{headers, Amount, Receipt, Voucher};
+use x402pp_protocol::{headers, Amount, Hash32, Receipt, Voucher, VoucherTerms};
 use x402pp_provider::INFERENCE_PATH;
 use x402pp_server::ledger::{ClaimStatus, SettlementPolicy};
 use x402pp_server::settlement::{Settler, SettlerConfig};
@@ -247,13 +247,23 @@ impl World {
     }
 }
 
-/// The voucher `seq`/`cumulative` of `session`, signed with the key in the agent's store.
-fn stored_voucher(store: &std::path::Path, session: &Pubkey, seq: u64, cumulative: u64) -> Voucher {
+/// The first voucher (seq 1 for `cumulative`, no receipt before it) of `session` opened in
+/// `opened_slot`, signed with the key in the agent's store.
+fn first_voucher(
+    store: &std::path::Path,
+    session: &Pubkey,
+    opened_slot: u64,
+    cumulative: u64,
+) -> Voucher {
     let key = stored_voucher_key(store, session).unwrap();
     Voucher::sign(
-        x402pp_protocol::Pubkey(session.to_bytes()),
-        seq,
-        Amount(cumulative),
+        VoucherTerms {
+            session: x402pp_protocol::Pubkey(session.to_bytes()),
+            opened_slot,
+            seq: 1,
+            cumulative: Amount(cumulative),
+            receipt_head: Hash32::ZERO,
+        },
         &key,
     )
 }
@@ -380,7 +390,12 @@ async fn a_provider_that_cannot_reach_the_rpc_serves_nothing_and_the_voucher_sta
         .is_none());
 
     // The first voucher, sent as is, is refused the same way as long as the RPC is down.
-    let voucher = stored_voucher(&w.store(&agent), &session, 1, PRICE);
+    let opened_slot = escrow::fetch_session(&w.rpc, &session)
+        .await
+        .unwrap()
+        .unwrap()
+        .opened_slot;
+    let voucher = first_voucher(&w.store(&agent), &session, opened_slot, PRICE);
     for _ in 0..3 {
         assert_chain_unavailable(w.paid(&session, &voucher, "first").await).await;
     }
@@ -475,7 +490,7 @@ async fn a_claim_while_the_rpc_is_down_is_retried_and_lands_once_when_it_returns
         .await
         .unwrap()
         .unwrap();
-    assert_eq!(account.claimed, 0);
+    assert_eq!((account.settled, account.settled_seq), (0, 0));
     assert!(w
         .provider()
         .ledger
@@ -485,7 +500,7 @@ async fn a_claim_while_the_rpc_is_down_is_retried_and_lands_once_when_it_returns
         .iter()
         .all(|c| c.status != ClaimStatus::Confirmed));
 
-    // Back: the claim lands, once, for exactly what was accepted.
+    // Back: the claim lands, once, recording exactly what was accepted.
     w.provider_rpc.pass();
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
@@ -493,10 +508,10 @@ async fn a_claim_while_the_rpc_is_down_is_retried_and_lands_once_when_it_returns
             .await
             .unwrap()
             .unwrap();
-        if account.claimed == accepted {
+        if account.settled == accepted {
             break;
         }
-        assert!(account.claimed < accepted);
+        assert!(account.settled < accepted);
         assert!(Instant::now() < deadline, "claim did not land in 30 s");
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
@@ -520,10 +535,45 @@ async fn a_claim_while_the_rpc_is_down_is_retried_and_lands_once_when_it_returns
         .await
         .unwrap()
         .unwrap();
-    assert_eq!(account.claimed, accepted);
+    // The claim records the agent's best voucher and the receipt head it commits to; no token
+    // leaves the vault before `finalize`.
+    let receipts = agent.receipts(&session);
+    assert_eq!(
+        (account.settled, account.settled_seq, account.receipt_count),
+        (accepted, 3, 2)
+    );
+    assert_eq!(account.receipts_head, receipts[1].receipt_id.0);
+    assert_eq!(w.tokens(&w.provider_key().pubkey()).await.unwrap(), 0);
+    assert_eq!(
+        w.tokens(&agent.address()).await.unwrap(),
+        AGENT_TOKENS - DEPOSIT
+    );
+
+    // Past the dispute window the provider's settler finalizes: it is paid the claimed amount
+    // (no penalties), the agent gets the rest of the deposit.
+    let after_deadline = account.dispute_deadline().unwrap() + 1;
+    w.localnet.warp_clock_to(after_deadline).unwrap();
+    let report = w
+        .settler(SettlerConfig::default())
+        .settle_once(after_deadline)
+        .await
+        .unwrap();
+    assert_eq!(
+        (report.finalized, report.paid_amount, report.errors),
+        (1, accepted, 0),
+        "{report:?}"
+    );
+    assert!(escrow::fetch_session(&w.rpc, &session)
+        .await
+        .unwrap()
+        .is_none());
     assert_eq!(
         w.tokens(&w.provider_key().pubkey()).await.unwrap(),
         accepted
+    );
+    assert_eq!(
+        w.tokens(&agent.address()).await.unwrap(),
+        AGENT_TOKENS - accepted
     );
 }
 

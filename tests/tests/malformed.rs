@@ -22,8 +22,8 @@ use serde_json::{json, Value};
 use solana_sdk::signature::Signer;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
-use x402pp_client::{Agent, Budget};
-use x402pp_protocol::Id16;
+use x402pp_client::Agent;
+use x402pp_protocol::{Hash32, Id16};
 use x402pp_provider::INFERENCE_PATH;
 use x402pp_testkit::support::bounded;
 use x402pp_testkit::{test_budget, test_route, Facilitator, World, LAMPORTS_PER_SOL};
@@ -41,10 +41,7 @@ async fn world() -> World {
         .fee_payer_lamports(10 * LAMPORTS_PER_SOL)
         .route(INFERENCE_PATH, test_route(PRICE))
         .peer_addresses()
-        .agent_budget(Budget {
-            min_uptime_bps: 0,
-            ..test_budget(PRICE)
-        })
+        .agent_budget(test_budget(PRICE))
         .start()
         .await
         .unwrap()
@@ -301,12 +298,24 @@ fn preview(bytes: &[u8]) -> String {
     }
 }
 
-/// A voucher JSON with `field` replaced by the raw JSON `value`.
-fn voucher_with(session: &str, field: &str, value: &str) -> String {
+/// The live session the corpus's vouchers aim at: its address, its incarnation (`opened_slot`)
+/// and the receipt head its next voucher commits to (hex).
+#[derive(Clone)]
+struct Live {
+    session: String,
+    opened_slot: u64,
+    receipt_head: String,
+}
+
+/// The live session's next voucher as JSON (signed by nobody), with `field` replaced by the raw
+/// JSON `value`.
+fn voucher_with(live: &Live, field: &str, value: &str) -> String {
     let mut v = json!({
-        "session": session,
+        "session": live.session,
+        "openedSlot": live.opened_slot,
         "seq": 2,
         "cumulative": (2 * PRICE).to_string(),
+        "receiptHead": live.receipt_head,
         "signature": b58(&[7u8; 64]),
     });
     v[field] = json!("__raw__");
@@ -346,10 +355,11 @@ fn payment_payload_json(world: &World, transaction: &str) -> Value {
     })
 }
 
-fn corpus(world: &World, session: &str) -> Corpus {
+fn corpus(world: &World, live: &Live) -> Corpus {
     use x402pp_protocol::headers::{PAYMENT_SIGNATURE, X402_INTENT, X402_SESSION_ID, X402_VOUCHER};
     let mut c = Corpus { cases: Vec::new() };
-    let valid_voucher = |field: &str, value: &str| b64(&voucher_with(session, field, value));
+    let session = live.session.as_str();
+    let valid_voucher = |field: &str, value: &str| b64(&voucher_with(live, field, value));
     let session_b = session.as_bytes().to_vec();
 
     // 1. Oversized header values: ours (8 KiB codec limit, 32 KiB header section) answer JSON 431;
@@ -381,11 +391,7 @@ fn corpus(world: &World, session: &str) -> Corpus {
         );
     }
     // A voucher just over the codec limit in base64 of valid-looking JSON.
-    let padded = voucher_with(
-        session,
-        "signature",
-        &format!("\"{}\"", "1".repeat(7 * KIB)),
-    );
+    let padded = voucher_with(live, "signature", &format!("\"{}\"", "1".repeat(7 * KIB)));
     c.paid_with(
         "oversized header",
         &[
@@ -482,7 +488,7 @@ fn corpus(world: &World, session: &str) -> Corpus {
         }
     }
     // The voucher's JSON as UTF-16.
-    let utf16: Vec<u8> = voucher_with(session, "seq", "2")
+    let utf16: Vec<u8> = voucher_with(live, "seq", "2")
         .encode_utf16()
         .flat_map(u16::to_le_bytes)
         .collect();
@@ -577,6 +583,18 @@ fn corpus(world: &World, session: &str) -> Corpus {
             Allow::Only4xxJson,
         );
     }
+    for len in [0usize, 31, 33, 64] {
+        let head = format!("\"{}\"", hex_of(&vec![9u8; len]));
+        c.paid_with(
+            "wrong length",
+            &[
+                (X402_SESSION_ID, session_b.clone()),
+                (X402_VOUCHER, valid_voucher("receiptHead", &head)),
+            ],
+            b"{}",
+            Allow::Only4xxJson,
+        );
+    }
     for len in [15usize, 17, 0] {
         let mut intent = intent_json(world);
         intent["intentId"] = json!(hex_of(&vec![1u8; len]));
@@ -590,7 +608,7 @@ fn corpus(world: &World, session: &str) -> Corpus {
 
     // 6. Numbers out of range, negative, floats, exponents, as strings.
     for n in NUMBERS {
-        for field in ["seq", "cumulative"] {
+        for field in ["seq", "openedSlot", "cumulative"] {
             c.paid_with(
                 "number out of range",
                 &[
@@ -642,8 +660,7 @@ fn corpus(world: &World, session: &str) -> Corpus {
         ("2", "\"0\""),
     ] {
         let voucher =
-            b64(&voucher_with(session, "seq", seq)
-                .replace(&format!("\"{}\"", 2 * PRICE), cumulative));
+            b64(&voucher_with(live, "seq", seq).replace(&format!("\"{}\"", 2 * PRICE), cumulative));
         c.paid_with(
             "number out of range",
             &[
@@ -667,7 +684,11 @@ fn corpus(world: &World, session: &str) -> Corpus {
         "SysvarC1ock11111111111111111111111111111111".to_owned(),
         b58(&[0xee; 32]),
     ] {
-        let voucher = b64(&voucher_with(&account, "seq", "1"));
+        let other = Live {
+            session: account.clone(),
+            ..live.clone()
+        };
+        let voucher = b64(&voucher_with(&other, "seq", "1"));
         c.paid_with(
             "wrong account",
             &[
@@ -693,7 +714,7 @@ fn corpus(world: &World, session: &str) -> Corpus {
         payload["accepted"]["extra"]["memo"] = json!("__nested__");
         let text = payload.to_string().replace("\"__nested__\"", &nested);
         c.paid("nesting depth", PAYMENT_SIGNATURE, b64(&text));
-        let voucher = voucher_with(session, "seq", &nested);
+        let voucher = voucher_with(live, "seq", &nested);
         c.paid_with(
             "nesting depth",
             &[
@@ -707,7 +728,7 @@ fn corpus(world: &World, session: &str) -> Corpus {
 
     // 7. Unicode and control characters: in JSON strings, and as raw header bytes.
     for s in STRINGS {
-        for field in ["session", "signature"] {
+        for field in ["session", "receiptHead", "signature"] {
             c.paid_with(
                 "unicode and control characters",
                 &[
@@ -797,7 +818,14 @@ fn corpus(world: &World, session: &str) -> Corpus {
             Allow::Only4xxJson,
         );
     }
-    for field in ["session", "seq", "cumulative", "signature"] {
+    for field in [
+        "session",
+        "openedSlot",
+        "seq",
+        "cumulative",
+        "receiptHead",
+        "signature",
+    ] {
         for value in ["[]", "{}", "true", "null"] {
             c.paid_with(
                 "wrong type",
@@ -1138,12 +1166,13 @@ fn hex_of(bytes: &[u8]) -> String {
 
 /// Random hostile replacements of one field of a valid voucher, intent or payment header, sent
 /// to the live provider: each must get a 4xx with a JSON error. Returns the number of inputs.
-fn fuzz_live_headers(world: &World, session: &str, cases: u32) -> u32 {
+fn fuzz_live_headers(world: &World, live: &Live, cases: u32) -> u32 {
     use proptest::prelude::*;
     use proptest::test_runner::{Config, TestRunner};
     use x402pp_protocol::headers::{PAYMENT_SIGNATURE, X402_INTENT, X402_VOUCHER};
 
-    let voucher: Value = serde_json::from_str(&voucher_with(session, "seq", "2")).unwrap();
+    let session = live.session.as_str();
+    let voucher: Value = serde_json::from_str(&voucher_with(live, "seq", "2")).unwrap();
     let samples = [
         (X402_VOUCHER, voucher),
         (X402_INTENT, intent_json(world)),
@@ -1247,9 +1276,18 @@ async fn every_malformed_request_gets_a_json_4xx_and_the_services_keep_serving()
         let agent = agent(&world).await;
         let (status, body) = paid_request(&world, &agent, "before the corpus").await;
         assert_eq!(status, 200, "{body}");
-        let session = agent.sessions()[0].address.to_string();
+        let address = agent.sessions()[0].address;
+        let live = Live {
+            session: address.to_string(),
+            opened_slot: x402pp_solana::escrow::fetch_session(&world.rpc, &address)
+                .await
+                .unwrap()
+                .unwrap()
+                .opened_slot,
+            receipt_head: agent.receipts(&address)[0].receipt_id.to_string(),
+        };
 
-        let corpus = corpus(&world, &session);
+        let corpus = corpus(&world, &live);
         let mut failures = Vec::new();
         let mut by_category: std::collections::BTreeMap<&str, usize> = Default::default();
         let mut by_status: std::collections::BTreeMap<u16, usize> = Default::default();
@@ -1323,7 +1361,7 @@ async fn every_malformed_request_gets_a_json_4xx_and_the_services_keep_serving()
             failures.join("\n")
         );
 
-        let fuzzed = fuzz_live_headers(&world, &session, LIVE_FUZZ_CASES);
+        let fuzzed = fuzz_live_headers(&world, &live, LIVE_FUZZ_CASES);
         eprintln!(
             "live header fuzzing: {fuzzed} random hostile voucher/intent/payment headers, all \
              answered 4xx + JSON error; {} inputs in total",
@@ -1351,7 +1389,7 @@ async fn a_voucher_amount_with_a_leading_zero_gets_400_malformed_request_and_cha
         .open_session(INFERENCE_PATH, 10 * PRICE)
         .await
         .unwrap();
-    let voucher = raw.voucher(1, PRICE);
+    let voucher = raw.voucher(1, PRICE, Hash32::ZERO);
     let mut json = serde_json::to_value(&voucher).unwrap();
     assert_eq!(json["cumulative"], PRICE.to_string());
     let send_voucher = |json: &Value| {

@@ -49,7 +49,7 @@ enum Command {
     Facilitator(x402pp_facilitator::cli::Args),
     /// Request a URL and pay it as an agent (flags like curl: -X, -H, -d).
     Agent(Box<commands::agent::AgentCommand>),
-    /// The wallet's sessions: list, show, top-up, request-close, reclaim, dispute.
+    /// The wallet's sessions: list, show, top-up, request-close, dispute, finalize.
     #[command(subcommand)]
     Session(commands::session::SessionCommand),
     /// Create a keypair file (Solana CLI format, mode 0600), by default ~/.config/solana/id.json.

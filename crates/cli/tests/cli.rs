@@ -32,10 +32,13 @@ fn the_demo_runs_both_schemes_and_reconciles_to_the_atomic_unit() {
     assert_eq!(report["disputes"], 1);
     // 1 000 × 5 000 bps / 10 000.
     assert_eq!(report["penaltiesRefunded"], 500);
-    // Sessions: one open per agent, one dispute, one close (with final claim) per session.
-    assert_eq!(report["session"]["transactions"], 2 * 2 + 1);
+    // Sessions: per session its open, the provider's early close (with the final voucher) and
+    // finalize; plus the one dispute, sent after the close.
+    assert_eq!(report["session"]["transactions"], 2 * 3 + 1);
     assert_eq!(report["exact"]["transactions"], 12);
+    // The dispute moved the penalty from the provider to the agent at finalize.
     assert_eq!(report["session"]["providerReceived"], 12 * 1_000 - 500);
+    assert_eq!(report["session"]["agentsSpent"], 12 * 1_000 - 500);
     assert_eq!(report["exact"]["providerReceived"], 12 * 1_000);
     assert_eq!(report["vaultsLeft"], 0);
     // With X402PP_ESCROW_SO set (CI does it once) the demo runs on the SBF build, on the real

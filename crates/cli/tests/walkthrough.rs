@@ -1,6 +1,6 @@
 //! The docs/cli.md walkthrough (`scripts/cli-walkthrough.sh`) against this build of the binary:
 //! a localnet, facilitator and provider in the background, a default keypair in a temporary
-//! home, paid requests, the session listed, shown, topped up, closed and reclaimed.
+//! home, paid requests, the session listed, shown, topped up, closed and finalized.
 #![cfg(feature = "full")]
 #![allow(clippy::unwrap_used)] // tests
 

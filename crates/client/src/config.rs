@@ -33,18 +33,15 @@ pub struct Budget {
     pub max_deposit: u64,
     /// A session offer must promise at most this latency (milliseconds).
     pub max_latency_ms: u32,
-    /// A session offer must promise at least this uptime (basis points, 9 950 = 99.5 %).
-    pub min_uptime_bps: u16,
 }
 
 impl Default for Budget {
-    /// 0.01 USDC (6 decimals) per request, 1 USDC locked at most, 5 s latency, no uptime minimum.
+    /// 0.01 USDC (6 decimals) per request, 1 USDC locked at most, 5 s latency.
     fn default() -> Self {
         Self {
             max_price_per_request: 10_000,
             max_deposit: 1_000_000,
             max_latency_ms: 5_000,
-            min_uptime_bps: 0,
         }
     }
 }
@@ -64,7 +61,7 @@ pub enum DisputePolicy {
 pub struct AgentConfig {
     /// Solana JSON-RPC endpoint (localnet, devnet, mainnet); the agent uses confirmed commitment.
     pub rpc_url: String,
-    /// The wallet: pays deposits and fees, signs open/top-up/request-close/reclaim/dispute.
+    /// The wallet: pays deposits and fees, signs open/top-up/request-close/finalize/dispute.
     /// Vouchers are signed by a fresh per-session key (see the crate docs), not by this key.
     pub keypair: Arc<Keypair>,
     /// Spending limits, in atomic units of [`AgentConfig::assets`].

@@ -53,5 +53,5 @@ pub use agent::Agent;
 pub use config::{AgentConfig, Budget, DisputePolicy};
 pub use error::{ClientError, RefusalCode, StoreError};
 pub use middleware::PaymentMiddleware;
-pub use types::{AgentSessionState, AgentStats, DisputeOutcome, SessionInfo};
+pub use types::{AgentSessionState, AgentStats, Anchor, DisputeOutcome, SessionInfo};
 pub use x402pp_session::ReceiptError;

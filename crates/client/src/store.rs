@@ -48,13 +48,16 @@ pub(crate) struct StoredSession {
     pub token_program: Pubkey,
     /// Nonce of the session PDA.
     pub nonce: u64,
+    /// The session's incarnation (the slot it was opened in; 0 when the open was in doubt).
+    #[serde(default)]
+    pub opened_slot: u64,
     /// The signed offer the session was opened on.
     pub offer: Offer,
     /// The voucher key's 32-byte ed25519 secret, hex.
     pub voucher_secret: Hash32,
     /// Total deposited.
     pub deposit: u64,
-    /// Total refunded by disputes.
+    /// Latency penalties the agent's disputes recorded on chain (paid back at settlement).
     pub refunded: u64,
     /// Cumulative of the last accepted voucher.
     pub accepted: u64,

@@ -10,10 +10,10 @@ use solana_sdk::signature::Signature;
 pub enum AgentSessionState {
     /// Usable for requests.
     Open,
-    /// `request_close` was sent (or the session expired): no more requests; reclaim after
-    /// the grace period.
+    /// `request_close` was sent (or the session expired): no more requests; disputes until the
+    /// dispute deadline, then `finalize`.
     Closing,
-    /// Reclaimed or closed on chain: the account is gone.
+    /// Finalized (or cooperatively closed) on chain: the account is gone.
     Closed,
     /// A receipt failed verification: the agent signs no further voucher on it (close it).
     Abandoned,
@@ -34,7 +34,8 @@ pub struct SessionInfo {
     pub price_per_request: u64,
     /// Total deposited (open + top-ups).
     pub deposit: u64,
-    /// Total refunded to the agent by disputes.
+    /// Latency penalties the agent's disputes recorded on chain (paid to the agent at
+    /// `finalize`, out of the provider's earnings).
     pub refunded: u64,
     /// Cumulative amount of the last voucher the provider accepted.
     pub accepted: u64,
@@ -102,9 +103,9 @@ pub struct AgentStats {
     pub sla_breaches: u64,
     /// Disputes recorded on chain.
     pub disputes: u64,
-    /// Atomic units refunded to the agent by disputes.
+    /// Atomic units of latency penalties the agent's disputes recorded (paid at `finalize`).
     pub penalties_refunded: u64,
-    /// On-chain transactions this agent sent and saw confirmed (open, top-up, close, reclaim,
+    /// On-chain transactions this agent sent and saw confirmed (open, top-up, close, finalize,
     /// dispute). `exact` transfers are sent by the provider's facilitator and not counted here.
     pub transactions: u64,
     /// Fees (lamports) those transactions cost the agent (rent deposits excluded).
@@ -128,6 +129,37 @@ pub struct DisputeOutcome {
     pub seq: u64,
     /// The dispute transaction.
     pub signature: Signature,
-    /// Atomic units the escrow paid back.
+    /// The latency penalty the dispute recorded (atomic units): deducted from the provider's
+    /// payout and paid to the agent at `finalize`.
     pub paid: u64,
+}
+
+/// The receipt head the chain anchors for a session (from the voucher the provider claimed),
+/// held against the agent's store ([`crate::Agent::check_anchor`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(
+    rename_all = "camelCase",
+    rename_all_fields = "camelCase",
+    tag = "result"
+)]
+pub enum Anchor {
+    /// Nothing claimed yet, or the session account is gone.
+    None,
+    /// The chain anchors receipts `1 ..= count` and the head is the hash of the agent's receipt
+    /// `count` (zeros for 0).
+    Matches {
+        /// Receipts anchored.
+        count: u64,
+    },
+    /// The anchored head is not the agent's receipt `count`: a voucher the agent's key signed
+    /// commits to a chain of receipts the agent never accepted (the voucher key is compromised,
+    /// or the store lost receipts). Keep the store; it is the evidence.
+    Mismatch {
+        /// Receipts the chain says are anchored.
+        count: u64,
+        /// The head on chain.
+        on_chain: x402pp_protocol::Hash32,
+        /// The hash of the agent's receipt `count`, when the store has it.
+        stored: Option<x402pp_protocol::Hash32>,
+    },
 }

@@ -1,9 +1,11 @@
 //! The agent against a real provider (x402pp-server layer + the reference inference app) over
 //! real HTTP, on a real localnet: sessions, receipts, top-ups, exact, budget, forged receipts,
-//! disputes, reclaim, and the reqwest-middleware client.
+//! disputes, the anchored receipt head, finalize, and the reqwest-middleware client.
+//!
+//! Under trust v2 no token leaves the escrow before `finalize`: claims record the agent's voucher,
+//! disputes record penalties, and tokens move only once the localnet clock has passed the
+//! session's dispute deadline.
 #![allow(clippy::unwrap_used, clippy::arithmetic_side_effects)] // tests
-
-use std::time::Duration;
 
 use axum::body::Bytes;
 use axum::extract::State;
@@ -11,14 +13,19 @@ use axum::http::{HeaderMap, Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use axum::Router;
 use serde_json::json;
+use session_escrow::error::EscrowError;
+use solana_sdk::pubkey::Pubkey;
 use solana_sdk::signature::Signer;
-use x402pp_client::{Agent, AgentSessionState, ClientError, DisputePolicy, ReceiptError};
-use x402pp_protocol::{headers, OfferSla, Receipt, UptimePercent};
+use x402pp_client::{Agent, AgentSessionState, Anchor, ClientError, DisputePolicy, ReceiptError};
+use x402pp_protocol::{headers, Amount, Hash32, OfferSla, Receipt, Voucher, VoucherTerms};
 use x402pp_provider::{AppOptions, InferenceResponse, INFERENCE_PATH};
+use x402pp_server::config::DEFAULT_MAX_INPUT_BYTES;
 use x402pp_server::ledger::SettlementPolicy;
-use x402pp_server::settlement::SettlerConfig;
+use x402pp_server::settlement::{Settler, SettlerConfig};
 use x402pp_server::RoutePrice;
-use x402pp_solana::escrow;
+use x402pp_solana::escrow::{self, SessionKeys};
+use x402pp_solana::token::TOKEN_PROGRAM_ID;
+use x402pp_testkit::support::stored_voucher_key;
 use x402pp_testkit::{test_budget, test_route, Facilitator, World};
 
 const PRICE: u64 = 1_000;
@@ -52,6 +59,36 @@ fn inference(url: &str, prompt: &str, delay_ms: u64) -> reqwest::Request {
 async fn ok_json(response: reqwest::Response) -> InferenceResponse {
     assert_eq!(response.status(), 200);
     response.json().await.unwrap()
+}
+
+/// A settler of `w`'s provider that claims whatever is unclaimed, every round.
+fn claiming_settler(w: &World) -> Settler {
+    w.settler(SettlerConfig {
+        policy: SettlementPolicy {
+            min_unclaimed: 1,
+            interval_secs: 0,
+            deadline_margin_secs: 0,
+        },
+        ..SettlerConfig::default()
+    })
+}
+
+/// Moves the localnet clock one second past `session`'s dispute deadline (when `finalize` is
+/// allowed); returns the new chain time.
+async fn pass_the_dispute_deadline(w: &World, session: &Pubkey) -> i64 {
+    let account = escrow::fetch_session(&w.rpc, session)
+        .await
+        .unwrap()
+        .unwrap();
+    w.localnet
+        .warp_clock_to(account.dispute_deadline().unwrap() + 1)
+        .unwrap()
+}
+
+/// Whether `error` is the program refusing a finalize before the dispute deadline.
+fn finalize_too_early(error: &ClientError) -> bool {
+    matches!(error, ClientError::Chain(e)
+        if e.program_error() == Some(u32::from(EscrowError::FinalizeTooEarly)))
 }
 
 #[tokio::test]
@@ -322,7 +359,7 @@ async fn a_slow_request_is_a_breach_that_the_automatic_policy_disputes_on_chain(
     let w = world(RoutePrice {
         sla: OfferSla {
             max_latency_ms: MAX_LATENCY_MS,
-            min_uptime_percent: UptimePercent::from_bps(9_900).unwrap(),
+            max_input_bytes: DEFAULT_MAX_INPUT_BYTES,
             latency_penalty_bps: PENALTY_BPS,
         },
         ..test_route(PRICE)
@@ -331,9 +368,11 @@ async fn a_slow_request_is_a_breach_that_the_automatic_policy_disputes_on_chain(
     let config = w.agent_config().unwrap();
     assert_eq!(config.dispute_policy, DisputePolicy::Automatic);
     let wallet = config.keypair.pubkey();
+    let provider = w.provider_key().pubkey();
     let agent = Agent::new(config).await.unwrap();
     ok_json(agent.send(inference(w.url(), "fast", 0)).await.unwrap()).await;
     let before = w.tokens(&wallet).await.unwrap();
+    let provider_before = w.tokens(&provider).await.unwrap();
     let slow = agent
         .send(inference(w.url(), "slow", u64::from(MAX_LATENCY_MS) + 300))
         .await
@@ -344,25 +383,76 @@ async fn a_slow_request_is_a_breach_that_the_automatic_policy_disputes_on_chain(
     )
     .unwrap();
     assert!(receipt.body.latency_ms > MAX_LATENCY_MS);
+    assert!(receipt.body.sla_covered, "a small request is covered");
     ok_json(slow).await;
 
+    // The dispute records the penalty on chain; no token moves before finalize.
     let penalty = PRICE * u64::from(PENALTY_BPS) / 10_000;
-    assert_eq!(w.tokens(&wallet).await.unwrap(), before + penalty);
+    assert_eq!(w.tokens(&wallet).await.unwrap(), before);
     let session = agent.sessions()[0].clone();
-    let dispute = escrow::fetch_dispute(&w.rpc, &escrow::dispute_address(&session.address, 2))
+    let account = escrow::fetch_session(&w.rpc, &session.address)
         .await
         .unwrap()
-        .expect("a Dispute account for receipt 2");
-    assert_eq!(dispute.paid, penalty);
+        .unwrap();
+    assert_eq!((account.penalties, account.dispute_count), (penalty, 1));
+    let dispute = escrow::fetch_dispute(
+        &w.rpc,
+        &escrow::dispute_address(&session.address, account.opened_slot, 2),
+    )
+    .await
+    .unwrap()
+    .expect("a Dispute account for receipt 2");
+    assert_eq!(
+        (dispute.seq, dispute.latency_penalty, dispute.overclaim),
+        (2, penalty, 0)
+    );
     let stats = agent.stats();
     assert_eq!((stats.sla_breaches, stats.disputes), (1, 1));
     assert_eq!(stats.penalties_refunded, penalty);
     assert_eq!(stats.transactions, 2, "open + dispute");
     assert_eq!((session.breaches, session.disputed), (1, 1));
-    // Nothing is left to dispute; the session goes on with the refund counted.
+    // Nothing is left to dispute; the session goes on with the penalty counted.
     assert!(agent.dispute_breaches().await.unwrap().is_empty());
     ok_json(agent.send(inference(w.url(), "after", 0)).await.unwrap()).await;
     assert_eq!(agent.sessions()[0].refunded, penalty);
+
+    // The provider claims the three requests: recorded, nothing paid.
+    let settler = claiming_settler(&w);
+    let report = settler
+        .settle_once(w.localnet.unix_timestamp())
+        .await
+        .unwrap();
+    assert_eq!(
+        (
+            report.claims_confirmed,
+            report.claimed_amount,
+            report.finalized
+        ),
+        (1, 3 * PRICE, 0)
+    );
+    assert_eq!(w.tokens(&wallet).await.unwrap(), before);
+    assert_eq!(w.tokens(&provider).await.unwrap(), provider_before);
+
+    // After the dispute window the settler finalizes: the provider gets the three prices less
+    // the penalty, the agent the rest of its deposit and the penalty.
+    let now = pass_the_dispute_deadline(&w, &session.address).await;
+    let report = settler.settle_once(now).await.unwrap();
+    assert_eq!(
+        (report.finalized, report.paid_amount),
+        (1, 3 * PRICE - penalty)
+    );
+    assert_eq!(
+        w.tokens(&provider).await.unwrap(),
+        provider_before + 3 * PRICE - penalty
+    );
+    assert_eq!(
+        w.tokens(&wallet).await.unwrap(),
+        before + 10 * PRICE - 3 * PRICE + penalty
+    );
+    assert!(escrow::fetch_session(&w.rpc, &session.address)
+        .await
+        .unwrap()
+        .is_none());
 }
 
 #[tokio::test]
@@ -370,7 +460,7 @@ async fn the_manual_policy_records_breaches_until_dispute_breaches_is_called() {
     let w = world(RoutePrice {
         sla: OfferSla {
             max_latency_ms: 100,
-            min_uptime_percent: UptimePercent::from_bps(9_900).unwrap(),
+            max_input_bytes: DEFAULT_MAX_INPUT_BYTES,
             latency_penalty_bps: 10_000,
         },
         ..test_route(PRICE)
@@ -378,26 +468,42 @@ async fn the_manual_policy_records_breaches_until_dispute_breaches_is_called() {
     .await;
     let mut config = w.agent_config().unwrap();
     config.dispute_policy = DisputePolicy::Manual;
+    let wallet = config.keypair.pubkey();
     let agent = Agent::new(config).await.unwrap();
     ok_json(agent.send(inference(w.url(), "slow", 300)).await.unwrap()).await;
     assert_eq!(agent.stats().sla_breaches, 1);
     assert_eq!(agent.stats().disputes, 0);
+    let session = agent.sessions()[0].address;
+    let account = escrow::fetch_session(&w.rpc, &session)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(account.penalties, 0, "nothing disputed yet");
+    let before = w.tokens(&wallet).await.unwrap();
     let outcomes = agent.dispute_breaches().await.unwrap();
     assert_eq!(outcomes.len(), 1);
     assert_eq!((outcomes[0].seq, outcomes[0].paid), (1, PRICE));
     assert_eq!(agent.stats().penalties_refunded, PRICE);
+    // Recorded on chain, paid back at finalize.
+    let account = escrow::fetch_session(&w.rpc, &session)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(account.penalties, PRICE);
+    assert_eq!(w.tokens(&wallet).await.unwrap(), before);
 }
 
 #[tokio::test]
-async fn reclaim_after_expiry_and_grace_returns_the_remainder() {
+async fn finalize_before_the_dispute_deadline_fails_and_after_it_pays_out() {
     let w = world(RoutePrice {
         session_ttl_secs: 60,
-        grace_secs: 30,
+        grace_secs: 60,
         ..test_route(PRICE)
     })
     .await;
     let config = w.agent_config().unwrap();
     let wallet = config.keypair.pubkey();
+    let provider = w.provider_key().pubkey();
     let agent = Agent::new(config).await.unwrap();
     for i in 0..3 {
         ok_json(
@@ -409,43 +515,159 @@ async fn reclaim_after_expiry_and_grace_returns_the_remainder() {
         .await;
     }
     let session = agent.sessions()[0].address;
-    // The provider claims what the vouchers allow.
-    let settler = w.settler(SettlerConfig {
-        policy: SettlementPolicy {
-            min_unclaimed: 1,
-            interval_secs: 0,
-            deadline_margin_secs: 0,
-        },
-        ..SettlerConfig::default()
-    });
-    settler
+    let before = (
+        w.tokens(&wallet).await.unwrap(),
+        w.tokens(&provider).await.unwrap(),
+    );
+    // The provider claims what the vouchers allow: recorded on chain, nothing paid.
+    let report = claiming_settler(&w)
         .settle_once(w.localnet.unix_timestamp())
         .await
         .unwrap();
+    assert_eq!(report.claimed_amount, 3 * PRICE);
     let account = escrow::fetch_session(&w.rpc, &session)
         .await
         .unwrap()
         .unwrap();
-    assert_eq!(account.claimed, 3 * PRICE);
+    assert_eq!(
+        (account.settled, account.settled_seq, account.penalties),
+        (3 * PRICE, 3, 0)
+    );
 
-    // Too early: the program refuses.
-    let early = agent.reclaim(&session).await.unwrap_err();
-    assert!(matches!(early, ClientError::Chain(_)), "{early}");
+    // Too early: while the session runs, at the last second the provider may claim, and
+    // shortly before the agent's dispute window ends, the program refuses; nothing moves.
+    let early = agent.finalize(&session).await.unwrap_err();
+    assert!(finalize_too_early(&early), "{early}");
+    w.localnet
+        .warp_clock_to(account.claim_deadline().unwrap())
+        .unwrap();
+    let early = agent.finalize(&session).await.unwrap_err();
+    assert!(finalize_too_early(&early), "{early}");
+    w.localnet
+        .warp_clock_to(account.dispute_deadline().unwrap() - 10)
+        .unwrap();
+    let early = agent.finalize(&session).await.unwrap_err();
+    assert!(finalize_too_early(&early), "{early}");
+    assert_eq!(
+        (
+            w.tokens(&wallet).await.unwrap(),
+            w.tokens(&provider).await.unwrap()
+        ),
+        before
+    );
+    assert!(escrow::fetch_session(&w.rpc, &session)
+        .await
+        .unwrap()
+        .is_some());
 
-    let before = w.tokens(&wallet).await.unwrap();
-    w.localnet.advance_clock(60 + 30 + 5).unwrap();
-    tokio::time::sleep(Duration::from_millis(50)).await;
-    agent.reclaim(&session).await.unwrap();
+    // After the dispute deadline the agent finalizes: the provider gets the three requests,
+    // the agent the rest of its deposit, and both accounts are closed.
+    pass_the_dispute_deadline(&w, &session).await;
+    agent.finalize(&session).await.unwrap();
+    assert_eq!(w.tokens(&provider).await.unwrap(), before.1 + 3 * PRICE);
     assert_eq!(
         w.tokens(&wallet).await.unwrap(),
-        before + 10 * PRICE - 3 * PRICE
+        before.0 + 10 * PRICE - 3 * PRICE
     );
     assert!(escrow::fetch_session(&w.rpc, &session)
         .await
         .unwrap()
         .is_none());
     assert_eq!(agent.sessions()[0].state, AgentSessionState::Closed);
-    assert_eq!(agent.stats().transactions, 2, "open + reclaim");
+    assert_eq!(agent.stats().transactions, 2, "open + finalize");
+}
+
+#[tokio::test]
+async fn the_anchored_head_matches_the_agents_store_after_a_claim() {
+    let w = world(test_route(PRICE)).await;
+    let agent = Agent::new(w.agent_config().unwrap()).await.unwrap();
+    for i in 0..3 {
+        ok_json(
+            agent
+                .send(inference(w.url(), &format!("a{i}"), 0))
+                .await
+                .unwrap(),
+        )
+        .await;
+    }
+    let session = agent.sessions()[0].address;
+    assert_eq!(
+        agent.check_anchor(&session).await.unwrap(),
+        Anchor::None,
+        "nothing claimed yet"
+    );
+
+    let report = claiming_settler(&w)
+        .settle_once(w.localnet.unix_timestamp())
+        .await
+        .unwrap();
+    assert_eq!(report.claims_confirmed, 1);
+    // Voucher 3 committed to receipt 2, the head the agent had accepted when it signed it.
+    let account = escrow::fetch_session(&w.rpc, &session)
+        .await
+        .unwrap()
+        .unwrap();
+    let receipts = agent.receipts(&session);
+    assert_eq!((account.settled_seq, account.receipt_count), (3, 2));
+    assert_eq!(account.receipts_head, receipts[1].receipt_id.0);
+    assert_eq!(
+        agent.check_anchor(&session).await.unwrap(),
+        Anchor::Matches { count: 2 }
+    );
+}
+
+#[tokio::test]
+async fn a_claimed_voucher_committing_to_receipts_the_agent_never_accepted_is_an_anchor_mismatch() {
+    let w = world(test_route(PRICE)).await;
+    let mut config = w.agent_config().unwrap();
+    let store = w.dir.path().join("agent-store");
+    config.store_path = Some(store.clone());
+    let agent = Agent::new(config).await.unwrap();
+    for i in 0..2 {
+        ok_json(
+            agent
+                .send(inference(w.url(), &format!("m{i}"), 0))
+                .await
+                .unwrap(),
+        )
+        .await;
+    }
+    let info = agent.sessions()[0].clone();
+    let account = escrow::fetch_session(&w.rpc, &info.address)
+        .await
+        .unwrap()
+        .unwrap();
+
+    // Whoever holds the session's voucher key (here read from the agent's store) signs voucher 3
+    // on a receipt head the agent never accepted, and the provider claims it.
+    let forged_head = Hash32([7; 32]);
+    let voucher = Voucher::sign(
+        VoucherTerms {
+            session: x402pp_protocol::Pubkey(info.address.to_bytes()),
+            opened_slot: account.opened_slot,
+            seq: 3,
+            cumulative: Amount(3 * PRICE),
+            receipt_head: forged_head,
+        },
+        &stored_voucher_key(&store, &info.address).unwrap(),
+    );
+    let keys = SessionKeys::of(info.address, &account, TOKEN_PROGRAM_ID);
+    w.send(
+        &escrow::claim(&keys, &voucher, &info.voucher_signer),
+        w.provider_key(),
+    )
+    .await
+    .unwrap();
+
+    let stored = agent.receipts(&info.address)[1].receipt_id;
+    assert_eq!(
+        agent.check_anchor(&info.address).await.unwrap(),
+        Anchor::Mismatch {
+            count: 2,
+            on_chain: forged_head,
+            stored: Some(stored),
+        }
+    );
 }
 
 #[tokio::test]
@@ -545,14 +767,14 @@ async fn after_request_close_the_next_request_opens_a_new_session() {
 }
 
 /// The load test's failure on a busy machine (issue 15, section 7), made deterministic: a slow
-/// request breaches the SLA, the automatic dispute refunds the penalty to the wallet and lowers
-/// the voucher cap (deposit − refunded) below `n × price`. A wallet funded for exactly `n`
-/// requests then holds only the refund; topping up a whole `deposit_requests` batch failed on
-/// chain (`TransferChecked`: insufficient funds) at the last request. The top-up is now what the
-/// wallet holds, at least the shortfall: every request is paid and the wallet never moves more
-/// than `n × price` net.
+/// request breaches the SLA and the automatic policy disputes it. Under v1 the dispute refunded
+/// the penalty to the wallet and lowered the voucher cap (deposit − refunded) below `n × price`,
+/// and a whole `deposit_requests` top-up failed on chain (`TransferChecked`: insufficient
+/// funds). Under v2 a dispute only records the penalty: the cap stays the deposit, all `n`
+/// requests are paid without a top-up, and the penalty comes back to the wallet at finalize, so
+/// the wallet never moves more than `n × price` net.
 #[tokio::test]
-async fn an_agent_funded_for_exactly_n_requests_pays_all_n_after_a_dispute_refund_lowered_its_voucher_cap(
+async fn an_agent_funded_for_exactly_n_requests_pays_all_n_after_a_dispute_and_gets_the_penalty_back_at_finalize(
 ) {
     const N: u64 = 3;
     const MAX_LATENCY_MS: u32 = 100;
@@ -561,7 +783,7 @@ async fn an_agent_funded_for_exactly_n_requests_pays_all_n_after_a_dispute_refun
         min_deposit: PRICE,
         sla: OfferSla {
             max_latency_ms: MAX_LATENCY_MS,
-            min_uptime_percent: UptimePercent::from_bps(9_000).unwrap(),
+            max_input_bytes: DEFAULT_MAX_INPUT_BYTES,
             latency_penalty_bps: PENALTY_BPS,
         },
         ..RoutePrice::new(PRICE)
@@ -588,26 +810,20 @@ async fn an_agent_funded_for_exactly_n_requests_pays_all_n_after_a_dispute_refun
     let stats = agent.stats();
     assert_eq!((stats.ok_requests, stats.disputes), (N, 1));
     assert_eq!(stats.penalties_refunded, penalty);
-    assert_eq!(
-        stats.transactions, 3,
-        "open + dispute + one top-up of the refund"
-    );
+    assert_eq!(stats.transactions, 2, "open + dispute, no top-up");
     let session = agent.sessions()[0].clone();
     assert_eq!(
         (session.seq, session.accepted, session.refunded),
         (N, N * PRICE, penalty)
     );
-    // The top-up put exactly the refund back: the cap covers n requests again.
-    assert_eq!(session.deposit, N * PRICE + penalty);
+    // The cap is the deposit: it covers all n requests.
+    assert_eq!(session.deposit, N * PRICE);
     let account = escrow::fetch_session(&w.rpc, &session.address)
         .await
         .unwrap()
         .unwrap();
-    assert_eq!(
-        (account.deposit, account.refunded),
-        (N * PRICE + penalty, penalty)
-    );
-    // What left the wallet: the deposit and the top-up, less the refund = n × price.
+    assert_eq!((account.deposit, account.penalties), (N * PRICE, penalty));
+    // What left the wallet so far: the deposit, n × price.
     assert_eq!(w.tokens(&wallet.pubkey()).await.unwrap(), 0);
     let record = w
         .provider()
@@ -617,4 +833,20 @@ async fn an_agent_funded_for_exactly_n_requests_pays_all_n_after_a_dispute_refun
         .unwrap()
         .unwrap();
     assert_eq!(record.accepted, N * PRICE);
+
+    // The provider claims the n requests; after the dispute window finalize pays it n × price
+    // less the penalty and the penalty back to the wallet.
+    let provider = w.provider_key().pubkey();
+    let provider_before = w.tokens(&provider).await.unwrap();
+    claiming_settler(&w)
+        .settle_once(w.localnet.unix_timestamp())
+        .await
+        .unwrap();
+    pass_the_dispute_deadline(&w, &session.address).await;
+    agent.finalize(&session.address).await.unwrap();
+    assert_eq!(w.tokens(&wallet.pubkey()).await.unwrap(), penalty);
+    assert_eq!(
+        w.tokens(&provider).await.unwrap(),
+        provider_before + N * PRICE - penalty
+    );
 }

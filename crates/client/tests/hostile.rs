@@ -14,11 +14,12 @@ use axum::response::{IntoResponse, Response};
 use axum::Router;
 use serde_json::json;
 use solana_sdk::pubkey::Pubkey;
-use solana_sdk::signature::Signer;
-use x402pp_client::{Agent, AgentSessionState, ClientError};
-use x402pp_protocol::headers;
+use solana_sdk::signature::{Keypair, Signer};
+use x402pp_client::{Agent, AgentSessionState, ClientError, ReceiptError};
+use x402pp_protocol::{headers, Receipt};
 use x402pp_provider::{AppOptions, INFERENCE_PATH};
 use x402pp_server::RoutePrice;
+use x402pp_solana::keys::signing_key;
 use x402pp_solana::token::TOKEN_2022_PROGRAM_ID;
 use x402pp_testkit::support::forward;
 use x402pp_testkit::{test_budget, test_route, Facilitator, World};
@@ -60,11 +61,16 @@ enum Attack {
     ConflictEveryVoucher,
     /// The same for the first voucher only, then passes answers through: one lost answer.
     ConflictFirstVoucher,
+    /// Flips the receipt's `slaCovered` and signs it again with the provider's key: a provider
+    /// opting out of its latency promise by labelling a covered request as not covered.
+    MislabelCoverage,
 }
 
 struct Proxy {
     upstream: String,
     attack: Attack,
+    /// The provider's key, for attacks that sign as the provider.
+    provider_key: Arc<Keypair>,
     /// Vouchers that went through the proxy to the provider.
     vouchers: AtomicUsize,
 }
@@ -103,6 +109,17 @@ async fn proxy(
             let body = json!({ "error": "voucher_conflict", "message": "already used" });
             (StatusCode::CONFLICT, conflict, body.to_string()).into_response()
         }
+        Attack::MislabelCoverage => {
+            let mut receipt: Receipt =
+                headers::decode(headers::X402_RECEIPT, receipt.as_bytes()).unwrap();
+            receipt.body.sla_covered = !receipt.body.sla_covered;
+            let resigned = Receipt::sign(receipt.body, &signing_key(&proxy.provider_key)).unwrap();
+            out.insert(
+                headers::X402_RECEIPT,
+                headers::encode(&resigned).unwrap().parse().unwrap(),
+            );
+            (status, out, body).into_response()
+        }
     }
 }
 
@@ -113,6 +130,7 @@ async fn serve_proxy(w: &World, attack: Attack) -> (String, Arc<Proxy>) {
     let state = Arc::new(Proxy {
         upstream: w.url().to_owned(),
         attack,
+        provider_key: w.provider_key().clone(),
         vouchers: AtomicUsize::new(0),
     });
     let app = Router::new().fallback(proxy).with_state(state.clone());
@@ -233,6 +251,35 @@ async fn one_lost_answer_is_recovered_once_and_the_request_is_then_served_but_th
     let stats = agent.stats();
     assert_eq!((stats.receipts_recovered, stats.receipts_verified), (1, 1));
     assert_eq!(agent.receipts(&info.address).len(), 2);
+}
+
+#[tokio::test]
+async fn an_agent_refuses_a_receipt_with_the_wrong_coverage_flag() {
+    let w = world(test_route(PRICE)).await;
+    let (url, proxy) = serve_proxy(&w, Attack::MislabelCoverage).await;
+    let config = w.agent_config().unwrap();
+    let wallet = config.keypair.pubkey();
+    let agent = Agent::new(config).await.unwrap();
+
+    // A small request is within the offer's input bound: the promise covers it, whatever the
+    // provider's (validly signed) receipt says.
+    let error = agent.send(inference(&url, "covered")).await.unwrap_err();
+    assert!(
+        matches!(
+            &error,
+            ClientError::ReceiptInvalid(ReceiptError::WrongCoverage { found: false })
+        ),
+        "{error}"
+    );
+    let info = agent.sessions()[0].clone();
+    assert_eq!(info.state, AgentSessionState::Abandoned);
+    assert_eq!((info.accepted, info.receipts), (0, 0));
+    assert_eq!(agent.stats().receipts_verified, 0);
+    // What the attack cost: the one voucher the provider served, out of the one deposit.
+    assert_eq!(proxy.vouchers.load(Ordering::SeqCst), 1);
+    assert_eq!(ledger_accepted(&w, &info.address).await, PRICE);
+    assert_eq!(agent.stats().transactions, 1, "the open");
+    assert_eq!(w.tokens(&wallet).await.unwrap(), AGENT_TOKENS - DEPOSIT);
 }
 
 /// A provider priced in the localnet's Token-2022 test USDC (a mint the agent holds) for an

@@ -7,9 +7,14 @@
 //!
 //! | message | layout | length |
 //! |---|---|---|
-//! | [`OfferMessage`] | `x402pp:offer:v1` ‖ provider ‖ mint ‖ price_per_request u64 ‖ min_deposit u64 ‖ session_ttl_secs u64 ‖ grace_secs u64 ‖ max_latency_ms u32 ‖ min_uptime_bps u16 ‖ latency_penalty_bps u16 ‖ expires_at i64 ‖ offer_id \[16\] ‖ sha256(resource) | 175 |
-//! | [`VoucherMessage`] | `x402pp:voucher:v1` ‖ session ‖ seq u64 ‖ cumulative u64 | 65 |
-//! | [`ReceiptMessage`] | `x402pp:receipt:v1` ‖ session ‖ seq u64 ‖ amount_charged u64 ‖ cumulative_charged u64 ‖ latency_ms u32 ‖ status u8 ‖ completed_at_ms i64 ‖ input_hash ‖ output_hash ‖ prev_receipt_hash | 182 |
+//! | [`OfferMessage`] | `x402pp:offer:v2` ‖ provider ‖ mint ‖ price_per_request u64 ‖ min_deposit u64 ‖ session_ttl_secs u64 ‖ grace_secs u64 ‖ max_latency_ms u32 ‖ max_input_bytes u32 ‖ latency_penalty_bps u16 ‖ expires_at i64 ‖ offer_id \[16\] ‖ sha256(resource) | 177 |
+//! | [`VoucherMessage`] | `x402pp:voucher:v2` ‖ session ‖ opened_slot u64 ‖ seq u64 ‖ cumulative u64 ‖ receipt_head | 105 |
+//! | [`ReceiptMessage`] | `x402pp:receipt:v2` ‖ session ‖ opened_slot u64 ‖ seq u64 ‖ amount_charged u64 ‖ cumulative_charged u64 ‖ latency_ms u32 ‖ status u8 ‖ sla_covered u8 ‖ completed_at_ms i64 ‖ input_hash ‖ output_hash ‖ prev_receipt_hash | 191 |
+//!
+//! Version 2 binds vouchers and receipts to one *incarnation* of a session (`opened_slot`, the
+//! slot of its `open_session`), so a session reopened at the same address never honours an old
+//! signature, and makes each voucher commit to the last receipt the agent accepted
+//! (`receipt_head`), so the receipt chain a claim anchors on chain is one the agent signed.
 //!
 //! Hashing (`offer_hash`, `receipt_hash` = sha256 of the encoded message) is left to the caller so
 //! that the program can use the SHA-256 syscall and off-chain code a software hasher.
@@ -38,6 +43,8 @@ pub enum MessageError {
     WrongTag,
     /// A receipt status byte that no [`ReceiptStatus`] has.
     UnknownStatus(u8),
+    /// A flag byte (`sla_covered`) other than 0 or 1.
+    InvalidFlag(u8),
 }
 
 impl core::fmt::Display for MessageError {
@@ -48,6 +55,7 @@ impl core::fmt::Display for MessageError {
             }
             Self::WrongTag => f.write_str("message does not start with the expected domain tag"),
             Self::UnknownStatus(byte) => write!(f, "unknown receipt status byte {byte}"),
+            Self::InvalidFlag(byte) => write!(f, "flag byte {byte} is neither 0 nor 1"),
         }
     }
 }
@@ -71,8 +79,9 @@ pub struct OfferMessage {
     pub grace_secs: u64,
     /// The latency the provider promises; slower receipts are disputable.
     pub max_latency_ms: u32,
-    /// Promised uptime in basis points (9 950 = 99.5 %).
-    pub min_uptime_bps: u16,
+    /// The largest request body the latency promise covers (0: no bound). A larger request is
+    /// served, but its receipt is not covered by the promise.
+    pub max_input_bytes: u32,
     /// Share of the price refunded per latency breach, in basis points.
     pub latency_penalty_bps: u16,
     /// Unix seconds after which the offer can no longer open a session.
@@ -85,9 +94,9 @@ pub struct OfferMessage {
 
 impl OfferMessage {
     /// Domain tag that starts every offer message.
-    pub const TAG: &'static [u8; 15] = b"x402pp:offer:v1";
+    pub const TAG: &'static [u8; 15] = b"x402pp:offer:v2";
     /// Encoded length in bytes.
-    pub const LEN: usize = 15 + 32 + 32 + 8 * 4 + 4 + 2 + 2 + 8 + 16 + 32;
+    pub const LEN: usize = 15 + 32 + 32 + 8 * 4 + 4 + 4 + 2 + 8 + 16 + 32;
 
     /// Encodes the message into its fixed layout.
     pub fn encode(&self) -> [u8; Self::LEN] {
@@ -101,7 +110,7 @@ impl OfferMessage {
         w.u64(self.session_ttl_secs);
         w.u64(self.grace_secs);
         w.u32(self.max_latency_ms);
-        w.u16(self.min_uptime_bps);
+        w.u32(self.max_input_bytes);
         w.u16(self.latency_penalty_bps);
         w.i64(self.expires_at);
         w.bytes(&self.offer_id);
@@ -121,7 +130,7 @@ impl OfferMessage {
             session_ttl_secs: r.u64(),
             grace_secs: r.u64(),
             max_latency_ms: r.u32(),
-            min_uptime_bps: r.u16(),
+            max_input_bytes: r.u32(),
             latency_penalty_bps: r.u16(),
             expires_at: r.i64(),
             offer_id: r.array(),
@@ -135,17 +144,22 @@ impl OfferMessage {
 pub struct VoucherMessage {
     /// The session account address.
     pub session: [u8; KEY_LEN],
+    /// The slot the session was opened in (its incarnation at this address).
+    pub opened_slot: u64,
     /// Request number, starting at 1 and increasing by one per request.
     pub seq: u64,
     /// Total the agent authorises for the session so far.
     pub cumulative: u64,
+    /// receipt_hash of the last receipt the agent accepted ([`GENESIS_RECEIPT_HASH`] before the
+    /// first), so voucher `seq` commits to receipts `1 ..= seq − 1`.
+    pub receipt_head: [u8; KEY_LEN],
 }
 
 impl VoucherMessage {
     /// Domain tag that starts every voucher message.
-    pub const TAG: &'static [u8; 17] = b"x402pp:voucher:v1";
+    pub const TAG: &'static [u8; 17] = b"x402pp:voucher:v2";
     /// Encoded length in bytes.
-    pub const LEN: usize = 17 + 32 + 8 + 8;
+    pub const LEN: usize = 17 + 32 + 8 * 3 + 32;
 
     /// Encodes the message into its fixed layout.
     pub fn encode(&self) -> [u8; Self::LEN] {
@@ -153,8 +167,10 @@ impl VoucherMessage {
         let mut w = Writer::new(&mut out);
         w.bytes(Self::TAG);
         w.bytes(&self.session);
+        w.u64(self.opened_slot);
         w.u64(self.seq);
         w.u64(self.cumulative);
+        w.bytes(&self.receipt_head);
         w.finish();
         out
     }
@@ -164,8 +180,10 @@ impl VoucherMessage {
         let mut r = Reader::new(bytes, Self::LEN, Self::TAG)?;
         Ok(Self {
             session: r.array(),
+            opened_slot: r.u64(),
             seq: r.u64(),
             cumulative: r.u64(),
+            receipt_head: r.array(),
         })
     }
 }
@@ -204,6 +222,8 @@ impl ReceiptStatus {
 pub struct ReceiptMessage {
     /// The session account address.
     pub session: [u8; KEY_LEN],
+    /// The slot the session was opened in (its incarnation at this address).
+    pub opened_slot: u64,
     /// The voucher sequence number this receipt answers.
     pub seq: u64,
     /// What this request cost (0 unless the status is [`ReceiptStatus::Ok`]).
@@ -214,6 +234,9 @@ pub struct ReceiptMessage {
     pub latency_ms: u32,
     /// Outcome of the request.
     pub status: ReceiptStatus,
+    /// Whether the request was inside what the offer's promise covers (route, input bound);
+    /// a receipt with `false` is not disputable for latency.
+    pub sla_covered: bool,
     /// When the response was completed, unix milliseconds.
     pub completed_at_ms: i64,
     /// sha256(method ‖ path+query ‖ body) of the request.
@@ -226,9 +249,9 @@ pub struct ReceiptMessage {
 
 impl ReceiptMessage {
     /// Domain tag that starts every receipt message.
-    pub const TAG: &'static [u8; 17] = b"x402pp:receipt:v1";
+    pub const TAG: &'static [u8; 17] = b"x402pp:receipt:v2";
     /// Encoded length in bytes.
-    pub const LEN: usize = 17 + 32 + 8 * 3 + 4 + 1 + 8 + 32 * 3;
+    pub const LEN: usize = 17 + 32 + 8 + 8 * 3 + 4 + 1 + 1 + 8 + 32 * 3;
 
     /// Encodes the message into its fixed layout.
     pub fn encode(&self) -> [u8; Self::LEN] {
@@ -236,11 +259,12 @@ impl ReceiptMessage {
         let mut w = Writer::new(&mut out);
         w.bytes(Self::TAG);
         w.bytes(&self.session);
+        w.u64(self.opened_slot);
         w.u64(self.seq);
         w.u64(self.amount_charged);
         w.u64(self.cumulative_charged);
         w.u32(self.latency_ms);
-        w.bytes(&[self.status.as_u8()]);
+        w.bytes(&[self.status.as_u8(), u8::from(self.sla_covered)]);
         w.i64(self.completed_at_ms);
         w.bytes(&self.input_hash);
         w.bytes(&self.output_hash);
@@ -249,16 +273,23 @@ impl ReceiptMessage {
         out
     }
 
-    /// Decodes a message, rejecting a wrong length or tag and unknown status bytes.
+    /// Decodes a message, rejecting a wrong length or tag, unknown status bytes and flag bytes
+    /// other than 0 and 1.
     pub fn decode(bytes: &[u8]) -> Result<Self, MessageError> {
         let mut r = Reader::new(bytes, Self::LEN, Self::TAG)?;
         Ok(Self {
             session: r.array(),
+            opened_slot: r.u64(),
             seq: r.u64(),
             amount_charged: r.u64(),
             cumulative_charged: r.u64(),
             latency_ms: r.u32(),
             status: ReceiptStatus::from_u8(r.u8())?,
+            sla_covered: match r.u8() {
+                0 => false,
+                1 => true,
+                other => return Err(MessageError::InvalidFlag(other)),
+            },
             completed_at_ms: r.i64(),
             input_hash: r.array(),
             output_hash: r.array(),
@@ -283,7 +314,7 @@ mod tests {
             session_ttl_secs: 3_600,
             grace_secs: 600,
             max_latency_ms: 250,
-            min_uptime_bps: 9_950,
+            max_input_bytes: 65_536,
             latency_penalty_bps: 5_000,
             expires_at: 1_800_000_000,
             offer_id: [3; 16],
@@ -294,11 +325,13 @@ mod tests {
     fn receipt() -> ReceiptMessage {
         ReceiptMessage {
             session: [5; 32],
+            opened_slot: 99,
             seq: 7,
             amount_charged: 1_000,
             cumulative_charged: 7_000,
             latency_ms: 12,
             status: ReceiptStatus::Ok,
+            sla_covered: true,
             completed_at_ms: 1_800_000_000_123,
             input_hash: [6; 32],
             output_hash: [7; 32],
@@ -308,9 +341,9 @@ mod tests {
 
     #[test]
     fn layouts_have_the_documented_lengths() {
-        assert_eq!(OfferMessage::LEN, 175);
-        assert_eq!(VoucherMessage::LEN, 65);
-        assert_eq!(ReceiptMessage::LEN, 182);
+        assert_eq!(OfferMessage::LEN, 177);
+        assert_eq!(VoucherMessage::LEN, 105);
+        assert_eq!(ReceiptMessage::LEN, 191);
     }
 
     #[test]
@@ -319,8 +352,10 @@ mod tests {
         assert_eq!(OfferMessage::decode(&o.encode()), Ok(o));
         let v = VoucherMessage {
             session: [9; 32],
+            opened_slot: 12,
             seq: u64::MAX,
             cumulative: 42,
+            receipt_head: [10; 32],
         };
         assert_eq!(VoucherMessage::decode(&v.encode()), Ok(v));
         let r = receipt();
@@ -331,32 +366,35 @@ mod tests {
     fn integers_are_little_endian_after_the_tag() {
         let v = VoucherMessage {
             session: [0; 32],
+            opened_slot: 3,
             seq: 1,
             cumulative: 0x0102,
+            receipt_head: [0; 32],
         };
         let bytes = v.encode();
-        assert_eq!(&bytes[..17], b"x402pp:voucher:v1");
-        assert_eq!(bytes[49..57], [1, 0, 0, 0, 0, 0, 0, 0]);
-        assert_eq!(bytes[57..65], [2, 1, 0, 0, 0, 0, 0, 0]);
+        assert_eq!(&bytes[..17], b"x402pp:voucher:v2");
+        assert_eq!(bytes[49..57], [3, 0, 0, 0, 0, 0, 0, 0]);
+        assert_eq!(bytes[57..65], [1, 0, 0, 0, 0, 0, 0, 0]);
+        assert_eq!(bytes[65..73], [2, 1, 0, 0, 0, 0, 0, 0]);
     }
 
     #[test]
     fn truncated_and_extended_messages_are_rejected() {
         let bytes = offer().encode();
         assert_eq!(
-            OfferMessage::decode(&bytes[..174]),
+            OfferMessage::decode(&bytes[..176]),
             Err(MessageError::WrongLength {
-                expected: 175,
-                actual: 174
+                expected: 177,
+                actual: 176
             })
         );
-        let mut longer = [0u8; 176];
-        longer[..175].copy_from_slice(&bytes);
+        let mut longer = [0u8; 178];
+        longer[..177].copy_from_slice(&bytes);
         assert_eq!(
             OfferMessage::decode(&longer),
             Err(MessageError::WrongLength {
-                expected: 175,
-                actual: 176
+                expected: 177,
+                actual: 178
             })
         );
         assert!(VoucherMessage::decode(&[]).is_err());
@@ -373,10 +411,27 @@ mod tests {
     #[test]
     fn unknown_receipt_status_is_rejected() {
         let mut bytes = receipt().encode();
-        bytes[17 + 32 + 24 + 4] = 9;
+        bytes[17 + 32 + 8 + 24 + 4] = 9;
         assert_eq!(
             ReceiptMessage::decode(&bytes),
             Err(MessageError::UnknownStatus(9))
         );
+    }
+
+    #[test]
+    fn an_sla_covered_byte_other_than_0_or_1_is_rejected() {
+        let mut bytes = receipt().encode();
+        bytes[17 + 32 + 8 + 24 + 4 + 1] = 2;
+        assert_eq!(
+            ReceiptMessage::decode(&bytes),
+            Err(MessageError::InvalidFlag(2))
+        );
+    }
+
+    #[test]
+    fn a_v1_message_is_not_a_v2_message() {
+        let mut bytes = receipt().encode();
+        bytes[..17].copy_from_slice(b"x402pp:receipt:v1");
+        assert_eq!(ReceiptMessage::decode(&bytes), Err(MessageError::WrongTag));
     }
 }

@@ -24,13 +24,13 @@ fn key() -> impl Strategy<Value = [u8; 32]> {
 fn offer() -> impl Strategy<Value = OfferMessage> {
     (
         (key(), key(), any::<u64>(), any::<u64>(), any::<u64>()),
-        (any::<u64>(), any::<u32>(), any::<u16>(), any::<u16>()),
+        (any::<u64>(), any::<u32>(), any::<u32>(), any::<u16>()),
         (any::<i64>(), any::<[u8; 16]>(), key()),
     )
         .prop_map(
             |(
                 (provider, mint, price_per_request, min_deposit, session_ttl_secs),
-                (grace_secs, max_latency_ms, min_uptime_bps, latency_penalty_bps),
+                (grace_secs, max_latency_ms, max_input_bytes, latency_penalty_bps),
                 (expires_at, offer_id, resource_hash),
             )| OfferMessage {
                 provider,
@@ -40,7 +40,7 @@ fn offer() -> impl Strategy<Value = OfferMessage> {
                 session_ttl_secs,
                 grace_secs,
                 max_latency_ms,
-                min_uptime_bps,
+                max_input_bytes,
                 latency_penalty_bps,
                 expires_at,
                 offer_id,
@@ -50,11 +50,15 @@ fn offer() -> impl Strategy<Value = OfferMessage> {
 }
 
 fn voucher() -> impl Strategy<Value = VoucherMessage> {
-    (key(), any::<u64>(), any::<u64>()).prop_map(|(session, seq, cumulative)| VoucherMessage {
-        session,
-        seq,
-        cumulative,
-    })
+    (key(), any::<u64>(), any::<u64>(), any::<u64>(), key()).prop_map(
+        |(session, opened_slot, seq, cumulative, receipt_head)| VoucherMessage {
+            session,
+            opened_slot,
+            seq,
+            cumulative,
+            receipt_head,
+        },
+    )
 }
 
 fn status() -> impl Strategy<Value = ReceiptStatus> {
@@ -72,21 +76,24 @@ fn receipt() -> impl Strategy<Value = ReceiptMessage> {
             any::<u64>(),
             any::<u64>(),
             any::<u64>(),
+            any::<u64>(),
             any::<u32>(),
         ),
-        (status(), any::<i64>(), key(), key(), key()),
+        (status(), any::<bool>(), any::<i64>(), key(), key(), key()),
     )
         .prop_map(
             |(
-                (session, seq, amount_charged, cumulative_charged, latency_ms),
-                (status, completed_at_ms, input_hash, output_hash, prev_receipt_hash),
+                (session, opened_slot, seq, amount_charged, cumulative_charged, latency_ms),
+                (status, sla_covered, completed_at_ms, input_hash, output_hash, prev_receipt_hash),
             )| ReceiptMessage {
                 session,
+                opened_slot,
                 seq,
                 amount_charged,
                 cumulative_charged,
                 latency_ms,
                 status,
+                sla_covered,
                 completed_at_ms,
                 input_hash,
                 output_hash,
@@ -153,7 +160,9 @@ fn check_offer(bytes: &[u8]) {
             assert_eq!(bytes.len(), OfferMessage::LEN);
             assert!(!bytes.starts_with(OfferMessage::TAG));
         }
-        Err(e @ MessageError::UnknownStatus(_)) => panic!("offers have no status: {e}"),
+        Err(e @ (MessageError::UnknownStatus(_) | MessageError::InvalidFlag(_))) => {
+            panic!("offers have no status or flag: {e}")
+        }
     }
 }
 
@@ -167,7 +176,9 @@ fn check_voucher(bytes: &[u8]) {
             assert_eq!(bytes.len(), VoucherMessage::LEN);
             assert!(!bytes.starts_with(VoucherMessage::TAG));
         }
-        Err(e @ MessageError::UnknownStatus(_)) => panic!("vouchers have no status: {e}"),
+        Err(e @ (MessageError::UnknownStatus(_) | MessageError::InvalidFlag(_))) => {
+            panic!("vouchers have no status or flag: {e}")
+        }
     }
 }
 
@@ -184,6 +195,10 @@ fn check_receipt(bytes: &[u8]) {
         Err(MessageError::UnknownStatus(byte)) => {
             assert_eq!(bytes.len(), ReceiptMessage::LEN);
             assert!(byte > 2, "status byte {byte} is a known status");
+        }
+        Err(MessageError::InvalidFlag(byte)) => {
+            assert_eq!(bytes.len(), ReceiptMessage::LEN);
+            assert!(byte > 1, "flag byte {byte} is a valid flag");
         }
     }
 }
@@ -237,11 +252,16 @@ proptest! {
             bytes.extend_from_slice(&body[..len - tag.len()]);
             check_all(&bytes);
         }
-        // A receipt with the tag decodes exactly when its status byte is known.
+        // A receipt with the tag decodes exactly when its status byte is known and its
+        // sla_covered flag is 0 or 1.
         let mut bytes = ReceiptMessage::TAG.to_vec();
         bytes.extend_from_slice(&body[..ReceiptMessage::LEN - ReceiptMessage::TAG.len()]);
-        let status_byte = bytes[ReceiptMessage::TAG.len() + 32 + 8 * 3 + 4];
-        prop_assert_eq!(ReceiptMessage::decode(&bytes).is_ok(), status_byte <= 2);
+        let status_at = ReceiptMessage::TAG.len() + 32 + 8 * 4 + 4;
+        let (status_byte, flag_byte) = (bytes[status_at], bytes[status_at + 1]);
+        prop_assert_eq!(
+            ReceiptMessage::decode(&bytes).is_ok(),
+            status_byte <= 2 && flag_byte <= 1
+        );
     }
 
     #[test]

@@ -10,9 +10,16 @@
 //! - [`ErrorCode`] / [`ErrorBody`]: the snake_case wire errors; [`ProtocolError`] maps onto them.
 //!
 //! ```
-//! use x402pp_protocol::{headers, Amount, Pubkey, Voucher};
+//! use x402pp_protocol::{headers, Amount, Hash32, Pubkey, Voucher, VoucherTerms};
 //! # let key = ed25519_dalek::SigningKey::from_bytes(&[7; 32]);
-//! let voucher = Voucher::sign(Pubkey([1; 32]), 1, Amount(1_000), &key);
+//! let terms = VoucherTerms {
+//!     session: Pubkey([1; 32]),
+//!     opened_slot: 42,
+//!     seq: 1,
+//!     cumulative: Amount(1_000),
+//!     receipt_head: Hash32::ZERO,
+//! };
+//! let voucher = Voucher::sign(terms, &key);
 //! let header = headers::encode(&voucher)?;
 //! let back: Voucher = headers::decode(headers::X402_VOUCHER, header.as_bytes())?;
 //! back.verify(&x402pp_protocol::crypto::pubkey_of(&key))?;
@@ -41,5 +48,5 @@ pub use network::Network;
 pub use offer::{Offer, OfferSla, OfferTerms, UptimePercent};
 pub use receipt::{receipt_hash, Receipt, ReceiptBody, ReceiptChain, SlaVerification};
 pub use session::{SessionSnapshot, SessionState};
-pub use voucher::Voucher;
+pub use voucher::{Voucher, VoucherTerms};
 pub use x402pp_messages::ReceiptStatus;

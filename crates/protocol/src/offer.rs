@@ -18,9 +18,10 @@ use crate::network::Network;
 
 /// An uptime percentage with at most two decimals, held as basis points (99.5 % = 9 950).
 ///
-/// It is a JSON number of percent on the wire (`99.5`) and `min_uptime_bps` in the signed offer;
-/// numbers with more than two decimals or outside 0–100 are rejected rather than rounded, so the
-/// JSON and the signed value cannot disagree.
+/// It is a JSON number of percent on the wire (`99.5`), in an intent only: offers v2 no longer
+/// promise uptime (nothing measured or enforced it); the agent keeps it as its own threshold for
+/// the uptime it measures. Numbers with more than two decimals or outside 0–100 are rejected
+/// rather than rounded.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Default)]
 pub struct UptimePercent(u16);
 
@@ -81,10 +82,12 @@ impl<'de> Deserialize<'de> for UptimePercent {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct OfferSla {
-    /// The slowest response the provider promises, in milliseconds.
+    /// The slowest response the provider promises, in milliseconds, measured from the voucher's
+    /// acceptance to the response body being ready.
     pub max_latency_ms: u32,
-    /// The uptime the provider promises.
-    pub min_uptime_percent: UptimePercent,
+    /// The largest request body the latency promise covers (0: no bound); a larger request is
+    /// served, its receipt says `slaCovered: false`.
+    pub max_input_bytes: u32,
     /// Share of the price refunded per latency breach, in basis points (≤ 10 000).
     pub latency_penalty_bps: u16,
 }
@@ -139,7 +142,7 @@ impl OfferTerms {
             session_ttl_secs: self.session_ttl_secs,
             grace_secs: self.grace_secs,
             max_latency_ms: self.sla.max_latency_ms,
-            min_uptime_bps: self.sla.min_uptime_percent.bps(),
+            max_input_bytes: self.sla.max_input_bytes,
             latency_penalty_bps: self.sla.latency_penalty_bps,
             expires_at: self.expires_at,
             offer_id: self.offer_id.0,
@@ -168,12 +171,6 @@ impl OfferTerms {
             return Some(format!(
                 "promised latency {} ms exceeds the intent's {} ms",
                 self.sla.max_latency_ms, intent.sla.max_latency_ms
-            ));
-        }
-        if self.sla.min_uptime_percent < intent.sla.min_uptime_percent {
-            return Some(format!(
-                "promised uptime {:?} is below the intent's {:?}",
-                self.sla.min_uptime_percent, intent.sla.min_uptime_percent
             ));
         }
         None

@@ -70,6 +70,8 @@ impl SlaVerification {
 pub struct ReceiptBody {
     /// The session account address.
     pub session_id: Pubkey,
+    /// The session's incarnation (its `opened_slot`); signed.
+    pub opened_slot: u64,
     /// The voucher sequence number this request carried.
     pub request_number: u64,
     /// sha256(method ‖ path+query ‖ body).
@@ -85,6 +87,9 @@ pub struct ReceiptBody {
     /// Outcome; signed.
     #[serde(with = "ReceiptStatusDef")]
     pub status: ReceiptStatus,
+    /// Whether the request was inside what the offer's promise covers (its route, its input
+    /// bound); signed. A receipt with `false` is not disputable for latency.
+    pub sla_covered: bool,
     /// Charged for this request (0 unless `ok`).
     pub amount_charged: Amount,
     /// Charged on the session up to and including this request.
@@ -102,11 +107,13 @@ impl ReceiptBody {
     pub fn message(&self) -> ReceiptMessage {
         ReceiptMessage {
             session: self.session_id.0,
+            opened_slot: self.opened_slot,
             seq: self.request_number,
             amount_charged: self.amount_charged.0,
             cumulative_charged: self.cumulative_charged.0,
             latency_ms: self.latency_ms,
             status: self.status,
+            sla_covered: self.sla_covered,
             completed_at_ms: self.request_completed_at,
             input_hash: self.input_hash.0,
             output_hash: self.output_hash.0,

@@ -31,9 +31,10 @@ pub struct SessionSnapshot {
     pub accepted: Amount,
     /// Deposit locked in the escrow.
     pub deposit: Amount,
-    /// Amount already refunded from the vault by disputes.
+    /// Latency penalties the agent's disputes recorded on chain (the session's `penalties`):
+    /// deducted from the provider's payout and paid to the agent at `finalize`.
     pub refunded: Amount,
-    /// What further vouchers may still authorise: deposit − refunded − accepted.
+    /// What further vouchers may still authorise: deposit − accepted.
     pub remaining: Amount,
     /// Price per request.
     pub price_per_request: Amount,

@@ -45,9 +45,13 @@ fn offer() -> Offer {
 
 fn voucher() -> Voucher {
     Voucher::sign(
-        common::session(),
-        1,
-        Amount(1_000),
+        x402pp_protocol::VoucherTerms {
+            session: common::session(),
+            opened_slot: 42,
+            seq: 1,
+            cumulative: Amount(1_000),
+            receipt_head: x402pp_protocol::Hash32::ZERO,
+        },
         &common::voucher_signer(),
     )
 }

@@ -50,7 +50,18 @@ fn build() -> Value {
     let signer = common::voucher_signer();
     let vouchers: Vec<Voucher> = [(1, 1_000), (2, 2_000), (3, 2_000)]
         .into_iter()
-        .map(|(seq, cumulative)| Voucher::sign(common::session(), seq, Amount(cumulative), &signer))
+        .map(|(seq, cumulative)| {
+            Voucher::sign(
+                x402pp_protocol::VoucherTerms {
+                    session: common::session(),
+                    opened_slot: 42,
+                    seq,
+                    cumulative: Amount(cumulative),
+                    receipt_head: x402pp_protocol::Hash32::ZERO,
+                },
+                &signer,
+            )
+        })
         .collect();
 
     let mut receipts = Vec::new();
@@ -116,7 +127,7 @@ fn build() -> Value {
                 "case": "voucher_signed_by_another_key",
                 "messageHex": hex::encode(voucher_bytes),
                 "pubkey": pubkey_of(&common::voucher_signer()).to_string(),
-                "signature": Voucher::sign(common::session(), 1, Amount(1_000), &common::other()).signature.to_string(),
+                "signature": Voucher::sign(x402pp_protocol::VoucherTerms { session: common::session(), opened_slot: 42, seq: 1, cumulative: Amount(1_000), receipt_head: x402pp_protocol::Hash32::ZERO }, &common::other()).signature.to_string(),
                 "error": "invalid_signature",
             },
             {
@@ -180,7 +191,7 @@ fn offer_vector_decodes_verifies_and_hashes() {
     );
     let decoded = OfferMessage::decode(&message).expect("decodes");
     assert_eq!(decoded.price_per_request, 1_000);
-    assert_eq!(decoded.min_uptime_bps, 9_950);
+    assert_eq!(decoded.max_input_bytes, 65_536);
     let from_header: Offer = headers::decode(
         headers::X402_OFFER,
         v["offer"]["header"].as_str().expect("str").as_bytes(),

@@ -78,7 +78,16 @@ fn offer_expiry_is_exclusive() {
 
 #[test]
 fn voucher_signed_by_another_key_is_rejected() {
-    let voucher = Voucher::sign(common::session(), 1, Amount(1_000), &common::other());
+    let voucher = Voucher::sign(
+        x402pp_protocol::VoucherTerms {
+            session: common::session(),
+            opened_slot: 42,
+            seq: 1,
+            cumulative: Amount(1_000),
+            receipt_head: x402pp_protocol::Hash32::ZERO,
+        },
+        &common::other(),
+    );
     let err = voucher
         .verify(&pubkey_of(&common::voucher_signer()))
         .expect_err("wrong key");
@@ -88,9 +97,13 @@ fn voucher_signed_by_another_key_is_rejected() {
 #[test]
 fn voucher_for_another_session_does_not_verify_for_this_one() {
     let mut voucher = Voucher::sign(
-        common::session(),
-        1,
-        Amount(1_000),
+        x402pp_protocol::VoucherTerms {
+            session: common::session(),
+            opened_slot: 42,
+            seq: 1,
+            cumulative: Amount(1_000),
+            receipt_head: x402pp_protocol::Hash32::ZERO,
+        },
         &common::voucher_signer(),
     );
     voucher.session = x402pp_protocol::Pubkey([0x78; 32]);
@@ -102,9 +115,13 @@ fn voucher_for_another_session_does_not_verify_for_this_one() {
 #[test]
 fn unknown_json_fields_are_ignored_as_x402_requires() {
     let voucher = Voucher::sign(
-        common::session(),
-        4,
-        Amount(4_000),
+        x402pp_protocol::VoucherTerms {
+            session: common::session(),
+            opened_slot: 42,
+            seq: 4,
+            cumulative: Amount(4_000),
+            receipt_head: x402pp_protocol::Hash32::ZERO,
+        },
         &common::voucher_signer(),
     );
     let mut value = serde_json::to_value(&voucher).expect("serialises");
@@ -137,9 +154,13 @@ fn missing_and_mistyped_fields_are_malformed_requests() {
 #[test]
 fn signature_of_the_wrong_length_is_malformed() {
     let mut value = serde_json::to_value(Voucher::sign(
-        common::session(),
-        1,
-        Amount(1),
+        x402pp_protocol::VoucherTerms {
+            session: common::session(),
+            opened_slot: 42,
+            seq: 1,
+            cumulative: Amount(1),
+            receipt_head: x402pp_protocol::Hash32::ZERO,
+        },
         &common::voucher_signer(),
     ))
     .expect("serialises");
@@ -289,9 +310,9 @@ fn offer_meets_an_intent_only_when_price_and_sla_fit() {
     assert!(terms
         .unmet_by(&intent(1_000, 249, 9_950))
         .is_some_and(|why| why.contains("latency")));
-    assert!(terms
-        .unmet_by(&intent(1_000, 250, 9_951))
-        .is_some_and(|why| why.contains("uptime")));
+    // Offers v2 promise no uptime: the intent's minimum is the agent's own threshold for the
+    // uptime it measures, not a term an offer can miss.
+    assert_eq!(terms.unmet_by(&intent(1_000, 250, 10_000)), None);
     let mut other_net = intent(1_000, 250, 9_950);
     other_net.network = Network::solana_mainnet();
     assert!(terms.unmet_by(&other_net).is_some());
@@ -412,7 +433,7 @@ proptest! {
 
     #[test]
     fn any_voucher_round_trips_and_verifies(seq in any::<u64>(), cumulative in any::<u64>(), session in any::<[u8; 32]>()) {
-        let voucher = Voucher::sign(x402pp_protocol::Pubkey(session), seq, Amount(cumulative), &common::voucher_signer());
+        let voucher = Voucher::sign(x402pp_protocol::VoucherTerms { session: x402pp_protocol::Pubkey(session), opened_slot: 42, seq, cumulative: Amount(cumulative), receipt_head: x402pp_protocol::Hash32::ZERO }, &common::voucher_signer());
         let header = headers::encode(&voucher).expect("encodes");
         let back: Voucher = headers::decode(headers::X402_VOUCHER, header.as_bytes()).expect("decodes");
         prop_assert_eq!(&back, &voucher);
@@ -422,7 +443,7 @@ proptest! {
 
     #[test]
     fn a_flipped_bit_anywhere_in_a_signed_voucher_message_breaks_it(bit in 0usize..(VoucherMessage::LEN * 8)) {
-        let voucher = Voucher::sign(common::session(), 1, Amount(1_000), &common::voucher_signer());
+        let voucher = Voucher::sign(x402pp_protocol::VoucherTerms { session: common::session(), opened_slot: 42, seq: 1, cumulative: Amount(1_000), receipt_head: x402pp_protocol::Hash32::ZERO }, &common::voucher_signer());
         let mut bytes = voucher.message().encode();
         bytes[bit / 8] ^= 1 << (bit % 8);
         prop_assert!(x402pp_protocol::crypto::verify(&pubkey_of(&common::voucher_signer()), &bytes, &voucher.signature).is_err());

@@ -26,7 +26,7 @@ use solana_sdk::pubkey::Pubkey;
 use x402pp_protocol::crypto::{input_hash, output_hash};
 use x402pp_protocol::{
     headers, Amount, Hash32, Receipt, ReceiptBody, ReceiptStatus, SessionSnapshot, SessionState,
-    SlaVerification, Voucher,
+    SlaVerification, Voucher, VoucherTerms,
 };
 use x402pp_server::ledger::types::{
     Address, ChainSession, ReceiptRecord, SessionRecord, StoredVoucher,
@@ -66,14 +66,17 @@ impl Fixture {
             mint: [3; 32],
             token_program: [4; 32],
             voucher_signer: agent_voucher_key.verifying_key().to_bytes(),
+            opened_slot: 1,
             deposit: u64::MAX / 4,
-            refunded: 0,
-            claimed: 0,
-            claimed_seq: 0,
+            penalties: 0,
+            settled: 0,
+            settled_seq: 0,
             price_per_request: PRICE,
             max_latency_ms: 250,
+            max_input_bytes: 0,
+            latency_penalty_bps: 5_000,
             expires_at: i64::MAX / 2,
-            close_requested_at: 0,
+            closing_started_at: 0,
             grace_secs: 3_600,
             state: SessionState::Open,
         };
@@ -96,9 +99,13 @@ impl Fixture {
     fn next_headers(&self) -> (String, String) {
         let seq = self.record.last_seq + 1;
         let voucher = Voucher::sign(
-            x402pp_protocol::Pubkey(self.session.to_bytes()),
-            seq,
-            Amount(self.record.accepted + PRICE),
+            VoucherTerms {
+                session: x402pp_protocol::Pubkey(self.session.to_bytes()),
+                opened_slot: self.record.chain.opened_slot,
+                seq,
+                cumulative: Amount(self.record.accepted + PRICE),
+                receipt_head: Hash32(self.record.receipts_head),
+            },
             &self.agent_voucher_key,
         );
         (self.session.to_string(), headers::encode(&voucher).unwrap())
@@ -126,9 +133,12 @@ fn compute(fixture: &Fixture, session_header: &str, voucher_header: &str) -> Com
         .unwrap();
     assert_eq!(voucher.seq, record.last_seq + 1);
     assert_eq!(voucher.cumulative.0, record.accepted + PRICE);
+    assert_eq!(voucher.opened_slot, record.chain.opened_slot);
+    assert_eq!(voucher.receipt_head.0, record.receipts_head);
     let input = input_hash("POST", "/v1/inference", REQUEST_BODY);
     let body = ReceiptBody {
         session_id: voucher.session,
+        opened_slot: voucher.opened_slot,
         request_number: voucher.seq,
         input_hash: input,
         output_hash: output_hash(RESPONSE_BODY),
@@ -136,6 +146,7 @@ fn compute(fixture: &Fixture, session_header: &str, voucher_header: &str) -> Com
         request_completed_at: 1_700_000_000_001,
         latency_ms: 1,
         status: ReceiptStatus::Ok,
+        sla_covered: true,
         amount_charged: Amount(PRICE),
         cumulative_charged: voucher.cumulative,
         prev_receipt_hash: Hash32(record.receipts_head),
@@ -160,7 +171,7 @@ fn compute(fixture: &Fixture, session_header: &str, voucher_header: &str) -> Com
         seq: voucher.seq,
         accepted: voucher.cumulative,
         deposit: Amount(chain.deposit),
-        refunded: Amount(chain.refunded),
+        refunded: Amount(chain.penalties),
         remaining: Amount(chain.deposit - voucher.cumulative.0),
         price_per_request: Amount(chain.price_per_request),
         expires_at: chain.expires_at,
@@ -224,9 +235,13 @@ fn floor(c: &mut Criterion) {
 fn primitives(c: &mut Criterion) {
     let fixture = Fixture::new(11);
     let voucher = Voucher::sign(
-        x402pp_protocol::Pubkey(fixture.session.to_bytes()),
-        1,
-        Amount(PRICE),
+        VoucherTerms {
+            session: x402pp_protocol::Pubkey(fixture.session.to_bytes()),
+            opened_slot: 1,
+            seq: 1,
+            cumulative: Amount(PRICE),
+            receipt_head: Hash32::ZERO,
+        },
         &fixture.agent_voucher_key,
     );
     let signer = pk(&fixture.agent_voucher_key);

@@ -3,7 +3,7 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use x402pp_protocol::{Network, OfferSla, UptimePercent};
+use x402pp_protocol::{Network, OfferSla};
 
 use crate::limits::{RateLimit, RequestLimits};
 
@@ -36,9 +36,13 @@ pub struct RoutePrice {
     pub max_in_flight: Option<u32>,
 }
 
+/// The input bound of [`RoutePrice::new`]'s latency promise: 64 KiB of request body.
+pub const DEFAULT_MAX_INPUT_BYTES: u32 = 64 * 1024;
+
 impl RoutePrice {
     /// A route at `price_per_request` with defaults: deposit 100 × price, one-hour sessions,
-    /// ten-minute grace, 1 s latency promise at 99 % uptime with a 50 % penalty, exact on.
+    /// ten-minute grace, a 1 s latency promise for request bodies up to
+    /// [`DEFAULT_MAX_INPUT_BYTES`] with a 50 % penalty, exact on.
     pub fn new(price_per_request: u64) -> Self {
         Self {
             price_per_request,
@@ -47,7 +51,7 @@ impl RoutePrice {
             grace_secs: 600,
             sla: OfferSla {
                 max_latency_ms: 1_000,
-                min_uptime_percent: UptimePercent::from_bps(9_900).unwrap_or_default(),
+                max_input_bytes: DEFAULT_MAX_INPUT_BYTES,
                 latency_penalty_bps: 5_000,
             },
             exact: true,
@@ -133,7 +137,9 @@ impl ServerConfig {
     }
 
     /// The shortest grace a route may offer, in whole seconds: `session_refresh + claim_lead`,
-    /// rounded up. After an agent's `request_close` the program accepts claims for the grace;
+    /// rounded up, and never below the program's own floor
+    /// (`session_escrow::constants::MIN_GRACE_SECS`, which refuses to open a session on a
+    /// shorter one). After an agent's `request_close` the program accepts claims for the grace;
     /// the provider may serve from its cache for up to `session_refresh` after the request, and
     /// its settler needs `claim_lead` to claim what those requests earned. A shorter grace would
     /// serve requests that can never be claimed.
@@ -142,6 +148,7 @@ impl ServerConfig {
         needed
             .as_secs()
             .saturating_add(u64::from(needed.subsec_nanos() > 0))
+            .max(session_escrow::constants::MIN_GRACE_SECS)
     }
 
     /// Checks the configuration before a provider serves it: every route's grace is at least

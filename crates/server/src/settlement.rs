@@ -1,7 +1,10 @@
-//! The settlement task: claims on chain what the ledger's best vouchers allow, anchoring the
-//! receipt chain head, by [`SettlementPolicy`], and never twice.
+//! The settlement task: records on chain the best vouchers the ledger holds (`claim`), and
+//! collects the money once a session's dispute window has passed (`finalize`), never twice.
 //!
-//! One round ([`Settler::settle_once`]):
+//! Under trust v2 (docs/program.md) no token leaves the escrow before `finalize`: a claim records
+//! the agent's voucher and the receipt head it commits to, disputes record penalties, and
+//! `finalize` (after the session's end + 2 × grace) pays the provider what it earned less the
+//! penalties and the agent the rest. One round ([`Settler::settle_once`]):
 //!
 //! 1. **Resolve pending claims first.** A claim row is written (Pending, with the signature the
 //!    signed transaction already has, and its blockhash's last valid block height) *before* the
@@ -9,22 +12,21 @@
 //!    round looks the signature up: landed → Confirmed (and the session refreshed from the
 //!    chain), failed on chain or its blockhash expired without it landing → Failed, otherwise
 //!    it stays Pending and its session is not claimed again until it is resolved.
-//! 2. **Watch for close requests** ([`Settler::watch_sessions`]): every session with something
-//!    unclaimed that the ledger holds as open is re-read from the chain (batched), so a close
-//!    request is noticed within a tick and claimed at once, whatever the policy's interval.
+//! 2. **Watch for close requests** ([`Settler::watch_sessions`]): every session the ledger holds
+//!    as open is re-read from the chain (batched), so a close request is noticed within a tick,
+//!    claimed at once whatever the policy's interval, and finalized as soon as its window passes.
 //! 3. **Claim what is due.** For each session the ledger lists
-//!    ([`Ledger::settlement_candidates`]), refresh it from the chain, compute what the program
-//!    would pay for the best voucher (`min(cumulative − latency penalties, deposit − refunded)
-//!    − claimed`), and if that is above 0 send `claim` with the receipt head and count of the
-//!    voucher's seq, then wait for the outcome and refresh the ledger's row from the chain.
-//! 4. Optionally **close** sessions that are finished (see [`SettlerConfig::close_finished`]).
+//!    ([`Ledger::settlement_candidates`]), refresh it from the chain and, if the best voucher is
+//!    newer than the settled one and raises what the provider earned, send `claim` with it;
+//!    then wait for the outcome and refresh the ledger's row from the chain.
+//! 4. **Finalize** every session whose dispute deadline has passed (`finalize` module).
 //!
 //! The background loop ([`Settler::spawn`]) runs a round every [`SettlerConfig::tick`]; when the
 //! RPC or the database is unavailable it retries with exponential backoff bounded by
 //! [`SettlerConfig::backoff_max`]. It logs with `tracing` and never panics.
 //!
-//! Files: this one runs rounds and resolves pending claims; `claim` makes one claim, `close` the
-//! cooperative closes.
+//! Files: this one runs rounds and resolves pending claims; `claim` makes one claim, `finalize`
+//! collects.
 
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -45,7 +47,7 @@ use crate::ledger::{
 };
 
 mod claim;
-mod close;
+mod finalize;
 
 /// How the settlement task runs.
 #[derive(Debug, Clone)]
@@ -63,12 +65,7 @@ pub struct SettlerConfig {
     pub confirm_timeout: Duration,
     /// Time between signature status polls while waiting.
     pub poll_interval: Duration,
-    /// Close sessions cooperatively once nothing is left to claim and the agent asked to close
-    /// or the session expired: the rest of the deposit and the rent go back to the agent without
-    /// it having to `reclaim`. Off by default: closing ends the agent's chance to dispute a
-    /// receipt during the grace period (see docs/program.md, *Limitations*).
-    pub close_finished: bool,
-    /// Priority fee of claim and close transactions, micro-lamports per compute unit (each asks
+    /// Priority fee of claim and finalize transactions, micro-lamports per compute unit (each asks
     /// for the compute units it uses: `x402pp_solana::compute`).
     pub compute_unit_price: u64,
 }
@@ -82,7 +79,6 @@ impl Default for SettlerConfig {
             backoff_max: Duration::from_secs(60),
             confirm_timeout: Duration::from_secs(60),
             poll_interval: Duration::from_millis(400),
-            close_finished: false,
             compute_unit_price: x402pp_solana::compute::DEFAULT_UNIT_PRICE,
         }
     }
@@ -123,10 +119,13 @@ pub struct SettleReport {
     pub claims_confirmed: usize,
     /// Claims sent in this round that failed.
     pub claims_failed: usize,
-    /// Atomic units the confirmed claims of this round paid the provider.
+    /// Atomic units the confirmed claims of this round added to what the provider earned (paid
+    /// at `finalize`).
     pub claimed_amount: u64,
-    /// Sessions closed cooperatively.
-    pub closed: usize,
+    /// Sessions finalized (paid out and closed) in this round.
+    pub finalized: usize,
+    /// Atomic units those finalizations paid the provider.
+    pub paid_amount: u64,
     /// Sessions found closing on chain (the agent asked to close) by this round's watch.
     pub watched_closing: usize,
     /// Sessions found gone from the chain by this round's watch.
@@ -243,8 +242,8 @@ impl Settler {
         SettlerHandle { stop, task }
     }
 
-    /// One round at `now_unix` (the policy's clock): resolve pending claims, then claim what is
-    /// due, then (optionally) close finished sessions.
+    /// One round at `now_unix` (the policy's clock): resolve pending claims, watch for close
+    /// requests, claim what is due, then finalize sessions whose dispute window has passed.
     ///
     /// A transient error (RPC or database unavailable) stops the round and is returned; other
     /// errors are logged per session and counted in [`SettleReport::errors`].
@@ -270,22 +269,21 @@ impl Settler {
                 }
             }
         }
-        if self.config.close_finished {
-            self.close_finished(now_unix, &mut report).await?;
-        }
+        self.finalize_due(now_unix, &mut report).await?;
         Ok(report)
     }
 
     /// Re-reads from the chain (one `getMultipleAccounts` per [`WATCH_BATCH`] sessions) every
-    /// session the ledger holds as open with something unclaimed, and refreshes the ledger's row
-    /// of those that changed: a close request (then [`crate::ledger::is_due`] claims at once,
-    /// whatever the policy's interval), a top-up, a dispute. Without this the settler would only
+    /// session the ledger holds as open, and refreshes the ledger's row of those that changed:
+    /// a close request (then [`crate::ledger::is_due`] claims at once, whatever the policy's
+    /// interval, and the session's end — hence when it can be finalized — moves to the request),
+    /// a top-up, a dispute, a finalize by someone else. Without this the settler would only
     /// learn of a close request when the provider next served the session — which an agent that
-    /// closed does not ask for — and would rely on its interval being shorter than the grace.
+    /// closed does not ask for.
     pub async fn watch_sessions(&self, report: &mut SettleReport) -> Result<(), SettleError> {
         let open: Vec<SessionRecord> = self
             .ledger
-            .unclaimed_sessions()
+            .open_sessions()
             .await?
             .into_iter()
             .filter(|record| record.chain.state == SessionState::Open)
@@ -303,7 +301,7 @@ impl Settler {
                 .value;
             for ((record, key), account) in batch.iter().zip(&keys).zip(accounts) {
                 let Some(account) = account else {
-                    // Closed (or reclaimed) on chain: nothing can be claimed any more.
+                    // Finalized on chain: nothing can be claimed any more.
                     self.ledger.mark_closed(&record.chain.address).await?;
                     report.watched_closed = report.watched_closed.saturating_add(1);
                     continue;
@@ -321,11 +319,18 @@ impl Settler {
                 if chain == record.chain {
                     continue;
                 }
+                if chain.opened_slot != record.chain.opened_slot {
+                    // Finalized and reopened at the same address: the incarnation the ledger
+                    // holds is over.
+                    self.ledger.mark_closed(&record.chain.address).await?;
+                    report.watched_closed = report.watched_closed.saturating_add(1);
+                    continue;
+                }
                 if chain.state == SessionState::Closing {
                     report.watched_closing = report.watched_closing.saturating_add(1);
                     tracing::info!(
                         session = %key,
-                        close_requested_at = chain.close_requested_at,
+                        closing_started_at = chain.closing_started_at,
                         claim_deadline = crate::ledger::claim_deadline(&chain),
                         "the agent asked to close; claiming"
                     );
@@ -434,7 +439,8 @@ impl Settler {
         })
     }
 
-    /// Re-reads the session from the chain into the ledger (closed when the account is gone).
+    /// Re-reads the session from the chain into the ledger (closed when the account is gone or
+    /// is a later incarnation of the address).
     async fn refresh(&self, address: &Address) -> Result<Option<(Session, Pubkey)>, SettleError> {
         let Some(record) = self.ledger.session(address).await? else {
             return Ok(None);
@@ -442,6 +448,11 @@ impl Settler {
         let key = Pubkey::new_from_array(*address);
         let token_program = Pubkey::new_from_array(record.chain.token_program);
         match self.fetch_session(&key).await? {
+            // The same address reopened: the ledger's incarnation was finalized.
+            Some(account) if account.opened_slot != record.chain.opened_slot => {
+                self.ledger.mark_closed(address).await?;
+                Ok(None)
+            }
             Some(account) => {
                 self.ledger
                     .upsert_session(&chain_session(&key, &account, &token_program))
@@ -476,14 +487,23 @@ pub const WATCH_BATCH: usize = 100;
 /// A pending claim without a recorded blockhash is taken as expired after this long.
 const UNKNOWN_EXPIRY_SECS: i64 = 300;
 
-/// What the program would pay now for `voucher` on `account`: 0 unless `cumulative > claimed`
-/// and `seq ≥ claimed_seq`, else `min(cumulative − latency penalties, deposit − refunded) −
-/// claimed`.
-pub fn payable(account: &Session, voucher: &StoredVoucher) -> u64 {
-    if voucher.cumulative <= account.claimed || voucher.seq < account.claimed_seq {
+/// What claiming `voucher` would add to what the provider earned on `account` (the program's
+/// `Session::earned`): 0 unless the voucher is newer than the settled one.
+pub fn unclaimed(account: &Session, voucher: &StoredVoucher) -> u64 {
+    if voucher.seq <= account.settled_seq {
         return 0;
     }
-    account.payable(voucher.cumulative).unwrap_or(0)
+    let books = x402pp_session::Books {
+        deposit: account.deposit,
+        settled: account.settled,
+        settled_seq: account.settled_seq,
+        penalties: account.penalties,
+        overclaim_cap: account.overclaim_cap,
+        overclaim_cap_seq: account.overclaim_cap_seq,
+    };
+    books
+        .earned(voucher.seq, voucher.cumulative)
+        .saturating_sub(account.earned())
 }
 
 /// The ledger's view of a decoded session account.
@@ -495,14 +515,17 @@ pub fn chain_session(address: &Pubkey, account: &Session, token_program: &Pubkey
         mint: account.mint.to_bytes(),
         token_program: token_program.to_bytes(),
         voucher_signer: account.voucher_signer.to_bytes(),
+        opened_slot: account.opened_slot,
         deposit: account.deposit,
-        refunded: account.refunded,
-        claimed: account.claimed,
-        claimed_seq: account.claimed_seq,
+        penalties: account.penalties,
+        settled: account.settled,
+        settled_seq: account.settled_seq,
         price_per_request: account.price_per_request,
         max_latency_ms: account.max_latency_ms,
+        max_input_bytes: account.max_input_bytes,
+        latency_penalty_bps: account.latency_penalty_bps,
         expires_at: account.expires_at,
-        close_requested_at: account.close_requested_at,
+        closing_started_at: account.closing_started_at,
         grace_secs: account.grace_secs,
         state: match account.status {
             ProgramStatus::Open => SessionState::Open,

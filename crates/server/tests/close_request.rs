@@ -1,8 +1,10 @@
 //! A close request and the grace (issue 15 §6): after the agent's `request_close` the program
 //! accepts claims for `grace_secs`, while the provider may still serve the session from its cache
-//! for up to `session_refresh`. A route whose grace is shorter than the provider needs is
-//! refused with a typed error before anything is served, and the settler notices the close
-//! request on chain and claims before the deadline, whatever its policy's interval.
+//! for up to `session_refresh`. A route whose grace is shorter than the provider needs (or than
+//! the program's floor) is refused with a typed error before anything is served, and the settler
+//! notices the close request on chain and claims before the deadline, whatever its policy's
+//! interval; the claim records what was served, and the provider is paid at `finalize`, once the
+//! agent's dispute window (a second grace) has passed.
 #![allow(clippy::unwrap_used, clippy::arithmetic_side_effects)] // tests
 
 use std::sync::Arc;
@@ -10,12 +12,13 @@ use std::time::Duration;
 
 use axum::routing::post;
 use axum::Router;
+use session_escrow::constants::MIN_GRACE_SECS;
 use solana_client::nonblocking::rpc_client::RpcClient;
 use solana_sdk::pubkey::Pubkey;
 use solana_sdk::signature::{Keypair, Signer};
-use x402pp_protocol::{headers, ErrorBody, ErrorCode, Network};
+use x402pp_protocol::{headers, ErrorBody, ErrorCode, Hash32, Network, Receipt};
 use x402pp_server::ledger::{Ledger, SettlementPolicy};
-use x402pp_server::settlement::SettlerConfig;
+use x402pp_server::settlement::{SettleReport, SettlerConfig};
 use x402pp_server::{ConfigError, PaymentLayer, Provider, RoutePrice, ServerConfig, StartError};
 use x402pp_solana::escrow;
 use x402pp_testkit::{test_route, RawSession, World, TEST_CLAIM_LEAD, TEST_SESSION_REFRESH};
@@ -23,8 +26,8 @@ use x402pp_testkit::{test_route, RawSession, World, TEST_CLAIM_LEAD, TEST_SESSIO
 const PRICE: u64 = 1_000;
 
 #[tokio::test]
-async fn a_grace_shorter_than_the_cache_refresh_plus_the_claim_lead_is_refused_with_a_typed_error()
-{
+async fn a_grace_shorter_than_the_cache_refresh_plus_the_claim_lead_or_the_programs_floor_is_refused_with_a_typed_error(
+) {
     let config = |grace_secs: u64| {
         ServerConfig::new(Network::solana_devnet(), Pubkey::new_unique(), "http://x").route(
             "/paid",
@@ -55,11 +58,29 @@ async fn a_grace_shorter_than_the_cache_refresh_plus_the_claim_lead_is_refused_w
     }
     assert_eq!(config(60).validate(), Ok(()));
     assert_eq!(config(RoutePrice::new(PRICE).grace_secs).validate(), Ok(()));
-    // A shorter refresh or lead lowers the bound (rounded up to whole seconds).
-    let mut quick = config(16);
+    // A longer refresh or lead raises the bound (rounded up to whole seconds)...
+    let mut slow = config(76);
+    slow.session_refresh = Duration::from_millis(65_500);
+    slow.claim_lead = Duration::from_secs(10);
+    assert_eq!((slow.min_grace_secs(), slow.validate()), (76, Ok(())));
+    slow.routes.get_mut("/paid").unwrap().grace_secs = 75;
+    assert!(matches!(
+        slow.validate(),
+        Err(ConfigError::GraceTooShort {
+            required_secs: 76,
+            ..
+        })
+    ));
+    // ... a shorter one never lowers it below the program's floor, which refuses to open a
+    // session on a shorter grace.
+    let mut quick = config(MIN_GRACE_SECS - 1);
     quick.session_refresh = Duration::from_millis(5_500);
     quick.claim_lead = Duration::from_secs(10);
-    assert_eq!((quick.min_grace_secs(), quick.validate()), (16, Ok(())));
+    assert_eq!(quick.min_grace_secs(), MIN_GRACE_SECS);
+    assert!(matches!(
+        quick.validate(),
+        Err(ConfigError::GraceTooShort { required_secs, .. }) if required_secs == MIN_GRACE_SECS
+    ));
 
     // The provider refuses to start on it, before it reads anything from the chain (this RPC
     // address answers nothing).
@@ -76,8 +97,12 @@ async fn a_grace_shorter_than_the_cache_refresh_plus_the_claim_lead_is_refused_w
         "{refused:?}"
     );
 
-    // So does a test world whose route offers less than its providers need.
-    let minimum = (TEST_SESSION_REFRESH + TEST_CLAIM_LEAD).as_secs();
+    // So does a test world whose route offers less than its providers need (its refresh and
+    // lead are short: the program's floor is the bound).
+    let minimum = (TEST_SESSION_REFRESH + TEST_CLAIM_LEAD)
+        .as_secs()
+        .max(MIN_GRACE_SECS);
+    assert_eq!(minimum, MIN_GRACE_SECS);
     let refused = World::builder()
         .route(
             "/paid",
@@ -98,16 +123,18 @@ async fn a_grace_shorter_than_the_cache_refresh_plus_the_claim_lead_is_refused_w
     );
 }
 
-/// The shortest grace the test world accepts.
-const GRACE_SECS: u64 = 15;
+/// The shortest grace the test world accepts: the program's floor.
+const GRACE_SECS: u64 = MIN_GRACE_SECS;
 
-async fn paid(w: &World, raw: &RawSession, seq: u64) -> reqwest::Response {
+/// Paid request `seq` of `raw` (for `seq` paid requests), its voucher committing to `head` (the
+/// previous receipt's id).
+async fn paid(w: &World, raw: &RawSession, seq: u64, head: Hash32) -> reqwest::Response {
     w.http
         .post(format!("{}/echo", w.url()))
         .header(headers::X402_SESSION_ID, raw.session.to_string())
         .header(
             headers::X402_VOUCHER,
-            headers::encode(&raw.voucher(seq, seq * PRICE)).unwrap(),
+            headers::encode(&raw.voucher(seq, seq * PRICE, head)).unwrap(),
         )
         .body(format!("request {seq}"))
         .send()
@@ -115,13 +142,18 @@ async fn paid(w: &World, raw: &RawSession, seq: u64) -> reqwest::Response {
         .unwrap()
 }
 
+fn receipt_of(response: &reqwest::Response) -> Receipt {
+    headers::decode(
+        headers::X402_RECEIPT,
+        response.headers()[headers::X402_RECEIPT].as_bytes(),
+    )
+    .unwrap()
+}
+
 #[tokio::test]
-async fn after_the_agents_request_close_the_provider_claims_before_the_deadline_whatever_its_interval(
+async fn after_the_agents_request_close_the_provider_claims_before_the_deadline_whatever_its_interval_and_is_paid_at_finalize(
 ) {
-    assert_eq!(
-        (TEST_SESSION_REFRESH + TEST_CLAIM_LEAD).as_secs(),
-        GRACE_SECS
-    );
+    assert!((TEST_SESSION_REFRESH + TEST_CLAIM_LEAD).as_secs() <= GRACE_SECS);
     // A settler whose policy never claims on its own (no amount reaches the threshold, the
     // interval never passes, no margin before the deadline): only the close request can make it
     // claim.
@@ -129,6 +161,12 @@ async fn after_the_agents_request_close_the_provider_claims_before_the_deadline_
         min_unclaimed: u64::MAX,
         interval_secs: u64::MAX,
         deadline_margin_secs: 0,
+    };
+    let config = SettlerConfig {
+        policy: never,
+        tick: Duration::from_millis(250),
+        poll_interval: Duration::from_millis(100),
+        ..SettlerConfig::default()
     };
     let w = World::builder()
         .route(
@@ -144,18 +182,16 @@ async fn after_the_agents_request_close_the_provider_claims_before_the_deadline_
                 .route("/echo", post(|body: String| async move { body }))
                 .layer(PaymentLayer::new(provider))
         })
-        .settler(SettlerConfig {
-            policy: never,
-            tick: Duration::from_millis(250),
-            poll_interval: Duration::from_millis(100),
-            ..SettlerConfig::default()
-        })
+        .settler(config.clone())
         .start()
         .await
         .unwrap();
     let raw = w.open_session("/echo", 10 * PRICE).await.unwrap();
+    let mut head = Hash32::ZERO;
     for seq in 1..=3 {
-        assert_eq!(paid(&w, &raw, seq).await.status(), 200);
+        let response = paid(&w, &raw, seq, head).await;
+        assert_eq!(response.status(), 200);
+        head = receipt_of(&response).receipt_id;
     }
 
     // The agent asks to close. The provider has not re-read the session yet: a request right
@@ -163,7 +199,7 @@ async fn after_the_agents_request_close_the_provider_claims_before_the_deadline_
     w.send(&[escrow::request_close(&raw.keys)], &raw.wallet)
         .await
         .unwrap();
-    let response = paid(&w, &raw, 4).await;
+    let response = paid(&w, &raw, 4, head).await;
     if response.status() != 200 {
         let body: ErrorBody = response.json().await.unwrap();
         assert_eq!(body.error, ErrorCode::SessionClosed);
@@ -184,7 +220,7 @@ async fn after_the_agents_request_close_the_provider_claims_before_the_deadline_
     let deadline = account.claim_deadline().unwrap();
     assert_eq!(
         deadline,
-        account.close_requested_at + i64::try_from(GRACE_SECS).unwrap()
+        account.closing_started_at + i64::try_from(GRACE_SECS).unwrap()
     );
 
     // Everything served is claimed on chain before the claim deadline passes.
@@ -193,15 +229,45 @@ async fn after_the_agents_request_close_the_provider_claims_before_the_deadline_
             .await
             .unwrap()
             .unwrap();
-        if account.claimed == served {
+        if account.settled == served {
             break;
         }
         assert!(
             w.localnet.unix_timestamp() <= deadline,
             "the claim deadline passed with {} of {served} claimed",
-            account.claimed
+            account.settled
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+    // A claim records what the provider earned; no token has moved.
+    assert_eq!(w.tokens(&w.provider_key().pubkey()).await.unwrap(), 0);
+
+    // Once the agent's dispute window (a second grace) has passed, the settler finalizes: the
+    // provider is paid what it served, the agent gets the rest.
+    w.provider().stop_settler().await;
+    let dispute_deadline = account.dispute_deadline().unwrap();
+    assert_eq!(
+        dispute_deadline,
+        deadline + i64::try_from(GRACE_SECS).unwrap()
+    );
+    let agent_before = w.tokens(&raw.wallet.pubkey()).await.unwrap();
+    let now = w.localnet.warp_clock_to(dispute_deadline + 1).unwrap();
+    let report = w.settler(config).settle_once(now).await.unwrap();
+    assert_eq!(
+        report,
+        SettleReport {
+            finalized: 1,
+            paid_amount: served,
+            ..SettleReport::default()
+        }
+    );
     assert_eq!(w.tokens(&w.provider_key().pubkey()).await.unwrap(), served);
+    assert_eq!(
+        w.tokens(&raw.wallet.pubkey()).await.unwrap(),
+        agent_before + 10 * PRICE - served
+    );
+    assert!(escrow::fetch_session(&w.rpc, &raw.session)
+        .await
+        .unwrap()
+        .is_none());
 }

@@ -81,14 +81,17 @@ fn chain_session(address: Address) -> ChainSession {
         mint: Keypair::new().pubkey().to_bytes(),
         token_program: Keypair::new().pubkey().to_bytes(),
         voucher_signer: Keypair::new().pubkey().to_bytes(),
+        opened_slot: 42,
         deposit: 100 * PRICE,
-        refunded: 0,
-        claimed: 0,
-        claimed_seq: 0,
+        penalties: 0,
+        settled: 0,
+        settled_seq: 0,
         price_per_request: PRICE,
         max_latency_ms: 250,
+        max_input_bytes: 64 * 1024,
+        latency_penalty_bps: 5_000,
         expires_at: now() + 3_600,
-        close_requested_at: 0,
+        closing_started_at: 0,
         grace_secs: 600,
         state: SessionState::Open,
     }
@@ -376,10 +379,10 @@ async fn a_chain_refresh_updates_balances_but_never_the_accepted_state() {
         serve(&ledger, &address, 1).await;
         let mut chain = ledger.session(&address).await.unwrap().unwrap().chain;
         chain.deposit += 5 * PRICE;
-        chain.claimed = PRICE;
-        chain.claimed_seq = 1;
-        chain.refunded = 7;
-        chain.close_requested_at = now();
+        chain.settled = PRICE;
+        chain.settled_seq = 1;
+        chain.penalties = 7;
+        chain.closing_started_at = now();
         chain.state = SessionState::Closing;
         let record = ledger.upsert_session(&chain).await.unwrap();
         assert_eq!(record.chain, chain);
@@ -402,6 +405,39 @@ async fn a_chain_refresh_updates_balances_but_never_the_accepted_state() {
 }
 
 #[tokio::test]
+async fn a_row_holds_one_incarnation_and_a_reopened_address_leaves_it_as_it_is() {
+    on_each_backend(|url| async move {
+        let ledger = Ledger::connect(&url).await.unwrap();
+        let address = new_session(&ledger).await;
+        serve(&ledger, &address, 1).await;
+        let before = ledger.session(&address).await.unwrap().unwrap();
+
+        // The same address opened again at a later slot, with other terms and balances: the
+        // row keeps the incarnation whose vouchers and receipts it holds, and the caller sees
+        // the difference in the returned record.
+        let mut reopened = chain_session(address);
+        reopened.opened_slot = before.chain.opened_slot + 1;
+        reopened.deposit = 3 * PRICE;
+        reopened.settled = 9 * PRICE;
+        reopened.settled_seq = 9;
+        let record = ledger.upsert_session(&reopened).await.unwrap();
+        assert_eq!(record, before);
+        assert_ne!(record.chain.opened_slot, reopened.opened_slot);
+
+        // The incarnation the row holds is still refreshed.
+        let mut same = before.chain.clone();
+        same.penalties = 500;
+        let record = ledger.upsert_session(&same).await.unwrap();
+        assert_eq!(record.chain, same);
+        assert_eq!(
+            (record.last_seq, record.accepted, record.best_voucher),
+            (1, PRICE, Some(voucher(1)))
+        );
+    })
+    .await;
+}
+
+#[tokio::test]
 async fn a_reconnected_ledger_keeps_every_voucher_receipt_and_claim() {
     on_each_backend(|url| async move {
         let ledger = Ledger::connect(&url).await.unwrap();
@@ -410,12 +446,13 @@ async fn a_reconnected_ledger_keeps_every_voucher_receipt_and_claim() {
             serve(&ledger, &address, seq).await;
         }
         ledger.accept_voucher(&address, &voucher(4)).await.unwrap();
+        // The claim of voucher 3 records the receipt head it committed to: receipt 2's.
         let claim = ledger
             .begin_claim(
                 &address,
                 &voucher(3),
-                receipt(3, true, 0).hash,
-                3,
+                receipt(2, true, 2 * PRICE).hash,
+                2,
                 "sig-restart",
             )
             .await
@@ -437,7 +474,14 @@ async fn a_reconnected_ledger_keeps_every_voucher_receipt_and_claim() {
         assert_eq!(ledger.receipts(&address, 0, 10).await.unwrap().len(), 3);
         let pending = ledger.pending_claims().await.unwrap();
         assert_eq!(pending.len(), 1);
-        assert_eq!((pending[0].id, pending[0].receipt_count), (claim, 3));
+        assert_eq!(
+            (
+                pending[0].id,
+                pending[0].receipts_head,
+                pending[0].receipt_count
+            ),
+            (claim, receipt(2, true, 2 * PRICE).hash, 2)
+        );
         assert!(matches!(
             ledger.accept_voucher(&address, &voucher(4)).await,
             Err(LedgerError::Conflict)
@@ -529,18 +573,20 @@ async fn claims_go_from_pending_to_confirmed_or_failed() {
         let ledger = Ledger::connect(&url).await.unwrap();
         let address = new_session(&ledger).await;
         serve(&ledger, &address, 1).await;
+        serve(&ledger, &address, 2).await;
+        // Voucher 2 commits to receipt 1: the head its claim records.
         let head = receipt(1, true, PRICE).hash;
         let first = ledger
-            .begin_claim(&address, &voucher(1), head, 1, "sig-1")
+            .begin_claim(&address, &voucher(2), head, 1, "sig-1")
             .await
             .unwrap();
         let second = ledger
-            .begin_claim(&address, &voucher(1), head, 1, "sig-2")
+            .begin_claim(&address, &voucher(2), head, 1, "sig-2")
             .await
             .unwrap();
         assert!(matches!(
             ledger
-                .begin_claim(&address, &voucher(1), head, 1, "sig-1")
+                .begin_claim(&address, &voucher(2), head, 1, "sig-1")
                 .await,
             Err(LedgerError::Conflict)
         ));
@@ -563,10 +609,14 @@ async fn claims_go_from_pending_to_confirmed_or_failed() {
                 (second, ClaimStatus::Confirmed)
             ]
         );
-        assert_eq!(claims[1].voucher, voucher(1));
+        assert_eq!(claims[1].voucher, voucher(2));
         assert_eq!(
-            (claims[1].receipts_head, claims[1].tx_signature.as_str()),
-            (head, "sig-2")
+            (
+                claims[1].receipts_head,
+                claims[1].receipt_count,
+                claims[1].tx_signature.as_str()
+            ),
+            (head, 1, "sig-2")
         );
         assert!(matches!(
             ledger
@@ -637,7 +687,13 @@ async fn sessions_to_settle_follow_the_policy() {
 
         // A pending claim takes the session out until it is resolved.
         let claim = ledger
-            .begin_claim(&big, &voucher(5), [0; 32], 5, &format!("sig-{}", unique()))
+            .begin_claim(
+                &big,
+                &voucher(5),
+                receipt(4, true, 4 * PRICE).hash,
+                4,
+                &format!("sig-{}", unique()),
+            )
             .await
             .unwrap();
         assert!(!listed(due(ledger.clone(), t).await, big));
@@ -649,28 +705,44 @@ async fn sessions_to_settle_follow_the_policy() {
 
         // Once the chain shows it claimed, nothing is left.
         let mut chain = ledger.session(&big).await.unwrap().unwrap().chain;
-        chain.claimed = 5 * PRICE;
-        chain.claimed_seq = 5;
+        chain.settled = 5 * PRICE;
+        chain.settled_seq = 5;
         ledger.upsert_session(&chain).await.unwrap();
         assert!(!listed(due(ledger.clone(), t + 10_000).await, big));
 
-        // Close to the deadline (expiry + grace) anything unclaimed is due; after it nothing is.
+        // Once the session expired no better voucher is coming: anything unclaimed is due at
+        // once, until the claim deadline (expiry + grace); after it nothing is.
         let expiring = Keypair::new().pubkey().to_bytes();
         let mut chain = chain_session(expiring);
         chain.expires_at = t + 100;
         ledger.upsert_session(&chain).await.unwrap();
         serve(&ledger, &expiring, 1).await;
         let deadline = t + 100 + 600;
-        assert!(!listed(due(ledger.clone(), deadline - 121).await, expiring));
-        assert!(listed(due(ledger.clone(), deadline - 120).await, expiring));
+        assert!(!listed(due(ledger.clone(), t + 99).await, expiring));
+        assert!(listed(due(ledger.clone(), t + 100).await, expiring));
         assert!(listed(due(ledger.clone(), deadline).await, expiring));
         assert!(!listed(due(ledger.clone(), deadline + 1).await, expiring));
+        // Before expiry, the deadline margin makes it due when the deadline is that close.
+        let wide = SettlementPolicy {
+            deadline_margin_secs: 650,
+            ..policy
+        };
+        let listed_by = |ledger: Ledger, at: i64| async move {
+            ledger
+                .sessions_to_settle(&wide, at)
+                .await
+                .unwrap()
+                .iter()
+                .any(|s| s.chain.address == expiring)
+        };
+        assert!(!listed_by(ledger.clone(), deadline - 651).await);
+        assert!(listed_by(ledger.clone(), deadline - 650).await);
 
         // A close request makes anything unclaimed due at once, whatever the amount, the
         // interval or the margin, until its claim deadline (request + grace).
         let mut chain = ledger.session(&small).await.unwrap().unwrap().chain;
         assert!(!listed(due(ledger.clone(), t).await, small));
-        chain.close_requested_at = t + 100;
+        chain.closing_started_at = t + 100;
         chain.state = SessionState::Closing;
         ledger.upsert_session(&chain).await.unwrap();
         let deadline = t + 100 + 600;
@@ -679,8 +751,17 @@ async fn sessions_to_settle_follow_the_policy() {
         assert!(listed(due(ledger.clone(), deadline).await, small));
         assert!(!listed(due(ledger.clone(), deadline + 1).await, small));
 
-        // The deposit cap: refunds that ate the deposit leave nothing to claim.
-        chain.refunded = chain.deposit;
+        // Penalties come off the payout at finalize; they do not make a claim pointless: the
+        // claim records what the provider earned.
+        chain.penalties = chain.deposit;
+        ledger.upsert_session(&chain).await.unwrap();
+        assert!(listed(due(ledger.clone(), deadline).await, small));
+
+        // The deposit cap: once the settled voucher reached the deposit, a later voucher adds
+        // nothing to what the provider earned, and nothing is claimed.
+        chain.deposit = 2 * PRICE;
+        chain.settled = 2 * PRICE;
+        chain.settled_seq = 2;
         ledger.upsert_session(&chain).await.unwrap();
         assert!(!listed(due(ledger.clone(), deadline).await, small));
     })

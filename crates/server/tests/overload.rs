@@ -9,7 +9,7 @@ use std::sync::Arc;
 use axum::routing::post;
 use axum::Router;
 use tokio::sync::{mpsc, Notify};
-use x402pp_protocol::{headers, ErrorBody, ErrorCode, Voucher};
+use x402pp_protocol::{headers, ErrorBody, ErrorCode, Hash32, Voucher};
 use x402pp_server::{PaymentLayer, RoutePrice};
 use x402pp_testkit::{test_route, RawSession, World};
 
@@ -95,11 +95,11 @@ async fn a_request_over_the_routes_capacity_gets_503_overloaded_before_its_vouch
     let late = w.open_session("/work", DEPOSIT).await.unwrap();
 
     // The first session's request takes the route's only slot and stays in the handler.
-    let first = spawn_paid(&w, &busy, &busy.voucher(1, PRICE));
+    let first = spawn_paid(&w, &busy, &busy.voucher(1, PRICE, Hash32::ZERO));
     entered.recv().await.unwrap();
 
     // Another session's request is shed: 503 overloaded, Retry-After, no receipt, no charge.
-    let voucher = late.voucher(1, PRICE);
+    let voucher = late.voucher(1, PRICE, Hash32::ZERO);
     let response = spawn_paid(&w, &late, &voucher).await.unwrap();
     assert_eq!(response.status(), 503);
     assert_eq!(response.headers()["retry-after"], "1");

@@ -1,6 +1,9 @@
 //! The payment layer over real HTTP against a real localnet: the 402 challenge, a whole session
-//! of paid requests with verified receipts, every rejection of DESIGN §7 with its code, the
-//! concurrent duplicate voucher, handler failures, the exact fallback, and a provider restart.
+//! of paid requests with verified receipts, every rejection of DESIGN §7 with its code (among
+//! them trust v2's: a voucher must commit to the last receipt and name the session's
+//! incarnation, and a session is served only on a route with the terms it was opened on), the
+//! input bound of the latency promise, the concurrent duplicate voucher, handler failures, the
+//! exact fallback, a provider restart, and claims that record what was served.
 #![allow(clippy::unwrap_used, clippy::arithmetic_side_effects)] // tests
 
 use std::sync::Arc;
@@ -13,8 +16,8 @@ use solana_sdk::signature::{Keypair, Signer};
 use x402pp_protocol::crypto::{input_hash, output_hash};
 use x402pp_protocol::x402::{PaymentRequired, SettleResponse};
 use x402pp_protocol::{
-    headers, Amount, ErrorBody, Id16, Intent, IntentSla, Offer, Receipt, ReceiptChain,
-    ReceiptStatus, SessionSnapshot, UptimePercent, Voucher,
+    headers, Amount, ErrorBody, Hash32, Id16, Intent, IntentSla, Offer, Receipt, ReceiptChain,
+    ReceiptStatus, SessionSnapshot, UptimePercent, Voucher, VoucherTerms,
 };
 use x402pp_server::ledger::{ClaimStatus, Ledger, SettlementPolicy, StoredVoucher};
 use x402pp_server::settlement::{Settler, SettlerConfig};
@@ -27,6 +30,8 @@ use x402pp_testkit::{test_route, Facilitator, RawSession, World};
 
 const PRICE: u64 = 1_000;
 const DEPOSIT: u64 = 10 * PRICE;
+/// The input bound of `/bounded`'s latency promise.
+const BOUND: u32 = 16;
 
 async fn echo(axum::Extension(context): axum::Extension<PaymentContext>, body: String) -> String {
     match context {
@@ -43,10 +48,13 @@ async fn panic() -> &'static str {
     panic!("a handler bug")
 }
 
-/// The provider of `/echo`, `/fail`, `/short` (a 2 s session TTL), `/panic` and the free
-/// `/free`, with an in-process exact facilitator.
+/// The provider of `/echo`, `/fail`, `/short` (a 2 s session TTL), `/panic`, `/bounded` (its
+/// latency promise covers request bodies up to [`BOUND`] bytes) and the free `/free`, with an
+/// in-process exact facilitator.
 async fn world() -> Echo {
     let route = test_route(PRICE);
+    let mut bounded = route.clone();
+    bounded.sla.max_input_bytes = BOUND;
     let kit = World::builder()
         .route("/echo", route.clone())
         .route("/fail", route.clone())
@@ -58,6 +66,7 @@ async fn world() -> Echo {
             },
         )
         .route("/panic", route)
+        .route("/bounded", bounded)
         .facilitator(Facilitator::InProcess)
         .router(|provider| {
             Router::new()
@@ -65,6 +74,7 @@ async fn world() -> Echo {
                 .route("/fail", post(fail))
                 .route("/short", post(echo))
                 .route("/panic", post(panic))
+                .route("/bounded", post(echo))
                 .route("/free", get(|| async { "free" }))
                 .layer(PaymentLayer::new(provider))
         })
@@ -146,8 +156,25 @@ impl Echo {
 }
 
 impl Agent {
+    /// Voucher `seq` for `cumulative`, committing to the last receipt the agent accepted.
     fn voucher(&self, seq: u64, cumulative: u64) -> Voucher {
-        self.raw.voucher(seq, cumulative)
+        self.raw.voucher(seq, cumulative, self.chain.head)
+    }
+
+    /// Signed by the session's voucher key from `terms` as given (the test picks every field).
+    fn sign(&self, terms: VoucherTerms) -> Voucher {
+        Voucher::sign(terms, &signing_key(&self.raw.voucher_key))
+    }
+
+    /// The terms of [`Agent::next_voucher`].
+    fn next_terms(&self) -> VoucherTerms {
+        VoucherTerms {
+            session: x402pp_protocol::Pubkey(self.session.to_bytes()),
+            opened_slot: self.raw.keys.opened_slot,
+            seq: self.seq + 1,
+            cumulative: Amount(self.accepted + PRICE),
+            receipt_head: self.chain.head,
+        }
     }
 
     fn next_voucher(&self) -> Voucher {
@@ -179,6 +206,25 @@ impl Agent {
         assert_eq!(receipt.body.cumulative_charged, Amount(self.accepted));
         response
     }
+}
+
+fn receipt_of(response: &reqwest::Response) -> Receipt {
+    headers::decode(
+        headers::X402_RECEIPT,
+        response.headers()[headers::X402_RECEIPT].as_bytes(),
+    )
+    .unwrap()
+}
+
+/// The provider's ledger row of `session`: (last seq accepted, accepted amount), (0, 0) without
+/// a row.
+async fn accepted(w: &Echo, session: &Pubkey) -> (u64, u64) {
+    w.provider()
+        .ledger
+        .session(&session.to_bytes())
+        .await
+        .unwrap()
+        .map_or((0, 0), |row| (row.last_seq, row.accepted))
 }
 
 fn error_of(body: &[u8]) -> String {
@@ -305,12 +351,7 @@ async fn every_session_rejection_has_its_code_and_serves_nothing() {
     let cases: Vec<(Voucher, u16, &str)> = vec![
         // Signed by another key.
         (
-            Voucher::sign(
-                x402pp_protocol::Pubkey(agent.session.to_bytes()),
-                2,
-                Amount(2 * PRICE),
-                &signing_key(&Keypair::new()),
-            ),
+            Voucher::sign(agent.next_terms(), &signing_key(&Keypair::new())),
             402,
             "invalid_signature",
         ),
@@ -340,12 +381,13 @@ async fn every_session_rejection_has_its_code_and_serves_nothing() {
     );
     // An unknown session.
     let stranger = Pubkey::new_unique();
-    let voucher = Voucher::sign(
-        x402pp_protocol::Pubkey(stranger.to_bytes()),
-        1,
-        Amount(PRICE),
-        &signing_key(&agent.raw.voucher_key),
-    );
+    let voucher = agent.sign(VoucherTerms {
+        session: x402pp_protocol::Pubkey(stranger.to_bytes()),
+        seq: 1,
+        cumulative: Amount(PRICE),
+        receipt_head: Hash32::ZERO,
+        ..agent.next_terms()
+    });
     let response = w.paid("/echo", &stranger, &voucher, "x").await;
     assert_eq!(
         (
@@ -643,10 +685,18 @@ async fn a_session_of_another_provider_is_refused() {
     )
     .await
     .unwrap();
+    let account = escrow::fetch_session(&w.rpc, &keys.session)
+        .await
+        .unwrap()
+        .unwrap();
     let voucher = Voucher::sign(
-        x402pp_protocol::Pubkey(keys.session.to_bytes()),
-        1,
-        Amount(PRICE),
+        VoucherTerms {
+            session: x402pp_protocol::Pubkey(keys.session.to_bytes()),
+            opened_slot: account.opened_slot,
+            seq: 1,
+            cumulative: Amount(PRICE),
+            receipt_head: Hash32::ZERO,
+        },
         &signing_key(&voucher_key),
     );
     let response = w.paid("/echo", &keys.session, &voucher, "x").await;
@@ -761,12 +811,17 @@ async fn two_replicas_on_one_postgres_ledger_serve_a_session_alternately_each_vo
     let (a, b) = tokio::join!(settlers[0].settle_once(now), settlers[1].settle_once(now));
     let (a, b) = (a.unwrap(), b.unwrap());
     assert_eq!(a.claimed_amount + b.claimed_amount, served, "{a:?} {b:?}");
+    assert_eq!(a.claims_confirmed + b.claims_confirmed, 1, "{a:?} {b:?}");
     let account = escrow::fetch_session(&w.rpc, &agent.session)
         .await
         .unwrap()
         .unwrap();
-    assert_eq!(account.claimed, served);
-    assert_eq!(w.tokens(&w.provider_key().pubkey()).await.unwrap(), served);
+    assert_eq!((account.settled, account.settled_seq), (served, 7));
+    assert_eq!(
+        w.tokens(&w.provider_key().pubkey()).await.unwrap(),
+        0,
+        "a claim records; the provider is paid at finalize"
+    );
     let ledger = Ledger::connect(&postgres).await.unwrap();
     let claims = ledger.claims(&agent.session.to_bytes()).await.unwrap();
     let confirmed = claims
@@ -784,8 +839,12 @@ async fn settlement_claims_what_was_served_and_anchors_the_agents_receipt_head()
     use x402pp_server::settlement::{Settler, SettlerConfig};
     let w = world().await;
     let mut agent = w.session_agent(DEPOSIT).await;
+    let mut third = Hash32::ZERO;
     for i in 0..4 {
         agent.request(&w, "/echo", &i.to_string()).await;
+        if i == 2 {
+            third = agent.chain.head;
+        }
     }
     agent.request(&w, "/fail", "").await;
     let before = w.tokens(&w.provider_key().pubkey()).await.unwrap();
@@ -810,31 +869,28 @@ async fn settlement_claims_what_was_served_and_anchors_the_agents_receipt_head()
         (report.claims_confirmed, report.claimed_amount),
         (1, 4 * PRICE)
     );
-    assert_eq!(
-        w.tokens(&w.provider_key().pubkey()).await.unwrap(),
-        before + 4 * PRICE
-    );
     let session = escrow::fetch_session(&w.rpc, &agent.session)
         .await
         .unwrap()
         .unwrap();
     assert_eq!(
-        session.claimed, agent.accepted,
+        session.settled, agent.accepted,
         "claimed exactly what the receipts charged"
     );
-    // The claim redeems the last successful request's voucher and anchors its receipt.
-    assert_eq!(session.claimed_seq, 4);
-    assert_eq!(session.receipt_count, 4);
+    // The claim redeems the last successful request's voucher and records the receipt head
+    // the agent signed into it: receipt 3's.
+    assert_eq!(session.settled_seq, 4);
+    assert_eq!(session.receipt_count, 3);
+    assert_eq!(session.receipts_head, third.0);
+    // A claim moves no token: the provider is paid at finalize.
+    assert_eq!(w.tokens(&w.provider_key().pubkey()).await.unwrap(), before);
     // A second round claims nothing more.
     let again = settler
         .settle_once(w.localnet.unix_timestamp())
         .await
         .unwrap();
     assert_eq!(again.claims_confirmed, 0);
-    assert_eq!(
-        w.tokens(&w.provider_key().pubkey()).await.unwrap(),
-        before + 4 * PRICE
-    );
+    assert_eq!(w.tokens(&w.provider_key().pubkey()).await.unwrap(), before);
 }
 
 #[tokio::test]
@@ -921,4 +977,126 @@ async fn a_resent_voucher_gets_its_receipt_and_a_request_cut_off_by_a_crash_is_r
         (row.last_seq, row.receipt_count, row.accepted),
         (3, 3, 2 * PRICE)
     );
+}
+
+#[tokio::test]
+async fn a_voucher_with_the_wrong_receipt_head_is_invalid() {
+    let w = world().await;
+    let mut agent = w.session_agent(DEPOSIT).await;
+    agent.request(&w, "/echo", "one").await;
+    let earlier = agent.chain.head;
+    agent.request(&w, "/echo", "two").await;
+    let before = accepted(&w, &agent.session).await;
+    assert_eq!(before, (2, 2 * PRICE));
+
+    // Right seq, amount, key and incarnation, but committing to another receipt than the last
+    // one signed: none, an earlier one, a made-up one.
+    for head in [Hash32::ZERO, earlier, Hash32([7; 32])] {
+        let voucher = agent.sign(VoucherTerms {
+            receipt_head: head,
+            ..agent.next_terms()
+        });
+        let response = w.paid("/echo", &agent.session, &voucher, "x").await;
+        assert_eq!(response.status(), 402, "{head}");
+        assert!(response.headers().get(headers::X402_RECEIPT).is_none());
+        assert_eq!(
+            error_of(&response.bytes().await.unwrap()),
+            "invalid_voucher"
+        );
+        assert_eq!(
+            accepted(&w, &agent.session).await,
+            before,
+            "nothing accepted"
+        );
+    }
+    // The voucher committing to the last receipt pays.
+    assert_eq!(agent.request(&w, "/echo", "three").await.status(), 200);
+    assert_eq!(accepted(&w, &agent.session).await, (3, 3 * PRICE));
+}
+
+#[tokio::test]
+async fn a_voucher_of_another_incarnation_is_invalid() {
+    let w = world().await;
+    let mut agent = w.session_agent(DEPOSIT).await;
+    let opened_slot = agent.raw.keys.opened_slot;
+    assert!(opened_slot > 0);
+    // Signed by the session's key for this address, but naming another opening of it (an
+    // earlier session at the same address, or a later one): not this session's voucher.
+    for other in [opened_slot - 1, opened_slot + 1] {
+        let voucher = agent.sign(VoucherTerms {
+            opened_slot: other,
+            ..agent.next_terms()
+        });
+        let response = w.paid("/echo", &agent.session, &voucher, "x").await;
+        assert_eq!(response.status(), 402, "slot {other}");
+        assert!(response.headers().get(headers::X402_RECEIPT).is_none());
+        assert_eq!(
+            error_of(&response.bytes().await.unwrap()),
+            "invalid_voucher"
+        );
+        assert_eq!(accepted(&w, &agent.session).await, (0, 0));
+    }
+    assert_eq!(agent.request(&w, "/echo", "this one").await.status(), 200);
+    assert_eq!(accepted(&w, &agent.session).await, (1, PRICE));
+}
+
+#[tokio::test]
+async fn a_session_opened_on_other_terms_is_refused_on_this_route() {
+    let w = world().await;
+    // /echo and /bounded sell at one price, but /bounded's latency promise covers only small
+    // bodies: a session bought on one is not spent on the other, either way.
+    let mut on_echo = w.session_agent(DEPOSIT).await;
+    let mut on_bounded = w.agent_on("/bounded", DEPOSIT).await;
+    for (agent, elsewhere) in [(&on_echo, "/bounded"), (&on_bounded, "/echo")] {
+        let response = w
+            .paid(elsewhere, &agent.session, &agent.next_voucher(), "x")
+            .await;
+        assert_eq!(response.status(), 402, "{elsewhere}");
+        assert!(response.headers().get(headers::X402_RECEIPT).is_none());
+        assert_eq!(
+            error_of(&response.bytes().await.unwrap()),
+            "session_mismatch"
+        );
+        assert_eq!(
+            accepted(&w, &agent.session).await,
+            (0, 0),
+            "no voucher accepted"
+        );
+    }
+    // On their own routes the same vouchers pay.
+    assert_eq!(on_echo.request(&w, "/echo", "x").await.status(), 200);
+    assert_eq!(on_bounded.request(&w, "/bounded", "x").await.status(), 200);
+    // Routes with the same terms share sessions (/fail is /echo's terms).
+    assert_eq!(on_echo.request(&w, "/fail", "").await.status(), 500);
+    assert_eq!(accepted(&w, &on_echo.session).await, (2, PRICE));
+}
+
+#[tokio::test]
+async fn a_request_over_the_input_bound_gets_an_uncovered_receipt() {
+    let w = world().await;
+    let mut agent = w.agent_on("/bounded", DEPOSIT).await;
+    let bound = usize::try_from(BOUND).unwrap();
+    for (body, covered) in [
+        ("x".repeat(bound - 1), true),
+        ("x".repeat(bound), true),
+        ("x".repeat(bound + 1), false),
+        ("x".repeat(4 * bound), false),
+        (String::new(), true),
+    ] {
+        let response = agent.request(&w, "/bounded", &body).await;
+        assert_eq!(response.status(), 200, "{} bytes", body.len());
+        let receipt = receipt_of(&response);
+        assert_eq!(
+            receipt.body.sla_covered,
+            covered,
+            "{} bytes against a bound of {BOUND}",
+            body.len()
+        );
+        // Served and charged either way: the bound limits the promise, not the service.
+        assert_eq!(receipt.body.amount_charged, Amount(PRICE));
+    }
+    // Without a bound (/echo's is 64 KiB) a body of the same size is covered.
+    let mut unbounded = w.session_agent(DEPOSIT).await;
+    let response = unbounded.request(&w, "/echo", &"x".repeat(4 * bound)).await;
+    assert!(receipt_of(&response).body.sla_covered);
 }

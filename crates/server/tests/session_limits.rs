@@ -7,7 +7,7 @@
 
 use axum::routing::post;
 use axum::Router;
-use x402pp_protocol::{headers, ErrorBody, ErrorCode, Receipt, Voucher};
+use x402pp_protocol::{headers, ErrorBody, ErrorCode, Hash32, Receipt, Voucher, VoucherTerms};
 use x402pp_server::{PaymentLayer, RateLimit, RoutePrice, ServerConfig};
 use x402pp_testkit::{test_route, RawSession, World};
 
@@ -51,25 +51,29 @@ async fn paid(w: &World, agent: &RawSession, voucher: &Voucher, body: String) ->
         .unwrap()
 }
 
-/// Voucher `seq` of `agent`, for `seq` paid requests.
-fn nth_voucher(agent: &RawSession, seq: u64) -> Voucher {
-    agent.voucher(seq, seq * PRICE)
+/// Voucher `seq` of `agent`, for `seq` paid requests, committing to `head` (the id of receipt
+/// `seq − 1`, [`Hash32::ZERO`] for the first).
+fn nth_voucher(agent: &RawSession, seq: u64, head: Hash32) -> Voucher {
+    agent.voucher(seq, seq * PRICE, head)
 }
 
-fn receipt_seq(response: &reqwest::Response) -> u64 {
-    let receipt: Receipt = headers::decode(
+fn receipt_of(response: &reqwest::Response) -> Receipt {
+    headers::decode(
         headers::X402_RECEIPT,
         response.headers()[headers::X402_RECEIPT].as_bytes(),
     )
-    .unwrap();
-    receipt.body.request_number
+    .unwrap()
+}
+
+fn receipt_seq(response: &reqwest::Response) -> u64 {
+    receipt_of(response).body.request_number
 }
 
 #[tokio::test]
 async fn a_body_over_max_request_body_gets_413_json_and_leaves_the_voucher_unused() {
     let w = world(|config| config.max_request_body = 1_024).await;
     let agent = open(&w).await;
-    let voucher = nth_voucher(&agent, 1);
+    let voucher = nth_voucher(&agent, 1, Hash32::ZERO);
     let response = paid(&w, &agent, &voucher, "x".repeat(4_096)).await;
     assert_eq!(response.status(), 413);
     assert!(response.headers().get(headers::X402_RECEIPT).is_none());
@@ -87,11 +91,18 @@ async fn a_flood_of_the_sessions_own_vouchers_gets_429_with_retry_after_and_forg
 ) {
     let w = world(|config| config.per_session_rate = RateLimit::per_second(1, 1)).await;
     let agent = open(&w).await;
-    let response = paid(&w, &agent, &nth_voucher(&agent, 1), "one".into()).await;
+    let response = paid(
+        &w,
+        &agent,
+        &nth_voucher(&agent, 1, Hash32::ZERO),
+        "one".into(),
+    )
+    .await;
     assert_eq!(response.status(), 200);
+    let head = receipt_of(&response).receipt_id;
 
     // A forged voucher is refused for its signature and takes nothing from the bucket…
-    let mut forged = nth_voucher(&agent, 2);
+    let mut forged = nth_voucher(&agent, 2, head);
     forged.signature.0[0] ^= 1;
     let response = paid(&w, &agent, &forged, "forged".into()).await;
     assert_eq!(response.status(), 402);
@@ -99,7 +110,7 @@ async fn a_flood_of_the_sessions_own_vouchers_gets_429_with_retry_after_and_forg
     assert_eq!(body.error, ErrorCode::InvalidSignature);
 
     // …while the session's own vouchers do: the bucket (one token, one per second) is empty.
-    let second = nth_voucher(&agent, 2);
+    let second = nth_voucher(&agent, 2, head);
     let response = paid(&w, &agent, &second, "two".into()).await;
     assert_eq!(response.status(), 429);
     let retry_after: u64 = response.headers()["retry-after"]
@@ -113,7 +124,13 @@ async fn a_flood_of_the_sessions_own_vouchers_gets_429_with_retry_after_and_forg
 
     // Other sessions have their own bucket.
     let other = open(&w).await;
-    let response = paid(&w, &other, &nth_voucher(&other, 1), "other".into()).await;
+    let response = paid(
+        &w,
+        &other,
+        &nth_voucher(&other, 1, Hash32::ZERO),
+        "other".into(),
+    )
+    .await;
     assert_eq!(response.status(), 200);
 
     // After Retry-After the refused voucher is still good: it was never used.
@@ -157,9 +174,13 @@ async fn a_junk_flood_under_a_victims_session_id_does_not_starve_the_victims_val
         let (http, url, session) = (w.http.clone(), w.url().to_owned(), session.clone());
         let (stop, sent, started) = (stop.clone(), sent.clone(), started.clone());
         let junk = Voucher::sign(
-            x402pp_protocol::Pubkey(victim.session.to_bytes()),
-            1 + task,
-            x402pp_protocol::Amount(PRICE),
+            VoucherTerms {
+                session: x402pp_protocol::Pubkey(victim.session.to_bytes()),
+                opened_slot: victim.keys.opened_slot,
+                seq: 1 + task,
+                cumulative: x402pp_protocol::Amount(PRICE),
+                receipt_head: Hash32::ZERO,
+            },
             &x402pp_solana::keys::signing_key(&attacker),
         );
         let junk = headers::encode(&junk).unwrap();
@@ -194,13 +215,17 @@ async fn a_junk_flood_under_a_victims_session_id_does_not_starve_the_victims_val
         .unwrap()
         .map_or(0, |record| record.accepted);
     let mut refused = Vec::new();
+    let mut head = Hash32::ZERO;
     for seq in 1..=VICTIM_REQUESTS {
-        let response = paid(&w, &victim, &nth_voucher(&victim, seq), format!("r{seq}")).await;
+        let voucher = nth_voucher(&victim, seq, head);
+        let response = paid(&w, &victim, &voucher, format!("r{seq}")).await;
         if response.status() != 200 {
             refused.push((seq, response.status().as_u16()));
             continue;
         }
-        assert_eq!(receipt_seq(&response), seq);
+        let receipt = receipt_of(&response);
+        assert_eq!(receipt.body.request_number, seq);
+        head = receipt.receipt_id;
     }
     stop.store(true, Ordering::Relaxed);
     let mut answers = std::collections::BTreeMap::<u16, usize>::new();

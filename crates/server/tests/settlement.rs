@@ -1,7 +1,10 @@
 //! The settlement task against a real localnet: a session opened on chain, vouchers and
 //! receipts recorded in a ledger (a SQLite file), claims sent by `settle_once` — exactly what
-//! the best voucher allows, the receipt head anchored, never twice, and claims left pending by a
-//! crash resolved by signature before anything new is sent.
+//! the best voucher allows, the receipt head it committed to recorded, never twice, claims left
+//! pending by a crash resolved by signature before anything new is sent — and, once the dispute
+//! window has passed, `finalize`: the provider paid what it earned less the penalties the agent's
+//! disputes recorded, the agent the rest. Under trust v2 claims record; tokens move only at
+//! finalize.
 #![allow(clippy::unwrap_used, clippy::arithmetic_side_effects)] // tests
 
 use std::sync::Arc;
@@ -15,8 +18,8 @@ use solana_sdk::transaction::Transaction;
 use x402pp_localnet::Localnet;
 use x402pp_protocol::crypto::{input_hash, output_hash};
 use x402pp_protocol::{
-    Amount, Id16, Offer, OfferSla, OfferTerms, Receipt, ReceiptBody, ReceiptChain, ReceiptStatus,
-    SlaVerification, UptimePercent, Voucher,
+    Amount, Hash32, Id16, Offer, OfferSla, OfferTerms, Receipt, ReceiptBody, ReceiptChain,
+    ReceiptStatus, SessionState, SlaVerification, Voucher, VoucherTerms,
 };
 use x402pp_server::ledger::{
     ClaimExpiry, ClaimStatus, Ledger, ReceiptRecord, SettlementPolicy, StoredVoucher,
@@ -33,6 +36,13 @@ const AGENT_FUNDS: u64 = 100_000;
 const TTL_SECS: u64 = 3_600;
 const GRACE_SECS: u64 = 600;
 const TIME_LIMIT: Duration = Duration::from_secs(180);
+const MAX_LATENCY_MS: u32 = 250;
+const PENALTY_BPS: u16 = 5_000;
+/// What one disputed slow receipt records: half the price.
+const PENALTY: u64 = PRICE * PENALTY_BPS as u64 / 10_000;
+/// How long the fixture's requests take: within the promise, or a breach.
+const FAST_MS: u32 = 20;
+const SLOW_MS: u32 = 900;
 
 /// A localnet with one open session, and a provider ledger (a SQLite file in the world's dir)
 /// that knows it.
@@ -46,6 +56,8 @@ struct Fixture {
     ledger_url: String,
     ledger: Arc<Ledger>,
     chain: ReceiptChain,
+    /// The signed receipts, by seq − 1 (what the agent holds and may dispute).
+    receipts: Vec<Receipt>,
 }
 
 x402pp_testkit::deref_world!(Fixture, world);
@@ -79,6 +91,8 @@ impl Fixture {
             .await
             .unwrap()
             .unwrap();
+        // The keys with the session's incarnation, which vouchers and receipts sign.
+        let keys = SessionKeys::of(keys.session, &account, keys.token_program);
         ledger
             .upsert_session(&chain_session(&keys.session, &account, &keys.token_program))
             .await
@@ -93,6 +107,7 @@ impl Fixture {
             ledger_url,
             ledger,
             chain,
+            receipts: Vec::new(),
         }
     }
 
@@ -100,17 +115,33 @@ impl Fixture {
         self.keys.session.to_bytes()
     }
 
+    /// The agent's voucher `seq` for `cumulative`, committing to the receipt before it (as the
+    /// provider's ledger holds it: zeros for the first).
     fn voucher(&self, seq: u64, cumulative: u64) -> Voucher {
+        let receipt_head = match seq.checked_sub(2) {
+            None => Hash32::ZERO,
+            Some(previous) => self.receipts[usize::try_from(previous).unwrap()].receipt_id,
+        };
         Voucher::sign(
-            x402pp_protocol::Pubkey(self.address()),
-            seq,
-            Amount(cumulative),
+            VoucherTerms {
+                session: x402pp_protocol::Pubkey(self.address()),
+                opened_slot: self.keys.opened_slot,
+                seq,
+                cumulative: Amount(cumulative),
+                receipt_head,
+            },
             &signing_key(&self.voucher_key),
         )
     }
 
-    /// One request as the provider records it: voucher accepted, then a signed receipt.
+    /// One request as the provider records it: voucher accepted, then a signed receipt, within
+    /// the latency promise.
     async fn serve(&mut self, ok: bool) {
+        self.serve_taking(ok, FAST_MS).await;
+    }
+
+    /// One request that took `latency_ms`.
+    async fn serve_taking(&mut self, ok: bool, latency_ms: u32) {
         let seq = self.chain.last_seq + 1;
         let accepted = self.chain.cumulative_charged;
         let voucher = self.voucher(seq, accepted + PRICE);
@@ -131,17 +162,19 @@ impl Fixture {
         let completed = 1_800_000_000_000 + i64::try_from(seq).unwrap();
         let body = ReceiptBody {
             session_id: x402pp_protocol::Pubkey(self.address()),
+            opened_slot: self.keys.opened_slot,
             request_number: seq,
             input_hash: input_hash("POST", "/v1/inference", b"{}"),
             output_hash: output_hash(b"ok"),
-            request_started_at: completed - 20,
+            request_started_at: completed - i64::from(latency_ms),
             request_completed_at: completed,
-            latency_ms: 20,
+            latency_ms,
             status,
+            sla_covered: true,
             amount_charged: Amount(amount),
             cumulative_charged: Amount(accepted + amount),
             prev_receipt_hash: self.chain.head,
-            sla_verification: SlaVerification::latency(250, 20),
+            sla_verification: SlaVerification::latency(MAX_LATENCY_MS, latency_ms),
             provider: x402pp_protocol::Pubkey(self.provider.pubkey().to_bytes()),
         };
         let receipt = Receipt::sign(body, &signing_key(&self.provider)).unwrap();
@@ -159,6 +192,7 @@ impl Fixture {
             .record_receipt(&self.address(), &record)
             .await
             .unwrap();
+        self.receipts.push(receipt);
     }
 
     fn settler(&self, ledger: Arc<Ledger>, config: SettlerConfig) -> Settler {
@@ -169,27 +203,47 @@ impl Fixture {
         balance(&self.rpc, &self.keys.provider_token()).await
     }
 
-    /// Asserts the chain anchors what the ledger has as head and count of its best voucher.
-    async fn assert_anchored(&self) {
-        let account = escrow::fetch_session(&self.rpc, &self.keys.session)
+    async fn agent_balance(&self) -> u64 {
+        balance(&self.rpc, &self.keys.agent_token()).await
+    }
+
+    /// The session account (it exists until finalize).
+    async fn account(&self) -> session_escrow::state::Session {
+        escrow::fetch_session(&self.rpc, &self.keys.session)
             .await
             .unwrap()
-            .unwrap();
+            .unwrap()
+    }
+
+    /// Asserts the chain records the ledger's best voucher as settled, with the receipt head
+    /// that voucher committed to (the hash of the receipt before it), and that no token left
+    /// the vault.
+    async fn assert_settled(&self) {
+        let account = self.account().await;
         let record = self.ledger.session(&self.address()).await.unwrap().unwrap();
         let best = record.best_voucher.unwrap();
-        assert_eq!(account.claimed_seq, best.seq);
-        assert_eq!(account.receipt_count, best.seq);
-        let receipt = self
+        assert_eq!(
+            (account.settled, account.settled_seq),
+            (best.cumulative, best.seq)
+        );
+        assert_eq!(account.receipt_count, best.seq - 1);
+        let head = match self
             .ledger
-            .receipt(&self.address(), best.seq)
+            .receipt(&self.address(), best.seq - 1)
             .await
             .unwrap()
-            .unwrap();
-        assert_eq!(account.receipts_head, receipt.hash);
+        {
+            Some(previous) => previous.hash,
+            None => Hash32::ZERO.0, // the first voucher commits to no receipt
+        };
+        assert_eq!(account.receipts_head, head);
         assert_eq!(
-            record.chain.claimed, account.claimed,
+            (record.chain.settled, record.chain.settled_seq),
+            (account.settled, account.settled_seq),
             "the ledger row was refreshed"
         );
+        assert_eq!(self.provider_balance().await, 0, "a claim pays nothing");
+        assert_eq!(balance(&self.rpc, &self.keys.vault).await, DEPOSIT);
     }
 }
 
@@ -207,9 +261,9 @@ fn offer(localnet: &Localnet, provider: &Keypair) -> Offer {
         session_ttl_secs: TTL_SECS,
         grace_secs: GRACE_SECS,
         sla: OfferSla {
-            max_latency_ms: 250,
-            min_uptime_percent: UptimePercent::from_bps(9_900).unwrap(),
-            latency_penalty_bps: 5_000,
+            max_latency_ms: MAX_LATENCY_MS,
+            max_input_bytes: 0,
+            latency_penalty_bps: PENALTY_BPS,
         },
         expires_at: localnet.unix_timestamp() + 600,
     };
@@ -243,7 +297,7 @@ fn eager() -> SettlerConfig {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn settle_once_claims_exactly_the_best_voucher_anchors_the_receipt_head_and_never_twice() {
+async fn settle_once_claims_exactly_the_best_voucher_records_its_receipt_head_and_never_twice() {
     tokio::time::timeout(TIME_LIMIT, async {
         let mut f = Fixture::new().await;
         // Five requests, the fourth failed: its voucher (4 × price) must never be claimed; the
@@ -253,7 +307,6 @@ async fn settle_once_claims_exactly_the_best_voucher_anchors_the_receipt_head_an
         }
         let record = f.ledger.session(&f.address()).await.unwrap().unwrap();
         assert_eq!((record.accepted, record.receipt_count), (4 * PRICE, 5));
-        assert_eq!(f.provider_balance().await, 0);
 
         let settler = f.settler(f.ledger.clone(), eager());
         let now = f.localnet.unix_timestamp();
@@ -266,35 +319,40 @@ async fn settle_once_claims_exactly_the_best_voucher_anchors_the_receipt_head_an
                 ..SettleReport::default()
             }
         );
-        assert_eq!(f.provider_balance().await, 4 * PRICE);
-        f.assert_anchored().await;
+        f.assert_settled().await;
         let claims = f.ledger.claims(&f.address()).await.unwrap();
         assert_eq!(claims.len(), 1);
+        // Voucher 5 commits to receipt 4 (the failed request's).
         assert_eq!(
             (
                 claims[0].status,
                 claims[0].voucher.seq,
+                claims[0].receipts_head,
                 claims[0].receipt_count
             ),
-            (ClaimStatus::Confirmed, 5, 5)
+            (ClaimStatus::Confirmed, 5, f.receipts[3].receipt_id.0, 4)
         );
 
-        // Nothing new: nothing sent, nothing paid.
+        // Nothing new: nothing sent.
         let report = settler.settle_once(now).await.unwrap();
         assert!(report.is_empty(), "{report:?}");
-        assert_eq!(f.provider_balance().await, 4 * PRICE);
         assert_eq!(f.ledger.claims(&f.address()).await.unwrap().len(), 1);
+        f.assert_settled().await;
 
         // Two more requests: the next round claims just those.
         f.serve(true).await;
         f.serve(true).await;
         let report = settler.settle_once(now).await.unwrap();
         assert_eq!(
-            (report.claims_confirmed, report.claimed_amount),
-            (1, 2 * PRICE)
+            (
+                report.claims_confirmed,
+                report.claimed_amount,
+                report.paid_amount
+            ),
+            (1, 2 * PRICE, 0)
         );
-        assert_eq!(f.provider_balance().await, 6 * PRICE);
-        f.assert_anchored().await;
+        f.assert_settled().await;
+        assert_eq!(f.account().await.settled, 6 * PRICE);
         assert_eq!(f.ledger.claims(&f.address()).await.unwrap().len(), 2);
     })
     .await
@@ -302,7 +360,7 @@ async fn settle_once_claims_exactly_the_best_voucher_anchors_the_receipt_head_an
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_policy_threshold_holds_small_amounts_back_until_the_deadline_nears() {
+async fn the_policy_threshold_holds_small_amounts_back_until_the_session_ends() {
     tokio::time::timeout(TIME_LIMIT, async {
         let mut f = Fixture::new().await;
         for _ in 0..3 {
@@ -319,22 +377,26 @@ async fn the_policy_threshold_holds_small_amounts_back_until_the_deadline_nears(
         let settler = f.settler(f.ledger.clone(), config);
         let now = f.localnet.unix_timestamp();
         assert!(settler.settle_once(now).await.unwrap().is_empty());
-        assert_eq!(f.provider_balance().await, 0);
+        assert_eq!(f.account().await.settled, 0);
 
-        // Past expiry, within the margin of the claim deadline: claimed.
-        let account = escrow::fetch_session(&f.rpc, &f.keys.session)
-            .await
-            .unwrap()
-            .unwrap();
-        let deadline = account.expires_at + i64::try_from(GRACE_SECS).unwrap();
-        let now = f.localnet.warp_clock_to(deadline - 60).unwrap();
+        // Just before expiry: still held back.
+        let account = f.account().await;
+        let now = f.localnet.warp_clock_to(account.expires_at - 60).unwrap();
+        assert!(settler.settle_once(now).await.unwrap().is_empty());
+        assert_eq!(f.account().await.settled, 0);
+
+        // Expired (no better voucher is coming), within the claim window: claimed.
+        let now = f.localnet.warp_clock_to(account.expires_at + 1).unwrap();
         let report = settler.settle_once(now).await.unwrap();
         assert_eq!(
-            (report.claims_confirmed, report.claimed_amount),
-            (1, 3 * PRICE)
+            (
+                report.claims_confirmed,
+                report.claimed_amount,
+                report.finalized
+            ),
+            (1, 3 * PRICE, 0)
         );
-        assert_eq!(f.provider_balance().await, 3 * PRICE);
-        f.assert_anchored().await;
+        f.assert_settled().await;
     })
     .await
     .expect("within the time limit");
@@ -352,22 +414,9 @@ async fn a_pending_claim_that_landed_before_a_crash_is_confirmed_on_restart_and_
         let record = f.ledger.session(&f.address()).await.unwrap().unwrap();
         let best = record.best_voucher.unwrap();
         let voucher = f.voucher(best.seq, best.cumulative);
-        let mut instructions = vec![token::create_associated_token_account_idempotent(
-            &f.provider.pubkey(),
-            &f.provider.pubkey(),
-            &f.keys.mint,
-            &f.keys.token_program,
-        )];
-        instructions.extend(escrow::claim(
-            &f.keys,
-            &voucher,
-            &f.voucher_key.pubkey(),
-            record.receipts_head,
-            record.receipt_count,
-        ));
         let blockhash = f.rpc.get_latest_blockhash().await.unwrap();
         let tx = Transaction::new_signed_with_payer(
-            &instructions,
+            &escrow::claim(&f.keys, &voucher, &f.voucher_key.pubkey()),
             Some(&f.provider.pubkey()),
             &[f.provider.as_ref()],
             blockhash,
@@ -377,14 +426,14 @@ async fn a_pending_claim_that_landed_before_a_crash_is_confirmed_on_restart_and_
             .begin_claim(
                 &f.address(),
                 &best,
-                record.receipts_head,
-                record.receipt_count,
+                voucher.receipt_head.0,
+                best.seq - 1,
                 &tx.signatures[0].to_string(),
             )
             .await
             .unwrap();
         f.rpc.send_and_confirm_transaction(&tx).await.unwrap();
-        assert_eq!(f.provider_balance().await, 3 * PRICE);
+        assert_eq!(f.account().await.settled, 3 * PRICE);
         f.ledger.close().await;
 
         // Restart: a new ledger on the same file, a new settler.
@@ -392,7 +441,7 @@ async fn a_pending_claim_that_landed_before_a_crash_is_confirmed_on_restart_and_
         f.ledger = ledger.clone();
         let stale = ledger.session(&f.address()).await.unwrap().unwrap();
         assert_eq!(
-            stale.chain.claimed, 0,
+            stale.chain.settled, 0,
             "the ledger did not see the claim land"
         );
         let settler = f.settler(ledger.clone(), eager());
@@ -407,14 +456,13 @@ async fn a_pending_claim_that_landed_before_a_crash_is_confirmed_on_restart_and_
                 ..SettleReport::default()
             }
         );
-        assert_eq!(f.provider_balance().await, 3 * PRICE, "paid once");
         let claims = ledger.claims(&f.address()).await.unwrap();
         assert_eq!(claims.len(), 1, "nothing was sent again");
         assert_eq!(
             (claims[0].id, claims[0].status),
             (claim, ClaimStatus::Confirmed)
         );
-        f.assert_anchored().await;
+        f.assert_settled().await;
         assert!(settler
             .settle_once(f.localnet.unix_timestamp())
             .await
@@ -442,13 +490,7 @@ async fn a_pending_claim_that_never_left_is_failed_once_its_blockhash_expired_th
             .unwrap();
         let voucher = f.voucher(best.seq, best.cumulative);
         let tx = Transaction::new_signed_with_payer(
-            &escrow::claim(
-                &f.keys,
-                &voucher,
-                &f.voucher_key.pubkey(),
-                record.receipts_head,
-                2,
-            ),
+            &escrow::claim(&f.keys, &voucher, &f.voucher_key.pubkey()),
             Some(&f.provider.pubkey()),
             &[f.provider.as_ref()],
             blockhash,
@@ -462,8 +504,8 @@ async fn a_pending_claim_that_never_left_is_failed_once_its_blockhash_expired_th
             .begin_claim_expiring(
                 &f.address(),
                 &best,
-                record.receipts_head,
-                2,
+                voucher.receipt_head.0,
+                best.seq - 1,
                 &tx.signatures[0].to_string(),
                 Some(&expiry),
             )
@@ -484,7 +526,7 @@ async fn a_pending_claim_that_never_left_is_failed_once_its_blockhash_expired_th
                 ..SettleReport::default()
             }
         );
-        assert_eq!(f.provider_balance().await, 0);
+        assert_eq!(f.account().await.settled, 0);
 
         f.localnet.advance_slots(160);
         let report = settler
@@ -496,14 +538,13 @@ async fn a_pending_claim_that_never_left_is_failed_once_its_blockhash_expired_th
             (report.claims_confirmed, report.claimed_amount),
             (1, 2 * PRICE)
         );
-        assert_eq!(f.provider_balance().await, 2 * PRICE);
         let claims = f.ledger.claims(&f.address()).await.unwrap();
         assert_eq!(
             claims.iter().map(|c| (c.id, c.status)).collect::<Vec<_>>()[0],
             (lost, ClaimStatus::Failed)
         );
         assert_eq!(claims[1].status, ClaimStatus::Confirmed);
-        f.assert_anchored().await;
+        f.assert_settled().await;
     })
     .await
     .expect("within the time limit");
@@ -552,61 +593,155 @@ async fn an_unreachable_rpc_is_retried_with_backoff_and_the_task_stops_on_shutdo
 
         // With the RPC back, the background task claims.
         let handle = f.settler(f.ledger.clone(), eager()).spawn();
-        let mut paid = 0;
+        let mut settled = 0;
         for _ in 0..100 {
-            paid = f.provider_balance().await;
-            if paid > 0 {
+            settled = f.account().await.settled;
+            if settled > 0 {
                 break;
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
         handle.shutdown().await;
-        assert_eq!(paid, PRICE);
+        assert_eq!(settled, PRICE);
+        f.assert_settled().await;
     })
     .await
     .expect("within the time limit");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_expired_session_is_claimed_then_closed_and_the_rest_goes_back_to_the_agent() {
+async fn an_expired_session_is_claimed_then_finalized_after_the_dispute_window_and_the_rest_goes_back_to_the_agent(
+) {
     tokio::time::timeout(TIME_LIMIT, async {
         let mut f = Fixture::new().await;
         for _ in 0..4 {
             f.serve(true).await;
         }
-        let config = SettlerConfig {
-            close_finished: true,
-            ..eager()
-        };
-        let settler = f.settler(f.ledger.clone(), config);
-        // Open and unexpired: claimed, not closed.
+        let settler = f.settler(f.ledger.clone(), eager());
+        // Open and unexpired: claimed, not finalized.
         let report = settler
             .settle_once(f.localnet.unix_timestamp())
             .await
             .unwrap();
-        assert_eq!((report.claims_confirmed, report.closed), (1, 0));
+        assert_eq!((report.claims_confirmed, report.finalized), (1, 0));
+        f.assert_settled().await;
 
-        let account = escrow::fetch_session(&f.rpc, &f.keys.session)
-            .await
-            .unwrap()
-            .unwrap();
-        let now = f.localnet.warp_clock_to(account.expires_at + 1).unwrap();
+        // Expired, and up to the dispute deadline (end + 2 × grace): the agent may still
+        // dispute, nothing is finalized and no token moves.
+        let account = f.account().await;
+        let deadline = account.dispute_deadline().unwrap();
+        assert_eq!(
+            deadline,
+            account.expires_at + 2 * i64::try_from(GRACE_SECS).unwrap()
+        );
+        for at in [account.expires_at + 1, deadline] {
+            let now = f.localnet.warp_clock_to(at).unwrap();
+            let report = settler.settle_once(now).await.unwrap();
+            assert!(report.is_empty(), "at {at}: {report:?}");
+            f.assert_settled().await;
+        }
+
+        // Past it, the settler finalizes: the provider is paid what it earned, the rest of the
+        // deposit goes back to the agent, the session is gone.
+        let now = f.localnet.warp_clock_to(deadline + 1).unwrap();
         let report = settler.settle_once(now).await.unwrap();
-        assert_eq!((report.claims_confirmed, report.closed), (0, 1));
+        assert_eq!(
+            report,
+            SettleReport {
+                finalized: 1,
+                paid_amount: 4 * PRICE,
+                ..SettleReport::default()
+            }
+        );
         assert!(escrow::fetch_session(&f.rpc, &f.keys.session)
             .await
             .unwrap()
             .is_none());
         assert_eq!(f.provider_balance().await, 4 * PRICE);
         assert_eq!(
-            balance(&f.rpc, &f.keys.agent_token()).await,
+            f.agent_balance().await,
             AGENT_FUNDS - 4 * PRICE,
             "the rest of the deposit went back to the agent"
         );
+        assert_eq!(balance(&f.rpc, &f.keys.vault).await, 0);
         let record = f.ledger.session(&f.address()).await.unwrap().unwrap();
-        assert_eq!(record.chain.state, x402pp_protocol::SessionState::Closed);
+        assert_eq!(record.chain.state, SessionState::Closed);
         assert!(settler.settle_once(now).await.unwrap().is_empty());
-        let _ = &f.agent;
+        assert_eq!(f.provider_balance().await, 4 * PRICE, "paid once");
+    })
+    .await
+    .expect("within the time limit");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_settler_finalizes_after_the_dispute_window_and_pays_the_provider_its_earnings_less_a_disputed_penalty(
+) {
+    tokio::time::timeout(TIME_LIMIT, async {
+        let mut f = Fixture::new().await;
+        // Four paid requests, the second one slower than the promise.
+        for latency_ms in [FAST_MS, SLOW_MS, FAST_MS, FAST_MS] {
+            f.serve_taking(true, latency_ms).await;
+        }
+        let settler = f.settler(f.ledger.clone(), eager());
+        let report = settler
+            .settle_once(f.localnet.unix_timestamp())
+            .await
+            .unwrap();
+        assert_eq!(
+            (report.claims_confirmed, report.claimed_amount),
+            (1, 4 * PRICE)
+        );
+
+        // The agent disputes the slow receipt: a penalty is recorded, no token moves.
+        let dispute = escrow::dispute(&f.keys, &f.receipts[1]);
+        f.send(&dispute, &f.agent).await.unwrap();
+        let account = f.account().await;
+        assert_eq!((account.penalties, account.settled), (PENALTY, 4 * PRICE));
+        assert_eq!(account.payout().provider, 4 * PRICE - PENALTY);
+        f.assert_settled().await;
+        // A receipt within the promise is no breach: refused, nothing recorded.
+        assert!(f
+            .send(&escrow::dispute(&f.keys, &f.receipts[0]), &f.agent)
+            .await
+            .is_err());
+        assert_eq!(f.account().await.penalties, PENALTY);
+
+        // Not before the dispute deadline...
+        let deadline = account.dispute_deadline().unwrap();
+        let now = f.localnet.warp_clock_to(deadline).unwrap();
+        let report = settler.settle_once(now).await.unwrap();
+        assert_eq!(report.finalized, 0, "{report:?}");
+        f.assert_settled().await;
+        let record = f.ledger.session(&f.address()).await.unwrap().unwrap();
+        assert_eq!(
+            record.chain.penalties, PENALTY,
+            "the settler's watch brought the penalty into the ledger"
+        );
+
+        // ... after it: the provider gets its earnings less the penalty, the agent the rest.
+        let now = f.localnet.warp_clock_to(deadline + 1).unwrap();
+        let report = settler.settle_once(now).await.unwrap();
+        assert_eq!(
+            report,
+            SettleReport {
+                finalized: 1,
+                paid_amount: 4 * PRICE - PENALTY,
+                ..SettleReport::default()
+            }
+        );
+        assert_eq!(f.provider_balance().await, 4 * PRICE - PENALTY);
+        assert_eq!(f.agent_balance().await, AGENT_FUNDS - 4 * PRICE + PENALTY);
+        assert_eq!(balance(&f.rpc, &f.keys.vault).await, 0);
+        assert!(escrow::fetch_session(&f.rpc, &f.keys.session)
+            .await
+            .unwrap()
+            .is_none());
+        let record = f.ledger.session(&f.address()).await.unwrap().unwrap();
+        assert_eq!(
+            (record.chain.state, record.chain.penalties),
+            (SessionState::Closed, PENALTY),
+            "the ledger row was refreshed before it was closed"
+        );
     })
     .await
     .expect("within the time limit");

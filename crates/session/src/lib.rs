@@ -8,10 +8,11 @@
 //! | what a status is charged | [`status_of_http`], [`charged`], [`Progress::charge`] | both |
 //! | the receipt body | [`SessionTerms::receipt_body`] | provider |
 //! | the check of a receipt → a typed error | [`SessionTerms::check_receipt`], [`ReceiptError`] | agent |
-//! | what a claim pays, and until when | [`Books::claimable`], [`Window::claim_deadline`] | provider's settler, ledger |
+//! | what settlement pays, and the deadlines | [`Books::payout`], [`Window::claim_deadline`], [`Window::dispute_deadline`] | provider's settler, ledger, agent |
 //!
-//! [`Books`] and [`Window`] are the escrow program's own arithmetic (`Session::payable`,
-//! `Session::claim_deadline`); a property test holds them equal to the program's functions. The
+//! [`Books`] and [`Window`] are the escrow program's own arithmetic (`Session::payout`,
+//! `Session::claim_deadline`, `Session::dispute_deadline`); a property test holds them equal to
+//! the program's functions. The
 //! provider's SQL triggers (crates/server/migrations) stay as the durable backstop of the voucher
 //! rule, and the program as the final one of the money rules.
 //!
@@ -20,9 +21,9 @@
 //! let progress = Progress::default();
 //! let next = progress.next_voucher(1_000)?;
 //! assert_eq!((next.seq, next.cumulative), (1, 1_000));
-//! assert_eq!(progress.check_voucher(next.seq, next.cumulative, 1_000, 5_000), Ok(()));
+//! assert_eq!(progress.check_voucher(next, 1_000, 5_000), Ok(()));
 //! assert!(matches!(
-//!     progress.check_voucher(1, 1_000, 1_000, 500),
+//!     progress.check_voucher(next, 1_000, 500),
 //!     Err(VoucherRejection::InsufficientDeposit { top_up: 500, .. })
 //! ));
 //! # Ok::<(), x402pp_session::SessionError>(())

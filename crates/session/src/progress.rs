@@ -23,13 +23,16 @@ pub struct Progress {
     pub head: Hash32,
 }
 
-/// The voucher that pays the next request: its seq and cumulative amount.
+/// The voucher that pays the next request: its seq, cumulative amount and the receipt head it
+/// commits to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct NextVoucher {
     /// `last_seq + 1`.
     pub seq: u64,
     /// `accepted + price`.
     pub cumulative: u64,
+    /// Hash of the last receipt accepted (zeros before the first).
+    pub receipt_head: Hash32,
 }
 
 /// Why a provider refuses a voucher (before it runs anything).
@@ -58,6 +61,15 @@ pub enum VoucherRejection {
         /// The voucher's seq.
         got: u64,
     },
+    /// The voucher commits to a receipt head other than the last receipt signed: the agent has
+    /// not accepted that receipt (or the voucher is for another point of the chain).
+    #[error("voucher receipt head {got} is not the last receipt {expected}")]
+    WrongReceiptHead {
+        /// The hash of the session's last receipt.
+        expected: Hash32,
+        /// The voucher's head.
+        got: Hash32,
+    },
     /// The cumulative amount is not the accepted amount plus the price.
     #[error(
         "voucher cumulative must be {expected} (accepted {accepted} + price {price}), got {got}"
@@ -72,10 +84,10 @@ pub enum VoucherRejection {
         /// The voucher's cumulative.
         got: u64,
     },
-    /// The deposit (net of refunds) does not cover the voucher.
+    /// The deposit does not cover the voucher.
     #[error("the deposit left ({cap}) does not cover {required}; top up at least {top_up}")]
     InsufficientDeposit {
-        /// What vouchers may authorise: deposit − refunded.
+        /// What vouchers may authorise: the deposit ([`crate::Books::voucher_cap`]).
         cap: u64,
         /// The voucher's cumulative.
         required: u64,
@@ -92,9 +104,10 @@ impl VoucherRejection {
     pub fn code(&self) -> ErrorCode {
         match self {
             Self::AlreadyUsed { .. } | Self::PreviousInFlight { .. } => ErrorCode::VoucherConflict,
-            Self::ZeroSeq | Self::WrongSeq { .. } | Self::WrongCumulative { .. } => {
-                ErrorCode::InvalidVoucher
-            }
+            Self::ZeroSeq
+            | Self::WrongSeq { .. }
+            | Self::WrongReceiptHead { .. }
+            | Self::WrongCumulative { .. } => ErrorCode::InvalidVoucher,
             Self::InsufficientDeposit { .. } => ErrorCode::InsufficientDeposit,
             Self::Arithmetic(_) => ErrorCode::InternalError,
         }
@@ -108,7 +121,7 @@ impl Progress {
     }
 
     /// The voucher that pays the next request at `price`. It is covered when its cumulative is
-    /// at most the deposit net of refunds (`Books::voucher_cap`), see [`Self::check_cover`].
+    /// at most the deposit (`Books::voucher_cap`), see [`Self::check_cover`].
     pub fn next_voucher(&self, price: u64) -> Result<NextVoucher, SessionError> {
         Ok(NextVoucher {
             seq: self
@@ -119,10 +132,11 @@ impl Progress {
                 .accepted
                 .checked_add(price)
                 .ok_or(SessionError::Overflow("cumulative"))?,
+            receipt_head: self.head,
         })
     }
 
-    /// Whether a voucher for `cumulative` is within `cap` (deposit − refunded).
+    /// Whether a voucher for `cumulative` is within `cap` (the deposit).
     pub fn check_cover(cumulative: u64, cap: u64) -> Result<(), VoucherRejection> {
         match cumulative.checked_sub(cap) {
             Some(top_up) if top_up > 0 => Err(VoucherRejection::InsufficientDeposit {
@@ -134,16 +148,21 @@ impl Progress {
         }
     }
 
-    /// The provider's check of a voucher `(seq, cumulative)` at `price` against a deposit cap:
-    /// it must be exactly [`Self::next_voucher`], no request may be in flight, and the deposit
-    /// must cover it. The signature is checked separately (it needs the voucher signer's key).
+    /// The provider's check of a voucher at `price` against a deposit cap: it must be exactly
+    /// [`Self::next_voucher`] (seq, cumulative, and the receipt head it commits to), no request
+    /// may be in flight, and the deposit must cover it. The signature and the session's
+    /// incarnation are checked separately (they need the session account).
     pub fn check_voucher(
         &self,
-        seq: u64,
-        cumulative: u64,
+        voucher: NextVoucher,
         price: u64,
         cap: u64,
     ) -> Result<(), VoucherRejection> {
+        let NextVoucher {
+            seq,
+            cumulative,
+            receipt_head,
+        } = voucher;
         if seq == 0 {
             return Err(VoucherRejection::ZeroSeq);
         }
@@ -158,6 +177,12 @@ impl Progress {
             return Err(VoucherRejection::WrongSeq {
                 expected: next.seq,
                 got: seq,
+            });
+        }
+        if receipt_head != next.receipt_head {
+            return Err(VoucherRejection::WrongReceiptHead {
+                expected: next.receipt_head,
+                got: receipt_head,
             });
         }
         if cumulative != next.cumulative {
@@ -271,12 +296,33 @@ mod tests {
             ),
         ];
         for (progress, seq, cumulative, expected) in table {
+            let voucher = NextVoucher {
+                seq,
+                cumulative,
+                receipt_head: Hash32::ZERO,
+            };
             assert_eq!(
-                progress.check_voucher(seq, cumulative, price, cap),
+                progress.check_voucher(voucher, price, cap),
                 expected,
                 "{progress:?} seq {seq} cumulative {cumulative}"
             );
         }
+    }
+
+    #[test]
+    fn a_voucher_committing_to_another_receipt_head_is_invalid() {
+        let mut progress = at(3, 30, 3);
+        progress.head = Hash32([9; 32]);
+        let mut voucher = progress.next_voucher(10).expect("fits");
+        assert_eq!(voucher.receipt_head, Hash32([9; 32]));
+        assert_eq!(progress.check_voucher(voucher, 10, 100), Ok(()));
+        voucher.receipt_head = Hash32([8; 32]);
+        let rejection = VoucherRejection::WrongReceiptHead {
+            expected: Hash32([9; 32]),
+            got: Hash32([8; 32]),
+        };
+        assert_eq!(progress.check_voucher(voucher, 10, 100), Err(rejection));
+        assert_eq!(rejection.code(), ErrorCode::InvalidVoucher);
     }
 
     #[test]

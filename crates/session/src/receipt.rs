@@ -14,12 +14,16 @@ use crate::SessionError;
 pub struct SessionTerms {
     /// The session account address.
     pub session: Pubkey,
+    /// The session's incarnation (its `opened_slot`): vouchers and receipts name it.
+    pub opened_slot: u64,
     /// The provider's key: it signs receipts.
     pub provider: Pubkey,
     /// Atomic units an `ok` request is charged.
     pub price_per_request: u64,
     /// The latency the provider promised.
     pub max_latency_ms: u32,
+    /// The largest request body the promise covers (0: no bound).
+    pub max_input_bytes: u32,
 }
 
 /// How a request went, as the provider measured it.
@@ -29,6 +33,9 @@ pub struct Served {
     pub status: ReceiptStatus,
     /// sha256(method ‖ path+query ‖ body) of the request ([`Hash32::ZERO`] when unknown).
     pub input_hash: Hash32,
+    /// Length of the request body (what the offer's input bound is about); `None` when unknown
+    /// (a request recovered after a crash), which the promise does not cover.
+    pub input_bytes: Option<u64>,
     /// sha256 of the response body sent.
     pub output_hash: Hash32,
     /// Handler latency.
@@ -44,6 +51,8 @@ pub enum Exchange {
     Answered {
         /// sha256(method ‖ path+query ‖ body) of the request sent.
         input_hash: Hash32,
+        /// Length of the request body sent.
+        input_bytes: u64,
         /// sha256 of the body received.
         output_hash: Hash32,
         /// The HTTP status of the answer.
@@ -70,6 +79,16 @@ pub enum ReceiptError {
     /// The receipt is for another session.
     #[error("the receipt is for session {0}")]
     WrongSession(Pubkey),
+    /// The receipt is for an earlier session opened at the same address.
+    #[error("the receipt is for the session opened at slot {0}")]
+    WrongIncarnation(u64),
+    /// The receipt says the promise does not cover a request that is within the offer's bound
+    /// (or the reverse): a provider cannot opt out of its SLA by mislabelling requests.
+    #[error("slaCovered is {found} for a request the offer's promise {}", if *found { "does not cover" } else { "covers" })]
+    WrongCoverage {
+        /// The receipt's flag.
+        found: bool,
+    },
     /// The receipt is for another request.
     #[error("receipt seq {receipt} for voucher seq {voucher}")]
     WrongSeq {
@@ -126,6 +145,13 @@ pub enum ReceiptError {
 }
 
 impl SessionTerms {
+    /// Whether the offer's promise covers a request with a body of `input_bytes` (unknown: no).
+    pub fn covers(&self, input_bytes: Option<u64>) -> bool {
+        input_bytes.is_some_and(|bytes| {
+            self.max_input_bytes == 0 || bytes <= u64::from(self.max_input_bytes)
+        })
+    }
+
     /// The receipt body of request `seq`, served as `served`, on a session at `progress` (the
     /// previous receipt's head and the accepted amount).
     pub fn receipt_body(
@@ -137,6 +163,7 @@ impl SessionTerms {
         let charge = progress.charge(served.status, self.price_per_request)?;
         Ok(ReceiptBody {
             session_id: self.session,
+            opened_slot: self.opened_slot,
             request_number: seq,
             input_hash: served.input_hash,
             output_hash: served.output_hash,
@@ -146,6 +173,7 @@ impl SessionTerms {
             request_completed_at: served.completed_at_ms,
             latency_ms: served.latency_ms,
             status: served.status,
+            sla_covered: self.covers(served.input_bytes),
             amount_charged: Amount(charge.amount),
             cumulative_charged: Amount(charge.cumulative),
             prev_receipt_hash: progress.head,
@@ -171,6 +199,9 @@ impl SessionTerms {
         if message.session != self.session.0 {
             return Err(ReceiptError::WrongSession(Pubkey(message.session)));
         }
+        if message.opened_slot != self.opened_slot {
+            return Err(ReceiptError::WrongIncarnation(message.opened_slot));
+        }
         if message.seq != voucher.seq {
             return Err(ReceiptError::WrongSeq {
                 receipt: message.seq,
@@ -179,10 +210,16 @@ impl SessionTerms {
         }
         if let Exchange::Answered {
             input_hash,
+            input_bytes,
             output_hash,
             http_status,
         } = exchange
         {
+            if message.sla_covered != self.covers(Some(input_bytes)) {
+                return Err(ReceiptError::WrongCoverage {
+                    found: message.sla_covered,
+                });
+            }
             if receipt.body.input_hash != input_hash {
                 return Err(ReceiptError::InputMismatch);
             }

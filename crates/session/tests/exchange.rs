@@ -21,9 +21,11 @@ fn provider_key() -> SigningKey {
 fn terms() -> SessionTerms {
     SessionTerms {
         session: Pubkey([1; 32]),
+        opened_slot: 42,
         provider: pubkey_of(&provider_key()),
         price_per_request: PRICE,
         max_latency_ms: 500,
+        max_input_bytes: 1_024,
     }
 }
 
@@ -39,6 +41,7 @@ fn served(status: ReceiptStatus, latency_ms: u32, seq: u64) -> Served {
     Served {
         status,
         input_hash: Hash32([seq as u8; 32]),
+        input_bytes: Some(seq * 100),
         output_hash: Hash32([!(seq as u8); 32]),
         latency_ms,
         completed_at_ms: 1_700_000_000_000,
@@ -48,6 +51,7 @@ fn served(status: ReceiptStatus, latency_ms: u32, seq: u64) -> Served {
 fn answered(served: &Served, http_status: u16) -> Exchange {
     Exchange::Answered {
         input_hash: served.input_hash,
+        input_bytes: served.input_bytes.unwrap_or(0),
         output_hash: served.output_hash,
         http_status,
     }
@@ -60,7 +64,7 @@ fn provide(
     served: Served,
     cap: u64,
 ) -> Result<Receipt, VoucherRejection> {
-    provider.check_voucher(voucher.seq, voucher.cumulative, PRICE, cap)?;
+    provider.check_voucher(voucher, PRICE, cap)?;
     provider.accept(voucher.seq);
     let body = terms()
         .receipt_body(provider, voucher.seq, served)
@@ -124,7 +128,7 @@ proptest! {
         }
         let old = vouchers[usize::try_from(replay - 1).expect("small")];
         prop_assert_eq!(
-            provider.check_voucher(old.seq, old.cumulative, PRICE, u64::MAX),
+            provider.check_voucher(old, PRICE, u64::MAX),
             Err(VoucherRejection::AlreadyUsed { seq: old.seq })
         );
     }
@@ -232,6 +236,7 @@ fn every_tampered_receipt_is_refused_with_its_own_error() {
     let cheap = NextVoucher {
         seq: 1,
         cumulative: PRICE - 1,
+        receipt_head: Hash32::ZERO,
     };
     assert_eq!(
         terms().check_receipt(&start, cheap, &receipt, exchange),
@@ -251,5 +256,43 @@ fn a_recovered_receipt_is_checked_without_the_lost_exchange() {
     assert_eq!(
         (after.last_seq, after.accepted, after.head),
         (1, PRICE, receipt.receipt_id)
+    );
+}
+
+#[test]
+fn a_receipt_that_opts_a_covered_request_out_of_the_promise_or_names_another_incarnation_is_refused(
+) {
+    let (voucher, served, receipt) = first_exchange();
+    let start = Progress::default();
+    let exchange = answered(&served, 200);
+    assert!(
+        receipt.body.sla_covered,
+        "100 bytes are within the 1 024 bound"
+    );
+    let opted_out = resign(receipt.clone(), |r| r.body.sla_covered = false);
+    assert_eq!(
+        terms().check_receipt(&start, voucher, &opted_out, exchange),
+        Err(ReceiptError::WrongCoverage { found: false })
+    );
+    let earlier = resign(receipt, |r| r.body.opened_slot = 41);
+    assert_eq!(
+        terms().check_receipt(&start, voucher, &earlier, exchange),
+        Err(ReceiptError::WrongIncarnation(41))
+    );
+}
+
+#[test]
+fn a_request_above_the_input_bound_gets_a_receipt_outside_the_promise() {
+    let mut provider = Progress::default();
+    let voucher = provider.next_voucher(PRICE).expect("fits");
+    let mut big = served(ReceiptStatus::Ok, 10_000, 1);
+    big.input_bytes = Some(1_025);
+    let receipt = provide(&mut provider, voucher, big, PRICE).expect("accepted");
+    assert!(!receipt.body.sla_covered);
+    assert_eq!(
+        terms()
+            .check_receipt(&Progress::default(), voucher, &receipt, answered(&big, 200))
+            .map(|p| p.receipts),
+        Ok(1)
     );
 }

@@ -52,8 +52,12 @@ pub fn parse_compute_budget(data: &[u8]) -> Option<ComputeBudgetInstruction> {
 pub fn instruction_units(instruction: &Instruction, session: &SessionKeys) -> u32 {
     let program = instruction.program_id;
     if program == PROGRAM_ID {
-        session_escrow::compute_units::of_instruction(instruction, session.session_bump)
-            .unwrap_or(DEFAULT_INSTRUCTION_UNITS)
+        session_escrow::compute_units::of_instruction(
+            instruction,
+            session.session_bump,
+            session.opened_slot,
+        )
+        .unwrap_or(DEFAULT_INSTRUCTION_UNITS)
     } else if program == solana_compute_budget_interface::id()
         || program == token::SYSTEM_PROGRAM_ID
     {

@@ -6,7 +6,7 @@
 //! the program verifies are exactly the bytes that were signed.
 
 use anchor_lang::{AccountDeserialize, Discriminator, InstructionData, ToAccountMetas};
-use session_escrow::instructions::{ClaimArgs, CloseArgs, OfferTerms, OpenSessionArgs};
+use session_escrow::instructions::{CloseArgs, OfferTerms, OpenSessionArgs};
 use session_escrow::state::{Dispute, Session, SessionStatus as ProgramStatus};
 use solana_client::nonblocking::rpc_client::RpcClient;
 use solana_sdk::instruction::Instruction;
@@ -51,12 +51,13 @@ pub fn vault_address(session: &Pubkey) -> Pubkey {
     .0
 }
 
-/// The dispute record PDA of a session's receipt `seq`.
-pub fn dispute_address(session: &Pubkey, seq: u64) -> Pubkey {
+/// The dispute record PDA of receipt `seq` of the session's incarnation `opened_slot`.
+pub fn dispute_address(session: &Pubkey, opened_slot: u64, seq: u64) -> Pubkey {
     Pubkey::find_program_address(
         &[
             session_escrow::constants::DISPUTE_SEED,
             session.as_ref(),
+            &opened_slot.to_le_bytes(),
             &seq.to_le_bytes(),
         ],
         &PROGRAM_ID,
@@ -82,6 +83,9 @@ pub struct SessionKeys {
     /// The session PDA's canonical bump: the program searches it on every instruction, which
     /// the compute budget of a transaction accounts for (`compute::with_compute_budget`).
     pub session_bump: u8,
+    /// The session's incarnation (the slot it was opened in; 0 before it is opened): vouchers,
+    /// receipts and dispute records name it.
+    pub opened_slot: u64,
 }
 
 impl SessionKeys {
@@ -102,6 +106,7 @@ impl SessionKeys {
             mint,
             token_program,
             session_bump,
+            opened_slot: 0,
         }
     }
 
@@ -115,6 +120,7 @@ impl SessionKeys {
             mint: account.mint,
             token_program,
             session_bump: account.bump,
+            opened_slot: account.opened_slot,
         }
     }
 
@@ -137,7 +143,7 @@ fn build(accounts: impl ToAccountMetas, data: impl InstructionData) -> Instructi
     }
 }
 
-/// Marks a Token-2022 mint writable in a `close` or `reclaim`: the program harvests the vault's
+/// Marks a Token-2022 mint writable in a `finalize` or `cooperative_close`: the program harvests the vault's
 /// withheld transfer fees to the mint before closing the vault. An SPL Token mint stays
 /// read-only (write-locking USDC's mint would put the transaction in its local fee market).
 fn mint_writable_for_token_2022(mut instruction: Instruction, keys: &SessionKeys) -> Instruction {
@@ -168,7 +174,7 @@ pub fn open_session(
         session_ttl_secs: message.session_ttl_secs,
         grace_secs: message.grace_secs,
         max_latency_ms: message.max_latency_ms,
-        min_uptime_bps: message.min_uptime_bps,
+        max_input_bytes: message.max_input_bytes,
         latency_penalty_bps: message.latency_penalty_bps,
         expires_at: message.expires_at,
         offer_id: message.offer_id,
@@ -222,30 +228,16 @@ fn voucher_instruction(voucher: &Voucher, voucher_signer: &Pubkey) -> Instructio
     )
 }
 
-/// `claim` by the provider with `voucher`, anchoring the receipt chain head.
-pub fn claim(
-    keys: &SessionKeys,
-    voucher: &Voucher,
-    voucher_signer: &Pubkey,
-    receipts_head: [u8; 32],
-    receipt_count: u64,
-) -> [Instruction; 2] {
+/// `claim` by the provider: records `voucher` (and the receipt head it commits to) as the
+/// session's settled voucher. No tokens move; the provider is paid at [`finalize`].
+pub fn claim(keys: &SessionKeys, voucher: &Voucher, voucher_signer: &Pubkey) -> [Instruction; 2] {
     let claim = build(
         session_escrow::accounts::Claim {
             provider: keys.provider,
             session: keys.session,
-            vault: keys.vault,
-            mint: keys.mint,
-            provider_token: keys.provider_token(),
             instructions_sysvar: INSTRUCTIONS_SYSVAR,
-            token_program: keys.token_program,
         },
-        session_escrow::instruction::Claim {
-            args: ClaimArgs {
-                receipts_head,
-                receipt_count,
-            },
-        },
+        session_escrow::instruction::Claim {},
     );
     [voucher_instruction(voucher, voucher_signer), claim]
 }
@@ -261,30 +253,72 @@ pub fn request_close(keys: &SessionKeys) -> Instruction {
     )
 }
 
-/// A final claim made as part of `close`.
+/// A final voucher sent with `close` or `cooperative_close`.
 #[derive(Debug, Clone, Copy)]
-pub struct FinalClaim<'a> {
+pub struct FinalVoucher<'a> {
     /// The best voucher.
     pub voucher: &'a Voucher,
     /// The session's voucher signer.
     pub voucher_signer: &'a Pubkey,
-    /// Receipt chain head to anchor.
-    pub receipts_head: [u8; 32],
-    /// Receipts the head commits to.
-    pub receipt_count: u64,
 }
 
-/// Cooperative `close` by the provider, with an optional final claim (a Token-2022 mint is
-/// passed writable, see [`reclaim`]).
-pub fn close(keys: &SessionKeys, final_claim: Option<FinalClaim<'_>>) -> Vec<Instruction> {
+/// `close` by the provider: records the final voucher if given and ends the session now. Nothing
+/// is paid or deleted before the dispute window has passed ([`finalize`]).
+pub fn close(keys: &SessionKeys, final_voucher: Option<FinalVoucher<'_>>) -> Vec<Instruction> {
     let mut instructions = Vec::with_capacity(2);
-    if let Some(claim) = &final_claim {
-        instructions.push(voucher_instruction(claim.voucher, claim.voucher_signer));
+    if let Some(last) = &final_voucher {
+        instructions.push(voucher_instruction(last.voucher, last.voucher_signer));
     }
-    let close = build(
+    instructions.push(build(
         session_escrow::accounts::CloseSession {
             provider: keys.provider,
+            session: keys.session,
+            instructions_sysvar: INSTRUCTIONS_SYSVAR,
+        },
+        session_escrow::instruction::Close {
+            args: CloseArgs {
+                final_voucher: final_voucher.is_some(),
+            },
+        },
+    ));
+    instructions
+}
+
+/// `finalize`, by anyone, after the session's dispute deadline: the provider's associated token
+/// account gets what it earned less the penalties, the agent's the rest; vault and session are
+/// closed (rent to the agent). A Token-2022 mint is passed writable: the program harvests
+/// transfer fees withheld in the vault to it before closing the vault.
+pub fn finalize(keys: &SessionKeys) -> Instruction {
+    let finalize = build(
+        session_escrow::accounts::Finalize {
+            session: keys.session,
             agent: keys.agent,
+            provider: keys.provider,
+            vault: keys.vault,
+            mint: keys.mint,
+            provider_token: keys.provider_token(),
+            agent_token: keys.agent_token(),
+            token_program: keys.token_program,
+        },
+        session_escrow::instruction::Finalize {},
+    );
+    mint_writable_for_token_2022(finalize, keys)
+}
+
+/// `cooperative_close`, signed by the agent **and** the provider: settles and closes now, with
+/// an optional final voucher.
+pub fn cooperative_close(
+    keys: &SessionKeys,
+    final_voucher: Option<FinalVoucher<'_>>,
+) -> Vec<Instruction> {
+    let mut instructions = Vec::with_capacity(2);
+    if let Some(last) = &final_voucher {
+        instructions.push(voucher_instruction(last.voucher, last.voucher_signer));
+    }
+    let close = build(
+        session_escrow::accounts::CooperativeClose {
+            agent: keys.agent,
+            provider: keys.provider,
             session: keys.session,
             vault: keys.vault,
             mint: keys.mint,
@@ -293,35 +327,14 @@ pub fn close(keys: &SessionKeys, final_claim: Option<FinalClaim<'_>>) -> Vec<Ins
             instructions_sysvar: INSTRUCTIONS_SYSVAR,
             token_program: keys.token_program,
         },
-        session_escrow::instruction::Close {
+        session_escrow::instruction::CooperativeClose {
             args: CloseArgs {
-                final_claim: final_claim.map(|c| ClaimArgs {
-                    receipts_head: c.receipts_head,
-                    receipt_count: c.receipt_count,
-                }),
+                final_voucher: final_voucher.is_some(),
             },
         },
     );
     instructions.push(mint_writable_for_token_2022(close, keys));
     instructions
-}
-
-/// `reclaim` by the agent after expiry (or close request) plus grace. A Token-2022 mint is
-/// passed writable: the program harvests transfer fees withheld in the vault to it before
-/// closing the vault.
-pub fn reclaim(keys: &SessionKeys) -> Instruction {
-    let reclaim = build(
-        session_escrow::accounts::Reclaim {
-            agent: keys.agent,
-            session: keys.session,
-            vault: keys.vault,
-            mint: keys.mint,
-            agent_token: keys.agent_token(),
-            token_program: keys.token_program,
-        },
-        session_escrow::instruction::Reclaim {},
-    );
-    mint_writable_for_token_2022(reclaim, keys)
 }
 
 /// `dispute` by the agent with a provider-signed receipt.
@@ -336,12 +349,8 @@ pub fn dispute(keys: &SessionKeys, receipt: &Receipt) -> [Instruction; 2] {
         session_escrow::accounts::DisputeReceipt {
             agent: keys.agent,
             session: keys.session,
-            dispute: dispute_address(&keys.session, message.seq),
-            vault: keys.vault,
-            mint: keys.mint,
-            agent_token: keys.agent_token(),
+            dispute: dispute_address(&keys.session, message.opened_slot, message.seq),
             instructions_sysvar: INSTRUCTIONS_SYSVAR,
-            token_program: keys.token_program,
             system_program: token::SYSTEM_PROGRAM_ID,
         },
         session_escrow::instruction::Dispute { seq: message.seq },
@@ -413,13 +422,14 @@ pub async fn fetch_dispute(
 }
 
 /// A session's balance as the protocol reports it, given the provider's accepted voucher state.
+/// `refunded` reports the penalties disputes recorded (returned to the agent at settlement);
+/// `remaining` is what further vouchers may still spend: deposit − accepted.
 pub fn session_status(
     address: &Pubkey,
     session: &Session,
     seq: u64,
     accepted: u64,
 ) -> SessionSnapshot {
-    let cap = session.deposit.saturating_sub(session.refunded);
     SessionSnapshot {
         session_id: x402pp_protocol::Pubkey(address.to_bytes()),
         state: match session.status {
@@ -429,8 +439,8 @@ pub fn session_status(
         seq,
         accepted: Amount(accepted),
         deposit: Amount(session.deposit),
-        refunded: Amount(session.refunded),
-        remaining: Amount(cap.saturating_sub(accepted)),
+        refunded: Amount(session.penalties),
+        remaining: Amount(session.deposit.saturating_sub(accepted)),
         price_per_request: Amount(session.price_per_request),
         expires_at: session.expires_at,
     }

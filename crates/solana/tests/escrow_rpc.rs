@@ -1,6 +1,7 @@
 //! The escrow builders through the real RPC path of a localnet: a whole session — open on a
-//! signed offer, claim a voucher anchoring the receipt head, dispute a slow receipt, close —
-//! with every balance checked to the atomic unit.
+//! signed offer, claim a voucher anchoring the receipt head it signed, dispute a slow receipt,
+//! the provider's close, finalize after the dispute window — with every balance checked to the
+//! atomic unit.
 #![allow(clippy::unwrap_used, clippy::arithmetic_side_effects)] // tests
 
 use solana_client::nonblocking::rpc_client::RpcClient;
@@ -13,10 +14,10 @@ use x402pp_localnet::{Localnet, LocalnetConfig};
 use x402pp_protocol::crypto::{input_hash, output_hash};
 use x402pp_protocol::{
     Amount, Hash32, Id16, Offer, OfferSla, OfferTerms, Receipt, ReceiptBody, ReceiptChain,
-    ReceiptStatus, SessionState, SlaVerification, UptimePercent, Voucher,
+    ReceiptStatus, SessionState, SlaVerification, Voucher, VoucherTerms,
 };
 use x402pp_solana::compute;
-use x402pp_solana::escrow::{self, FinalClaim, SessionKeys};
+use x402pp_solana::escrow::{self, FinalVoucher, SessionKeys};
 use x402pp_solana::keys::signing_key;
 use x402pp_solana::token;
 
@@ -64,7 +65,7 @@ fn offer(localnet: &Localnet, provider: &Keypair, now: i64) -> Offer {
         grace_secs: 600,
         sla: OfferSla {
             max_latency_ms: MAX_LATENCY_MS,
-            min_uptime_percent: UptimePercent::from_bps(9_900).unwrap(),
+            max_input_bytes: 0,
             latency_penalty_bps: PENALTY_BPS,
         },
         expires_at: now + 600,
@@ -74,14 +75,15 @@ fn offer(localnet: &Localnet, provider: &Keypair, now: i64) -> Offer {
 
 fn receipt(
     provider: &Keypair,
-    session: Pubkey,
+    keys: &SessionKeys,
     seq: u64,
     latency_ms: u32,
     chain: &ReceiptChain,
 ) -> Receipt {
     let completed = 1_800_000_000_000 + i64::try_from(seq).unwrap();
     let body = ReceiptBody {
-        session_id: x402pp_protocol::Pubkey(session.to_bytes()),
+        session_id: x402pp_protocol::Pubkey(keys.session.to_bytes()),
+        opened_slot: keys.opened_slot,
         request_number: seq,
         input_hash: input_hash("POST", "/v1/inference", b"{}"),
         output_hash: output_hash(b"ok"),
@@ -89,6 +91,7 @@ fn receipt(
         request_completed_at: completed,
         latency_ms,
         status: ReceiptStatus::Ok,
+        sla_covered: true,
         amount_charged: Amount(PRICE),
         cumulative_charged: Amount(chain.cumulative_charged + PRICE),
         prev_receipt_hash: chain.head,
@@ -96,6 +99,30 @@ fn receipt(
         provider: x402pp_protocol::Pubkey(provider.pubkey().to_bytes()),
     };
     Receipt::sign(body, &signing_key(provider)).unwrap()
+}
+
+/// Voucher `seq` of `keys`'s session for `cumulative`, committing to `head`.
+fn voucher(keys: &SessionKeys, seq: u64, cumulative: u64, head: Hash32, key: &Keypair) -> Voucher {
+    let terms = VoucherTerms {
+        session: x402pp_protocol::Pubkey(keys.session.to_bytes()),
+        opened_slot: keys.opened_slot,
+        seq,
+        cumulative: Amount(cumulative),
+        receipt_head: head,
+    };
+    Voucher::sign(terms, &signing_key(key))
+}
+
+/// `keys` with the incarnation of the session now open at its address.
+async fn opened(rpc: &RpcClient, keys: SessionKeys) -> SessionKeys {
+    let session = escrow::fetch_session(rpc, &keys.session)
+        .await
+        .unwrap()
+        .expect("session exists");
+    SessionKeys {
+        opened_slot: session.opened_slot,
+        ..keys
+    }
 }
 
 #[tokio::test]
@@ -121,6 +148,7 @@ async fn a_whole_session_over_rpc_conserves_every_token() {
     let open = escrow::open_session(&keys, &offer, nonce, DEPOSIT, voucher_key.pubkey()).unwrap();
     send(&rpc, &open, &agent, &[&agent]).await;
 
+    let keys = opened(&rpc, keys).await;
     let session = escrow::fetch_session(&rpc, &keys.session)
         .await
         .unwrap()
@@ -129,6 +157,7 @@ async fn a_whole_session_over_rpc_conserves_every_token() {
         (session.deposit, session.price_per_request),
         (DEPOSIT, PRICE)
     );
+    assert!(session.opened_slot > 0);
     assert_eq!(session.offer_hash, offer.offer_hash().unwrap().0);
     assert_eq!(balance(&rpc, &keys.vault).await, DEPOSIT);
     assert_eq!(balance(&rpc, &keys.agent_token()).await, 100_000 - DEPOSIT);
@@ -138,55 +167,68 @@ async fn a_whole_session_over_rpc_conserves_every_token() {
     let mut receipts = Vec::new();
     for seq in 1..=5 {
         let latency = if seq == 3 { 900 } else { 20 };
-        let r = receipt(&provider, keys.session, seq, latency, &chain);
+        let r = receipt(&provider, &keys, seq, latency, &chain);
         chain.append(&r.body.message()).unwrap();
         receipts.push(r);
     }
-    let session_key = x402pp_protocol::Pubkey(keys.session.to_bytes());
-    let voucher = Voucher::sign(
-        session_key,
-        5,
-        Amount(5 * PRICE),
-        &signing_key(&voucher_key),
-    );
-
-    let claim = escrow::claim(
-        &keys,
-        &voucher,
-        &voucher_key.pubkey(),
-        chain.head.0,
-        chain.last_seq,
-    );
+    // Voucher 6 pays request 6 and commits to receipts 1..=5.
+    let sixth = voucher(&keys, 6, 6 * PRICE, chain.head, &voucher_key);
+    let claim = escrow::claim(&keys, &sixth, &voucher_key.pubkey());
     send(&rpc, &claim, &provider, &[&provider]).await;
     let session = escrow::fetch_session(&rpc, &keys.session)
         .await
         .unwrap()
         .unwrap();
     assert_eq!(
-        (session.claimed, session.claimed_seq, session.receipt_count),
-        (5 * PRICE, 5, 5)
+        (session.settled, session.settled_seq, session.receipt_count),
+        (6 * PRICE, 6, 5)
     );
-    assert_eq!(session.receipts_head, chain.head.0);
-    assert_eq!(balance(&rpc, &keys.provider_token()).await, 5 * PRICE);
-    let status = escrow::session_status(&keys.session, &session, 5, 5 * PRICE);
+    assert_eq!(
+        session.receipts_head, chain.head.0,
+        "the head the agent signed"
+    );
+    assert_eq!(
+        balance(&rpc, &keys.provider_token()).await,
+        0,
+        "paid at finalize"
+    );
+    let status = escrow::session_status(&keys.session, &session, 6, 6 * PRICE);
     assert_eq!(status.state, SessionState::Open);
-    assert_eq!(status.remaining, Amount(DEPOSIT - 5 * PRICE));
+    assert_eq!(status.remaining, Amount(DEPOSIT - 6 * PRICE));
 
-    // The slow receipt is evidence: half the price comes back to the agent.
+    // The provider ends the session at once with its final voucher (v1's dodge)...
+    let last = voucher(&keys, 11, 11 * PRICE, Hash32([7; 32]), &voucher_key);
+    let close = escrow::close(
+        &keys,
+        Some(FinalVoucher {
+            voucher: &last,
+            voucher_signer: &voucher_key.pubkey(),
+        }),
+    );
+    send(&rpc, &close, &provider, &[&provider]).await;
+    let session = escrow::fetch_session(&rpc, &keys.session)
+        .await
+        .unwrap()
+        .expect("the session stays for the dispute window");
+    assert_eq!(
+        escrow::session_status(&keys.session, &session, 11, 11 * PRICE).state,
+        SessionState::Closing
+    );
+
+    // ... and the slow receipt is still evidence: the penalty is recorded.
     let dispute = escrow::dispute(&keys, &receipts[2]);
     send(&rpc, &dispute, &agent, &[&agent]).await;
     let penalty = PRICE * u64::from(PENALTY_BPS) / 10_000;
-    let record = escrow::fetch_dispute(&rpc, &escrow::dispute_address(&keys.session, 3))
-        .await
-        .unwrap()
-        .unwrap();
+    let record = escrow::fetch_dispute(
+        &rpc,
+        &escrow::dispute_address(&keys.session, keys.opened_slot, 3),
+    )
+    .await
+    .unwrap()
+    .unwrap();
     assert_eq!(
-        (record.seq, record.paid, record.latency_ms),
+        (record.seq, record.latency_penalty, record.latency_ms),
         (3, penalty, 900)
-    );
-    assert_eq!(
-        balance(&rpc, &keys.agent_token()).await,
-        100_000 - DEPOSIT + penalty
     );
 
     // A fast receipt is no evidence.
@@ -199,23 +241,12 @@ async fn a_whole_session_over_rpc_conserves_every_token() {
     );
     assert!(rpc.send_and_confirm_transaction(&tx).await.is_err());
 
-    // Six more requests, then the provider closes with a final claim.
-    let final_voucher = Voucher::sign(
-        session_key,
-        11,
-        Amount(11 * PRICE),
-        &signing_key(&voucher_key),
-    );
-    let close = escrow::close(
-        &keys,
-        Some(FinalClaim {
-            voucher: &final_voucher,
-            voucher_signer: &voucher_key.pubkey(),
-            receipts_head: Hash32::ZERO.0,
-            receipt_count: 11,
-        }),
-    );
-    send(&rpc, &close, &provider, &[&provider]).await;
+    // After the window anyone finalizes (here a third party pays the fee).
+    let deadline = session.dispute_deadline().unwrap();
+    localnet.warp_clock_to(deadline + 1).unwrap();
+    let cranker = Keypair::new();
+    localnet.airdrop(&cranker.pubkey(), 1_000_000_000).unwrap();
+    send(&rpc, &[escrow::finalize(&keys)], &cranker, &[&cranker]).await;
     assert!(
         escrow::fetch_session(&rpc, &keys.session)
             .await
@@ -229,7 +260,7 @@ async fn a_whole_session_over_rpc_conserves_every_token() {
     assert_eq!(
         provider_got,
         11 * PRICE - penalty,
-        "the penalty came out of the provider's claims"
+        "the penalty came out of the provider's payout"
     );
     assert_eq!(agent_has, 100_000 - 11 * PRICE + penalty);
     assert_eq!(
@@ -290,15 +321,6 @@ async fn budgeted_transactions_of_every_instruction_land_within_their_limits() {
     let mut offer = offer(&localnet, &provider, localnet.unix_timestamp());
     offer.terms.asset = x402pp_protocol::Pubkey(mint.to_bytes());
     let offer = Offer::sign(offer.terms, &signing_key(&provider)).unwrap();
-    let session_key = |keys: &SessionKeys| x402pp_protocol::Pubkey(keys.session.to_bytes());
-    let voucher = |keys: &SessionKeys, seq: u64| {
-        Voucher::sign(
-            session_key(keys),
-            seq,
-            Amount(seq * PRICE),
-            &signing_key(&voucher_key),
-        )
-    };
     let keys_of = |nonce| {
         SessionKeys::new(
             agent.pubkey(),
@@ -309,61 +331,75 @@ async fn budgeted_transactions_of_every_instruction_land_within_their_limits() {
         )
     };
 
-    // Session 1: open, top up, claim (creating the provider's account), dispute, close.
+    // Session 1: open, top up, claim, dispute, the provider's close, finalize (creating the
+    // provider's token account).
     let keys = keys_of(1);
     let open = escrow::open_session(&keys, &offer, 1, DEPOSIT, voucher_key.pubkey()).unwrap();
     send_budgeted(&rpc, &open, &keys, &agent).await;
+    let keys = opened(&rpc, keys).await;
     send_budgeted(&rpc, &[escrow::top_up(&keys, PRICE)], &keys, &agent).await;
-    let mut claim = vec![token::create_associated_token_account_idempotent(
+    let chain = ReceiptChain::new(x402pp_protocol::Pubkey(keys.session.to_bytes()));
+    let first = voucher(&keys, 1, PRICE, chain.head, &voucher_key);
+    let claim = escrow::claim(&keys, &first, &voucher_key.pubkey());
+    send_budgeted(&rpc, &claim, &keys, &provider).await;
+    let slow = receipt(&provider, &keys, 1, 900, &chain);
+    send_budgeted(&rpc, &escrow::dispute(&keys, &slow), &keys, &agent).await;
+    let last = voucher(&keys, 2, 2 * PRICE, Hash32::ZERO, &voucher_key);
+    let close = escrow::close(
+        &keys,
+        Some(FinalVoucher {
+            voucher: &last,
+            voucher_signer: &voucher_key.pubkey(),
+        }),
+    );
+    send_budgeted(&rpc, &close, &keys, &provider).await;
+    localnet.advance_clock(2 * 600 + 1).unwrap();
+    let mut finalize = vec![token::create_associated_token_account_idempotent(
         &provider.pubkey(),
         &provider.pubkey(),
         &mint,
         &token::TOKEN_2022_PROGRAM_ID,
     )];
-    let chain = ReceiptChain::new(session_key(&keys));
-    claim.extend(escrow::claim(
-        &keys,
-        &voucher(&keys, 1),
-        &voucher_key.pubkey(),
-        chain.head.0,
-        0,
-    ));
-    send_budgeted(&rpc, &claim, &keys, &provider).await;
-    let slow = receipt(&provider, keys.session, 1, 900, &chain);
-    send_budgeted(&rpc, &escrow::dispute(&keys, &slow), &keys, &agent).await;
-    let last = voucher(&keys, 2);
-    let close = escrow::close(
-        &keys,
-        Some(FinalClaim {
-            voucher: &last,
-            voucher_signer: &voucher_key.pubkey(),
-            receipts_head: Hash32::ZERO.0,
-            receipt_count: 2,
-        }),
-    );
-    send_budgeted(&rpc, &close, &keys, &provider).await;
+    finalize.push(escrow::finalize(&keys));
+    send_budgeted(&rpc, &finalize, &keys, &provider).await;
 
-    // Session 2: request close, then reclaim after the grace.
+    // Session 2: request close, then a cooperative close with a final voucher (both sign). The
+    // clock moved past the first offer's expiry: a fresh one.
+    let mut terms = offer.terms.clone();
+    terms.expires_at = localnet.unix_timestamp() + 600;
+    let offer = Offer::sign(terms, &signing_key(&provider)).unwrap();
     let keys = keys_of(2);
     let open = escrow::open_session(&keys, &offer, 2, DEPOSIT, voucher_key.pubkey()).unwrap();
     send_budgeted(&rpc, &open, &keys, &agent).await;
+    let keys = opened(&rpc, keys).await;
     send_budgeted(&rpc, &[escrow::request_close(&keys)], &keys, &agent).await;
-    localnet.advance_clock(601).unwrap();
-    send_budgeted(&rpc, &[escrow::reclaim(&keys)], &keys, &agent).await;
+    let last = voucher(&keys, 1, PRICE, Hash32::ZERO, &voucher_key);
+    let together = compute::with_compute_budget(
+        &escrow::cooperative_close(
+            &keys,
+            Some(FinalVoucher {
+                voucher: &last,
+                voucher_signer: &voucher_key.pubkey(),
+            }),
+        ),
+        &keys,
+        1,
+    );
+    send(&rpc, &together, &agent, &[&agent, &provider]).await;
 
     let escrow_txs: Vec<_> = localnet
         .transactions()
         .into_iter()
         .filter(|tx| tx.invokes(&escrow::PROGRAM_ID))
         .collect();
-    assert_eq!(escrow_txs.len(), 8);
+    assert_eq!(escrow_txs.len(), 9);
     for tx in &escrow_txs {
         assert!(tx.succeeded, "{tx:?}");
         let limit = tx.compute_unit_limit.expect("a compute unit limit");
         assert!(tx.compute_units_consumed <= u64::from(limit), "{tx:?}");
         assert_eq!(tx.compute_unit_price, Some(1));
     }
-    assert!(escrow_txs[2].invokes(&token::ASSOCIATED_TOKEN_PROGRAM_ID));
+    assert!(escrow_txs[5].invokes(&token::ASSOCIATED_TOKEN_PROGRAM_ID));
 
     // The ATA program's dearest path alone (a Token-2022 account created) fits its budget.
     let owner = Pubkey::new_unique();

@@ -78,14 +78,12 @@ pub fn test_route(price: u64) -> RoutePrice {
     }
 }
 
-/// The tests' usual agent budget at `price`: a hundred requests' deposit at most, 5 s latency,
-/// 90 % uptime.
+/// The tests' usual agent budget at `price`: a hundred requests' deposit at most, 5 s latency.
 pub fn test_budget(price: u64) -> Budget {
     Budget {
         max_price_per_request: price,
         max_deposit: price.saturating_mul(100),
         max_latency_ms: 5_000,
-        min_uptime_bps: 9_000,
     }
 }
 

@@ -118,9 +118,9 @@ pub(crate) async fn start(
     let url = format!("http://{addr}");
     let mut config = ServerConfig::new(world.network.clone(), world.localnet.usdc_mint(), &url);
     // Tests' sessions are short: the cache is refreshed every few seconds and the settler (when
-    // there is one, with a tick of its own choosing) is taken to claim within 10 s, so a route
-    // may offer a grace down to 15 s (`ServerConfig::min_grace_secs`). A `server_config` hook
-    // can set other values.
+    // there is one, with a tick of its own choosing) is taken to claim within 10 s; the program's
+    // floor (60 s) is then the shortest grace a route may offer (`ServerConfig::min_grace_secs`).
+    // A `server_config` hook can set other values.
     config.session_refresh = TEST_SESSION_REFRESH;
     config.claim_lead = TEST_CLAIM_LEAD;
     for (path, price) in &spec.routes {

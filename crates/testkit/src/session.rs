@@ -3,7 +3,7 @@
 use anyhow::{ensure, Context as _};
 use solana_sdk::pubkey::Pubkey;
 use solana_sdk::signature::{Keypair, Signer};
-use x402pp_protocol::{headers, Amount, Id16, Intent, Offer, Voucher};
+use x402pp_protocol::{headers, Amount, Hash32, Id16, Intent, Offer, Voucher, VoucherTerms};
 use x402pp_solana::escrow::{self, SessionKeys};
 use x402pp_solana::keys::signing_key;
 use x402pp_solana::token;
@@ -16,7 +16,7 @@ pub struct RawSession {
     pub wallet: Keypair,
     /// The session's voucher key.
     pub voucher_key: Keypair,
-    /// The session's accounts.
+    /// The session's accounts (with its `opened_slot`, read back after the open).
     pub keys: SessionKeys,
     /// The session's address.
     pub session: Pubkey,
@@ -25,12 +25,18 @@ pub struct RawSession {
 }
 
 impl RawSession {
-    /// Voucher `seq` for `cumulative`, signed with the session's voucher key.
-    pub fn voucher(&self, seq: u64, cumulative: u64) -> Voucher {
+    /// Voucher `seq` for `cumulative`, committing to the receipt head `receipt_head` (the hash
+    /// of receipt `seq − 1`, [`Hash32::ZERO`] for the first), on this session's incarnation,
+    /// signed with the session's voucher key.
+    pub fn voucher(&self, seq: u64, cumulative: u64, receipt_head: Hash32) -> Voucher {
         Voucher::sign(
-            x402pp_protocol::Pubkey(self.session.to_bytes()),
-            seq,
-            Amount(cumulative),
+            VoucherTerms {
+                session: x402pp_protocol::Pubkey(self.session.to_bytes()),
+                opened_slot: self.keys.opened_slot,
+                seq,
+                cumulative: Amount(cumulative),
+                receipt_head,
+            },
             &signing_key(&self.voucher_key),
         )
     }
@@ -87,6 +93,10 @@ impl World {
         let voucher_key = Keypair::new();
         let open = escrow::open_session(&keys, &offer, nonce, deposit, voucher_key.pubkey())?;
         self.send(&open, &wallet).await?;
+        let account = escrow::fetch_session(&self.rpc, &keys.session)
+            .await?
+            .context("the opened session has no account")?;
+        let keys = SessionKeys::of(keys.session, &account, token::TOKEN_PROGRAM_ID);
         Ok(RawSession {
             wallet,
             voucher_key,

@@ -24,16 +24,18 @@ use crate::instruction;
 pub const OPEN_SESSION: u32 = 54_000;
 /// `top_up`.
 pub const TOP_UP: u32 = 32_500;
-/// `claim`.
-pub const CLAIM: u32 = 35_500;
+/// `claim` (records the voucher; no token CPI).
+pub const CLAIM: u32 = 15_500;
 /// `request_close`.
 pub const REQUEST_CLOSE: u32 = 10_500;
-/// `close` (with a final claim).
-pub const CLOSE: u32 = 62_000;
-/// `reclaim`.
-pub const RECLAIM: u32 = 37_500;
-/// `dispute`.
-pub const DISPUTE: u32 = 45_000;
+/// `close` (with a final voucher; no token CPI).
+pub const CLOSE: u32 = 16_500;
+/// `finalize` (two payouts, vault closed).
+pub const FINALIZE: u32 = 56_500;
+/// `cooperative_close` (final voucher, two payouts, vault closed).
+pub const COOPERATIVE_CLOSE: u32 = 62_000;
+/// `dispute` (records the debt and the dispute account; no token CPI).
+pub const DISPUTE: u32 = 26_000;
 
 /// What the runtime charges per `create_program_address` a bump search makes
 /// (`create_program_address_units` of Agave's compute budget).
@@ -42,13 +44,17 @@ pub const PDA_SEARCH_STEP: u32 = 1_500;
 /// The budget of the instruction whose data is `data` (by its Anchor discriminator), PDAs at
 /// bump 255; `None` when `data` is no instruction of this program.
 pub fn of_instruction_data(data: &[u8]) -> Option<u32> {
-    let budgets: [(&[u8], u32); 7] = [
+    let budgets: [(&[u8], u32); 8] = [
         (instruction::OpenSession::DISCRIMINATOR, OPEN_SESSION),
         (instruction::TopUp::DISCRIMINATOR, TOP_UP),
         (instruction::Claim::DISCRIMINATOR, CLAIM),
         (instruction::RequestClose::DISCRIMINATOR, REQUEST_CLOSE),
         (instruction::Close::DISCRIMINATOR, CLOSE),
-        (instruction::Reclaim::DISCRIMINATOR, RECLAIM),
+        (instruction::Finalize::DISCRIMINATOR, FINALIZE),
+        (
+            instruction::CooperativeClose::DISCRIMINATOR,
+            COOPERATIVE_CLOSE,
+        ),
         (instruction::Dispute::DISCRIMINATOR, DISPUTE),
     ];
     budgets
@@ -75,9 +81,10 @@ mod off_chain {
     use crate::constants::{DISPUTE_SEED, VAULT_SEED};
 
     /// The compute units `ix` may use if it is an instruction of this program on the session
-    /// whose PDA bump is `session_bump`: its budget plus the bump searches it makes. `None` for
+    /// whose PDA bump is `session_bump` and whose incarnation is `opened_slot` (a dispute
+    /// record's address depends on it): its budget plus the bump searches it makes. `None` for
     /// another program's instruction or data that is no instruction of this one.
-    pub fn of_instruction(ix: &Instruction, session_bump: u8) -> Option<u32> {
+    pub fn of_instruction(ix: &Instruction, session_bump: u8, opened_slot: u64) -> Option<u32> {
         if ix.program_id != crate::ID {
             return None;
         }
@@ -97,6 +104,7 @@ mod off_chain {
                 (Some(dispute), Some(session)) => pda_search_units(bump(&[
                     DISPUTE_SEED,
                     session.as_ref(),
+                    &opened_slot.to_le_bytes(),
                     &dispute.seq.to_le_bytes(),
                 ])),
                 _ => 0,

@@ -80,12 +80,12 @@ pub enum EscrowError {
     /// The mint account is not the session's mint.
     #[msg("the mint is not the session's mint")]
     WrongMint,
-    /// The claim deadline ((expires_at or close request) + grace) has passed.
+    /// The claim deadline (end + grace) has passed.
     #[msg("the claim window has closed")]
     ClaimWindowClosed,
-    /// The agent tried to reclaim before (expires_at or close request) + grace.
-    #[msg("the session cannot be reclaimed before its end plus grace")]
-    ReclaimTooEarly,
+    /// Finalize before the dispute deadline (end + 2 × grace).
+    #[msg("the session cannot be finalized before its dispute window has passed")]
+    FinalizeTooEarly,
 
     // --- Vouchers -------------------------------------------------------------------------------
     /// The voucher was not signed by the session's voucher signer.
@@ -94,18 +94,18 @@ pub enum EscrowError {
     /// The voucher is for another session.
     #[msg("the voucher is for another session")]
     VoucherSessionMismatch,
-    /// The voucher's cumulative is not above what was already claimed (replay or stale voucher).
-    #[msg("the voucher's cumulative is not above the claimed amount")]
+    /// The voucher's cumulative is below what was already settled (a stale voucher).
+    #[msg("the voucher's cumulative is below what was already settled")]
     VoucherNotIncreasing,
-    /// The voucher's seq is below the seq of the last claimed voucher.
-    #[msg("the voucher is older than the last claimed voucher")]
+    /// The voucher's seq is not above the seq of the last claimed voucher (a replay).
+    #[msg("the voucher is not newer than the last claimed voucher")]
     VoucherSeqRegressed,
-    /// The voucher is valid but the deposit left pays nothing more.
-    #[msg("nothing is left to claim")]
-    NothingToClaim,
-    /// The anchored receipt count went down.
-    #[msg("the receipt count cannot decrease")]
-    ReceiptCountRegressed,
+    /// A dispute after the dispute deadline (end + 2 × grace).
+    #[msg("the dispute window has closed")]
+    DisputeWindowClosed,
+    /// A voucher or receipt of an earlier session opened at the same address.
+    #[msg("the signed message is for an earlier session at this address (opened_slot differs)")]
+    WrongIncarnation,
 
     // --- Receipts and disputes ------------------------------------------------------------------
     /// The receipt was not signed by the session's provider.

@@ -1,4 +1,5 @@
-//! Events emitted (`emit!`) on every state change.
+//! Events the program emits (Anchor `emit!`: `Program data:` log lines, base64 of discriminator +
+//! borsh), so indexers and the provider's settlement follow sessions without polling accounts.
 
 use anchor_lang::prelude::*;
 
@@ -9,7 +10,7 @@ pub struct SessionOpened {
     pub session: Pubkey,
     /// The depositing agent.
     pub agent: Pubkey,
-    /// The provider that signed the offer.
+    /// The provider.
     pub provider: Pubkey,
     /// The deposit mint.
     pub mint: Pubkey,
@@ -17,11 +18,13 @@ pub struct SessionOpened {
     pub voucher_signer: Pubkey,
     /// The agent's nonce.
     pub nonce: u64,
-    /// Tokens received by the vault.
+    /// The session's incarnation (the slot it was opened in).
+    pub opened_slot: u64,
+    /// What the vault received.
     pub deposit: u64,
     /// sha256 of the signed offer.
     pub offer_hash: [u8; 32],
-    /// Unix seconds of expiry.
+    /// When the session expires.
     pub expires_at: i64,
 }
 
@@ -30,71 +33,43 @@ pub struct SessionOpened {
 pub struct DepositToppedUp {
     /// The session account.
     pub session: Pubkey,
-    /// Tokens received by the vault.
+    /// What the vault received.
     pub amount: u64,
-    /// Total deposit after the top-up.
+    /// The new total deposit.
     pub deposit: u64,
 }
 
-/// The provider claimed a voucher.
+/// The provider claimed a voucher (recorded; paid at finalize).
 #[event]
 pub struct VoucherClaimed {
     /// The session account.
     pub session: Pubkey,
     /// The voucher's seq.
     pub seq: u64,
-    /// The voucher's cumulative.
+    /// The voucher's cumulative (the new `settled`).
     pub cumulative: u64,
-    /// Paid to the provider by this claim.
-    pub amount: u64,
-    /// Total claimed after this claim.
-    pub claimed: u64,
-    /// The anchored receipt chain head.
+    /// The receipt head the voucher committed to.
     pub receipts_head: [u8; 32],
-    /// The anchored receipt count.
+    /// Receipts the head commits to (seq − 1).
     pub receipt_count: u64,
 }
 
-/// The agent asked to close the session.
+/// Closing started: the agent's `request_close` or the provider's `close`.
 #[event]
 pub struct CloseRequested {
     /// The session account.
     pub session: Pubkey,
-    /// Unix seconds of the request.
+    /// When closing started.
     pub requested_at: i64,
-    /// Last second the provider may still claim.
+    /// True for the provider's `close`, false for the agent's `request_close`.
+    pub by_provider: bool,
+    /// Last second the provider may claim.
     pub claim_deadline: i64,
+    /// Last second the agent may dispute; finalize is allowed after it.
+    pub dispute_deadline: i64,
 }
 
-/// The provider closed the session cooperatively.
-#[event]
-pub struct SessionClosed {
-    /// The session account.
-    pub session: Pubkey,
-    /// Paid to the provider by the final claim (0 without one).
-    pub final_claim: u64,
-    /// Returned to the agent from the vault.
-    pub returned_to_agent: u64,
-    /// Total claimed over the session.
-    pub claimed: u64,
-    /// Total refunded by disputes over the session.
-    pub refunded: u64,
-}
-
-/// The agent reclaimed the session after its end plus grace.
-#[event]
-pub struct SessionReclaimed {
-    /// The session account.
-    pub session: Pubkey,
-    /// Returned to the agent from the vault.
-    pub returned_to_agent: u64,
-    /// Total claimed over the session.
-    pub claimed: u64,
-    /// Total refunded by disputes over the session.
-    pub refunded: u64,
-}
-
-/// The agent disputed a provider-signed receipt.
+/// The agent disputed a receipt.
 #[event]
 pub struct ReceiptDisputed {
     /// The session account.
@@ -105,10 +80,29 @@ pub struct ReceiptDisputed {
     pub seq: u64,
     /// sha256 of the receipt message.
     pub receipt_hash: [u8; 32],
-    /// Penalty owed for a latency breach.
+    /// Latency penalty recorded (0 if none).
     pub latency_penalty: u64,
-    /// Refund owed for an over-claim.
-    pub overclaim_refund: u64,
-    /// Actually paid to the agent.
-    pub paid: u64,
+    /// Over-claim shown (settled − the receipt's cumulative_charged; 0 if none).
+    pub overclaim: u64,
+    /// Total penalties recorded on the session.
+    pub penalties: u64,
+}
+
+/// The session was settled and closed: `finalize` after the dispute window, or a cooperative close.
+#[event]
+pub struct SessionFinalized {
+    /// The session account.
+    pub session: Pubkey,
+    /// True for `cooperative_close` (both parties signed).
+    pub cooperative: bool,
+    /// The settled voucher's cumulative.
+    pub settled: u64,
+    /// Penalties recorded by disputes.
+    pub penalties: u64,
+    /// Paid to the provider: earned − penalties.
+    pub to_provider: u64,
+    /// Paid to the agent: the rest of the vault.
+    pub to_agent: u64,
+    /// Penalties the provider's earnings could not cover (not paid).
+    pub penalty_shortfall: u64,
 }

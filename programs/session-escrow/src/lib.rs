@@ -2,11 +2,13 @@
 //!
 //! An agent locks a deposit for a provider in a vault owned by a session PDA, on terms the
 //! provider signed (an *offer*). The agent then pays per request off chain with cumulative
-//! *vouchers*; the provider redeems the best one with [`session_escrow::claim`]. Either side can
-//! end the session ([`session_escrow::close`] cooperatively by the provider,
-//! [`session_escrow::reclaim`] by the agent after expiry or a close request plus grace), and a
-//! provider-signed *receipt* that shows a latency breach or an over-claim is enforced by
-//! [`session_escrow::dispute`].
+//! *vouchers*; the provider records the best one with [`session_escrow::claim`], and a
+//! provider-signed *receipt* that shows a latency breach or an over-claim is recorded as a debt
+//! by [`session_escrow::dispute`]. Either side can end the session
+//! ([`session_escrow::request_close`], [`session_escrow::close`]); no tokens leave the vault
+//! until the agent's dispute window has passed, when anyone may [`session_escrow::finalize`]
+//! (the provider is paid what it earned less the penalties, the agent the rest), unless both
+//! sign a [`session_escrow::cooperative_close`].
 //!
 //! Signatures are checked by the Ed25519SigVerify precompile; the program reads the verified
 //! message back through the instructions sysvar with a strict parser ([`ed25519`]) and decodes it
@@ -57,28 +59,36 @@ pub mod session_escrow {
         instructions::top_up::handler(ctx, amount)
     }
 
-    /// Pays the provider what the agent's voucher (Ed25519 instruction before this one) allows.
-    pub fn claim(ctx: Context<Claim>, args: ClaimArgs) -> Result<()> {
-        instructions::claim::handler(ctx, args)
+    /// Records the agent's voucher (Ed25519 instruction before this one) as the session's
+    /// settled voucher; the provider is paid at `finalize`.
+    pub fn claim(ctx: Context<Claim>) -> Result<()> {
+        instructions::claim::handler(ctx)
     }
 
-    /// Starts closing: the provider may still claim until close request + grace.
+    /// The agent starts closing: claims until end + grace, disputes until end + 2 × grace.
     pub fn request_close(ctx: Context<RequestClose>) -> Result<()> {
         instructions::request_close::handler(ctx)
     }
 
-    /// Cooperative close by the provider: optional final claim, rest to the agent, accounts closed.
+    /// The provider ends the session (optional final voucher): nothing is paid or deleted
+    /// before the dispute window has passed.
     pub fn close(ctx: Context<CloseSession>, args: CloseArgs) -> Result<()> {
         instructions::close::handler(ctx, args)
     }
 
-    /// The agent takes the rest back after (expiry or close request) + grace; accounts closed.
-    pub fn reclaim(ctx: Context<Reclaim>) -> Result<()> {
-        instructions::reclaim::handler(ctx)
+    /// Anyone, after the dispute window: the provider gets what it earned less the penalties,
+    /// the agent the rest; vault and session closed.
+    pub fn finalize(ctx: Context<Finalize>) -> Result<()> {
+        instructions::finalize::handler(ctx)
     }
 
-    /// Enforces a provider-signed receipt (Ed25519 instruction before this one) that shows a
-    /// latency breach or an over-claim; each receipt seq can be disputed once.
+    /// Agent and provider together settle and close now (optional final voucher).
+    pub fn cooperative_close(ctx: Context<CooperativeClose>, args: CloseArgs) -> Result<()> {
+        instructions::cooperative_close::handler(ctx, args)
+    }
+
+    /// Records the debt a provider-signed receipt (Ed25519 instruction before this one) proves:
+    /// a latency breach or an over-claim; each receipt seq can be disputed once.
     pub fn dispute(ctx: Context<DisputeReceipt>, seq: u64) -> Result<()> {
         instructions::dispute::handler(ctx, seq)
     }

@@ -44,6 +44,14 @@ pub struct Args {
     /// Promised latency in milliseconds.
     #[arg(long, default_value_t = 1_000)]
     pub max_latency_ms: u32,
+    /// The largest request body (bytes) the latency promise covers; larger requests are served
+    /// with receipts that say the promise does not cover them (0: no bound).
+    #[arg(long, default_value_t = x402pp_server::config::DEFAULT_MAX_INPUT_BYTES)]
+    pub max_input_bytes: u32,
+    /// The most paid session requests served at once; beyond it a request gets `503 overloaded`
+    /// before its voucher is accepted, instead of being served late into a latency breach.
+    #[arg(long)]
+    pub max_in_flight: Option<u32>,
     /// Ledger database: sqlite://path?mode=rwc or postgres://...
     #[arg(
         long,
@@ -75,7 +83,7 @@ pub struct Args {
     /// Claim anything unclaimed at least this often, in seconds.
     #[arg(long, default_value_t = 300)]
     pub claim_interval_secs: u64,
-    /// Priority fee of claim and close transactions, micro-lamports per compute unit (each
+    /// Priority fee of claim and finalize transactions, micro-lamports per compute unit (each
     /// transaction asks for the compute units it uses).
     #[arg(long, env = "X402PP_COMPUTE_UNIT_PRICE", default_value_t = x402pp_solana::compute::DEFAULT_UNIT_PRICE)]
     pub compute_unit_price: u64,
@@ -172,6 +180,8 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     route.description = "toy text inference".into();
     route.min_deposit = args.min_deposit.unwrap_or(route.min_deposit);
     route.sla.max_latency_ms = args.max_latency_ms;
+    route.sla.max_input_bytes = args.max_input_bytes;
+    route.max_in_flight = args.max_in_flight;
     route.exact = !args.no_exact;
     let public_url = args
         .public_url

@@ -1,8 +1,10 @@
 //! Crash recovery of the provider BINARY: an agent pays a stream of requests on one session
 //! while the test `kill -9`s the `x402pp-provider` process at random moments and restarts it on
 //! the same ledger file. Afterwards no accepted voucher or stored receipt is lost, the agent's
-//! receipt chain and the ledger agree to the atomic unit, the session was used throughout, and
-//! the settlement task of the restarted process claims exactly what the ledger accepted.
+//! receipt chain and the ledger agree to the atomic unit, the session was used throughout, the
+//! settlement task of the restarted process claims exactly what the ledger accepted, and
+//! `finalize` after the dispute window pays the provider exactly that (less any penalty the
+//! agent's disputes recorded).
 //!
 //! The seed is printed; rerun one with `X402PP_CRASH_SEED=<seed>`.
 #![allow(
@@ -16,11 +18,12 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use solana_sdk::signature::Signer;
-use x402pp_client::Budget;
+use x402pp_client::{Agent, Budget};
 use x402pp_localnet::Localnet;
 use x402pp_protocol::{Hash32, ReceiptStatus};
 use x402pp_provider::INFERENCE_PATH;
 use x402pp_server::ledger::Ledger;
+use x402pp_solana::escrow;
 use x402pp_testkit::support::{self, ChildProcess, SplitMix64};
 use x402pp_testkit::{test_budget, World, LAMPORTS_PER_SOL};
 
@@ -123,7 +126,6 @@ async fn a_provider_killed_at_random_points_loses_no_voucher_or_receipt_and_sett
         .no_provider()
         .agent_budget(Budget {
             max_deposit: 500 * PRICE,
-            min_uptime_bps: 0,
             ..test_budget(PRICE)
         })
         .agent_deposit_requests(200)
@@ -143,7 +145,9 @@ async fn a_provider_killed_at_random_points_loses_no_voucher_or_receipt_and_sett
     provider.start();
     provider.wait_ready().await;
 
-    let agent = w.agent().await.unwrap();
+    let config = w.agent_config().unwrap();
+    let wallet = config.keypair.pubkey();
+    let agent = Agent::new(config).await.unwrap();
 
     // The agent: every logical request is retried until it is served (200).
     let delays: Vec<u64> = (0..REQUESTS).map(|_| rng.below(120)).collect();
@@ -242,28 +246,56 @@ async fn a_provider_killed_at_random_points_loses_no_voucher_or_receipt_and_sett
         assert!(voucher.is_some(), "voucher {} is stored", stored.seq);
     }
 
-    // Settlement by the restarted process claims exactly what was accepted, once.
+    // Settlement by the restarted process records on chain exactly what was accepted, once;
+    // a claim pays nothing.
     let deadline = Instant::now() + Duration::from_secs(60);
-    let claimed = loop {
-        let account = x402pp_solana::escrow::fetch_session(&w.rpc, &session.address)
+    let account = loop {
+        let account = escrow::fetch_session(&w.rpc, &session.address)
             .await
             .unwrap()
             .expect("the session is still open");
-        if account.claimed >= charged || Instant::now() > deadline {
-            break account.claimed;
+        if account.settled >= charged || Instant::now() > deadline {
+            break account;
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
     };
-    assert_eq!(claimed, charged, "on-chain claimed = ledger accepted");
-    let paid = w.tokens(&provider_key.pubkey()).await.unwrap();
     assert_eq!(
-        paid, charged,
+        account.settled, charged,
+        "on-chain settled = ledger accepted"
+    );
+    let provider_tokens = provider_key.pubkey();
+    assert_eq!(
+        w.tokens(&provider_tokens).await.unwrap(),
+        0,
+        "paid only at finalize"
+    );
+
+    // After the dispute window the session is finalized (the agent sends it; anyone may): the
+    // provider is paid exactly what it served, less the penalties recorded (none unless a
+    // request breached the latency promise), and the agent gets the rest of its deposit.
+    let agent_before = w.tokens(&wallet).await.unwrap();
+    w.localnet
+        .warp_clock_to(account.dispute_deadline().unwrap() + 1)
+        .unwrap();
+    agent.finalize(&session.address).await.unwrap();
+    let paid = w.tokens(&provider_tokens).await.unwrap();
+    assert_eq!(
+        paid,
+        charged - account.penalties,
         "the provider was paid exactly what it served"
     );
+    assert_eq!(
+        w.tokens(&wallet).await.unwrap(),
+        agent_before + account.deposit - paid
+    );
+    assert!(escrow::fetch_session(&w.rpc, &session.address)
+        .await
+        .unwrap()
+        .is_none());
     eprintln!(
         "crash test: {kills} kills, {REQUESTS} requests served in {attempts} attempts, {} \
          receipts ({ok} ok, {orphans} recovered after a kill), {charged} units accepted = \
-         claimed on chain",
+         settled on chain, {paid} paid at finalize",
         receipts.len()
     );
     ledger.close().await;

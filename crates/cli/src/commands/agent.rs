@@ -111,7 +111,6 @@ impl BudgetArgs {
             max_price_per_request: read("max-price", &self.max_price)?,
             max_deposit: read("max-deposit", &self.max_deposit)?,
             max_latency_ms: self.max_latency_ms,
-            min_uptime_bps: 0,
         })
     }
 

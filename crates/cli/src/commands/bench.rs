@@ -25,7 +25,7 @@ use x402pp_client::Agent;
 use x402pp_provider::INFERENCE_PATH;
 use x402pp_testkit::World;
 
-use super::demo::world::{self as demo, agent_config, close_with_final_claim};
+use super::demo::world::{self as demo, agent_config, close_early, finalize};
 
 /// Arguments of `bench`.
 #[derive(Debug, Clone, clap::Args)]
@@ -297,10 +297,28 @@ async fn chain_comparison(world: &World, url: &str, n: u64) -> anyhow::Result<Ve
         let transactions = if session {
             let sessions = agent.sessions();
             for info in &sessions {
-                close_with_final_claim(world, &info.address).await?;
+                close_early(world, &info.address).await?;
             }
-            // One open per session, one close with the final claim.
-            (sessions.len() as u64).saturating_mul(2)
+            // Past the dispute window (on the localnet's clock), finalize pays out.
+            let mut deadline = 0i64;
+            for info in &sessions {
+                if let Some(account) =
+                    x402pp_solana::escrow::fetch_session(&world.rpc, &info.address).await?
+                {
+                    deadline = deadline.max(account.dispute_deadline()?);
+                }
+            }
+            let wait = deadline
+                .saturating_sub(world.localnet.unix_timestamp())
+                .saturating_add(1);
+            world
+                .localnet
+                .advance_clock(u64::try_from(wait.max(1)).unwrap_or(1))?;
+            for info in &sessions {
+                finalize(world, &info.address).await?;
+            }
+            // One open per session, the provider's close with its final voucher, finalize.
+            (sessions.len() as u64).saturating_mul(3)
         } else {
             agent.stats().exact_requests
         };
@@ -313,7 +331,8 @@ async fn chain_comparison(world: &World, url: &str, n: u64) -> anyhow::Result<Ve
             scheme: if session { "session" } else { "exact" }.into(),
             requests: n,
             transactions,
-            // Lamports that left the three payers (fees; the session's rent comes back on close).
+            // Lamports that left the three payers (fees; the session's rent comes back at
+            // finalize).
             fees_lamports: before.saturating_sub(after),
             wall_ms,
         });

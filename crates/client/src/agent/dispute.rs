@@ -24,13 +24,14 @@ impl Agent {
             .find(|r| r.body.request_number == seq)
             .cloned()
             .ok_or(ClientError::NoSuchReceipt(seq))?;
-        let dispute_address = escrow::dispute_address(&session.address(), seq);
+        let dispute_address =
+            escrow::dispute_address(&session.address(), session.keys.opened_slot, seq);
         let signature = self
             .send_transaction(&escrow::dispute(&session.keys, &receipt), &session.keys)
             .await?;
         let paid = escrow::fetch_dispute(&self.inner.rpc, &dispute_address)
             .await?
-            .map(|d| d.paid)
+            .map(|d| d.latency_penalty)
             .unwrap_or(0);
         {
             let mut data = lock(&session.data);
@@ -40,7 +41,7 @@ impl Agent {
                 breach.dispute_signature = Some(signature.to_string());
             }
         }
-        // The refund lowers the voucher cap: re-read it.
+        // The penalty is recorded on chain (paid back at settlement): re-read the books.
         if let Err(e) = self.refresh(session).await {
             tracing::warn!(error = %e, "cannot refresh the session after a dispute");
         }
@@ -75,12 +76,13 @@ impl Agent {
                     .collect()
             };
             for seq in pending {
-                let address = escrow::dispute_address(&session.address(), seq);
+                let address =
+                    escrow::dispute_address(&session.address(), session.keys.opened_slot, seq);
                 if let Some(existing) = escrow::fetch_dispute(&self.inner.rpc, &address).await? {
                     let mut data = lock(&session.data);
                     if let Some(breach) = data.breaches.iter_mut().find(|b| b.seq == seq) {
                         breach.disputed = true;
-                        breach.paid = existing.paid;
+                        breach.paid = existing.latency_penalty;
                     }
                     continue;
                 }

@@ -30,7 +30,9 @@ use x402pp_protocol::x402::{
     PaymentRequired, SessionExtra, SettleResponse, SCHEME_EXACT, SCHEME_SESSION,
 };
 use x402pp_protocol::ErrorCode;
-use x402pp_protocol::{headers, Amount, Hash32, Network, Offer, Receipt, ReceiptStatus, Voucher};
+use x402pp_protocol::{
+    headers, Amount, Hash32, Network, Offer, Receipt, ReceiptStatus, Voucher, VoucherTerms,
+};
 use x402pp_session::{Exchange, NextVoucher, Progress, ReceiptError, SessionTerms};
 use x402pp_solana::compute;
 use x402pp_solana::escrow::{self, SessionKeys};
@@ -39,17 +41,27 @@ use x402pp_solana::ChainError;
 use crate::error::RefusalCode;
 use crate::store::{BreachRecord, Store, StoredSession};
 use crate::types::{uptime_bps, AgentSessionState};
-use crate::{AgentConfig, AgentStats, ClientError, DisputeOutcome, DisputePolicy, SessionInfo};
+use crate::{
+    AgentConfig, AgentStats, Anchor, ClientError, DisputeOutcome, DisputePolicy, SessionInfo,
+};
 use offer::Challenge;
 use pay::{clone_request, SessionOutcome};
 use session::{SessionData, SessionHandle, TermsKey};
 
+/// The request an agent pays for, as receipts describe it: the hash of method, path and body,
+/// and the body's length (the offer's input bound is about it).
+#[derive(Debug, Clone, Copy)]
+pub(super) struct RequestInput {
+    pub(super) hash: Hash32,
+    pub(super) bytes: u64,
+}
 /// A session is not used for a new request within this many seconds of its expiry.
 const EXPIRY_MARGIN_SECS: i64 = 2;
 /// Lamports per signature when the RPC cannot price a message.
 const FALLBACK_LAMPORTS_PER_SIGNATURE: u64 = 5_000;
 /// The longest an agent waits, in total for one request, for a provider to finish (or recover)
-/// an earlier request of the session (`409 request_in_flight`) before giving up.
+/// an earlier request of the session (`409 request_in_flight`) or to have room for it
+/// (`503 overloaded`) before giving up.
 const MAX_IN_FLIGHT_WAIT: Duration = Duration::from_secs(60);
 /// The longest single wait a `Retry-After` can ask for.
 const MAX_RETRY_AFTER: Duration = Duration::from_secs(40);
@@ -180,13 +192,14 @@ impl Agent {
         let wallet = config.keypair.pubkey();
         for (record, receipts) in store.load()? {
             let provider = sol_key(&record.offer.terms.provider);
-            let keys = SessionKeys::new(
+            let mut keys = SessionKeys::new(
                 wallet,
                 provider,
                 record.nonce,
                 sol_key(&record.offer.terms.asset),
                 sol_key(&record.token_program),
             );
+            keys.opened_slot = record.opened_slot;
             if keys.session != sol_key(&record.address) {
                 // Another wallet's session: not ours to use.
                 continue;
@@ -344,11 +357,14 @@ impl Agent {
                 .ok_or(ClientError::NonCloneableRequest)?
                 .to_vec(),
         };
-        let input = input_hash(
-            request.method().as_str(),
-            &path_and_query(request.url()),
-            &body,
-        );
+        let input = RequestInput {
+            hash: input_hash(
+                request.method().as_str(),
+                &path_and_query(request.url()),
+                &body,
+            ),
+            bytes: u64::try_from(body.len()).unwrap_or(u64::MAX),
+        };
         let route = origin_and_path(request.url());
 
         // A known open session for this route: pay straight away, no 402 round trip.
@@ -476,7 +492,8 @@ impl Agent {
     }
 
     /// Starts closing the session (`request_close`): no more requests on it; the provider may
-    /// claim until the end of the grace period, then [`Agent::reclaim`] returns the rest.
+    /// claim until the end + grace, the agent dispute until the end + 2 × grace, then
+    /// [`Agent::finalize`] (by either side) pays out.
     pub async fn request_close(&self, session: &Pubkey) -> Result<Signature, ClientError> {
         let session = self.session(session)?;
         let _turn = session.turn.lock().await;
@@ -492,14 +509,30 @@ impl Agent {
         Ok(signature)
     }
 
-    /// Takes the remainder of the vault back after the claim deadline (expiry or close request,
-    /// plus grace, by the chain's clock); the session and vault accounts are closed.
-    pub async fn reclaim(&self, session: &Pubkey) -> Result<Signature, ClientError> {
+    /// Settles the session after its dispute window (end + 2 × grace, by the chain's clock): the
+    /// provider is paid what it earned less the penalties the agent's disputes recorded, the
+    /// agent gets the rest; the session and vault accounts are closed. (`finalize` on chain;
+    /// anyone may send it, the agent does when the provider has not.)
+    pub async fn finalize(&self, session: &Pubkey) -> Result<Signature, ClientError> {
         let session = self.session(session)?;
         let _turn = session.turn.lock().await;
-        let signature = self
-            .send_transaction(&[escrow::reclaim(&session.keys)], &session.keys)
-            .await?;
+        // Both payouts go to associated token accounts, which must exist (the provider's may
+        // not, e.g. a provider that was never paid in this mint): created if missing.
+        let keys = &session.keys;
+        let payer = self.address();
+        let mut instructions = Vec::with_capacity(3);
+        for owner in [&keys.provider, &keys.agent] {
+            instructions.push(
+                x402pp_solana::token::create_associated_token_account_idempotent(
+                    &payer,
+                    owner,
+                    &keys.mint,
+                    &keys.token_program,
+                ),
+            );
+        }
+        instructions.push(escrow::finalize(keys));
+        let signature = self.send_transaction(&instructions, keys).await?;
         {
             let mut data = lock(&session.data);
             data.state = AgentSessionState::Closed;
@@ -507,5 +540,44 @@ impl Agent {
         lock(&self.inner.routes).retain(|_, a| *a != session.address());
         self.persist(&session);
         Ok(signature)
+    }
+
+    /// Holds the receipt head the chain anchors for `session` (what the provider's last claim
+    /// recorded from the agent's own voucher) against the agent's store, and reports a
+    /// mismatch with a warning: it means the session's voucher key signed a voucher for
+    /// receipts the agent never accepted.
+    pub async fn check_anchor(&self, session: &Pubkey) -> Result<Anchor, ClientError> {
+        let handle = self.session(session)?;
+        let Some(account) = escrow::fetch_session(&self.inner.rpc, session).await? else {
+            return Ok(Anchor::None);
+        };
+        if account.opened_slot != handle.keys.opened_slot || account.settled_seq == 0 {
+            return Ok(Anchor::None);
+        }
+        let count = account.receipt_count;
+        let on_chain = Hash32(account.receipts_head);
+        let stored = if count == 0 {
+            Some(Hash32::ZERO)
+        } else {
+            lock(&handle.data)
+                .receipts
+                .iter()
+                .find(|r| r.body.request_number == count)
+                .map(|r| r.receipt_id)
+        };
+        if stored == Some(on_chain) {
+            return Ok(Anchor::Matches { count });
+        }
+        tracing::warn!(
+            session = %session,
+            count,
+            %on_chain,
+            "the receipt head anchored on chain is not the agent's: a voucher was signed for receipts the agent never accepted"
+        );
+        Ok(Anchor::Mismatch {
+            count,
+            on_chain,
+            stored,
+        })
     }
 }

@@ -91,13 +91,6 @@ impl Agent {
                 terms.sla.max_latency_ms, budget.max_latency_ms
             ));
         }
-        if terms.sla.min_uptime_percent.bps() < budget.min_uptime_bps {
-            return reject(format!(
-                "offered uptime {} bps is below the budget's {} bps",
-                terms.sla.min_uptime_percent.bps(),
-                budget.min_uptime_bps
-            ));
-        }
         Ok(offer)
     }
 }

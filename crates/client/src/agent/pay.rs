@@ -18,9 +18,10 @@ pub(super) fn header_value(value: &str) -> Result<HeaderValue, ClientError> {
     Ok(HeaderValue::from_str(value)?)
 }
 
-/// The `Retry-After` of a `409 request_in_flight` (capped), if this is one: of the 409 answers
-/// only `request_in_flight` carries a `Retry-After`, so the body is left for the caller.
-pub(super) fn in_flight_wait(response: &Response) -> Option<Duration> {
+/// The `Retry-After` of an answer (capped), if it has one. Of the 409 answers only
+/// `request_in_flight` carries one, and of the 503 answers those refused before the voucher was
+/// accepted (`overloaded`), so the body is left for the caller.
+pub(super) fn retry_after(response: &Response) -> Option<Duration> {
     let seconds: u64 = response
         .headers()
         .get(reqwest::header::RETRY_AFTER)?
@@ -57,7 +58,7 @@ impl Agent {
         &self,
         session: &SessionHandle,
         request: &Request,
-        input: Hash32,
+        input: RequestInput,
         transport: &mut Transport<'_>,
     ) -> Result<SessionOutcome, ClientError> {
         let _turn = session.turn.lock().await;
@@ -80,7 +81,7 @@ impl Agent {
                     .progress
                     .next_voucher(price)
                     .map_err(|e| ClientError::BudgetExceeded(e.to_string()))?;
-                (next, data.deposit.saturating_sub(data.refunded))
+                (next, data.deposit)
             };
             if Progress::check_cover(next.cumulative, cap).is_err() {
                 // Proactive top-up: the next voucher would exceed the deposit.
@@ -99,9 +100,13 @@ impl Agent {
                 continue;
             }
             let voucher = Voucher::sign(
-                proto_key(&session.address()),
-                next.seq,
-                Amount(next.cumulative),
+                VoucherTerms {
+                    session: proto_key(&session.address()),
+                    opened_slot: session.keys.opened_slot,
+                    seq: next.seq,
+                    cumulative: Amount(next.cumulative),
+                    receipt_head: next.receipt_head,
+                },
                 &session.voucher_key,
             );
             let mut paid = clone_request(request)?;
@@ -133,11 +138,15 @@ impl Agent {
                 recovered = true;
                 continue;
             }
-            if response.status() == StatusCode::CONFLICT {
-                if let Some(wait) = in_flight_wait(&response) {
+            if response.status() == StatusCode::CONFLICT
+                || response.status() == StatusCode::SERVICE_UNAVAILABLE
+            {
+                if let Some(wait) = retry_after(&response) {
                     if waited.saturating_add(wait) <= MAX_IN_FLIGHT_WAIT {
-                        // The provider still serves (or will recover) this voucher's request:
-                        // resend the same voucher once it can answer with the receipt.
+                        // 409: the provider still serves (or will recover) this voucher's
+                        // request; 503 `overloaded`: it shed the request before accepting the
+                        // voucher (nothing charged). Either way, resend the same voucher after
+                        // the wait.
                         waited = waited.saturating_add(wait);
                         tokio::time::sleep(wait).await;
                         continue;

@@ -21,7 +21,7 @@ impl Agent {
         &self,
         session: &SessionHandle,
         voucher: &Voucher,
-        input: Hash32,
+        input: RequestInput,
         response: Response,
     ) -> Result<(Response, Option<u64>), ClientError> {
         let status = response.status();
@@ -30,7 +30,8 @@ impl Agent {
         let response_headers = response.headers().clone();
         let body = response.bytes().await?;
         let exchange = Exchange::Answered {
-            input_hash: input,
+            input_hash: input.hash,
+            input_bytes: input.bytes,
             output_hash: output_hash(&body),
             http_status: status.as_u16(),
         };
@@ -108,7 +109,10 @@ impl Agent {
     ) -> bool {
         let ok = outcome == Outcome::Served;
         let seq = receipt.body.request_number;
+        // Only a request the promise covers can breach it (an uncovered receipt is not
+        // disputable: the program refuses it with NoBreach).
         let breach = receipt.body.status == ReceiptStatus::Ok
+            && receipt.body.sla_covered
             && receipt.body.latency_ms > session.offer.terms.sla.max_latency_ms;
         {
             let mut data = lock(&session.data);
@@ -192,6 +196,7 @@ impl Agent {
         let voucher = NextVoucher {
             seq: voucher.seq,
             cumulative: voucher.cumulative.0,
+            receipt_head: voucher.receipt_head,
         };
         session
             .session_terms()

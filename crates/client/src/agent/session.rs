@@ -10,6 +10,7 @@ pub(super) struct TermsKey {
     pub(super) resource: String,
     pub(super) price: u64,
     pub(super) max_latency_ms: u32,
+    pub(super) max_input_bytes: u32,
     pub(super) latency_penalty_bps: u16,
 }
 
@@ -21,10 +22,15 @@ impl TermsKey {
             resource: offer.terms.resource.clone(),
             price: offer.terms.price_per_request.0,
             max_latency_ms: offer.terms.sla.max_latency_ms,
+            max_input_bytes: offer.terms.sla.max_input_bytes,
             latency_penalty_bps: offer.terms.sla.latency_penalty_bps,
         }
     }
 }
+
+/// The `opened_slot` of a session whose `open_session` was sent but not seen landing (the RPC
+/// failed on its confirmation or on the read after it): unknown until `resolve_open` reads it.
+pub(super) const OPEN_IN_DOUBT: u64 = 0;
 
 /// What changes while a session is used.
 pub(super) struct SessionData {
@@ -67,9 +73,11 @@ impl SessionHandle {
     pub(super) fn session_terms(&self) -> SessionTerms {
         SessionTerms {
             session: proto_key(&self.keys.session),
+            opened_slot: self.keys.opened_slot,
             provider: self.offer.terms.provider,
             price_per_request: self.price(),
             max_latency_ms: self.offer.terms.sla.max_latency_ms,
+            max_input_bytes: self.offer.terms.sla.max_input_bytes,
         }
     }
 
@@ -85,6 +93,7 @@ impl SessionHandle {
             address: proto_key(&self.keys.session),
             token_program: proto_key(&self.keys.token_program),
             nonce: self.nonce,
+            opened_slot: self.keys.opened_slot,
             offer: self.offer.clone(),
             voucher_secret: Hash32(self.voucher_key.to_bytes()),
             deposit: data.deposit,
@@ -131,8 +140,12 @@ impl Agent {
     pub(super) fn route_session(&self, route: &str) -> Option<Arc<SessionHandle>> {
         let address = *lock(&self.inner.routes).get(route)?;
         let session = self.find(&address)?;
-        // A stored session in an asset the agent no longer pays in is not used.
-        (session.usable(now_secs()) && self.accepts_asset(&session.keys.mint)).then_some(session)
+        // A stored session in an asset the agent no longer pays in is not used; one whose open
+        // is in doubt is resolved by `session_for` first.
+        (session.usable(now_secs())
+            && self.accepts_asset(&session.keys.mint)
+            && session.keys.opened_slot != OPEN_IN_DOUBT)
+            .then_some(session)
     }
 
     pub(super) fn find(&self, address: &Pubkey) -> Option<Arc<SessionHandle>> {
@@ -166,7 +179,13 @@ impl Agent {
             .iter()
             .find(|s| s.terms == terms && s.usable(now))
             .cloned();
-        let session = match existing {
+        let resolved = match existing {
+            Some(session) if session.keys.opened_slot == OPEN_IN_DOUBT => {
+                self.resolve_open(&session).await?
+            }
+            other => other,
+        };
+        let session = match resolved {
             Some(session) => session,
             None => self.open(offer, terms).await?,
         };
@@ -179,6 +198,67 @@ impl Agent {
         lock(&self.inner.routes).insert(route.to_owned(), session.address());
         self.persist(&session);
         Ok(session)
+    }
+
+    /// Settles an open that was in doubt (its incarnation unknown: [`OPEN_IN_DOUBT`]) from the
+    /// chain. The account exists: the same session with the account's `opened_slot` (which its
+    /// vouchers, receipts and disputes are bound to) and books replaces the in-doubt handle.
+    /// It does not: the open never landed, the handle is set aside (`Closed`) and `None` tells
+    /// the caller to open another.
+    async fn resolve_open(
+        &self,
+        session: &Arc<SessionHandle>,
+    ) -> Result<Option<Arc<SessionHandle>>, ClientError> {
+        let Some(account) = escrow::fetch_session(&self.inner.rpc, &session.address()).await?
+        else {
+            tracing::warn!(session = %session.address(), "the open in doubt did not land; set aside");
+            lock(&session.data).state = AgentSessionState::Closed;
+            self.persist(session);
+            return Ok(None);
+        };
+        let mut keys = session.keys;
+        keys.opened_slot = account.opened_slot;
+        let data = {
+            let data = lock(&session.data);
+            SessionData {
+                deposit: account.deposit,
+                refunded: account.penalties,
+                expires_at: account.expires_at,
+                progress: data.progress,
+                receipts: data.receipts.clone(),
+                breaches: data.breaches.clone(),
+                recovered: data.recovered.clone(),
+                ok_requests: data.ok_requests,
+                failed_requests: data.failed_requests,
+                state: data.state,
+                routes: data.routes.clone(),
+            }
+        };
+        let resolved = Arc::new(SessionHandle {
+            keys,
+            nonce: session.nonce,
+            offer: session.offer.clone(),
+            terms: session.terms.clone(),
+            voucher_key: session.voucher_key.clone(),
+            turn: tokio::sync::Mutex::new(()),
+            data: Mutex::new(data),
+        });
+        {
+            let mut sessions = lock(&self.inner.sessions);
+            if let Some(slot) = sessions
+                .iter_mut()
+                .find(|s| s.address() == resolved.address())
+            {
+                *slot = resolved.clone();
+            }
+        }
+        self.persist(&resolved);
+        tracing::info!(
+            session = %resolved.address(),
+            opened_slot = account.opened_slot,
+            "the open in doubt landed"
+        );
+        Ok(Some(resolved))
     }
 
     pub(super) async fn token_program(&self, mint: &Pubkey) -> Result<Pubkey, ClientError> {
@@ -226,7 +306,7 @@ impl Agent {
         let provider = sol_key(&offer.terms.provider);
         let token_program = self.token_program(&mint).await?;
         let nonce: u64 = rand::random();
-        let keys = SessionKeys::new(
+        let mut keys = SessionKeys::new(
             config.keypair.pubkey(),
             provider,
             nonce,
@@ -238,9 +318,9 @@ impl Agent {
         let instructions = escrow::open_session(&keys, &offer, nonce, deposit, voucher_signer)?;
         // The RPC failing once the transaction may have been sent (confirmation, or the read
         // after it) leaves the open in doubt: the session is kept, with its voucher key, so a
-        // deposit that landed is not forgotten. Its first use tells: the provider serves it, or
-        // answers `session_not_found`, the session is set aside and the next request opens
-        // another.
+        // deposit that landed is not forgotten, its incarnation unknown ([`OPEN_IN_DOUBT`]).
+        // Before its first use `session_for` reads it from the chain (`resolve_open`): there,
+        // it is used with its `opened_slot`; gone, it is set aside and another is opened.
         let (transaction, fee) = self.prepare_transaction(&instructions, &keys).await?;
         let sent = self.submit_transaction(&transaction, fee).await;
         let ttl = i64::try_from(offer.terms.session_ttl_secs).unwrap_or(i64::MAX);
@@ -250,7 +330,8 @@ impl Agent {
             Ok(signature) => match escrow::fetch_session(&self.inner.rpc, &keys.session).await {
                 Ok(Some(account)) => {
                     tracing::info!(session = %keys.session, %signature, deposit, "session opened");
-                    (account.deposit, account.refunded, account.expires_at)
+                    keys.opened_slot = account.opened_slot;
+                    (account.deposit, account.penalties, account.expires_at)
                 }
                 Ok(None) => {
                     return Err(ChainError::Account {
@@ -303,12 +384,11 @@ impl Agent {
 
     /// How much to add so a voucher for `cumulative` is covered: `price × deposit_requests`,
     /// within `max_deposit` of unspent funds and within what the wallet holds, but at least the
-    /// shortfall (`cumulative − (deposit − refunded)`). `Ok(0)`: nothing is missing.
+    /// shortfall (`cumulative − deposit`). `Ok(0)`: nothing is missing.
     ///
-    /// The wallet matters: a dispute refund lowers the voucher cap (`deposit − refunded`) and
-    /// pays the penalty back to the wallet, so a wallet funded for exactly `n` requests then
-    /// holds just the refund — topping up a whole `deposit_requests` batch would fail on chain
-    /// (insufficient funds) where the refund alone covers the shortfall.
+    /// The wallet matters: a wallet funded for exactly `n` requests may hold less than a whole
+    /// `deposit_requests` batch, which would fail on chain (insufficient funds) where a smaller
+    /// top-up covers the shortfall (issue 15 §7: under v1 a dispute refund lowered the cap).
     pub(super) async fn top_up_amount(
         &self,
         session: &SessionHandle,
@@ -318,7 +398,7 @@ impl Agent {
         let price = session.price();
         let (shortfall, remaining) = {
             let data = lock(&session.data);
-            let cap = data.deposit.saturating_sub(data.refunded);
+            let cap = data.deposit;
             (
                 cumulative.saturating_sub(cap),
                 cap.saturating_sub(data.progress.accepted),
@@ -372,14 +452,14 @@ impl Agent {
             .unwrap_or(0))
     }
 
-    /// Re-reads deposit, refunds and expiry from the chain.
+    /// Re-reads deposit, recorded penalties and expiry from the chain.
     pub(super) async fn refresh(&self, session: &SessionHandle) -> Result<(), ClientError> {
         let account = escrow::fetch_session(&self.inner.rpc, &session.address()).await?;
         let mut data = lock(&session.data);
         match account {
             Some(account) => {
                 data.deposit = account.deposit;
-                data.refunded = account.refunded;
+                data.refunded = account.penalties;
                 data.expires_at = account.expires_at;
                 if account.status == session_escrow::state::SessionStatus::Closing
                     && data.state == AgentSessionState::Open

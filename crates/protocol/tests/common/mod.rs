@@ -5,7 +5,7 @@ use ed25519_dalek::SigningKey;
 use x402pp_protocol::crypto::pubkey_of;
 use x402pp_protocol::{
     Amount, Hash32, Id16, Network, OfferSla, OfferTerms, Pubkey, ReceiptBody, ReceiptStatus,
-    SlaVerification, UptimePercent,
+    SlaVerification,
 };
 
 pub const PROVIDER_SEED: [u8; 32] = [0x11; 32];
@@ -57,7 +57,7 @@ pub fn offer_terms() -> OfferTerms {
         grace_secs: 600,
         sla: OfferSla {
             max_latency_ms: 250,
-            min_uptime_percent: UptimePercent::from_bps(9_950).expect("in range"),
+            max_input_bytes: 65_536,
             latency_penalty_bps: 5_000,
         },
         expires_at: 1_800_000_000,
@@ -75,6 +75,7 @@ pub fn receipt_body(
     let completed = 1_800_000_000_000_i64 + i64::try_from(seq).expect("small") * 1_000;
     ReceiptBody {
         session_id: session(),
+        opened_slot: 42,
         request_number: seq,
         input_hash: x402pp_protocol::crypto::input_hash(
             "POST",
@@ -90,6 +91,7 @@ pub fn receipt_body(
         } else {
             ReceiptStatus::Ok
         },
+        sla_covered: true,
         amount_charged: Amount(amount),
         cumulative_charged: Amount(cumulative),
         prev_receipt_hash: prev,

@@ -6,7 +6,7 @@
 //! Ledger::connect(url: &str) -> Result<Ledger, LedgerError>        // "sqlite://path?mode=rwc" | "postgres://..."; runs migrations
 //! ledger.session(&address) -> Result<Option<SessionRecord>, _>
 //! ledger.upsert_session(&ChainSession) -> Result<SessionRecord, _> // insert if absent (last_seq 0, accepted 0);
-//!                                                                   // if present refresh deposit/refunded/state/claimed/claimed_seq from chain,
+//!                                                                   // if present (same opened_slot) refresh deposit/penalties/state/settled/settled_seq from chain,
 //!                                                                   // never touching last_seq/accepted/receipts
 //! ledger.accept_voucher(&address, &StoredVoucher) -> Result<(), LedgerError>
 //!     // ONE atomic compare-and-set: succeeds only if the session's last_seq == voucher.seq - 1
@@ -120,8 +120,9 @@ macro_rules! on_writer {
 macro_rules! select_session {
     () => {
         "SELECT s.address, s.agent, s.provider, s.mint, s.token_program, s.voucher_signer, \
-         s.deposit, s.refunded, s.claimed, s.claimed_seq, s.price_per_request, s.max_latency_ms, \
-         s.expires_at, s.close_requested_at, s.grace_secs, s.state, s.last_seq, s.accepted, \
+         s.opened_slot, s.deposit, s.penalties, s.settled, s.settled_seq, s.price_per_request, \
+         s.max_latency_ms, s.max_input_bytes, s.latency_penalty_bps, \
+         s.expires_at, s.closing_started_at, s.grace_secs, s.state, s.last_seq, s.accepted, \
          s.receipts_head, s.receipt_count, s.best_seq, s.last_claim_at, \
          v.cumulative AS best_cumulative, v.signature AS best_signature \
          FROM sessions s LEFT JOIN vouchers v ON v.session = s.address AND v.seq = s.best_seq "
@@ -228,9 +229,11 @@ impl Ledger {
     }
 }
 
-/// Whether the policy says to claim `record` at `now`: something is claimable before the claim
-/// deadline and the session is closing, or the policy's amount, interval or deadline margin is
-/// reached.
+/// Whether the policy says to claim `record` at `now`: a voucher better than the settled one
+/// before the claim deadline, and the session has ended (expired or closing: no better voucher
+/// is coming), or the policy's amount, interval or deadline margin is reached. A claim moves no
+/// tokens (the provider is paid at `finalize`); it records the voucher on chain so that a lost
+/// ledger does not lose the earnings.
 pub fn is_due(
     record: &SessionRecord,
     last_claim_at: i64,
@@ -243,22 +246,19 @@ pub fn is_due(
     }
     let deadline = claim_deadline(chain);
     if now > deadline {
-        return false; // the claim window closed: the agent may reclaim, a claim would fail
+        return false; // the claim window closed: a claim would fail
     }
-    let unclaimed = estimated_claimable(record);
+    let unclaimed = estimated_unclaimed(record);
     if unclaimed == 0 {
         return false;
     }
-    // The agent asked to close: no voucher is coming that would make waiting worth it, and the
-    // claim window now ends `grace` after the request — claim now (and again for what the
-    // provider serves from its cache until it sees the close).
-    let by_closing = chain.state == SessionState::Closing;
+    let ended = chain.state == SessionState::Closing || now >= chain.expires_at;
     let by_amount = unclaimed >= policy.min_unclaimed;
     let by_interval = now.saturating_sub(last_claim_at)
         >= i64::try_from(policy.interval_secs).unwrap_or(i64::MAX);
     let margin = i64::try_from(policy.deadline_margin_secs).unwrap_or(i64::MAX);
     let by_deadline = now >= deadline.saturating_sub(margin);
-    by_closing || by_amount || by_interval || by_deadline
+    ended || by_amount || by_interval || by_deadline
 }
 
 /// The last second at which the program accepts a claim: the session core's
@@ -268,11 +268,21 @@ pub fn claim_deadline(chain: &ChainSession) -> i64 {
     chain.window().claim_deadline().unwrap_or(i64::MAX)
 }
 
-/// What a claim of the best voucher would pay as far as the ledger knows: the session core's
-/// [`x402pp_session::Books::claimable`] with every refund counted as an over-claim refund (see
-/// [`ChainSession::books`]), an upper bound; the settler reads the exact figure from the chain.
-pub fn estimated_claimable(record: &SessionRecord) -> u64 {
-    record.chain.books().claimable(record.accepted).unwrap_or(0)
+/// What claiming the best voucher would add to what the provider earned, as far as the ledger
+/// knows: the session core's [`x402pp_session::Books::earned`] with the best voucher less the
+/// same with the settled one (an upper bound: the ledger does not keep the over-claim cap; the
+/// settler reads the exact figure from the chain).
+pub fn estimated_unclaimed(record: &SessionRecord) -> u64 {
+    let books = record.chain.books();
+    let Some(best) = record.best_voucher else {
+        return 0;
+    };
+    if best.seq <= books.settled_seq {
+        return 0;
+    }
+    books
+        .earned(best.seq, best.cumulative)
+        .saturating_sub(books.earned(0, 0))
 }
 
 fn sqlite_options(url: &str) -> Result<(SqliteConnectOptions, bool), LedgerError> {

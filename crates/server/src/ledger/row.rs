@@ -63,16 +63,20 @@ pub(crate) trait RowExt {
                 mint: self.array("mint")?,
                 token_program: self.array("token_program")?,
                 voucher_signer: self.array("voucher_signer")?,
+                opened_slot: self.u64("opened_slot")?,
                 deposit: self.u64("deposit")?,
-                refunded: self.u64("refunded")?,
-                claimed: self.u64("claimed")?,
-                claimed_seq: self.u64("claimed_seq")?,
+                penalties: self.u64("penalties")?,
+                settled: self.u64("settled")?,
+                settled_seq: self.u64("settled_seq")?,
                 price_per_request: self.u64("price_per_request")?,
-                max_latency_ms: u32::try_from(max_latency_ms).map_err(|_| {
-                    LedgerError::Corrupt(format!("max_latency_ms = {max_latency_ms}"))
-                })?,
+                max_latency_ms: narrow("max_latency_ms", max_latency_ms)?,
+                max_input_bytes: narrow("max_input_bytes", self.int("max_input_bytes")?)?,
+                latency_penalty_bps: narrow(
+                    "latency_penalty_bps",
+                    self.int("latency_penalty_bps")?,
+                )?,
                 expires_at: self.int("expires_at")?,
-                close_requested_at: self.int("close_requested_at")?,
+                closing_started_at: self.int("closing_started_at")?,
                 grace_secs: self.u64("grace_secs")?,
                 state: match self.text("state")?.as_str() {
                     "open" => SessionState::Open,
@@ -169,4 +173,9 @@ where
     fn flag(&self, column: &str) -> Result<bool, LedgerError> {
         Ok(self.try_get(column)?)
     }
+}
+
+/// A stored integer into a narrower column type; out of range is a corrupt row.
+fn narrow<T: TryFrom<i64>>(column: &str, value: i64) -> Result<T, LedgerError> {
+    T::try_from(value).map_err(|_| LedgerError::Corrupt(format!("{column} = {value}")))
 }

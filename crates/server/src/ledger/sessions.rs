@@ -19,33 +19,40 @@ impl Ledger {
     }
 
     /// Inserts the session (last_seq 0, accepted 0, no receipts) or refreshes what the chain
-    /// changes (deposit, refunded, claimed, claimed_seq, close request, state) without touching
-    /// the provider's accepted state. A session once marked closed stays closed.
+    /// changes (deposit, penalties, settled voucher, closing, state) without touching the
+    /// provider's accepted state. A session once marked closed stays closed. A row holds one
+    /// incarnation: a chain session at another `opened_slot` (the address reopened) leaves the
+    /// row as it is, and the caller sees the difference in the returned record.
     pub async fn upsert_session(&self, chain: &ChainSession) -> Result<SessionRecord, LedgerError> {
         let now = now_unix();
         let values = [
             to_db("deposit", chain.deposit)?,
-            to_db("refunded", chain.refunded)?,
-            to_db("claimed", chain.claimed)?,
-            to_db("claimed_seq", chain.claimed_seq)?,
+            to_db("penalties", chain.penalties)?,
+            to_db("settled", chain.settled)?,
+            to_db("settled_seq", chain.settled_seq)?,
             to_db("price_per_request", chain.price_per_request)?,
             i64::from(chain.max_latency_ms),
             to_db("grace_secs", chain.grace_secs)?,
+            to_db("opened_slot", chain.opened_slot)?,
+            i64::from(chain.max_input_bytes),
+            i64::from(chain.latency_penalty_bps),
         ];
         on_writer!(self, |pool| {
             sqlx::query(
                 "INSERT INTO sessions (address, agent, provider, mint, token_program, \
-                 voucher_signer, deposit, refunded, claimed, claimed_seq, price_per_request, \
-                 max_latency_ms, expires_at, close_requested_at, grace_secs, state, last_seq, \
-                 accepted, receipts_head, receipt_count, best_seq, created_at, last_claim_at) \
+                 voucher_signer, deposit, penalties, settled, settled_seq, price_per_request, \
+                 max_latency_ms, expires_at, closing_started_at, grace_secs, state, last_seq, \
+                 accepted, receipts_head, receipt_count, best_seq, created_at, last_claim_at, \
+                 opened_slot, max_input_bytes, latency_penalty_bps) \
                  VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, \
-                 0, 0, $17, 0, NULL, $18, $18) \
+                 0, 0, $17, 0, NULL, $18, $18, $19, $20, $21) \
                  ON CONFLICT (address) DO UPDATE SET deposit = excluded.deposit, \
-                 refunded = excluded.refunded, claimed = excluded.claimed, \
-                 claimed_seq = excluded.claimed_seq, \
-                 close_requested_at = excluded.close_requested_at, \
+                 penalties = excluded.penalties, settled = excluded.settled, \
+                 settled_seq = excluded.settled_seq, \
+                 closing_started_at = excluded.closing_started_at, \
                  state = CASE WHEN sessions.state = 'closed' THEN 'closed' \
-                 ELSE excluded.state END",
+                 ELSE excluded.state END \
+                 WHERE sessions.opened_slot = excluded.opened_slot",
             )
             .bind(chain.address.as_slice())
             .bind(chain.agent.as_slice())
@@ -60,11 +67,14 @@ impl Ledger {
             .bind(values[4])
             .bind(values[5])
             .bind(chain.expires_at)
-            .bind(chain.close_requested_at)
+            .bind(chain.closing_started_at)
             .bind(values[6])
             .bind(state_text(chain.state))
             .bind([0u8; 32].as_slice())
             .bind(now)
+            .bind(values[7])
+            .bind(values[8])
+            .bind(values[9])
             .execute(pool)
             .await?;
         });
@@ -250,7 +260,8 @@ impl Ledger {
         })
     }
 
-    /// Sessions that are not marked closed (for housekeeping such as cooperative closes).
+    /// Sessions that are not marked closed (the settler finalizes those whose dispute window
+    /// has passed).
     pub async fn open_sessions(&self) -> Result<Vec<SessionRecord>, LedgerError> {
         on_pool!(self, |pool| {
             let rows = sqlx::query(concat!(

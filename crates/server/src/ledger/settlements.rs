@@ -83,7 +83,7 @@ impl Ledger {
         on_pool!(self, |pool| {
             let rows = sqlx::query(concat!(
                 select_session!(),
-                "WHERE s.state <> 'closed' AND s.best_seq IS NOT NULL AND s.accepted > s.claimed \
+                "WHERE s.state <> 'closed' AND s.best_seq IS NOT NULL AND s.best_seq > s.settled_seq \
                  AND NOT EXISTS (SELECT 1 FROM claims c WHERE c.session = s.address \
                  AND c.status = 'pending') ORDER BY s.address"
             ))

@@ -22,48 +22,56 @@ pub struct ChainSession {
     pub token_program: Address,
     /// Key that signs vouchers.
     pub voucher_signer: Address,
+    /// The slot the session was opened in: its incarnation, which vouchers and receipts sign.
+    pub opened_slot: u64,
     /// Total deposited.
     pub deposit: u64,
-    /// Total refunded by disputes.
-    pub refunded: u64,
-    /// Total claimed by the provider.
-    pub claimed: u64,
-    /// seq of the last claimed voucher.
-    pub claimed_seq: u64,
+    /// Latency penalties recorded by disputes (deducted from the provider's payout at
+    /// settlement).
+    pub penalties: u64,
+    /// Cumulative of the best voucher claimed on chain (nothing is paid before settlement).
+    pub settled: u64,
+    /// seq of that voucher.
+    pub settled_seq: u64,
     /// Price per request.
     pub price_per_request: u64,
     /// Promised latency.
     pub max_latency_ms: u32,
+    /// The largest request body the latency promise covers (0: no bound).
+    pub max_input_bytes: u32,
+    /// Penalty per latency breach, basis points of the price.
+    pub latency_penalty_bps: u16,
     /// Unix seconds of expiry.
     pub expires_at: i64,
-    /// Unix seconds of the close request, 0 if none.
-    pub close_requested_at: i64,
-    /// Claim window after expiry / close request.
+    /// Unix seconds at which closing started (the agent's close request or the provider's
+    /// close), 0 if none.
+    pub closing_started_at: i64,
+    /// Claim window after the end; the agent's dispute window is a second one after it.
     pub grace_secs: u64,
-    /// Open, closing (close requested) or closed (account gone).
+    /// Open, closing or closed (account gone).
     pub state: SessionState,
 }
 
 impl ChainSession {
     /// The session's money as the ledger knows it, for the session core's arithmetic. The ledger
-    /// does not track which refunds were latency penalties, so it counts every refund as an
-    /// over-claim refund: [`Books::claimable`] is then an upper bound of what a claim pays (the
-    /// settler reads the exact figure from the chain before it claims).
+    /// does not keep the over-claim cap, so [`Books::payout`] is an upper bound of what
+    /// settlement pays (the settler reads the exact figure from the chain).
     pub fn books(&self) -> Books {
         Books {
             deposit: self.deposit,
-            claimed: self.claimed,
-            refunded: self.refunded,
-            overclaim_refunded: self.refunded,
+            settled: self.settled,
+            settled_seq: self.settled_seq,
+            penalties: self.penalties,
+            ..Books::default()
         }
     }
 
-    /// When the session ends and until when it can be claimed.
+    /// When the session ends, until when it can be claimed, disputed and finalized.
     pub fn window(&self) -> Window {
         Window {
             expires_at: self.expires_at,
-            close_requested_at: (self.state != SessionState::Open && self.close_requested_at > 0)
-                .then_some(self.close_requested_at),
+            closing_started_at: (self.state != SessionState::Open && self.closing_started_at > 0)
+                .then_some(self.closing_started_at),
             grace_secs: self.grace_secs,
         }
     }
@@ -138,11 +146,11 @@ pub struct ReceiptRecord {
 /// owes: see [`crate::ledger::is_due`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct SettlementPolicy {
-    /// Claim when accepted − claimed reaches this many atomic units.
+    /// Claim when what the best voucher adds to the settled one reaches this many atomic units.
     pub min_unclaimed: u64,
     /// Claim anything unclaimed at least this often (seconds since the last claim).
     pub interval_secs: u64,
-    /// Claim anything unclaimed when expiry (or close request) + grace is this close (seconds).
+    /// Claim anything unclaimed when the claim deadline (end + grace) is this close (seconds).
     pub deadline_margin_secs: u64,
 }
 

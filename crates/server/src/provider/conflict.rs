@@ -132,6 +132,7 @@ impl Provider {
         let served = Served {
             status: ReceiptStatus::HandlerError,
             input_hash: Hash32::ZERO,
+            input_bytes: None,
             output_hash: output_hash(&[]),
             latency_ms,
             completed_at_ms: completed,

@@ -10,7 +10,7 @@ use x402pp_protocol::{
     headers, Amount, ErrorCode, Receipt, ReceiptBody, ReceiptStatus, SessionSnapshot, SessionState,
     Voucher,
 };
-use x402pp_session::{Served, SessionTerms, VoucherRejection};
+use x402pp_session::{NextVoucher, Served, SessionTerms, VoucherRejection};
 use x402pp_solana::{escrow, ChainError};
 
 use super::{header_str, now_ms, status_name, PaymentContext, Provider};
@@ -61,6 +61,17 @@ impl Provider {
             .upsert_session(&chain)
             .await
             .map_err(ServerError::internal)?;
+        if record.chain.opened_slot != chain.opened_slot {
+            // The ledger holds one incarnation per address (docs/protocol.md §6).
+            return Err(ServerError::new(
+                ErrorCode::SessionMismatch,
+                format!(
+                    "{session} was reopened (slot {}) while this provider still holds the \
+                     session opened at slot {}; open with a fresh nonce",
+                    chain.opened_slot, record.chain.opened_slot
+                ),
+            ));
+        }
         self.sessions.insert(record.clone());
         Ok(record)
     }
@@ -77,12 +88,36 @@ impl Provider {
                 "the session is for another provider or mint",
             ));
         }
-        if chain.price_per_request != route.price_per_request {
+        // A session is bound to the terms of the offer it was opened on: a route serves it only
+        // under the same price and the same promise, so a strict promise bought on one route
+        // cannot be spent on another with a looser one.
+        let sla = &route.sla;
+        let signed = (
+            chain.price_per_request,
+            chain.max_latency_ms,
+            chain.max_input_bytes,
+            chain.latency_penalty_bps,
+        );
+        let offered = (
+            route.price_per_request,
+            sla.max_latency_ms,
+            sla.max_input_bytes,
+            sla.latency_penalty_bps,
+        );
+        if signed != offered {
             return Err(ServerError::new(
                 ErrorCode::SessionMismatch,
                 format!(
-                    "the session's price {} is not this route's {}",
-                    chain.price_per_request, route.price_per_request
+                    "the session was opened on other terms (price {}, {} ms for bodies up to {} \
+                     bytes, penalty {} bps) than this route's ({}, {} ms, {} bytes, {} bps)",
+                    signed.0,
+                    signed.1,
+                    signed.2,
+                    signed.3,
+                    offered.0,
+                    offered.1,
+                    offered.2,
+                    offered.3
                 ),
             ));
         }
@@ -109,7 +144,7 @@ impl Provider {
             seq: record.last_seq,
             accepted: Amount(record.accepted),
             deposit: Amount(chain.deposit),
-            refunded: Amount(chain.refunded),
+            refunded: Amount(chain.penalties),
             remaining: Amount(chain.books().voucher_cap().saturating_sub(record.accepted)),
             price_per_request: Amount(chain.price_per_request),
             expires_at: chain.expires_at,
@@ -123,9 +158,22 @@ impl Provider {
         voucher: &Voucher,
     ) -> Result<(), ServerError> {
         let chain = &record.chain;
+        if voucher.opened_slot != chain.opened_slot {
+            return Err(ServerError::new(
+                ErrorCode::InvalidVoucher,
+                format!(
+                    "the voucher is for the session opened at slot {}, not {}",
+                    voucher.opened_slot, chain.opened_slot
+                ),
+            ));
+        }
+        let next = NextVoucher {
+            seq: voucher.seq,
+            cumulative: voucher.cumulative.get(),
+            receipt_head: voucher.receipt_head,
+        };
         let rejection = match record.progress().check_voucher(
-            voucher.seq,
-            voucher.cumulative.get(),
+            next,
             chain.price_per_request,
             chain.books().voucher_cap(),
         ) {
@@ -139,7 +187,6 @@ impl Provider {
             } => error.with_details(serde_json::json!({
                 "sessionId": x402pp_protocol::Pubkey(chain.address),
                 "deposit": chain.deposit.to_string(),
-                "refunded": chain.refunded.to_string(),
                 "accepted": record.accepted.to_string(),
                 "required": required.to_string(),
                 "topUp": top_up.to_string(),
@@ -152,9 +199,11 @@ impl Provider {
     pub(crate) fn terms_of(&self, chain: &ChainSession) -> SessionTerms {
         SessionTerms {
             session: x402pp_protocol::Pubkey(chain.address),
+            opened_slot: chain.opened_slot,
             provider: x402pp_protocol::Pubkey(self.address.to_bytes()),
             price_per_request: chain.price_per_request,
             max_latency_ms: chain.max_latency_ms,
+            max_input_bytes: chain.max_input_bytes,
         }
     }
 
@@ -283,6 +332,7 @@ impl Provider {
             .map_or(path, |pq| pq.as_str())
             .to_owned();
         let input = input_hash(parts.method.as_str(), &path_and_query, &body);
+        let input_bytes = u64::try_from(body.len()).unwrap_or(u64::MAX);
         // Shed what the route cannot serve within its promise: before the voucher is accepted,
         // so nothing is charged and the voucher stays unused. The slot is held until the
         // receipt is signed.
@@ -337,6 +387,7 @@ impl Provider {
         let served = Served {
             status,
             input_hash: input,
+            input_bytes: Some(input_bytes),
             output_hash: output_hash(&output),
             latency_ms: u32::try_from(latency.as_millis()).unwrap_or(u32::MAX),
             completed_at_ms: now_ms(),

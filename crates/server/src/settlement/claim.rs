@@ -1,5 +1,6 @@
-//! One claim: the payable amount of the best voucher, the claim row written before the
-//! transaction is sent, the signed transaction, and waiting for its outcome.
+//! One claim: what the best voucher adds to the provider's settlement, the claim row written
+//! before the transaction is sent, the signed transaction, and waiting for its outcome. A claim
+//! records the voucher on chain (and the receipt head it commits to); tokens move at `finalize`.
 
 use std::time::Instant;
 
@@ -8,11 +9,11 @@ use solana_sdk::instruction::Instruction;
 use solana_sdk::pubkey::Pubkey;
 use solana_sdk::signature::{Signature, Signer};
 use solana_sdk::transaction::Transaction;
-use x402pp_protocol::{Amount, Voucher};
+use x402pp_protocol::{Amount, Hash32, Voucher};
 use x402pp_solana::escrow::{self, SessionKeys};
-use x402pp_solana::{compute, token, ChainError};
+use x402pp_solana::{compute, ChainError};
 
-use super::{payable, pubkey, Outcome, SettleError, SettleReport, Settler};
+use super::{pubkey, unclaimed, Outcome, SettleError, SettleReport, Settler};
 use crate::ledger::{ClaimExpiry, ClaimStatus, SessionRecord};
 
 /// A transaction signed by the provider, with what crash recovery needs to judge it later.
@@ -49,52 +50,39 @@ impl Settler {
             tracing::warn!(session = %pubkey(&address), "claim window closed");
             return Ok(());
         }
-        let payable = payable(&account, &voucher);
-        if payable == 0 {
+        let adds = unclaimed(&account, &voucher);
+        if adds == 0 {
             tracing::debug!(session = %pubkey(&address), "nothing to claim");
             return Ok(());
         }
-        let Some(receipt) = self.ledger.receipt(&address, voucher.seq).await? else {
-            tracing::warn!(
-                session = %pubkey(&address),
-                seq = voucher.seq,
-                "no receipt stored for the best voucher; not claiming"
-            );
-            return Ok(());
+        // The voucher of request n commits to receipt n − 1 (zeros for the first request).
+        let (receipts_head, receipt_count) = match voucher.seq.checked_sub(1) {
+            None | Some(0) => ([0u8; 32], 0),
+            Some(previous) => match self.ledger.receipt(&address, previous).await? {
+                Some(receipt) => (receipt.hash, previous),
+                None => {
+                    tracing::warn!(
+                        session = %pubkey(&address),
+                        seq = previous,
+                        "no receipt stored before the best voucher; not claiming"
+                    );
+                    return Ok(());
+                }
+            },
         };
-        let receipt_count = voucher.seq;
-        if receipt_count < account.receipt_count {
-            tracing::warn!(
-                session = %pubkey(&address),
-                receipt_count,
-                anchored = account.receipt_count,
-                "the chain already anchors more receipts; not claiming"
-            );
-            return Ok(());
-        }
 
         let key = Pubkey::new_from_array(address);
         let keys = SessionKeys::of(key, &account, token_program);
         let signed = Voucher {
             session: x402pp_protocol::Pubkey(address),
+            opened_slot: account.opened_slot,
             seq: voucher.seq,
             cumulative: Amount(voucher.cumulative),
+            receipt_head: Hash32(receipts_head),
             signature: x402pp_protocol::Signature(voucher.signature),
         };
         let payer = self.provider.pubkey();
-        let mut instructions = vec![token::create_associated_token_account_idempotent(
-            &payer,
-            &payer,
-            &account.mint,
-            &token_program,
-        )];
-        instructions.extend(escrow::claim(
-            &keys,
-            &signed,
-            &account.voucher_signer,
-            receipt.hash,
-            receipt_count,
-        ));
+        let instructions = escrow::claim(&keys, &signed, &account.voucher_signer);
         let Signed {
             tx,
             signature,
@@ -108,7 +96,7 @@ impl Settler {
             .begin_claim_expiring(
                 &address,
                 &voucher,
-                receipt.hash,
+                receipts_head,
                 receipt_count,
                 &signature.to_string(),
                 Some(&ClaimExpiry {
@@ -120,7 +108,7 @@ impl Settler {
         tracing::info!(
             session = %key,
             seq = voucher.seq,
-            payable,
+            adds,
             %signature,
             "claiming"
         );
@@ -146,14 +134,14 @@ impl Settler {
                 self.ledger
                     .finish_claim(claim_id, ClaimStatus::Confirmed)
                     .await?;
-                let claimed_after = self
+                let earned_after = self
                     .refresh(&address)
                     .await?
-                    .map_or(account.claimed.saturating_add(payable), |(a, _)| a.claimed);
-                let paid = claimed_after.saturating_sub(account.claimed);
+                    .map_or(account.earned().saturating_add(adds), |(a, _)| a.earned());
+                let added = earned_after.saturating_sub(account.earned());
                 report.claims_confirmed = report.claims_confirmed.saturating_add(1);
-                report.claimed_amount = report.claimed_amount.saturating_add(paid);
-                tracing::info!(session = %key, paid, %signature, "claim confirmed");
+                report.claimed_amount = report.claimed_amount.saturating_add(added);
+                tracing::info!(session = %key, added, %signature, "claim confirmed");
             }
             Outcome::Failed => {
                 self.ledger

@@ -2,9 +2,10 @@
 
 pub mod claim;
 pub mod close;
+pub mod cooperative_close;
 pub mod dispute;
+pub mod finalize;
 pub mod open_session;
-pub mod reclaim;
 pub mod request_close;
 pub mod top_up;
 
@@ -16,11 +17,13 @@ pub use claim::*;
 #[allow(ambiguous_glob_reexports)]
 pub use close::*;
 #[allow(ambiguous_glob_reexports)]
+pub use cooperative_close::*;
+#[allow(ambiguous_glob_reexports)]
 pub use dispute::*;
 #[allow(ambiguous_glob_reexports)]
-pub use open_session::*;
+pub use finalize::*;
 #[allow(ambiguous_glob_reexports)]
-pub use reclaim::*;
+pub use open_session::*;
 #[allow(ambiguous_glob_reexports)]
 pub use request_close::*;
 #[allow(ambiguous_glob_reexports)]

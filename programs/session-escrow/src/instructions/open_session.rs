@@ -4,7 +4,7 @@ use anchor_lang::prelude::*;
 use anchor_spl::token_interface::{self, Mint, TokenAccount, TokenInterface, TransferChecked};
 use x402pp_messages::OfferMessage;
 
-use crate::constants::{BPS_DENOMINATOR, SESSION_SEED, VAULT_SEED};
+use crate::constants::{BPS_DENOMINATOR, MIN_GRACE_SECS, SESSION_SEED, VAULT_SEED};
 use crate::ed25519::load_verified_message;
 use crate::error::EscrowError;
 use crate::events::SessionOpened;
@@ -21,12 +21,12 @@ pub struct OfferTerms {
     pub min_deposit: u64,
     /// Session lifetime from open.
     pub session_ttl_secs: u64,
-    /// Claim grace after expiry or a close request.
+    /// Claim grace after the end, and dispute window after that (≥ `MIN_GRACE_SECS`).
     pub grace_secs: u64,
     /// Promised latency.
     pub max_latency_ms: u32,
-    /// Promised uptime in basis points.
-    pub min_uptime_bps: u16,
+    /// The largest request body the latency promise covers (0: no bound).
+    pub max_input_bytes: u32,
     /// Penalty per latency breach in basis points of the price.
     pub latency_penalty_bps: u16,
     /// Unix seconds after which the offer cannot open a session.
@@ -48,7 +48,7 @@ impl OfferTerms {
             session_ttl_secs: self.session_ttl_secs,
             grace_secs: self.grace_secs,
             max_latency_ms: self.max_latency_ms,
-            min_uptime_bps: self.min_uptime_bps,
+            max_input_bytes: self.max_input_bytes,
             latency_penalty_bps: self.latency_penalty_bps,
             expires_at: self.expires_at,
             offer_id: self.offer_id,
@@ -139,10 +139,14 @@ pub fn handler(ctx: Context<OpenSession>, args: OpenSessionArgs) -> Result<()> {
         EscrowError::OfferTermsMismatch
     );
 
-    let now = Clock::get()?.unix_timestamp;
+    let clock = Clock::get()?;
+    let now = clock.unix_timestamp;
+    let opened_slot = clock.slot;
     require!(now <= offer.expires_at, EscrowError::OfferExpired);
     require!(
-        offer.session_ttl_secs > 0 && u64::from(offer.latency_penalty_bps) <= BPS_DENOMINATOR,
+        offer.session_ttl_secs > 0
+            && offer.grace_secs >= MIN_GRACE_SECS
+            && u64::from(offer.latency_penalty_bps) <= BPS_DENOMINATOR,
         EscrowError::InvalidOfferTerms
     );
     let ttl = i64::try_from(offer.session_ttl_secs)
@@ -152,9 +156,10 @@ pub fn handler(ctx: Context<OpenSession>, args: OpenSessionArgs) -> Result<()> {
     let expires_at = now
         .checked_add(ttl)
         .ok_or_else(|| error!(EscrowError::InvalidOfferTerms))?;
-    // Every later deadline is expires_at + grace: make sure it fits once, here.
+    // The latest deadline is expires_at + 2 × grace: make sure it fits once, here.
     expires_at
         .checked_add(grace)
+        .and_then(|deadline| deadline.checked_add(grace))
         .ok_or_else(|| error!(EscrowError::InvalidOfferTerms))?;
     require!(args.deposit > 0, EscrowError::ZeroAmount);
     require!(
@@ -235,18 +240,21 @@ pub fn handler(ctx: Context<OpenSession>, args: OpenSessionArgs) -> Result<()> {
             vault: vault_info.key(),
             voucher_signer: args.voucher_signer,
             nonce: args.nonce,
+            opened_slot,
             deposit: received,
-            claimed: 0,
-            claimed_seq: 0,
-            refunded: 0,
-            overclaim_refunded: 0,
+            settled: 0,
+            settled_seq: 0,
+            penalties: 0,
+            overclaim_cap: u64::MAX,
+            overclaim_cap_seq: u64::MAX,
             price_per_request: offer.price_per_request,
             max_latency_ms: offer.max_latency_ms,
+            max_input_bytes: offer.max_input_bytes,
             latency_penalty_bps: offer.latency_penalty_bps,
             offer_hash,
             opened_at: now,
             expires_at,
-            close_requested_at: 0,
+            closing_started_at: 0,
             grace_secs: offer.grace_secs,
             receipts_head: [0; 32],
             receipt_count: 0,
@@ -264,6 +272,7 @@ pub fn handler(ctx: Context<OpenSession>, args: OpenSessionArgs) -> Result<()> {
         mint,
         voucher_signer: args.voucher_signer,
         nonce: args.nonce,
+        opened_slot,
         deposit: received,
         offer_hash,
         expires_at,

@@ -1,4 +1,5 @@
-//! `request_close`: the agent starts closing; the provider may still claim during the grace.
+//! `request_close`: the agent starts closing; the provider may still claim during one grace and
+//! the agent dispute during the next, then anyone may finalize.
 
 use anchor_lang::prelude::*;
 
@@ -22,7 +23,7 @@ pub struct RequestClose<'info> {
     pub session: Box<Account<'info, Session>>,
 }
 
-/// Marks the session closing now; the claim deadline becomes min(expiry, now) + grace.
+/// Marks the session closing now: the end becomes min(expiry, now).
 pub fn handler(ctx: Context<RequestClose>) -> Result<()> {
     let session = &mut ctx.accounts.session;
     require!(
@@ -30,12 +31,26 @@ pub fn handler(ctx: Context<RequestClose>) -> Result<()> {
         EscrowError::SessionClosing
     );
     let now = Clock::get()?.unix_timestamp;
-    session.status = SessionStatus::Closing;
-    session.close_requested_at = now;
+    start_closing(session, now, false)
+}
+
+/// Moves an open session to `Closing` at `now` (a closing one keeps its earlier start) and emits
+/// `CloseRequested`.
+pub(crate) fn start_closing(
+    session: &mut Account<Session>,
+    now: i64,
+    by_provider: bool,
+) -> Result<()> {
+    if session.status == SessionStatus::Open {
+        session.status = SessionStatus::Closing;
+        session.closing_started_at = now;
+    }
     emit!(CloseRequested {
         session: session.key(),
-        requested_at: now,
+        requested_at: session.closing_started_at,
+        by_provider,
         claim_deadline: session.claim_deadline()?,
+        dispute_deadline: session.dispute_deadline()?,
     });
     Ok(())
 }

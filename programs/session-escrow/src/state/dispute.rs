@@ -2,13 +2,16 @@
 
 use anchor_lang::prelude::*;
 
-/// One disputed receipt. PDA `["dispute", session, receipt_seq_le_u64]`, so every receipt can be
-/// disputed once. The record stays after the session closes, as evidence.
+/// One disputed receipt. PDA `["dispute", session, opened_slot_le_u64, receipt_seq_le_u64]`, so
+/// every receipt of a session's incarnation can be disputed once. The record stays after the
+/// session closes, as evidence.
 #[account]
 #[derive(InitSpace, Debug)]
 pub struct Dispute {
     /// The disputed session.
     pub session: Pubkey,
+    /// The session's incarnation (its `opened_slot`).
+    pub opened_slot: u64,
     /// The agent that disputed.
     pub agent: Pubkey,
     /// The provider that signed the receipt.
@@ -21,12 +24,11 @@ pub struct Dispute {
     pub latency_ms: u32,
     /// cumulative_charged in the receipt.
     pub cumulative_charged: u64,
-    /// Penalty owed for a latency breach (0 if none).
+    /// Latency penalty the dispute recorded (0 if none).
     pub latency_penalty: u64,
-    /// Refund owed for an over-claim (0 if none).
-    pub overclaim_refund: u64,
-    /// What the vault actually paid the agent (the owed total, capped by what was left).
-    pub paid: u64,
+    /// How far the settled voucher was above the receipt's `cumulative_charged` when disputed
+    /// (0 if no over-claim); the receipt caps the provider's payout.
+    pub overclaim: u64,
     /// Unix seconds of the dispute.
     pub disputed_at: i64,
     /// Canonical bump of the dispute PDA.

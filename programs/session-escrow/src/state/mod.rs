@@ -4,4 +4,4 @@ mod dispute;
 mod session;
 
 pub use dispute::Dispute;
-pub use session::{Session, SessionStatus};
+pub use session::{Payout, Session, SessionStatus};

@@ -4,7 +4,7 @@ use anchor_lang::error::ErrorCode as AnchorError;
 use anchor_lang::solana_program::system_instruction;
 use anchor_lang::AccountSerialize;
 use session_escrow::error::EscrowError;
-use session_escrow::instructions::{ClaimArgs, CloseArgs};
+use session_escrow::instructions::CloseArgs;
 use session_escrow::messages::{ReceiptStatus, VoucherMessage};
 use session_escrow::state::{Session, SessionStatus};
 use solana_sdk::account::{Account, AccountSharedData};
@@ -16,14 +16,9 @@ use solana_sdk::transaction::TransactionError;
 use crate::harness::*;
 
 /// Sends `[before..., claim]` with default claim accounts and args.
-async fn claim_after(
-    env: &mut Env,
-    s: &SessionRef,
-    before: Vec<Instruction>,
-    seq: u64,
-) -> TxResult {
+async fn claim_after(env: &mut Env, s: &SessionRef, before: Vec<Instruction>) -> TxResult {
     let mut ixs = before;
-    ixs.push(claim_ix(env.claim_accounts(s), claim_args(seq)));
+    ixs.push(claim_ix(env.claim_accounts(s)));
     let provider = env.provider.insecure_clone();
     env.send(&ixs, &[&provider]).await
 }
@@ -60,7 +55,7 @@ async fn claim_without_an_ed25519_instruction_is_rejected() {
     let mut env = Env::new().await;
     let (s, before) = opened_with_snapshot(&mut env).await;
     assert_err(
-        claim_after(&mut env, &s, vec![], 1).await,
+        claim_after(&mut env, &s, vec![]).await,
         EscrowError::MissingEd25519Instruction,
     );
     env.assert_unchanged(&s, &before).await;
@@ -73,7 +68,7 @@ async fn an_ed25519_instruction_that_is_not_immediately_before_is_rejected() {
     let ed = ed25519_ix(&env.voucher_key, &voucher_bytes(&env, &s, 1, PRICE));
     let filler = system_instruction::transfer(&env.ctx.payer.pubkey(), &env.stranger.pubkey(), 1);
     assert_err(
-        claim_after(&mut env, &s, vec![ed, filler], 1).await,
+        claim_after(&mut env, &s, vec![ed, filler]).await,
         EscrowError::MissingEd25519Instruction,
     );
     env.assert_unchanged(&s, &before).await;
@@ -84,8 +79,8 @@ async fn two_claims_cannot_share_one_ed25519_instruction() {
     let mut env = Env::new().await;
     let (s, before) = opened_with_snapshot(&mut env).await;
     let ed = ed25519_ix(&env.voucher_key, &voucher_bytes(&env, &s, 1, PRICE));
-    let first = claim_ix(env.claim_accounts(&s), claim_args(1));
-    let second = claim_ix(env.claim_accounts(&s), claim_args(2));
+    let first = claim_ix(env.claim_accounts(&s));
+    let second = claim_ix(env.claim_accounts(&s));
     let provider = env.provider.insecure_clone();
     let result = env.send(&[ed, first, second], &[&provider]).await;
     assert_err(result, EscrowError::MissingEd25519Instruction);
@@ -96,7 +91,7 @@ async fn two_claims_cannot_share_one_ed25519_instruction() {
 async fn an_ed25519_instruction_with_zero_signatures_is_rejected() {
     let mut env = Env::new().await;
     let (s, before) = opened_with_snapshot(&mut env).await;
-    let result = claim_after(&mut env, &s, vec![ed25519_raw(vec![0, 0])], 1).await;
+    let result = claim_after(&mut env, &s, vec![ed25519_raw(vec![0, 0])]).await;
     assert_err(result, EscrowError::Ed25519SignatureCount);
     env.assert_unchanged(&s, &before).await;
 }
@@ -121,7 +116,7 @@ async fn an_ed25519_instruction_with_two_signatures_is_rejected() {
     data.extend_from_slice(env.voucher_key.pubkey().as_ref());
     data.extend_from_slice(&signature);
     data.extend_from_slice(&message);
-    let result = claim_after(&mut env, &s, vec![ed25519_raw(data)], 1).await;
+    let result = claim_after(&mut env, &s, vec![ed25519_raw(data)]).await;
     assert_err(result, EscrowError::Ed25519SignatureCount);
     env.assert_unchanged(&s, &before).await;
 }
@@ -145,7 +140,7 @@ async fn ed25519_instruction_indexes_other_than_u16_max_are_rejected() {
         data.extend_from_slice(env.voucher_key.pubkey().as_ref());
         data.extend_from_slice(&signature);
         data.extend_from_slice(&message);
-        let result = claim_after(&mut env, &s, vec![ed25519_raw(data)], 1).await;
+        let result = claim_after(&mut env, &s, vec![ed25519_raw(data)]).await;
         assert_err(result, EscrowError::Ed25519InstructionIndex);
         env.assert_unchanged(&s, &before).await;
     }
@@ -160,15 +155,15 @@ async fn ed25519_offsets_pointing_elsewhere_are_rejected() {
     // Valid for the runtime (message first, then key, then signature), not canonical.
     let header = Ed25519Header {
         message_data_offset: 16,
-        public_key_offset: 16 + 65,
-        signature_offset: 16 + 65 + 32,
+        public_key_offset: 16 + VoucherMessage::LEN as u16,
+        signature_offset: 16 + VoucherMessage::LEN as u16 + 32,
         ..Ed25519Header::canonical(message.len())
     };
     let mut data = header.bytes();
     data.extend_from_slice(&message);
     data.extend_from_slice(env.voucher_key.pubkey().as_ref());
     data.extend_from_slice(&signature);
-    let result = claim_after(&mut env, &s, vec![ed25519_raw(data)], 1).await;
+    let result = claim_after(&mut env, &s, vec![ed25519_raw(data)]).await;
     assert_err(result, EscrowError::Ed25519Offsets);
     env.assert_unchanged(&s, &before).await;
 }
@@ -180,7 +175,7 @@ async fn a_signed_message_of_the_wrong_length_is_rejected() {
     let mut longer = voucher_bytes(&env, &s, 1, PRICE);
     longer.push(0);
     let ed = ed25519_ix(&env.voucher_key, &longer);
-    let result = claim_after(&mut env, &s, vec![ed], 1).await;
+    let result = claim_after(&mut env, &s, vec![ed]).await;
     assert_err(result, EscrowError::Ed25519MessageLength);
     env.assert_unchanged(&s, &before).await;
 }
@@ -196,7 +191,7 @@ async fn trailing_bytes_after_the_signed_message_are_rejected() {
         &message,
     );
     data.extend_from_slice(&[0xEE; 8]);
-    let result = claim_after(&mut env, &s, vec![ed25519_raw(data)], 1).await;
+    let result = claim_after(&mut env, &s, vec![ed25519_raw(data)]).await;
     assert_err(result, EscrowError::Ed25519MessageLength);
     env.assert_unchanged(&s, &before).await;
 }
@@ -209,7 +204,7 @@ async fn a_non_zero_padding_byte_or_an_account_on_the_ed25519_instruction_is_rej
     let mut padded = ed25519_ix(&env.voucher_key, &message);
     padded.data[1] = 1;
     assert_err(
-        claim_after(&mut env, &s, vec![padded], 1).await,
+        claim_after(&mut env, &s, vec![padded]).await,
         EscrowError::MalformedEd25519Instruction,
     );
     env.assert_unchanged(&s, &before).await;
@@ -219,7 +214,7 @@ async fn a_non_zero_padding_byte_or_an_account_on_the_ed25519_instruction_is_rej
         .accounts
         .push(AccountMeta::new_readonly(Pubkey::new_unique(), false));
     assert_err(
-        claim_after(&mut env, &s, vec![with_account], 1).await,
+        claim_after(&mut env, &s, vec![with_account]).await,
         EscrowError::MalformedEd25519Instruction,
     );
     env.assert_unchanged(&s, &before).await;
@@ -233,9 +228,7 @@ async fn a_fake_instructions_sysvar_is_rejected() {
     let mut accounts = env.claim_accounts(&s);
     accounts.instructions_sysvar = Pubkey::new_unique();
     let provider = env.provider.insecure_clone();
-    let result = env
-        .send(&[ed, claim_ix(accounts, claim_args(1))], &[&provider])
-        .await;
+    let result = env.send(&[ed, claim_ix(accounts)], &[&provider]).await;
     assert_err(result, EscrowError::InvalidInstructionsSysvar);
     env.assert_unchanged(&s, &before).await;
 }
@@ -246,7 +239,7 @@ async fn a_tampered_signature_fails_the_whole_transaction() {
     let (s, before) = opened_with_snapshot(&mut env).await;
     let mut ed = ed25519_ix(&env.voucher_key, &voucher_bytes(&env, &s, 1, PRICE));
     ed.data[48] ^= 1; // first signature byte
-    let failure = claim_after(&mut env, &s, vec![ed], 1)
+    let failure = claim_after(&mut env, &s, vec![ed])
         .await
         .expect_err("the precompile must reject it");
     assert!(
@@ -379,6 +372,14 @@ async fn offers_whose_times_overflow_or_whose_penalty_exceeds_the_price_are_reje
     let mut grace = env.offer();
     grace.grace_secs = i64::MAX as u64;
     variants.push(grace);
+    // The dispute deadline is expiry + 2 × grace: a grace that fits once but not twice.
+    let mut half = env.offer();
+    half.grace_secs = (i64::MAX as u64) / 2;
+    variants.push(half);
+    // A grace under a minute leaves the agent no time to dispute.
+    let mut short = env.offer();
+    short.grace_secs = 59;
+    variants.push(short);
     let mut penalty = env.offer();
     penalty.latency_penalty_bps = 10_001;
     variants.push(penalty);
@@ -400,8 +401,10 @@ async fn a_voucher_presented_as_an_offer_is_rejected_by_its_length() {
     let offer = env.offer();
     let voucher = VoucherMessage {
         session: s.address.to_bytes(),
+        opened_slot: 0,
         seq: 1,
         cumulative: 1,
+        receipt_head: [0; 32],
     };
     let ed = ed25519_ix(&env.provider, &voucher.encode());
     assert_err(
@@ -451,9 +454,7 @@ async fn a_claim_by_someone_other_than_the_provider_is_rejected() {
     let mut accounts = env.claim_accounts(&s);
     accounts.provider = env.stranger.pubkey();
     let stranger = env.stranger.insecure_clone();
-    let result = env
-        .send(&[ed, claim_ix(accounts, claim_args(1))], &[&stranger])
-        .await;
+    let result = env.send(&[ed, claim_ix(accounts)], &[&stranger]).await;
     assert_err(result, EscrowError::NotSessionProvider);
     env.assert_unchanged(&s, &before).await;
 }
@@ -463,10 +464,7 @@ async fn a_claim_without_the_provider_signature_is_rejected() {
     let mut env = Env::new().await;
     let (s, before) = opened_with_snapshot(&mut env).await;
     let ed = ed25519_ix(&env.voucher_key, &voucher_bytes(&env, &s, 1, PRICE));
-    let ix = unsign(
-        claim_ix(env.claim_accounts(&s), claim_args(1)),
-        &env.provider.pubkey(),
-    );
+    let ix = unsign(claim_ix(env.claim_accounts(&s)), &env.provider.pubkey());
     let result = env.send(&[ed, ix], &[]).await;
     assert_err(result, AnchorError::AccountNotSigner);
     env.assert_unchanged(&s, &before).await;
@@ -500,7 +498,7 @@ async fn a_fake_session_owned_by_another_program_is_rejected() {
         ..s
     };
     let ed = ed25519_ix(&env.stranger, &voucher_bytes(&env, &fake_ref, 1, DEPOSIT));
-    let result = claim_after(&mut env, &fake_ref, vec![ed], 1).await;
+    let result = claim_after(&mut env, &fake_ref, vec![ed]).await;
     assert_err(result, AnchorError::AccountOwnedByWrongProgram);
     env.assert_unchanged(&s, &before).await;
 }
@@ -542,7 +540,7 @@ async fn a_session_at_a_non_canonical_bump_address_is_rejected() {
         .set_account(&address, &AccountSharedData::from(account));
     let fake_ref = SessionRef { address, ..s };
     let ed = ed25519_ix(&env.stranger, &voucher_bytes(&env, &fake_ref, 1, DEPOSIT));
-    let result = claim_after(&mut env, &fake_ref, vec![ed], 1).await;
+    let result = claim_after(&mut env, &fake_ref, vec![ed]).await;
     assert_err(result, AnchorError::ConstraintSeeds);
     env.assert_unchanged(&s, &before).await;
 }
@@ -550,18 +548,18 @@ async fn a_session_at_a_non_canonical_bump_address_is_rejected() {
 #[tokio::test]
 async fn the_vault_of_another_session_is_rejected() {
     let mut env = Env::new().await;
-    let (s, _) = opened_with_snapshot(&mut env).await;
     let other = env.opened(2, 20_000).await;
+    let s = env.opened(1, DEPOSIT).await;
+    let deadline = env.session(&s).await.dispute_deadline().unwrap();
+    env.set_time(deadline + 1);
     let before = env.snapshot(&s).await;
     let before_other = env.balance(&other.vault).await;
-    let ed = ed25519_ix(&env.voucher_key, &voucher_bytes(&env, &s, 1, PRICE));
-    let mut accounts = env.claim_accounts(&s);
+    let mut accounts = env.finalize_accounts(&s);
     accounts.vault = other.vault;
-    let provider = env.provider.insecure_clone();
-    let result = env
-        .send(&[ed, claim_ix(accounts, claim_args(1))], &[&provider])
-        .await;
-    assert_err(result, EscrowError::WrongVault);
+    assert_err(
+        env.send(&[finalize_ix(accounts)], &[]).await,
+        EscrowError::WrongVault,
+    );
     env.assert_unchanged(&s, &before).await;
     assert_eq!(env.balance(&other.vault).await, before_other);
 }
@@ -569,44 +567,49 @@ async fn the_vault_of_another_session_is_rejected() {
 #[tokio::test]
 async fn another_mint_is_rejected() {
     let mut env = Env::new().await;
-    let (s, before) = opened_with_snapshot(&mut env).await;
+    let s = env.opened(1, DEPOSIT).await;
+    let deadline = env.session(&s).await.dispute_deadline().unwrap();
+    env.set_time(deadline + 1);
+    let before = env.snapshot(&s).await;
     let other_mint = env.create_mint(spl_token_id()).await;
     let provider_key = env.provider.pubkey();
     let other_account = env.create_token_account(&provider_key, &other_mint).await;
-    let ed = ed25519_ix(&env.voucher_key, &voucher_bytes(&env, &s, 1, PRICE));
-    let mut accounts = env.claim_accounts(&s);
+    let mut accounts = env.finalize_accounts(&s);
     accounts.mint = other_mint;
     accounts.provider_token = other_account;
-    let provider = env.provider.insecure_clone();
-    let result = env
-        .send(&[ed, claim_ix(accounts, claim_args(1))], &[&provider])
-        .await;
-    assert_err(result, EscrowError::WrongMint);
+    assert_err(
+        env.send(&[finalize_ix(accounts)], &[]).await,
+        EscrowError::WrongMint,
+    );
     env.assert_unchanged(&s, &before).await;
 }
 
 #[tokio::test]
 async fn a_payout_account_of_another_mint_is_rejected() {
     let mut env = Env::new().await;
-    let (s, before) = opened_with_snapshot(&mut env).await;
+    let s = env.opened(1, DEPOSIT).await;
+    let deadline = env.session(&s).await.dispute_deadline().unwrap();
+    env.set_time(deadline + 1);
+    let before = env.snapshot(&s).await;
     let other_mint = env.create_mint(spl_token_id()).await;
     let provider_key = env.provider.pubkey();
     let other_account = env.create_token_account(&provider_key, &other_mint).await;
-    let ed = ed25519_ix(&env.voucher_key, &voucher_bytes(&env, &s, 1, PRICE));
-    let mut accounts = env.claim_accounts(&s);
+    let mut accounts = env.finalize_accounts(&s);
     accounts.provider_token = other_account;
-    let provider = env.provider.insecure_clone();
-    let result = env
-        .send(&[ed, claim_ix(accounts, claim_args(1))], &[&provider])
-        .await;
-    assert_err(result, AnchorError::ConstraintTokenMint);
+    assert_err(
+        env.send(&[finalize_ix(accounts)], &[]).await,
+        AnchorError::ConstraintTokenMint,
+    );
     env.assert_unchanged(&s, &before).await;
 }
 
 #[tokio::test]
 async fn a_wrong_or_fake_token_program_is_rejected() {
     let mut env = Env::new().await;
-    let (s, before) = opened_with_snapshot(&mut env).await;
+    let s = env.opened(1, DEPOSIT).await;
+    let deadline = env.session(&s).await.dispute_deadline().unwrap();
+    env.set_time(deadline + 1);
+    let before = env.snapshot(&s).await;
     for (program, expected) in [
         (token_2022_id(), AnchorError::ConstraintMintTokenProgram),
         (
@@ -614,14 +617,9 @@ async fn a_wrong_or_fake_token_program_is_rejected() {
             AnchorError::InvalidProgramId,
         ),
     ] {
-        let ed = ed25519_ix(&env.voucher_key, &voucher_bytes(&env, &s, 1, PRICE));
-        let mut accounts = env.claim_accounts(&s);
+        let mut accounts = env.finalize_accounts(&s);
         accounts.token_program = program;
-        let provider = env.provider.insecure_clone();
-        let result = env
-            .send(&[ed, claim_ix(accounts, claim_args(1))], &[&provider])
-            .await;
-        assert_err(result, expected);
+        assert_err(env.send(&[finalize_ix(accounts)], &[]).await, expected);
         env.assert_unchanged(&s, &before).await;
     }
 }
@@ -629,28 +627,17 @@ async fn a_wrong_or_fake_token_program_is_rejected() {
 #[tokio::test]
 async fn duplicate_mutable_accounts_are_rejected() {
     let mut env = Env::new().await;
-    let (s, before) = opened_with_snapshot(&mut env).await;
+    let s = env.opened(1, DEPOSIT).await;
+    let deadline = env.session(&s).await.dispute_deadline().unwrap();
+    env.set_time(deadline + 1);
+    let before = env.snapshot(&s).await;
     // Pay the vault into itself.
-    let ed = ed25519_ix(&env.voucher_key, &voucher_bytes(&env, &s, 1, PRICE));
-    let mut accounts = env.claim_accounts(&s);
+    let mut accounts = env.finalize_accounts(&s);
     accounts.provider_token = s.vault;
-    let provider = env.provider.insecure_clone();
-    let result = env
-        .send(&[ed, claim_ix(accounts, claim_args(1))], &[&provider])
-        .await;
-    assert_err(result, AnchorError::ConstraintDuplicateMutableAccount);
-    env.assert_unchanged(&s, &before).await;
-
-    // Close with the provider's payout account doubling as the agent's.
-    let mut accounts = env.close_accounts(&s);
-    accounts.provider_token = env.agent_token;
-    let result = env
-        .send(
-            &[close_ix(accounts, CloseArgs { final_claim: None })],
-            &[&provider],
-        )
-        .await;
-    assert_err(result, AnchorError::ConstraintDuplicateMutableAccount);
+    assert_err(
+        env.send(&[finalize_ix(accounts)], &[]).await,
+        AnchorError::ConstraintDuplicateMutableAccount,
+    );
     env.assert_unchanged(&s, &before).await;
 }
 
@@ -665,7 +652,7 @@ async fn a_voucher_for_another_session_is_rejected() {
     let before = env.snapshot(&s).await;
     let ed = ed25519_ix(&env.voucher_key, &voucher_bytes(&env, &other, 1, PRICE));
     assert_err(
-        claim_after(&mut env, &s, vec![ed], 1).await,
+        claim_after(&mut env, &s, vec![ed]).await,
         EscrowError::VoucherSessionMismatch,
     );
     env.assert_unchanged(&s, &before).await;
@@ -678,7 +665,7 @@ async fn a_voucher_signed_by_another_key_is_rejected() {
     // The agent's own wallet key is not the voucher key it delegated to at open.
     let ed = ed25519_ix(&env.agent, &voucher_bytes(&env, &s, 1, PRICE));
     assert_err(
-        claim_after(&mut env, &s, vec![ed], 1).await,
+        claim_after(&mut env, &s, vec![ed]).await,
         EscrowError::VoucherNotSignedBySessionKey,
     );
     env.assert_unchanged(&s, &before).await;
@@ -692,7 +679,7 @@ async fn a_replayed_voucher_is_rejected() {
     let before = env.snapshot(&s).await;
     assert_err(
         env.claim(&s, 3, 3 * PRICE).await,
-        EscrowError::VoucherNotIncreasing,
+        EscrowError::VoucherSeqRegressed,
     );
     env.assert_unchanged(&s, &before).await;
 }
@@ -724,50 +711,24 @@ async fn a_voucher_older_than_the_last_claimed_one_is_rejected() {
 }
 
 #[tokio::test]
-async fn a_voucher_beyond_the_deposit_is_capped_and_pays_nothing_more_until_a_top_up() {
-    let mut env = Env::new().await;
-    let s = env.opened(1, DEPOSIT).await;
-    assert_ok(env.claim(&s, 100, 100 * PRICE).await);
-    assert_eq!(
-        env.balance(&env.provider_token.clone()).await,
-        DEPOSIT,
-        "capped at the deposit"
-    );
-    let before = env.snapshot(&s).await;
-    assert_err(
-        env.claim(&s, 101, 200 * PRICE).await,
-        EscrowError::NothingToClaim,
-    );
-    env.assert_unchanged(&s, &before).await;
-}
-
-#[tokio::test]
-async fn a_receipt_count_that_goes_down_is_rejected() {
+async fn a_replayed_voucher_at_the_settled_seq_is_rejected_even_with_a_higher_cumulative() {
     let mut env = Env::new().await;
     let s = env.opened(1, DEPOSIT).await;
     assert_ok(env.claim(&s, 5, 5 * PRICE).await);
     let before = env.snapshot(&s).await;
-    let ed = ed25519_ix(&env.voucher_key, &voucher_bytes(&env, &s, 6, 6 * PRICE));
-    let ix = claim_ix(
-        env.claim_accounts(&s),
-        ClaimArgs {
-            receipts_head: [5; 32],
-            receipt_count: 4,
-        },
-    );
-    let provider = env.provider.insecure_clone();
     assert_err(
-        env.send(&[ed, ix], &[&provider]).await,
-        EscrowError::ReceiptCountRegressed,
+        env.claim(&s, 5, 6 * PRICE).await,
+        EscrowError::VoucherSeqRegressed,
     );
     env.assert_unchanged(&s, &before).await;
 }
 
 #[tokio::test]
-async fn a_claim_after_close_is_rejected() {
+async fn a_claim_after_finalize_is_rejected() {
     let mut env = Env::new().await;
     let s = env.opened(1, DEPOSIT).await;
     assert_ok(env.close(&s, Some((2, 2 * PRICE))).await);
+    assert_ok(env.finalize_after_window(&s).await);
     let before = env.snapshot(&s).await;
     assert_err(
         env.claim(&s, 3, 3 * PRICE).await,
@@ -800,7 +761,7 @@ async fn a_claim_after_a_close_request_plus_grace_is_rejected() {
         env.claim(&s, 3, 3 * PRICE).await,
         EscrowError::ClaimWindowClosed,
     );
-    // The final claim of a cooperative close obeys the same window.
+    // The provider's close with a final voucher obeys the same window.
     assert_err(
         env.close(&s, Some((3, 3 * PRICE))).await,
         EscrowError::ClaimWindowClosed,
@@ -814,44 +775,127 @@ async fn old_vouchers_cannot_be_replayed_on_a_session_reopened_at_a_new_nonce() 
     let old = env.opened(1, DEPOSIT).await;
     let old_voucher = voucher_bytes(&env, &old, 3, 3 * PRICE);
     assert_ok(env.claim(&old, 3, 3 * PRICE).await);
-    assert_ok(env.close(&old, None).await);
+    assert_ok(env.cooperative_close(&old, None).await);
     let new = env.opened(2, DEPOSIT).await;
     let before = env.snapshot(&new).await;
     let ed = ed25519_ix(&env.voucher_key, &old_voucher);
     assert_err(
-        claim_after(&mut env, &new, vec![ed], 3).await,
+        claim_after(&mut env, &new, vec![ed]).await,
         EscrowError::VoucherSessionMismatch,
     );
     env.assert_unchanged(&new, &before).await;
+}
+
+#[tokio::test]
+async fn a_session_reopened_at_the_same_address_honours_no_old_voucher_or_receipt() {
+    // v1 finding: any empty address passed the PDA check, so after a close the same nonce opened
+    // again and the provider replayed an old voucher: 40 000 of a new 50 000 deposit taken with
+    // nothing served. The incarnation (opened_slot) in every signed message stops it.
+    let mut env = Env::new().await;
+    let old = env.opened(1, DEPOSIT).await;
+    let old_voucher = voucher_bytes(&env, &old, 40, 40 * PRICE);
+    let old_receipt = env.receipt(&old, 2, 2 * PRICE, MAX_LATENCY_MS + 1);
+    assert_ok(env.dispute(&old, &old_receipt).await);
+    assert_ok(env.cooperative_close(&old, None).await);
+    assert!(env.account(&old.address).await.is_none());
+
+    let new = env.opened(1, DEPOSIT).await;
+    assert_eq!(
+        new.address, old.address,
+        "the same address, a new incarnation"
+    );
+    assert_ne!(new.opened_slot, old.opened_slot);
+    let before = env.snapshot(&new).await;
+    let ed = ed25519_ix(&env.voucher_key, &old_voucher);
+    assert_err(
+        claim_after(&mut env, &new, vec![ed]).await,
+        EscrowError::WrongIncarnation,
+    );
+    // The old receipt is refused too (its dispute PDA is the old incarnation's, so the new
+    // session's receipt 2 stays disputable)...
+    let ed = ed25519_ix(&env.provider, &old_receipt.encode());
+    let ix = dispute_ix(env.dispute_accounts(&new, 2), 2);
+    let agent = env.agent.insecure_clone();
+    assert_err(
+        env.send(&[ed, ix], &[&agent]).await,
+        EscrowError::WrongIncarnation,
+    );
+    env.assert_unchanged(&new, &before).await;
+    let fresh = env.receipt(&new, 2, 2 * PRICE, MAX_LATENCY_MS + 1);
+    assert_ok(env.dispute(&new, &fresh).await);
 }
 
 // ------------------------------------------------------------------------------------------------
 // Lifecycle
 
 #[tokio::test]
-async fn reclaim_before_the_end_plus_grace_is_rejected() {
+async fn finalize_before_the_dispute_window_has_passed_is_rejected() {
     let mut env = Env::new().await;
     let s = env.opened(1, DEPOSIT).await;
+    assert_ok(env.claim(&s, 3, 3 * PRICE).await);
     let before = env.snapshot(&s).await;
-    assert_err(env.reclaim(&s).await, EscrowError::ReclaimTooEarly);
-    env.advance(TTL as i64 + GRACE as i64); // still the last claimable second
-    assert_err(env.reclaim(&s).await, EscrowError::ReclaimTooEarly);
+    assert_err(env.finalize(&s).await, EscrowError::FinalizeTooEarly);
+    env.advance(TTL as i64 + GRACE as i64); // the last claimable second
+    assert_err(env.finalize(&s).await, EscrowError::FinalizeTooEarly);
+    env.advance(GRACE as i64); // the last second to dispute
+    assert_err(env.finalize(&s).await, EscrowError::FinalizeTooEarly);
     env.assert_unchanged(&s, &before).await;
 }
 
 #[tokio::test]
-async fn reclaim_by_someone_other_than_the_agent_is_rejected() {
+async fn a_dispute_after_the_window_is_rejected_and_one_at_its_last_second_counts() {
     let mut env = Env::new().await;
     let s = env.opened(1, DEPOSIT).await;
-    env.advance(TTL as i64 + GRACE as i64 + 1);
+    assert_ok(env.request_close(&s).await);
+    env.advance(2 * GRACE as i64);
+    let receipt = env.receipt(&s, 1, PRICE, MAX_LATENCY_MS + 1);
+    assert_ok(env.dispute(&s, &receipt).await);
+    env.advance(1);
     let before = env.snapshot(&s).await;
-    let mut accounts = env.reclaim_accounts(&s);
-    accounts.agent = env.provider.pubkey();
-    accounts.agent_token = env.provider_token;
-    let provider = env.provider.insecure_clone();
+    let late = env.receipt(&s, 2, 2 * PRICE, MAX_LATENCY_MS + 1);
     assert_err(
-        env.send(&[reclaim_ix(accounts)], &[&provider]).await,
+        env.dispute(&s, &late).await,
+        EscrowError::DisputeWindowClosed,
+    );
+    env.assert_unchanged(&s, &before).await;
+}
+
+#[tokio::test]
+async fn finalize_cannot_pay_anyone_but_the_sessions_provider_and_agent() {
+    let mut env = Env::new().await;
+    let s = env.opened(1, DEPOSIT).await;
+    assert_ok(env.claim(&s, 3, 3 * PRICE).await);
+    let deadline = env.session(&s).await.dispute_deadline().unwrap();
+    env.set_time(deadline + 1);
+    let before = env.snapshot(&s).await;
+    let stranger_key = env.stranger.pubkey();
+    let mint = env.mint;
+    let stranger_account = env.create_token_account(&stranger_key, &mint).await;
+
+    let mut accounts = env.finalize_accounts(&s);
+    accounts.provider_token = stranger_account;
+    assert_err(
+        env.send(&[finalize_ix(accounts)], &[]).await,
+        AnchorError::ConstraintTokenOwner,
+    );
+    let mut accounts = env.finalize_accounts(&s);
+    accounts.agent_token = stranger_account;
+    assert_err(
+        env.send(&[finalize_ix(accounts)], &[]).await,
+        AnchorError::ConstraintTokenOwner,
+    );
+    let mut accounts = env.finalize_accounts(&s);
+    accounts.agent = stranger_key;
+    assert_err(
+        env.send(&[finalize_ix(accounts)], &[]).await,
         EscrowError::NotSessionAgent,
+    );
+    let mut accounts = env.finalize_accounts(&s);
+    accounts.provider = stranger_key;
+    accounts.provider_token = stranger_account;
+    assert_err(
+        env.send(&[finalize_ix(accounts)], &[]).await,
+        EscrowError::NotSessionProvider,
     );
     env.assert_unchanged(&s, &before).await;
 }
@@ -864,63 +908,82 @@ async fn close_by_someone_other_than_the_provider_is_rejected() {
     let mut accounts = env.close_accounts(&s);
     accounts.provider = env.agent.pubkey();
     let agent = env.agent.insecure_clone();
-    let result = env
-        .send(
-            &[close_ix(accounts, CloseArgs { final_claim: None })],
-            &[&agent],
-        )
-        .await;
-    assert_err(result, EscrowError::NotSessionProvider);
-    env.assert_unchanged(&s, &before).await;
-}
-
-#[tokio::test]
-async fn close_cannot_send_the_rest_or_the_rent_anywhere_but_the_agent() {
-    let mut env = Env::new().await;
-    let s = env.opened(1, DEPOSIT).await;
-    let before = env.snapshot(&s).await;
-    let provider = env.provider.insecure_clone();
-    let provider_key = env.provider.pubkey();
-    let mint = env.mint;
-    let second_provider_account = env.create_token_account(&provider_key, &mint).await;
-
-    let mut accounts = env.close_accounts(&s);
-    accounts.agent_token = second_provider_account;
-    let result = env
-        .send(
-            &[close_ix(accounts, CloseArgs { final_claim: None })],
-            &[&provider],
-        )
-        .await;
-    assert_err(result, AnchorError::ConstraintTokenOwner);
-    env.assert_unchanged(&s, &before).await;
-
-    let mut accounts = env.close_accounts(&s);
-    accounts.agent = env.provider.pubkey();
-    let result = env
-        .send(
-            &[close_ix(accounts, CloseArgs { final_claim: None })],
-            &[&provider],
-        )
-        .await;
-    assert_err(result, EscrowError::NotSessionAgent);
-    env.assert_unchanged(&s, &before).await;
-}
-
-#[tokio::test]
-async fn a_final_claim_without_its_ed25519_instruction_is_rejected() {
-    let mut env = Env::new().await;
-    let s = env.opened(1, DEPOSIT).await;
-    let before = env.snapshot(&s).await;
-    let ix = close_ix(
-        env.close_accounts(&s),
-        CloseArgs {
-            final_claim: Some(claim_args(1)),
-        },
+    let args = CloseArgs {
+        final_voucher: false,
+    };
+    assert_err(
+        env.send(&[close_ix(accounts, args)], &[&agent]).await,
+        EscrowError::NotSessionProvider,
     );
+    env.assert_unchanged(&s, &before).await;
+}
+
+#[tokio::test]
+async fn a_cooperative_close_needs_both_signatures() {
+    let mut env = Env::new().await;
+    let s = env.opened(1, DEPOSIT).await;
+    assert_ok(env.claim(&s, 3, 3 * PRICE).await);
+    let before = env.snapshot(&s).await;
+    let args = CloseArgs {
+        final_voucher: false,
+    };
     let provider = env.provider.insecure_clone();
+    let agent = env.agent.insecure_clone();
+    // The provider alone (the v1 dodge: close away the session before the agent disputes).
+    let ix = unsign(
+        cooperative_close_ix(env.cooperative_close_accounts(&s), args),
+        &env.agent.pubkey(),
+    );
     assert_err(
         env.send(&[ix], &[&provider]).await,
+        AnchorError::AccountNotSigner,
+    );
+    // The agent alone.
+    let ix = unsign(
+        cooperative_close_ix(env.cooperative_close_accounts(&s), args),
+        &env.provider.pubkey(),
+    );
+    assert_err(
+        env.send(&[ix], &[&agent]).await,
+        AnchorError::AccountNotSigner,
+    );
+    env.assert_unchanged(&s, &before).await;
+}
+
+#[tokio::test]
+async fn close_then_drain_fails_the_provider_cannot_take_more_than_its_voucher_less_penalties() {
+    // The provider closes right after a slow response and tries every way to get paid before the
+    // agent's dispute: finalize, a cooperative close without the agent, claiming again.
+    let mut env = Env::new().await;
+    let s = env.opened(1, DEPOSIT).await;
+    assert_ok(env.close(&s, Some((4, 4 * PRICE))).await);
+    assert_err(env.finalize(&s).await, EscrowError::FinalizeTooEarly);
+    assert_err(
+        env.claim(&s, 4, 40 * PRICE).await,
+        EscrowError::VoucherSeqRegressed,
+    );
+    assert_eq!(env.balance(&s.vault).await, DEPOSIT, "nothing paid out");
+    // The agent disputes late in the window, after the provider's claim deadline.
+    env.advance(GRACE as i64 + GRACE as i64 / 2);
+    let receipt = env.receipt(&s, 4, 4 * PRICE, MAX_LATENCY_MS + 1);
+    assert_ok(env.dispute(&s, &receipt).await);
+    assert_ok(env.finalize_after_window(&s).await);
+    let provider_token = env.provider_token;
+    assert_eq!(env.balance(&provider_token).await, 4 * PRICE - PRICE / 2);
+}
+
+#[tokio::test]
+async fn a_final_voucher_without_its_ed25519_instruction_is_rejected() {
+    let mut env = Env::new().await;
+    let s = env.opened(1, DEPOSIT).await;
+    let before = env.snapshot(&s).await;
+    let args = CloseArgs {
+        final_voucher: true,
+    };
+    let provider = env.provider.insecure_clone();
+    assert_err(
+        env.send(&[close_ix(env.close_accounts(&s), args)], &[&provider])
+            .await,
         EscrowError::MissingEd25519Instruction,
     );
     env.assert_unchanged(&s, &before).await;
@@ -973,14 +1036,6 @@ async fn a_top_up_that_would_overflow_the_deposit_is_rejected() {
     env.mint_to(&mint, &agent_token, u64::MAX - AGENT_FUNDS)
         .await;
     let s = env.opened(1, u64::MAX - 10).await;
-    assert_ok(env.claim(&s, 1, u64::MAX).await);
-    assert_eq!(
-        env.balance(&env.provider_token.clone()).await,
-        u64::MAX - 10
-    );
-    let (provider_token, provider) = (env.provider_token, env.provider.insecure_clone());
-    env.transfer_tokens(&provider_token, &agent_token, &provider, 100)
-        .await;
     let before = env.snapshot(&s).await;
     assert_err(env.top_up(&s, 100).await, EscrowError::ArithmeticOverflow);
     env.assert_unchanged(&s, &before).await;
@@ -1108,9 +1163,7 @@ async fn a_stranger_signing_as_provider_cannot_move_anything() {
     let ed = ed25519_ix(&attacker, &voucher_bytes(&env, &s, 1, DEPOSIT));
     let mut accounts = env.claim_accounts(&s);
     accounts.provider = attacker.pubkey();
-    let result = env
-        .send(&[ed, claim_ix(accounts, claim_args(1))], &[&attacker])
-        .await;
+    let result = env.send(&[ed, claim_ix(accounts)], &[&attacker]).await;
     // The attacker has no lamports; the test payer pays, so the program's check is what fails.
     assert_err(result, EscrowError::NotSessionProvider);
     env.assert_unchanged(&s, &before).await;
@@ -1130,39 +1183,54 @@ async fn pre_funding_the_session_or_dispute_address_does_not_block_them() {
         .unwrap()
         .minimum_balance(0);
     let grief = |to: &Pubkey| system_instruction::transfer(&payer.pubkey(), to, lamports);
-    let dispute = dispute_address(&s.address, 3);
+    assert_ok(env.send(&[grief(&s.address), grief(&s.vault)], &[]).await);
+    // The dispute address depends on the incarnation, and a griefer can predict the slot of the
+    // open: here the next transaction but one (each transaction of the harness gets a new slot).
+    let predicted = SessionRef {
+        opened_slot: env.slot + 2,
+        ..s
+    };
     assert_ok(
-        env.send(&[grief(&s.address), grief(&s.vault), grief(&dispute)], &[])
+        env.send(&[grief(&dispute_address(&predicted, 3))], &[])
             .await,
     );
 
     assert_ok(env.open_with(&env.offer(), 1, DEPOSIT).await);
+    let s = env.with_incarnation(s).await;
+    assert_eq!(
+        s.opened_slot, predicted.opened_slot,
+        "the griefed incarnation"
+    );
     assert_eq!(env.balance(&s.vault).await, DEPOSIT);
     assert_ok(env.claim(&s, 3, 3 * PRICE).await);
     let receipt = env.receipt(&s, 3, 3 * PRICE, MAX_LATENCY_MS + 1);
     assert_ok(env.dispute(&s, &receipt).await);
-    assert_eq!(env.dispute_record(&s.address, 3).await.paid, 500);
+    assert_eq!(env.dispute_record(&s, 3).await.latency_penalty, 500);
 }
 
 #[tokio::test]
 async fn closing_a_vault_with_withheld_transfer_fees_and_a_read_only_mint_is_refused() {
     let mut env = Env::with_mint(MintKind::Token2022Extended { fee_bps: 100 }, Vec::new()).await;
-    let (s, before) = opened_with_snapshot(&mut env).await;
+    let s = env.opened(1, DEPOSIT).await;
+    let before = env.snapshot(&s).await;
     // As the accounts struct lists it: the mint read-only, so the fees cannot be harvested.
-    let close = close_ix(env.close_accounts(&s), CloseArgs { final_claim: None });
-    let provider = env.provider.insecure_clone();
+    let args = CloseArgs {
+        final_voucher: false,
+    };
+    let ix = cooperative_close_ix(env.cooperative_close_accounts(&s), args);
+    let (agent, provider) = (env.agent.insecure_clone(), env.provider.insecure_clone());
     assert_err(
-        env.send(&[close], &[&provider]).await,
+        env.send(&[ix], &[&agent, &provider]).await,
         EscrowError::MintNotWritable,
     );
     env.assert_unchanged(&s, &before).await;
 
-    env.advance(TTL as i64 + GRACE as i64 + 1);
+    let deadline = env.session(&s).await.dispute_deadline().unwrap();
+    env.set_time(deadline + 1);
     let before = env.snapshot(&s).await;
-    let reclaim = reclaim_ix(env.reclaim_accounts(&s));
-    let agent = env.agent.insecure_clone();
     assert_err(
-        env.send(&[reclaim], &[&agent]).await,
+        env.send(&[finalize_ix(env.finalize_accounts(&s))], &[])
+            .await,
         EscrowError::MintNotWritable,
     );
     env.assert_unchanged(&s, &before).await;

@@ -29,14 +29,15 @@ struct Row {
 }
 
 /// The instructions in the order the table lists them.
-const INSTRUCTIONS: [&str; 7] = [
+const INSTRUCTIONS: [&str; 8] = [
     "open_session",
     "top_up",
     "claim",
     "dispute",
-    "close (final claim)",
+    "close (final voucher)",
+    "finalize",
     "request_close",
-    "reclaim",
+    "cooperative_close (final voucher)",
 ];
 
 /// Measures the last transaction `env` sent, whose escrow instruction on `s` has `budget`.
@@ -57,8 +58,8 @@ fn row(
         .find(|ix| ix.program_id == session_escrow::ID)
         .expect("an escrow instruction");
     let (_, session_bump) = session_address(&env.agent.pubkey(), &env.provider.pubkey(), s.nonce);
-    let limit =
-        budget::of_instruction(escrow, session_bump).expect("an escrow instruction has a budget");
+    let limit = budget::of_instruction(escrow, session_bump, s.opened_slot)
+        .expect("an escrow instruction has a budget");
     let search = u64::from(limit - budget);
     Row {
         instruction,
@@ -77,8 +78,8 @@ async fn measure(kind: MintKind, path: &'static str) -> Vec<Row> {
     let mut rows = Vec::new();
 
     // Session 1: open, top up, claim, dispute (latency breach and over-claim at once: both
-    // computed, the refund paid out, the record created), close with a final claim (payouts to
-    // both sides, the vault closed).
+    // recorded, the record created), the provider's close with a final voucher, finalize after
+    // the window (payouts to both sides, the vault closed).
     let s = env.opened(1, DEPOSIT).await;
     rows.push(row(
         &mut env,
@@ -99,12 +100,15 @@ async fn measure(kind: MintKind, path: &'static str) -> Vec<Row> {
     rows.push(row(
         &mut env,
         &s,
-        "close (final claim)",
+        "close (final voucher)",
         path,
         budget::CLOSE,
     ));
+    assert_ok(env.finalize_after_window(&s).await);
+    rows.push(row(&mut env, &s, "finalize", path, budget::FINALIZE));
 
-    // Session 2: request close, then reclaim after the grace (the rest back, the vault closed).
+    // Session 2: request close, then a cooperative close with a final voucher (verify, two
+    // payouts, the vault closed).
     let s = env.opened(2, DEPOSIT).await;
     assert_ok(env.claim(&s, 1, PRICE).await);
     assert_ok(env.request_close(&s).await);
@@ -115,9 +119,14 @@ async fn measure(kind: MintKind, path: &'static str) -> Vec<Row> {
         path,
         budget::REQUEST_CLOSE,
     ));
-    env.advance(i64::try_from(GRACE).unwrap() + 1);
-    assert_ok(env.reclaim(&s).await);
-    rows.push(row(&mut env, &s, "reclaim", path, budget::RECLAIM));
+    assert_ok(env.cooperative_close(&s, Some((2, 2 * PRICE))).await);
+    rows.push(row(
+        &mut env,
+        &s,
+        "cooperative_close (final voucher)",
+        path,
+        budget::COOPERATIVE_CLOSE,
+    ));
     rows
 }
 

@@ -1,16 +1,30 @@
 //! Every instruction's happy path, with balances checked to the atomic unit.
+//!
+//! Trust v2: no tokens leave the vault before `finalize` (after the dispute window) or a
+//! `cooperative_close` (both parties sign); claims and disputes only write the session's books.
 
 use session_escrow::messages::ReceiptStatus;
 use session_escrow::state::SessionStatus;
 use solana_sdk::signature::Signer;
 
 use crate::harness::*;
+use session_escrow::error::EscrowError;
 
 /// Tokens of the three parties' accounts plus the vault: must never change.
 async fn total_tokens(env: &mut Env, s: &SessionRef) -> u64 {
     let agent = env.agent_token;
     let provider = env.provider_token;
     env.balance(&agent).await + env.balance(&provider).await + env.balance(&s.vault).await
+}
+
+async fn provider_tokens(env: &mut Env) -> u64 {
+    let account = env.provider_token;
+    env.balance(&account).await
+}
+
+async fn agent_tokens(env: &mut Env) -> u64 {
+    let account = env.agent_token;
+    env.balance(&account).await
 }
 
 #[tokio::test]
@@ -20,12 +34,9 @@ async fn open_session_moves_the_deposit_into_the_vault_and_stores_the_terms() {
     let opened_at = env.now;
     let s = env.opened(1, DEPOSIT).await;
 
-    assert_eq!(
-        env.balance(&env.agent_token.clone()).await,
-        AGENT_FUNDS - DEPOSIT
-    );
+    assert_eq!(agent_tokens(&mut env).await, AGENT_FUNDS - DEPOSIT);
     assert_eq!(env.balance(&s.vault).await, DEPOSIT);
-    assert_eq!(env.balance(&env.provider_token.clone()).await, 0);
+    assert_eq!(provider_tokens(&mut env).await, 0);
 
     let session = env.session(&s).await;
     let (_, bump) = session_address(&env.agent.pubkey(), &env.provider.pubkey(), 1);
@@ -35,13 +46,23 @@ async fn open_session_moves_the_deposit_into_the_vault_and_stores_the_terms() {
     assert_eq!(session.vault, s.vault);
     assert_eq!(session.voucher_signer, env.voucher_key.pubkey());
     assert_eq!(session.nonce, s.nonce);
+    assert!(
+        session.opened_slot > 0,
+        "the incarnation is the open's slot"
+    );
+    assert_eq!(session.opened_slot, s.opened_slot);
     assert_eq!(session.deposit, DEPOSIT);
     assert_eq!(
-        (session.claimed, session.claimed_seq, session.refunded),
+        (session.settled, session.settled_seq, session.penalties),
         (0, 0, 0)
+    );
+    assert_eq!(
+        (session.overclaim_cap, session.overclaim_cap_seq),
+        (u64::MAX, u64::MAX)
     );
     assert_eq!(session.price_per_request, PRICE);
     assert_eq!(session.max_latency_ms, MAX_LATENCY_MS);
+    assert_eq!(session.max_input_bytes, 65_536);
     assert_eq!(session.latency_penalty_bps, PENALTY_BPS);
     assert_eq!(session.grace_secs, GRACE);
     assert_eq!(
@@ -62,49 +83,62 @@ async fn top_up_adds_to_the_deposit() {
     assert_ok(env.top_up(&s, 7_777).await);
     assert_eq!(env.session(&s).await.deposit, DEPOSIT + 7_777);
     assert_eq!(env.balance(&s.vault).await, DEPOSIT + 7_777);
-    assert_eq!(
-        env.balance(&env.agent_token.clone()).await,
-        AGENT_FUNDS - DEPOSIT - 7_777
-    );
+    assert_eq!(agent_tokens(&mut env).await, AGENT_FUNDS - DEPOSIT - 7_777);
 }
 
 #[tokio::test]
-async fn claims_pay_the_voucher_difference_and_anchor_the_receipt_head() {
+async fn claims_record_the_voucher_and_the_receipt_head_it_signed_without_moving_tokens() {
     let mut env = Env::new().await;
     let s = env.opened(1, DEPOSIT).await;
 
     assert_ok(env.claim(&s, 3, 3 * PRICE).await);
-    assert_eq!(env.balance(&env.provider_token.clone()).await, 3 * PRICE);
-    assert_eq!(env.balance(&s.vault).await, DEPOSIT - 3 * PRICE);
     let session = env.session(&s).await;
-    assert_eq!((session.claimed, session.claimed_seq), (3 * PRICE, 3));
-    assert_eq!(session.receipts_head, claim_args(3).receipts_head);
-    assert_eq!(session.receipt_count, 3);
+    assert_eq!((session.settled, session.settled_seq), (3 * PRICE, 3));
+    assert_eq!(
+        session.receipts_head,
+        head_of(2),
+        "the head the voucher named"
+    );
+    assert_eq!(session.receipt_count, 2);
+    assert_eq!(provider_tokens(&mut env).await, 0, "paid at finalize only");
+    assert_eq!(env.balance(&s.vault).await, DEPOSIT);
 
-    assert_ok(env.claim(&s, 5, 5 * PRICE).await);
-    assert_eq!(env.balance(&env.provider_token.clone()).await, 5 * PRICE);
-    assert_eq!(env.balance(&s.vault).await, DEPOSIT - 5 * PRICE);
-    assert_eq!(env.session(&s).await.claimed_seq, 5);
+    // A voucher with the same cumulative and a higher seq (after a failed request) is accepted.
+    assert_ok(env.claim(&s, 4, 3 * PRICE).await);
+    assert_ok(env.claim(&s, 6, 5 * PRICE).await);
+    let session = env.session(&s).await;
+    assert_eq!((session.settled, session.settled_seq), (5 * PRICE, 6));
+    assert_eq!(session.receipts_head, head_of(5));
     assert_eq!(total_tokens(&mut env, &s).await, AGENT_FUNDS);
 }
 
 #[tokio::test]
-async fn cooperative_close_with_a_final_claim_pays_both_sides_and_returns_all_rent_to_the_agent() {
+async fn finalize_after_a_close_request_and_the_window_pays_the_voucher_and_returns_the_rest_and_the_rent(
+) {
     let mut env = Env::new().await;
     let agent_lamports = env.lamports(&env.agent.pubkey()).await;
     let s = env.opened(1, DEPOSIT).await;
-    assert!(
-        env.lamports(&env.agent.pubkey()).await < agent_lamports,
-        "the agent paid the rent"
-    );
-    assert_ok(env.claim(&s, 2, 2 * PRICE).await);
-
-    assert_ok(env.close(&s, Some((7, 7 * PRICE))).await);
-    assert_eq!(env.balance(&env.provider_token.clone()).await, 7 * PRICE);
+    assert!(env.lamports(&env.agent.pubkey()).await < agent_lamports);
+    assert_ok(env.claim(&s, 7, 7 * PRICE).await);
+    let requested_at = env.now + 1;
+    env.set_time(requested_at);
+    assert_ok(env.request_close(&s).await);
+    let session = env.session(&s).await;
+    assert_eq!(session.status, SessionStatus::Closing);
+    assert_eq!(session.closing_started_at, requested_at);
     assert_eq!(
-        env.balance(&env.agent_token.clone()).await,
-        AGENT_FUNDS - 7 * PRICE
+        session.claim_deadline().unwrap(),
+        requested_at + GRACE as i64
     );
+    assert_eq!(
+        session.dispute_deadline().unwrap(),
+        requested_at + 2 * GRACE as i64
+    );
+
+    // Finalize is sent by someone who is no party of the session (the test payer).
+    assert_ok(env.finalize_after_window(&s).await);
+    assert_eq!(provider_tokens(&mut env).await, 7 * PRICE);
+    assert_eq!(agent_tokens(&mut env).await, AGENT_FUNDS - 7 * PRICE);
     assert!(env.account(&s.address).await.is_none(), "session closed");
     assert!(env.account(&s.vault).await.is_none(), "vault closed");
     assert_eq!(
@@ -115,216 +149,206 @@ async fn cooperative_close_with_a_final_claim_pays_both_sides_and_returns_all_re
 }
 
 #[tokio::test]
-async fn cooperative_close_without_a_final_claim_returns_the_rest_to_the_agent() {
-    let mut env = Env::new().await;
-    let agent_lamports = env.lamports(&env.agent.pubkey()).await;
-    let s = env.opened(1, DEPOSIT).await;
-    assert_ok(env.claim(&s, 4, 4 * PRICE).await);
-    assert_ok(env.close(&s, None).await);
-    assert_eq!(env.balance(&env.provider_token.clone()).await, 4 * PRICE);
-    assert_eq!(
-        env.balance(&env.agent_token.clone()).await,
-        AGENT_FUNDS - 4 * PRICE
-    );
-    assert!(env.account(&s.address).await.is_none());
-    assert!(env.account(&s.vault).await.is_none());
-    assert_eq!(env.lamports(&env.agent.pubkey()).await, agent_lamports);
-}
-
-#[tokio::test]
-async fn reclaim_after_a_close_request_and_the_grace_returns_the_rest_and_the_rent() {
-    let mut env = Env::new().await;
-    let agent_lamports = env.lamports(&env.agent.pubkey()).await;
-    let s = env.opened(1, DEPOSIT).await;
-    assert_ok(env.claim(&s, 1, PRICE).await);
-    let requested_at = env.now;
-    assert_ok(env.request_close(&s).await);
-    let session = env.session(&s).await;
-    assert_eq!(session.status, SessionStatus::Closing);
-    assert_eq!(session.close_requested_at, requested_at);
-
-    env.advance(GRACE as i64 + 1);
-    assert_ok(env.reclaim(&s).await);
-    assert_eq!(
-        env.balance(&env.agent_token.clone()).await,
-        AGENT_FUNDS - PRICE
-    );
-    assert_eq!(env.balance(&env.provider_token.clone()).await, PRICE);
-    assert!(env.account(&s.address).await.is_none());
-    assert!(env.account(&s.vault).await.is_none());
-    assert_eq!(env.lamports(&env.agent.pubkey()).await, agent_lamports);
-}
-
-#[tokio::test]
-async fn reclaim_after_expiry_and_the_grace_returns_the_rest() {
+async fn finalize_after_expiry_and_the_window_settles_a_session_nobody_closed() {
     let mut env = Env::new().await;
     let s = env.opened(1, DEPOSIT).await;
     assert_ok(env.claim(&s, 2, 2 * PRICE).await);
-    env.advance(TTL as i64 + GRACE as i64 + 1);
-    assert_ok(env.reclaim(&s).await);
-    assert_eq!(
-        env.balance(&env.agent_token.clone()).await,
-        AGENT_FUNDS - 2 * PRICE
-    );
-    assert!(env.account(&s.address).await.is_none());
+    assert_ok(env.finalize_after_window(&s).await);
+    assert_eq!(provider_tokens(&mut env).await, 2 * PRICE);
+    assert_eq!(agent_tokens(&mut env).await, AGENT_FUNDS - 2 * PRICE);
 }
 
 #[tokio::test]
-async fn claim_during_the_grace_after_a_close_request_is_allowed() {
+async fn the_providers_close_ends_the_session_now_but_pays_and_deletes_nothing_before_the_window() {
+    let mut env = Env::new().await;
+    let s = env.opened(1, DEPOSIT).await;
+    assert_ok(env.close(&s, Some((5, 5 * PRICE))).await);
+    let session = env.session(&s).await;
+    assert_eq!(session.status, SessionStatus::Closing);
+    assert_eq!(session.closing_started_at, env.now);
+    assert_eq!((session.settled, session.settled_seq), (5 * PRICE, 5));
+    assert_eq!(provider_tokens(&mut env).await, 0);
+    assert_eq!(env.balance(&s.vault).await, DEPOSIT);
+
+    // The provider may still claim a later voucher during the grace.
+    env.advance(GRACE as i64);
+    assert_ok(env.claim(&s, 6, 6 * PRICE).await);
+    // Finalize waits for the agent's window: one more grace after the claim deadline.
+    assert_err(env.finalize(&s).await, EscrowError::FinalizeTooEarly);
+    assert_ok(env.finalize_after_window(&s).await);
+    assert_eq!(provider_tokens(&mut env).await, 6 * PRICE);
+}
+
+#[tokio::test]
+async fn claims_during_the_grace_after_a_close_request_or_expiry_are_allowed() {
     let mut env = Env::new().await;
     let s = env.opened(1, DEPOSIT).await;
     assert_ok(env.request_close(&s).await);
-    env.advance(GRACE as i64); // the last second of the claim window
-    assert_ok(env.claim(&s, 3, 3 * PRICE).await);
-    assert_eq!(env.balance(&env.provider_token.clone()).await, 3 * PRICE);
+    env.advance(GRACE as i64 - 1);
+    assert_ok(env.claim(&s, 2, 2 * PRICE).await);
+
+    let t = env.opened(2, DEPOSIT).await;
+    let expires_at = env.session(&t).await.expires_at;
+    env.set_time(expires_at + GRACE as i64);
+    assert_ok(env.claim(&t, 1, PRICE).await);
 }
 
 #[tokio::test]
-async fn claim_during_the_grace_after_expiry_is_allowed() {
+async fn a_latency_breach_dispute_moves_the_penalty_from_the_provider_to_the_agent() {
     let mut env = Env::new().await;
     let s = env.opened(1, DEPOSIT).await;
-    env.advance(TTL as i64 + GRACE as i64);
-    assert_ok(env.claim(&s, 3, 3 * PRICE).await);
-    assert_eq!(env.balance(&env.provider_token.clone()).await, 3 * PRICE);
-}
-
-#[tokio::test]
-async fn a_latency_breach_dispute_pays_the_penalty_and_records_the_evidence() {
-    let mut env = Env::new().await;
-    let s = env.opened(1, DEPOSIT).await;
-    assert_ok(env.claim(&s, 3, 3 * PRICE).await);
-    let receipt = env.receipt(&s, 3, 3 * PRICE, MAX_LATENCY_MS + 1);
+    let receipt = env.receipt(&s, 4, 4 * PRICE, MAX_LATENCY_MS + 1);
     assert_ok(env.dispute(&s, &receipt).await);
-
     let penalty = PRICE * u64::from(PENALTY_BPS) / 10_000;
-    assert_eq!(penalty, 500);
-    assert_eq!(
-        env.balance(&env.agent_token.clone()).await,
-        AGENT_FUNDS - DEPOSIT + penalty
-    );
-    assert_eq!(env.balance(&s.vault).await, DEPOSIT - 3 * PRICE - penalty);
+
     let session = env.session(&s).await;
-    assert_eq!((session.refunded, session.dispute_count), (penalty, 1));
-    let record = env.dispute_record(&s.address, 3).await;
-    assert_eq!(record.session, s.address);
-    assert_eq!(record.seq, 3);
-    assert_eq!(record.latency_ms, MAX_LATENCY_MS + 1);
+    assert_eq!(session.penalties, penalty);
+    assert_eq!(session.dispute_count, 1);
     assert_eq!(
-        (record.latency_penalty, record.overclaim_refund, record.paid),
-        (penalty, 0, penalty)
+        env.balance(&s.vault).await,
+        DEPOSIT,
+        "nothing moves at dispute"
     );
+    let record = env.dispute_record(&s, 4).await;
+    assert_eq!(record.session, s.address);
+    assert_eq!(record.opened_slot, s.opened_slot);
+    assert_eq!(record.agent, env.agent.pubkey());
+    assert_eq!(record.provider, env.provider.pubkey());
+    assert_eq!(record.seq, 4);
     assert_eq!(
         record.receipt_hash,
         solana_sha256_hasher::hash(&receipt.encode()).to_bytes()
     );
-    assert_eq!(total_tokens(&mut env, &s).await, AGENT_FUNDS);
-}
+    assert_eq!(record.latency_ms, MAX_LATENCY_MS + 1);
+    assert_eq!(record.cumulative_charged, 4 * PRICE);
+    assert_eq!((record.latency_penalty, record.overclaim), (penalty, 0));
 
-#[tokio::test]
-async fn an_over_claim_dispute_refunds_the_exact_difference_once() {
-    let mut env = Env::new().await;
-    let s = env.opened(1, DEPOSIT).await;
-    // The provider claims 5 requests, but its own receipt for request 5 says only 4 were charged.
-    assert_ok(env.claim(&s, 5, 5 * PRICE).await);
-    let receipt = env.receipt(&s, 5, 4 * PRICE, 10);
-    assert_ok(env.dispute(&s, &receipt).await);
-    assert_eq!(
-        env.balance(&env.agent_token.clone()).await,
-        AGENT_FUNDS - DEPOSIT + PRICE
-    );
-    assert_eq!(env.balance(&s.vault).await, DEPOSIT - 5 * PRICE - PRICE);
-    let record = env.dispute_record(&s.address, 5).await;
-    assert_eq!((record.overclaim_refund, record.paid), (PRICE, PRICE));
-
-    // A later receipt showing the same excess cannot refund it a second time.
-    let mut later = env.receipt(&s, 6, 4 * PRICE, 10);
-    later.status = ReceiptStatus::HandlerError;
-    later.amount_charged = 0;
-    assert_err(
-        env.dispute(&s, &later).await,
-        session_escrow::error::EscrowError::NoBreach,
-    );
-    assert_eq!(total_tokens(&mut env, &s).await, AGENT_FUNDS);
-}
-
-#[tokio::test]
-async fn a_voucher_above_the_deposit_pays_only_the_deposit_and_the_rest_after_a_top_up() {
-    let mut env = Env::new().await;
-    let s = env.opened(1, DEPOSIT).await;
-    assert_ok(env.claim(&s, 60, 60 * PRICE).await);
-    assert_eq!(env.balance(&env.provider_token.clone()).await, DEPOSIT);
-    assert_eq!(env.balance(&s.vault).await, 0);
-
-    assert_ok(env.top_up(&s, 20_000).await);
-    // The agent authorised 60 000 in total: the same voucher now pays the missing 10 000, no more.
-    assert_ok(env.claim(&s, 60, 60 * PRICE).await);
-    assert_eq!(env.balance(&env.provider_token.clone()).await, 60 * PRICE);
-    assert_eq!(env.balance(&s.vault).await, DEPOSIT + 20_000 - 60 * PRICE);
-    assert_eq!(total_tokens(&mut env, &s).await, AGENT_FUNDS);
-}
-
-#[tokio::test]
-async fn a_u64_max_voucher_pays_exactly_what_is_deposited() {
-    let mut env = Env::new().await;
-    let s = env.opened(1, DEPOSIT).await;
-    assert_ok(env.claim(&s, u64::MAX, u64::MAX).await);
-    assert_eq!(env.balance(&env.provider_token.clone()).await, DEPOSIT);
-    assert_eq!(env.session(&s).await.claimed, DEPOSIT);
-    assert_eq!(total_tokens(&mut env, &s).await, AGENT_FUNDS);
-}
-
-#[tokio::test]
-async fn a_dispute_record_stays_as_evidence_when_nothing_is_left_to_pay() {
-    let mut env = Env::new().await;
-    let s = env.opened(1, DEPOSIT).await;
-    assert_ok(env.claim(&s, 50, DEPOSIT).await);
-    let receipt = env.receipt(&s, 50, DEPOSIT, MAX_LATENCY_MS * 4);
-    assert_ok(env.dispute(&s, &receipt).await);
-    let record = env.dispute_record(&s.address, 50).await;
-    assert_eq!((record.latency_penalty, record.paid), (500, 0));
-    assert_eq!(env.session(&s).await.dispute_count, 1);
-
-    assert_ok(env.close(&s, None).await);
-    assert!(env.account(&s.address).await.is_none());
-    assert!(
-        env.account(&dispute_address(&s.address, 50))
-            .await
-            .is_some(),
-        "evidence survives the close"
-    );
-}
-
-#[tokio::test]
-async fn a_latency_penalty_comes_out_of_the_providers_later_claims() {
-    let mut env = Env::new().await;
-    let s = env.opened(1, DEPOSIT).await;
-    assert_ok(env.claim(&s, 2, 2 * PRICE).await);
-    let slow = env.receipt(&s, 2, 2 * PRICE, MAX_LATENCY_MS + 1);
-    assert_ok(env.dispute(&s, &slow).await);
-    let penalty = PRICE * u64::from(PENALTY_BPS) / 10_000;
-    assert_eq!(
-        env.balance(&env.agent_token.clone()).await,
-        AGENT_FUNDS - DEPOSIT + penalty
-    );
-
-    // The provider's next voucher pays its cumulative minus the penalty already refunded.
+    // The provider claims afterwards, even the very request: the penalty still comes off.
     assert_ok(env.claim(&s, 10, 10 * PRICE).await);
+    assert_ok(env.finalize_after_window(&s).await);
+    assert_eq!(provider_tokens(&mut env).await, 10 * PRICE - penalty);
     assert_eq!(
-        env.balance(&env.provider_token.clone()).await,
-        10 * PRICE - penalty
+        agent_tokens(&mut env).await,
+        AGENT_FUNDS - 10 * PRICE + penalty
     );
-    assert_ok(env.close(&s, None).await);
+}
+
+#[tokio::test]
+async fn a_receipt_outside_the_promise_is_not_a_latency_breach() {
+    let mut env = Env::new().await;
+    let s = env.opened(1, DEPOSIT).await;
+    let mut receipt = env.receipt(&s, 2, 2 * PRICE, MAX_LATENCY_MS * 10);
+    receipt.sla_covered = false;
+    assert_err(env.dispute(&s, &receipt).await, EscrowError::NoBreach);
+}
+
+#[tokio::test]
+async fn an_over_claim_dispute_caps_the_providers_payout_at_what_the_receipt_charged() {
+    let mut env = Env::new().await;
+    let s = env.opened(1, DEPOSIT).await;
+    // Request 5 failed (its receipt charged nothing), but the provider claims its voucher.
+    assert_ok(env.claim(&s, 5, 5 * PRICE).await);
+    let mut receipt = env.receipt(&s, 5, 4 * PRICE, 10);
+    receipt.status = ReceiptStatus::HandlerError;
+    receipt.amount_charged = 0;
+    assert_ok(env.dispute(&s, &receipt).await);
+    let session = env.session(&s).await;
     assert_eq!(
-        env.balance(&env.agent_token.clone()).await,
-        AGENT_FUNDS - 10 * PRICE + penalty,
-        "the agent paid ten requests less the penalty"
+        (session.overclaim_cap, session.overclaim_cap_seq),
+        (4 * PRICE, 5)
+    );
+    assert_eq!(env.dispute_record(&s, 5).await.overclaim, PRICE);
+
+    assert_ok(env.finalize_after_window(&s).await);
+    assert_eq!(provider_tokens(&mut env).await, 4 * PRICE);
+    assert_eq!(agent_tokens(&mut env).await, AGENT_FUNDS - 4 * PRICE);
+}
+
+#[tokio::test]
+async fn a_later_voucher_lifts_an_over_claim_cap() {
+    let mut env = Env::new().await;
+    let s = env.opened(1, DEPOSIT).await;
+    assert_ok(env.claim(&s, 5, 5 * PRICE).await);
+    let mut receipt = env.receipt(&s, 5, 4 * PRICE, 10);
+    receipt.status = ReceiptStatus::HandlerError;
+    assert_ok(env.dispute(&s, &receipt).await);
+    // The agent signed voucher 6 (same cumulative) after seeing receipt 5: request 6 is paid.
+    assert_ok(env.claim(&s, 6, 5 * PRICE).await);
+    assert_ok(env.finalize_after_window(&s).await);
+    assert_eq!(provider_tokens(&mut env).await, 5 * PRICE);
+}
+
+#[tokio::test]
+async fn a_voucher_above_the_deposit_pays_the_deposit_top_ups_included() {
+    let mut env = Env::new().await;
+    let s = env.opened(1, DEPOSIT).await;
+    assert_ok(env.claim(&s, 1, u64::MAX).await);
+    assert_ok(env.top_up(&s, 5_000).await);
+    assert_ok(env.finalize_after_window(&s).await);
+    assert_eq!(provider_tokens(&mut env).await, DEPOSIT + 5_000);
+    assert_eq!(agent_tokens(&mut env).await, AGENT_FUNDS - DEPOSIT - 5_000);
+}
+
+#[tokio::test]
+async fn penalties_beyond_what_the_provider_earned_are_a_shortfall_not_a_payout_below_zero() {
+    let mut env = Env::new().await;
+    let s = env.opened(1, DEPOSIT).await;
+    assert_ok(env.claim(&s, 1, PRICE).await);
+    for seq in 2..=5 {
+        let receipt = env.receipt(&s, seq, seq * PRICE, MAX_LATENCY_MS + 1);
+        assert_ok(env.dispute(&s, &receipt).await);
+    }
+    assert_eq!(env.session(&s).await.penalties, 4 * (PRICE / 2));
+    assert_ok(env.finalize_after_window(&s).await);
+    assert_eq!(provider_tokens(&mut env).await, 0);
+    assert_eq!(agent_tokens(&mut env).await, AGENT_FUNDS);
+}
+
+#[tokio::test]
+async fn a_dispute_after_the_providers_close_still_costs_the_provider() {
+    // The v1 dodge: `[ed25519(voucher), close(final)]` right after a slow response deleted the
+    // session before the agent could dispute. Now the close only starts the window.
+    let mut env = Env::new().await;
+    let s = env.opened(1, DEPOSIT).await;
+    assert_ok(env.close(&s, Some((3, 3 * PRICE))).await);
+    let receipt = env.receipt(&s, 3, 3 * PRICE, MAX_LATENCY_MS + 500);
+    assert_ok(env.dispute(&s, &receipt).await);
+    assert_ok(env.finalize_after_window(&s).await);
+    let penalty = PRICE / 2;
+    assert_eq!(provider_tokens(&mut env).await, 3 * PRICE - penalty);
+    assert_eq!(
+        agent_tokens(&mut env).await,
+        AGENT_FUNDS - 3 * PRICE + penalty
+    );
+}
+
+#[tokio::test]
+async fn a_cooperative_close_settles_now_with_the_disputes_so_far_and_returns_the_rent() {
+    let mut env = Env::new().await;
+    let agent_lamports = env.lamports(&env.agent.pubkey()).await;
+    let s = env.opened(1, DEPOSIT).await;
+    let receipt = env.receipt(&s, 2, 2 * PRICE, MAX_LATENCY_MS + 1);
+    assert_ok(env.dispute(&s, &receipt).await);
+    assert_ok(env.cooperative_close(&s, Some((4, 4 * PRICE))).await);
+    let penalty = PRICE / 2;
+    assert_eq!(provider_tokens(&mut env).await, 4 * PRICE - penalty);
+    assert_eq!(
+        agent_tokens(&mut env).await,
+        AGENT_FUNDS - 4 * PRICE + penalty
+    );
+    assert!(env.account(&s.address).await.is_none());
+    assert!(env.account(&s.vault).await.is_none());
+    let dispute_rent = env.lamports(&dispute_address(&s, 2)).await;
+    assert_eq!(
+        env.lamports(&env.agent.pubkey()).await,
+        agent_lamports - dispute_rent,
+        "all rent back but the dispute record's, which stays as evidence"
     );
 }
 
 #[tokio::test]
 async fn a_token_2022_session_runs_its_whole_life() {
     let mut env = Env::new_2022().await;
-    let agent_lamports = env.lamports(&env.agent.pubkey()).await;
     let s = env.opened(9, DEPOSIT).await;
     assert_eq!(env.account(&s.vault).await.unwrap().owner, token_2022_id());
     assert_ok(env.top_up(&s, 1_000).await);
@@ -332,24 +356,14 @@ async fn a_token_2022_session_runs_its_whole_life() {
     let receipt = env.receipt(&s, 4, 4 * PRICE, MAX_LATENCY_MS + 50);
     assert_ok(env.dispute(&s, &receipt).await);
     assert_ok(env.close(&s, Some((6, 6 * PRICE))).await);
-
-    // The latency penalty (half a price) came out of what the provider could claim.
+    assert_ok(env.finalize_after_window(&s).await);
     let penalty = PRICE / 2;
+    assert_eq!(provider_tokens(&mut env).await, 6 * PRICE - penalty);
     assert_eq!(
-        env.balance(&env.provider_token.clone()).await,
-        6 * PRICE - penalty
-    );
-    assert_eq!(
-        env.balance(&env.agent_token.clone()).await,
+        agent_tokens(&mut env).await,
         AGENT_FUNDS - 6 * PRICE + penalty
     );
     assert!(env.account(&s.vault).await.is_none());
-    // The agent got every rent lamport back except the dispute record's, which stays as evidence.
-    let dispute_rent = env.lamports(&dispute_address(&s.address, 4)).await;
-    assert_eq!(
-        env.lamports(&env.agent.pubkey()).await,
-        agent_lamports - dispute_rent
-    );
 }
 
 #[tokio::test]
@@ -360,8 +374,11 @@ async fn two_sessions_of_one_pair_are_independent() {
     assert_ne!(a.address, b.address);
     assert_ok(env.claim(&a, 2, 2 * PRICE).await);
     assert_ok(env.claim(&b, 3, 3 * PRICE).await);
-    assert_eq!(env.balance(&a.vault).await, DEPOSIT - 2 * PRICE);
-    assert_eq!(env.balance(&b.vault).await, 20_000 - 3 * PRICE);
+    assert_eq!(env.session(&a).await.settled, 2 * PRICE);
+    assert_eq!(env.session(&b).await.settled, 3 * PRICE);
+    assert_ok(env.finalize_after_window(&a).await);
+    assert_eq!(provider_tokens(&mut env).await, 2 * PRICE);
+    assert_eq!(env.balance(&b.vault).await, 20_000);
 }
 
 /// Transfer fees Token-2022 withheld in `mint`'s config (harvested there from closed vaults).
@@ -383,44 +400,38 @@ async fn withheld_in_mint(env: &mut Env) -> u64 {
 }
 
 #[tokio::test]
-async fn a_session_on_a_transfer_fee_mint_closes_with_the_vaults_withheld_fees_harvested_to_the_mint(
+async fn a_session_on_a_transfer_fee_mint_finalizes_with_the_vaults_withheld_fees_harvested_to_the_mint(
 ) {
     // 1 % on every transfer: 500 of the 50 000 deposit stay withheld in the vault, which
     // Token-2022 refuses to close until they are harvested.
     let mut env = Env::with_mint(MintKind::Token2022Extended { fee_bps: 100 }, Vec::new()).await;
     let s = env.opened(1, DEPOSIT).await;
     assert_eq!(env.session(&s).await.deposit, DEPOSIT - 500);
-    assert_ok(env.claim(&s, 3, 3 * PRICE).await);
     assert_ok(env.close(&s, Some((5, 5 * PRICE))).await);
+    assert_ok(env.finalize_after_window(&s).await);
 
     assert!(env.account(&s.vault).await.is_none());
     assert!(env.account(&s.address).await.is_none());
     assert_eq!(withheld_in_mint(&mut env).await, 500);
-    // The provider got 5 prices less 1 % of each payout; the agent the rest less 1 %.
-    assert_eq!(
-        env.balance(&env.provider_token.clone()).await,
-        5 * PRICE - 50
-    );
+    // The provider got 5 prices less 1 %; the agent the rest less 1 %.
+    assert_eq!(provider_tokens(&mut env).await, 5 * PRICE - 50);
     let returned = DEPOSIT - 500 - 5 * PRICE;
     assert_eq!(
-        env.balance(&env.agent_token.clone()).await,
+        agent_tokens(&mut env).await,
         AGENT_FUNDS - DEPOSIT + returned - returned / 100
     );
 }
 
 #[tokio::test]
-async fn a_session_on_a_transfer_fee_mint_is_reclaimed_with_the_vaults_withheld_fees_harvested() {
+async fn a_session_on_a_transfer_fee_mint_closes_cooperatively_with_the_withheld_fees_harvested() {
     let mut env = Env::with_mint(MintKind::Token2022Extended { fee_bps: 100 }, Vec::new()).await;
     let s = env.opened(1, DEPOSIT).await;
-    assert_ok(env.request_close(&s).await);
-    env.advance(GRACE as i64 + 1);
-    assert_ok(env.reclaim(&s).await);
-
+    assert_ok(env.cooperative_close(&s, None).await);
     assert!(env.account(&s.vault).await.is_none());
     assert_eq!(withheld_in_mint(&mut env).await, 500);
     let returned = DEPOSIT - 500;
     assert_eq!(
-        env.balance(&env.agent_token.clone()).await,
+        agent_tokens(&mut env).await,
         AGENT_FUNDS - DEPOSIT + returned - returned / 100
     );
 }

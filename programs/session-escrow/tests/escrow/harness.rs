@@ -15,7 +15,7 @@ use anchor_lang::solana_program::entrypoint::ProgramResult;
 use anchor_lang::solana_program::system_instruction;
 use anchor_lang::{AccountDeserialize, InstructionData, ToAccountMetas};
 use anchor_spl::token_2022::spl_token_2022;
-use session_escrow::instructions::{ClaimArgs, CloseArgs, OfferTerms, OpenSessionArgs};
+use session_escrow::instructions::{CloseArgs, OfferTerms, OpenSessionArgs};
 use session_escrow::messages::{OfferMessage, ReceiptMessage, ReceiptStatus, VoucherMessage};
 use session_escrow::state::{Dispute, Session};
 use session_escrow::{accounts, instruction};
@@ -285,6 +285,8 @@ pub struct SessionRef {
     pub address: Pubkey,
     pub vault: Pubkey,
     pub nonce: u64,
+    /// The session's incarnation (0 until it is opened); vouchers and receipts name it.
+    pub opened_slot: u64,
 }
 
 pub fn session_address(agent: &Pubkey, provider: &Pubkey, nonce: u64) -> (Pubkey, u8) {
@@ -303,9 +305,14 @@ pub fn vault_address(session: &Pubkey) -> Pubkey {
     Pubkey::find_program_address(&[b"vault", session.as_ref()], &session_escrow::ID).0
 }
 
-pub fn dispute_address(session: &Pubkey, seq: u64) -> Pubkey {
+pub fn dispute_address(s: &SessionRef, seq: u64) -> Pubkey {
     Pubkey::find_program_address(
-        &[b"dispute", session.as_ref(), &seq.to_le_bytes()],
+        &[
+            b"dispute",
+            s.address.as_ref(),
+            &s.opened_slot.to_le_bytes(),
+            &seq.to_le_bytes(),
+        ],
         &session_escrow::ID,
     )
     .0
@@ -647,28 +654,6 @@ impl Env {
         assert_ok(self.send(&[ix], &[&authority]).await);
     }
 
-    /// Plain token transfer between two accounts of the env mint.
-    pub async fn transfer_tokens(
-        &mut self,
-        from: &Pubkey,
-        to: &Pubkey,
-        owner: &Keypair,
-        amount: u64,
-    ) {
-        let ix = spl_token_2022::instruction::transfer_checked(
-            &self.token_program,
-            from,
-            &self.mint,
-            to,
-            &owner.pubkey(),
-            &[],
-            amount,
-            DECIMALS,
-        )
-        .unwrap();
-        assert_ok(self.send(&[ix], &[owner]).await);
-    }
-
     /// Token balance of a token account, 0 if it does not exist.
     pub async fn balance(&mut self, account: &Pubkey) -> u64 {
         match self.ctx.banks_client.get_account(*account).await.unwrap() {
@@ -692,9 +677,9 @@ impl Env {
         Session::try_deserialize(&mut account.data.as_slice()).unwrap()
     }
 
-    pub async fn dispute_record(&mut self, session: &Pubkey, seq: u64) -> Dispute {
+    pub async fn dispute_record(&mut self, s: &SessionRef, seq: u64) -> Dispute {
         let account = self
-            .account(&dispute_address(session, seq))
+            .account(&dispute_address(s, seq))
             .await
             .expect("dispute exists");
         Dispute::try_deserialize(&mut account.data.as_slice()).unwrap()
@@ -733,7 +718,7 @@ impl Env {
             session_ttl_secs: TTL,
             grace_secs: GRACE,
             max_latency_ms: MAX_LATENCY_MS,
-            min_uptime_bps: 9_950,
+            max_input_bytes: 65_536,
             latency_penalty_bps: PENALTY_BPS,
             expires_at: self.now + 300,
             offer_id: [7; 16],
@@ -741,11 +726,14 @@ impl Env {
         }
     }
 
+    /// A voucher of `s` committing to the receipt head [`head_of`]`(seq − 1)`.
     pub fn voucher(&self, s: &SessionRef, seq: u64, cumulative: u64) -> VoucherMessage {
         VoucherMessage {
             session: s.address.to_bytes(),
+            opened_slot: s.opened_slot,
             seq,
             cumulative,
+            receipt_head: head_of(seq.saturating_sub(1)),
         }
     }
 
@@ -759,11 +747,13 @@ impl Env {
     ) -> ReceiptMessage {
         ReceiptMessage {
             session: s.address.to_bytes(),
+            opened_slot: s.opened_slot,
             seq,
             amount_charged: PRICE,
             cumulative_charged,
             latency_ms,
             status: ReceiptStatus::Ok,
+            sla_covered: true,
             completed_at_ms: self.now * 1_000,
             input_hash: [1; 32],
             output_hash: [2; 32],
@@ -777,6 +767,7 @@ impl Env {
             address,
             vault: vault_address(&address),
             nonce,
+            opened_slot: 0,
         }
     }
 
@@ -821,11 +812,7 @@ impl Env {
         accounts::Claim {
             provider: self.provider.pubkey(),
             session: s.address,
-            vault: s.vault,
-            mint: self.mint,
-            provider_token: self.provider_token,
             instructions_sysvar: solana_sdk_ids::sysvar::instructions::ID,
-            token_program: self.token_program,
         }
     }
 
@@ -839,7 +826,28 @@ impl Env {
     pub fn close_accounts(&self, s: &SessionRef) -> accounts::CloseSession {
         accounts::CloseSession {
             provider: self.provider.pubkey(),
+            session: s.address,
+            instructions_sysvar: solana_sdk_ids::sysvar::instructions::ID,
+        }
+    }
+
+    pub fn finalize_accounts(&self, s: &SessionRef) -> accounts::Finalize {
+        accounts::Finalize {
+            session: s.address,
             agent: self.agent.pubkey(),
+            provider: self.provider.pubkey(),
+            vault: s.vault,
+            mint: self.mint,
+            provider_token: self.provider_token,
+            agent_token: self.agent_token,
+            token_program: self.token_program,
+        }
+    }
+
+    pub fn cooperative_close_accounts(&self, s: &SessionRef) -> accounts::CooperativeClose {
+        accounts::CooperativeClose {
+            agent: self.agent.pubkey(),
+            provider: self.provider.pubkey(),
             session: s.address,
             vault: s.vault,
             mint: self.mint,
@@ -850,27 +858,12 @@ impl Env {
         }
     }
 
-    pub fn reclaim_accounts(&self, s: &SessionRef) -> accounts::Reclaim {
-        accounts::Reclaim {
-            agent: self.agent.pubkey(),
-            session: s.address,
-            vault: s.vault,
-            mint: self.mint,
-            agent_token: self.agent_token,
-            token_program: self.token_program,
-        }
-    }
-
     pub fn dispute_accounts(&self, s: &SessionRef, seq: u64) -> accounts::DisputeReceipt {
         accounts::DisputeReceipt {
             agent: self.agent.pubkey(),
             session: s.address,
-            dispute: dispute_address(&s.address, seq),
-            vault: s.vault,
-            mint: self.mint,
-            agent_token: self.agent_token,
+            dispute: dispute_address(s, seq),
             instructions_sysvar: solana_sdk_ids::sysvar::instructions::ID,
-            token_program: self.token_program,
             system_program: solana_sdk_ids::system_program::ID,
         }
     }
@@ -881,7 +874,19 @@ impl Env {
     pub async fn open(&mut self, nonce: u64, deposit: u64) -> (SessionRef, TxResult) {
         let offer = self.offer();
         let result = self.open_with(&offer, nonce, deposit).await;
-        (self.session_ref(nonce), result)
+        let s = self.session_ref(nonce);
+        (self.with_incarnation(s).await, result)
+    }
+
+    /// `s` with the `opened_slot` of the session now at its address (0 when there is none).
+    pub async fn with_incarnation(&mut self, mut s: SessionRef) -> SessionRef {
+        s.opened_slot = match self.account(&s.address).await {
+            Some(account) => Session::try_deserialize(&mut account.data.as_slice())
+                .map(|session| session.opened_slot)
+                .unwrap_or(0),
+            None => 0,
+        };
+        s
     }
 
     /// Opens session `nonce` on `offer` signed by the provider.
@@ -911,8 +916,13 @@ impl Env {
     /// Claims with a voucher signed by the session's voucher key.
     pub async fn claim(&mut self, s: &SessionRef, seq: u64, cumulative: u64) -> TxResult {
         let voucher = self.voucher(s, seq, cumulative);
+        self.claim_voucher(s, &voucher).await
+    }
+
+    /// Claims `voucher`, signed by the session's voucher key.
+    pub async fn claim_voucher(&mut self, s: &SessionRef, voucher: &VoucherMessage) -> TxResult {
         let ed = ed25519_ix(&self.voucher_key, &voucher.encode());
-        let ix = claim_ix(self.claim_accounts(s), claim_args(seq));
+        let ix = claim_ix(self.claim_accounts(s));
         let provider = self.provider.insecure_clone();
         self.send(&[ed, ix], &[&provider]).await
     }
@@ -923,30 +933,60 @@ impl Env {
         self.send(&[ix], &[&agent]).await
     }
 
-    /// Cooperative close by the provider, with a final voucher when `final_voucher` is given.
+    /// The provider ends the session, with a final voucher when `final_voucher` is given.
     pub async fn close(&mut self, s: &SessionRef, final_voucher: Option<(u64, u64)>) -> TxResult {
         let mut ixs = Vec::new();
-        let mut final_claim = None;
         if let Some((seq, cumulative)) = final_voucher {
             ixs.push(ed25519_ix(
                 &self.voucher_key,
                 &self.voucher(s, seq, cumulative).encode(),
             ));
-            final_claim = Some(claim_args(seq));
         }
-        let close = close_ix(self.close_accounts(s), CloseArgs { final_claim });
-        ixs.push(self.mint_writable_for_token_2022(close));
+        let args = CloseArgs {
+            final_voucher: final_voucher.is_some(),
+        };
+        ixs.push(close_ix(self.close_accounts(s), args));
         let provider = self.provider.insecure_clone();
         self.send(&ixs, &[&provider]).await
     }
 
-    pub async fn reclaim(&mut self, s: &SessionRef) -> TxResult {
-        let ix = self.mint_writable_for_token_2022(reclaim_ix(self.reclaim_accounts(s)));
-        let agent = self.agent.insecure_clone();
-        self.send(&[ix], &[&agent]).await
+    /// Finalizes `s`, sent by the test payer alone: no party of the session signs.
+    pub async fn finalize(&mut self, s: &SessionRef) -> TxResult {
+        let ix = self.mint_writable_for_token_2022(finalize_ix(self.finalize_accounts(s)));
+        self.send(&[ix], &[]).await
     }
 
-    /// As clients build `close` and `reclaim`: a Token-2022 mint writable (so withheld transfer
+    /// Agent and provider settle and close together, with a final voucher when given.
+    pub async fn cooperative_close(
+        &mut self,
+        s: &SessionRef,
+        final_voucher: Option<(u64, u64)>,
+    ) -> TxResult {
+        let mut ixs = Vec::new();
+        if let Some((seq, cumulative)) = final_voucher {
+            ixs.push(ed25519_ix(
+                &self.voucher_key,
+                &self.voucher(s, seq, cumulative).encode(),
+            ));
+        }
+        let args = CloseArgs {
+            final_voucher: final_voucher.is_some(),
+        };
+        let ix = cooperative_close_ix(self.cooperative_close_accounts(s), args);
+        ixs.push(self.mint_writable_for_token_2022(ix));
+        let agent = self.agent.insecure_clone();
+        let provider = self.provider.insecure_clone();
+        self.send(&ixs, &[&agent, &provider]).await
+    }
+
+    /// Moves the clock past the dispute deadline of `s` and finalizes it.
+    pub async fn finalize_after_window(&mut self, s: &SessionRef) -> TxResult {
+        let deadline = self.session(s).await.dispute_deadline().unwrap();
+        self.set_time(deadline + 1);
+        self.finalize(s).await
+    }
+
+    /// As clients build `finalize` and `cooperative_close`: a Token-2022 mint writable (so withheld transfer
     /// fees can be harvested before the vault closes), an SPL Token mint read-only.
     pub fn mint_writable_for_token_2022(&self, mut ix: Instruction) -> Instruction {
         if self.token_program == token_2022_id() {
@@ -985,7 +1025,7 @@ pub fn terms_of(offer: &OfferMessage) -> OfferTerms {
         session_ttl_secs: offer.session_ttl_secs,
         grace_secs: offer.grace_secs,
         max_latency_ms: offer.max_latency_ms,
-        min_uptime_bps: offer.min_uptime_bps,
+        max_input_bytes: offer.max_input_bytes,
         latency_penalty_bps: offer.latency_penalty_bps,
         expires_at: offer.expires_at,
         offer_id: offer.offer_id,
@@ -993,15 +1033,14 @@ pub fn terms_of(offer: &OfferMessage) -> OfferTerms {
     }
 }
 
-/// Claim args anchoring `count` receipts with a head derived from the count.
-pub fn claim_args(count: u64) -> ClaimArgs {
+/// A stand-in receipt head for `count` receipts (the program stores what the voucher names).
+pub fn head_of(count: u64) -> [u8; 32] {
     let mut head = [0u8; 32];
-    head[..8].copy_from_slice(&count.to_le_bytes());
-    head[31] = 0xAB;
-    ClaimArgs {
-        receipts_head: head,
-        receipt_count: count,
+    if count > 0 {
+        head[..8].copy_from_slice(&count.to_le_bytes());
+        head[31] = 0xAB;
     }
+    head
 }
 
 fn build(accounts: impl ToAccountMetas, data: impl InstructionData) -> Instruction {
@@ -1020,8 +1059,8 @@ pub fn top_up_ix(accounts: accounts::TopUp, amount: u64) -> Instruction {
     build(accounts, instruction::TopUp { amount })
 }
 
-pub fn claim_ix(accounts: accounts::Claim, args: ClaimArgs) -> Instruction {
-    build(accounts, instruction::Claim { args })
+pub fn claim_ix(accounts: accounts::Claim) -> Instruction {
+    build(accounts, instruction::Claim {})
 }
 
 pub fn request_close_ix(accounts: accounts::RequestClose) -> Instruction {
@@ -1032,8 +1071,12 @@ pub fn close_ix(accounts: accounts::CloseSession, args: CloseArgs) -> Instructio
     build(accounts, instruction::Close { args })
 }
 
-pub fn reclaim_ix(accounts: accounts::Reclaim) -> Instruction {
-    build(accounts, instruction::Reclaim {})
+pub fn finalize_ix(accounts: accounts::Finalize) -> Instruction {
+    build(accounts, instruction::Finalize {})
+}
+
+pub fn cooperative_close_ix(accounts: accounts::CooperativeClose, args: CloseArgs) -> Instruction {
+    build(accounts, instruction::CooperativeClose { args })
 }
 
 pub fn dispute_ix(accounts: accounts::DisputeReceipt, seq: u64) -> Instruction {

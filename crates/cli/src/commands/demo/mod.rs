@@ -3,9 +3,11 @@
 //! 1. Start the localnet, the x402 facilitator and the reference provider; fund the agents.
 //! 2. Session scheme: each agent reads the 402, verifies the signed offer, opens one session and
 //!    sends N paid requests with vouchers, verifying every receipt. One request is made slow on
-//!    purpose (the provider honours `delay_ms` in the demo): the agent disputes that receipt on
-//!    chain and gets the latency penalty back.
-//! 3. The provider closes each session cooperatively with a final claim (one transaction).
+//!    purpose (the provider honours `delay_ms` in the demo).
+//! 3. Trust v2 at work: the provider ends each session early (`close` with its final voucher),
+//!    and the agent still disputes the slow receipt after that close; the localnet's clock is
+//!    moved past the dispute window and the provider finalizes: it is paid what it earned less
+//!    the penalty, which goes to the agent (docs/program.md).
 //! 4. Exact scheme: the same N requests, each paid by one x402 `exact` transfer.
 //! 5. The report: requests, receipts, breaches and penalties, transactions, fees and wall time per
 //!    scheme, balances before and after. Exit code non-zero if anything does not reconcile.
@@ -23,7 +25,7 @@ use x402pp_provider::INFERENCE_PATH;
 use x402pp_solana::escrow;
 
 pub use report::{Report, SchemeReport};
-use world::{agent_config, close_with_final_claim, offer_for_intent, tokens_of};
+use world::{agent_config, close_early, finalize, offer_for_intent, tokens_of};
 
 /// The injected delay of the slow request (over the provider's promised
 /// [`world::MAX_LATENCY_MS`]).
@@ -160,6 +162,15 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         agents.push(task.await.context("an agent task failed")??);
     }
     bar.finish_and_clear();
+    // The provider ends every session early, with its final voucher ...
+    let mut sessions = Vec::new();
+    for agent in &agents {
+        for session in agent.sessions() {
+            close_early(&world, &session.address).await?;
+            sessions.push(session.address);
+        }
+    }
+    // ... which does not stop the agent's disputes: the window runs 2 × grace from the close.
     for agent in &agents {
         let outcomes = agent.dispute_breaches().await?;
         report.disputes = report.disputes.saturating_add(outcomes.len() as u64);
@@ -167,12 +178,22 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
             .penalties_refunded
             .saturating_add(outcomes.iter().map(|o| o.paid).sum::<u64>());
     }
-    let mut sessions = Vec::new();
-    for agent in &agents {
-        for session in agent.sessions() {
-            close_with_final_claim(&world, &session.address).await?;
-            sessions.push(session.address);
-        }
+    // Nothing was paid yet. Past the dispute deadline, finalize pays out.
+    let mut dispute_deadline = 0i64;
+    for session in &sessions {
+        let account = escrow::fetch_session(&world.rpc, session)
+            .await?
+            .context("the session waits for finalize")?;
+        dispute_deadline = dispute_deadline.max(account.dispute_deadline()?);
+    }
+    let wait = dispute_deadline
+        .saturating_sub(world.localnet.unix_timestamp())
+        .saturating_add(1);
+    world
+        .localnet
+        .advance_clock(u64::try_from(wait.max(1)).unwrap_or(1))?;
+    for session in &sessions {
+        finalize(&world, session).await?;
     }
     let mut session_tx = 0u64;
     let mut session_fees = 0u64;
@@ -185,8 +206,9 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
             .saturating_add(stats.receipts_verified);
         report.sla_breaches = report.sla_breaches.saturating_add(stats.sla_breaches);
     }
-    // One cooperative close (with its final claim) per session, paid by the provider.
-    session_tx = session_tx.saturating_add(sessions.len() as u64);
+    // The provider's close and finalize per session (the agents' open and disputes are in their
+    // stats).
+    session_tx = session_tx.saturating_add(2u64.saturating_mul(sessions.len() as u64));
     session_fees = session_fees
         .saturating_add(provider_lamports.saturating_sub(world.lamports(&provider).await?));
     let agents_mid = tokens_of(&world, &wallets).await?;
@@ -268,11 +290,13 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
             report.receipts_verified == n,
         ),
         (
-            "the slow request was an SLA breach, disputed on chain".into(),
+            "the slow request was an SLA breach, disputed on chain after the provider's close"
+                .into(),
             report.sla_breaches >= 1 && report.disputes == report.sla_breaches,
         ),
         (
-            "sessions: provider received price x requests - penalties".into(),
+            "sessions: provider received price x requests - penalties (the dispute moved money)"
+                .into(),
             report.session.provider_received == expected_session,
         ),
         (
@@ -280,7 +304,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
             report.session.agents_spent == report.session.provider_received,
         ),
         (
-            "sessions: every vault is empty and closed".into(),
+            "sessions: every vault is finalized, empty and closed".into(),
             report.vaults_left == 0,
         ),
         (
@@ -297,8 +321,12 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
                 == provider_after.saturating_sub(provider_before),
         ),
         (
-            format!("sessions used at most {} transactions per session", 3),
-            report.session.transactions <= 3u64.saturating_mul(sessions.len().max(1) as u64),
+            "sessions used 3 transactions per session (open, close, finalize) + 1 per dispute"
+                .into(),
+            report.session.transactions
+                <= 3u64
+                    .saturating_mul(sessions.len().max(1) as u64)
+                    .saturating_add(report.disputes),
         ),
         (
             "every escrow transaction asked for its compute units and stayed within them".into(),

@@ -40,7 +40,8 @@ pub struct Report {
     pub sla_breaches: u64,
     /// Disputes landed on chain.
     pub disputes: u64,
-    /// Tokens refunded by disputes.
+    /// Penalties the disputes recorded: taken from the provider's payout at finalize, paid to the
+    /// agents.
     pub penalties_refunded: u64,
     /// The offer that answered the first agent's intent.
     pub offer_for_intent: String,
@@ -109,7 +110,7 @@ pub(crate) fn print_report(report: &Report, json: bool) -> anyhow::Result<()> {
     );
     println!();
     println!(
-        "receipts verified: {}   SLA breaches: {}   disputes: {}   penalty refunded: {} USDC",
+        "receipts verified: {}   SLA breaches: {}   disputes: {}   penalties (provider -> agent): {} USDC",
         report.receipts_verified,
         report.sla_breaches,
         report.disputes,

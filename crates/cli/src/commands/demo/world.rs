@@ -1,7 +1,8 @@
 //! The demo's world (the test kit's, shared with `bench`): the localnet, the x402 facilitator
 //! served over HTTP as a provider would use it, and the reference provider honouring `delay_ms`
 //! with the demo's latency promise; plus what the demo does on it: agents' configurations, the
-//! intent answered by an offer, and the provider's cooperative close with a final claim.
+//! intent answered by an offer, the provider's early close with its final voucher, and
+//! finalize after the dispute window.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -10,11 +11,11 @@ use anyhow::{ensure, Context as _};
 use solana_sdk::pubkey::Pubkey;
 use solana_sdk::signature::{Keypair, Signer};
 use x402pp_client::{AgentConfig, Budget, DisputePolicy};
-use x402pp_protocol::{Amount, Voucher};
+use x402pp_protocol::{Amount, Hash32, Voucher};
 use x402pp_provider::{AppOptions, INFERENCE_PATH};
 use x402pp_server::RoutePrice;
 use x402pp_solana::compute;
-use x402pp_solana::escrow::{self, FinalClaim, SessionKeys};
+use x402pp_solana::escrow::{self, FinalVoucher, SessionKeys};
 use x402pp_solana::token;
 use x402pp_testkit::{Facilitator, World, WorldBuilder, LAMPORTS_PER_SOL};
 
@@ -52,7 +53,6 @@ pub(crate) fn agent_config(
         max_price_per_request: price,
         max_deposit: price.saturating_mul(requests.saturating_add(10)),
         max_latency_ms: MAX_LATENCY_MS,
-        min_uptime_bps: 0,
     };
     config.deposit_requests = requests.saturating_add(10);
     config.dispute_policy = DisputePolicy::Manual;
@@ -107,8 +107,10 @@ pub(crate) async fn offer_for_intent(
     Ok(offer)
 }
 
-/// The provider closes `session` with a final claim of the best voucher (one transaction).
-pub(crate) async fn close_with_final_claim(world: &World, session: &Pubkey) -> anyhow::Result<()> {
+/// The provider ends `session` early with `close` and its best voucher (one transaction): the
+/// voucher is recorded and the session's end moves to now; nothing is paid or deleted, so the
+/// agent can still dispute until the dispute deadline.
+pub(crate) async fn close_early(world: &World, session: &Pubkey) -> anyhow::Result<()> {
     let provider = world.provider();
     let record = provider
         .ledger
@@ -116,33 +118,36 @@ pub(crate) async fn close_with_final_claim(world: &World, session: &Pubkey) -> a
         .await?
         .context("the ledger knows the session")?;
     let best = record.best_voucher.context("the session served requests")?;
-    let receipt = provider
-        .ledger
-        .receipt(&session.to_bytes(), best.seq)
-        .await?
-        .context("the best voucher has its receipt")?;
+    // Voucher n commits to receipt n − 1.
+    let receipt_head = match best.seq.checked_sub(1) {
+        None | Some(0) => Hash32::ZERO,
+        Some(previous) => Hash32(
+            provider
+                .ledger
+                .receipt(&session.to_bytes(), previous)
+                .await?
+                .context("the receipt before the best voucher is stored")?
+                .hash,
+        ),
+    };
     let account = escrow::fetch_session(&world.rpc, session)
         .await?
         .context("the session is open")?;
     let keys = SessionKeys::of(*session, &account, token::TOKEN_PROGRAM_ID);
     let voucher = Voucher {
         session: x402pp_protocol::Pubkey(session.to_bytes()),
+        opened_slot: account.opened_slot,
         seq: best.seq,
         cumulative: Amount(best.cumulative),
+        receipt_head,
         signature: x402pp_protocol::Signature(best.signature),
     };
-    let claim = if best.cumulative > account.claimed {
-        Some(FinalClaim {
-            voucher: &voucher,
-            voucher_signer: &account.voucher_signer,
-            receipts_head: receipt.hash,
-            receipt_count: best.seq,
-        })
-    } else {
-        None
-    };
+    let last = (best.seq > account.settled_seq).then_some(FinalVoucher {
+        voucher: &voucher,
+        voucher_signer: &account.voucher_signer,
+    });
     let instructions = compute::with_compute_budget(
-        &escrow::close(&keys, claim),
+        &escrow::close(&keys, last),
         &keys,
         compute::DEFAULT_UNIT_PRICE,
     );
@@ -150,5 +155,25 @@ pub(crate) async fn close_with_final_claim(world: &World, session: &Pubkey) -> a
         .send(&instructions, &provider.key)
         .await
         .context("closing the session")?;
+    Ok(())
+}
+
+/// The provider finalizes `session` (after its dispute deadline): it is paid what it earned
+/// less the penalties, the agent gets the rest, and the session and its vault are closed.
+pub(crate) async fn finalize(world: &World, session: &Pubkey) -> anyhow::Result<()> {
+    let provider = world.provider();
+    let account = escrow::fetch_session(&world.rpc, session)
+        .await?
+        .context("the session is still open")?;
+    let keys = SessionKeys::of(*session, &account, token::TOKEN_PROGRAM_ID);
+    let instructions = compute::with_compute_budget(
+        &[escrow::finalize(&keys)],
+        &keys,
+        compute::DEFAULT_UNIT_PRICE,
+    );
+    world
+        .send(&instructions, &provider.key)
+        .await
+        .context("finalizing the session")?;
     Ok(())
 }

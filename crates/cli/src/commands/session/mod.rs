@@ -1,4 +1,4 @@
-//! `x402pp session list | show | top-up | request-close | reclaim | dispute`: the wallet's
+//! `x402pp session list | show | top-up | request-close | dispute | finalize`: the wallet's
 //! sessions, as the agent's store records them, and the transactions on them.
 
 use anyhow::{bail, Context as _};
@@ -14,7 +14,7 @@ use crate::wallet::{AgentOptions, Mints, WalletArgs};
 mod report;
 
 pub use report::{
-    ChainSession, DisputeReport, DisputeRow, ReclaimReport, RequestCloseReport, SessionDetail,
+    ChainSession, DisputeReport, DisputeRow, FinalizeReport, RequestCloseReport, SessionDetail,
     SessionList, SessionRow, TopUpReport,
 };
 
@@ -56,7 +56,8 @@ pub enum SessionCommand {
         args: SessionArgs,
     },
     /// Ask to close a session (`request_close`): no more requests on it; the provider may still
-    /// claim until the claim deadline, then `reclaim` returns the rest. Alias: close.
+    /// claim until the claim deadline, the wallet dispute until the dispute deadline, then
+    /// `finalize` pays out. Alias: close.
     #[command(alias = "close")]
     RequestClose {
         /// Session address.
@@ -64,9 +65,11 @@ pub enum SessionCommand {
         #[command(flatten)]
         args: SessionArgs,
     },
-    /// Take the rest of the deposit back after the claim deadline (`reclaim`; closes the
-    /// session and its vault).
-    Reclaim {
+    /// Settle a session after its dispute deadline (`finalize`): the provider gets what it
+    /// earned less the penalties, the wallet the rest; closes the session and its vault.
+    /// Alias: reclaim.
+    #[command(alias = "reclaim")]
+    Finalize {
         /// Session address.
         session: Pubkey,
         #[command(flatten)]
@@ -91,7 +94,7 @@ pub async fn run(command: SessionCommand) -> anyhow::Result<()> {
             args,
         } => top_up(session, &amount, atomic, args).await,
         SessionCommand::RequestClose { session, args } => request_close(session, args).await,
-        SessionCommand::Reclaim { session, args } => reclaim(session, args).await,
+        SessionCommand::Finalize { session, args } => finalize(session, args).await,
         SessionCommand::Dispute { args } => dispute(args).await,
     }
 }
@@ -125,14 +128,12 @@ fn find(agent: &Agent, session: &Pubkey, args: &SessionArgs) -> anyhow::Result<S
 async fn row(agent: &Agent, mints: &mut Mints, info: &SessionInfo) -> anyhow::Result<SessionRow> {
     let decimals = mints.decimals(agent.rpc(), &info.mint).await?;
     let amount = |atomic| TokenAmount::new(atomic, decimals);
-    // A closed session has nothing left: the provider closed it or the wallet reclaimed it.
+    // A closed session has nothing left: it was finalized.
     let state = state_name(info.state);
     let remaining = if state == "closed" {
         0
     } else {
-        info.deposit
-            .saturating_sub(info.refunded)
-            .saturating_sub(info.accepted)
+        info.deposit.saturating_sub(info.accepted)
     };
     Ok(SessionRow {
         address: info.address.to_string(),
@@ -191,7 +192,7 @@ async fn list(args: SessionArgs) -> anyhow::Result<()> {
         ("DEPOSIT", Align::Right),
         ("SPENT", Align::Right),
         ("REMAINING", Align::Right),
-        ("REFUNDED", Align::Right),
+        ("PENALTIES", Align::Right),
         ("REQUESTS", Align::Right),
         ("BREACHES", Align::Right),
         ("EXPIRES", Align::Left),
@@ -228,17 +229,24 @@ async fn chain_session(
         return Ok(None);
     };
     let decimals = mints.decimals(agent.rpc(), &account.mint).await?;
+    let amount = |atomic| TokenAmount::new(atomic, decimals);
     let status = x402pp_solana::escrow::session_status(address, &account, 0, 0);
-    let vault = account
-        .deposit
-        .saturating_sub(account.claimed)
-        .saturating_sub(account.refunded);
+    let provider_payout = account.payout().provider;
+    let anchor = agent
+        .check_anchor(address)
+        .await
+        .with_context(|| format!("checking the receipt head anchored for {address}"))?;
     Ok(Some(ChainSession {
         state: status.state,
-        claimed: TokenAmount::new(account.claimed, decimals),
-        vault: TokenAmount::new(vault, decimals),
-        close_requested_at: (account.close_requested_at != 0).then_some(account.close_requested_at),
+        settled: amount(account.settled),
+        penalties: amount(account.penalties),
+        provider_payout: amount(provider_payout),
+        agent_payout: amount(account.deposit.saturating_sub(provider_payout)),
+        closing_started_at: (status.state == x402pp_protocol::SessionState::Closing)
+            .then_some(account.closing_started_at),
         claim_deadline: account.claim_deadline().ok(),
+        dispute_deadline: account.dispute_deadline().ok(),
+        anchor,
     }))
 }
 
@@ -275,7 +283,7 @@ async fn show(session: Pubkey, args: SessionArgs) -> anyhow::Result<()> {
         ("deposit", r.deposit.ui_amount_string.clone()),
         ("spent", r.accepted.ui_amount_string.clone()),
         ("remaining", r.remaining.ui_amount_string.clone()),
-        ("refunded", r.refunded.ui_amount_string.clone()),
+        ("penalties", r.refunded.ui_amount_string.clone()),
         (
             "requests",
             format!("{} ok, {} failed", r.ok_requests, r.failed_requests),
@@ -293,19 +301,45 @@ async fn show(session: Pubkey, args: SessionArgs) -> anyhow::Result<()> {
             pairs.push((
                 "on chain",
                 format!(
-                    "{}, claimed {}, vault {}",
+                    "{}, settled {}, penalties {}",
                     match c.state {
                         x402pp_protocol::SessionState::Open => "open",
                         x402pp_protocol::SessionState::Closing => "closing",
                         x402pp_protocol::SessionState::Closed => "closed",
                     },
-                    c.claimed.ui_amount_string,
-                    c.vault.ui_amount_string
+                    c.settled.ui_amount_string,
+                    c.penalties.ui_amount_string,
+                ),
+            ));
+            pairs.push((
+                "at finalize",
+                format!(
+                    "provider {}, wallet {}",
+                    c.provider_payout.ui_amount_string, c.agent_payout.ui_amount_string
                 ),
             ));
             if let Some(deadline) = c.claim_deadline {
                 pairs.push(("claim deadline", table::utc(deadline)));
             }
+            if let Some(deadline) = c.dispute_deadline {
+                pairs.push(("dispute deadline", table::utc(deadline)));
+            }
+            pairs.push((
+                "anchored head",
+                match c.anchor {
+                    x402pp_client::Anchor::None => "none (nothing claimed)".to_owned(),
+                    x402pp_client::Anchor::Matches { count } => {
+                        format!("receipts 1..={count}, matches the store")
+                    }
+                    x402pp_client::Anchor::Mismatch {
+                        count, on_chain, ..
+                    } => format!(
+                        "MISMATCH: the chain anchors {on_chain} for receipt {count}, which is \
+                         not the store's (a voucher was signed for receipts this wallet never \
+                         accepted)"
+                    ),
+                },
+            ));
         }
     }
     print!("{}", table::fields(&pairs));
@@ -382,49 +416,55 @@ async fn request_close(session: Pubkey, args: SessionArgs) -> anyhow::Result<()>
     find(&agent, &session, &args)?;
     let signature = agent.request_close(&session).await?;
     let mut mints = Mints::default();
-    let claim_deadline = chain_session(&agent, &mut mints, &session)
-        .await?
-        .and_then(|c| c.claim_deadline);
+    let chain = chain_session(&agent, &mut mints, &session).await?;
+    let claim_deadline = chain.as_ref().and_then(|c| c.claim_deadline);
+    let dispute_deadline = chain.as_ref().and_then(|c| c.dispute_deadline);
     if args.json {
         return print_json(&RequestCloseReport {
             session: session.to_string(),
             signature: signature.to_string(),
             claim_deadline,
+            dispute_deadline,
         });
     }
     println!("close requested for {session} (request_close): {signature}");
     println!("No more requests on it. The provider may claim until the claim deadline");
-    match claim_deadline {
+    if let Some(deadline) = claim_deadline {
+        println!("({}),", table::utc(deadline));
+    }
+    println!("this wallet may dispute until the dispute deadline");
+    match dispute_deadline {
         Some(deadline) => println!(
-            "({}); after it `x402pp session reclaim {session}` returns the rest.",
+            "({}); after it `x402pp session finalize {session}` pays out.",
             table::utc(deadline)
         ),
-        None => println!("; after it `x402pp session reclaim {session}` returns the rest."),
+        None => println!("; after it `x402pp session finalize {session}` pays out."),
     }
     Ok(())
 }
 
-async fn reclaim(session: Pubkey, args: SessionArgs) -> anyhow::Result<()> {
+async fn finalize(session: Pubkey, args: SessionArgs) -> anyhow::Result<()> {
     let agent = agent(&args).await?;
     find(&agent, &session, &args)?;
     let mut mints = Mints::default();
-    let returned = chain_session(&agent, &mut mints, &session)
-        .await?
-        .map(|c| c.vault);
-    let signature = agent.reclaim(&session).await?;
+    let before = chain_session(&agent, &mut mints, &session).await?;
+    let signature = agent.finalize(&session).await?;
+    let provider_paid = before.as_ref().map(|c| c.provider_payout.clone());
+    let returned = before.map(|c| c.agent_payout);
     if args.json {
-        return print_json(&ReclaimReport {
+        return print_json(&FinalizeReport {
             session: session.to_string(),
             signature: signature.to_string(),
+            provider_paid,
             returned,
         });
     }
-    match returned {
-        Some(amount) => println!(
-            "reclaimed {} from {session} (session closed): {signature}",
-            amount.ui_amount_string
+    match (provider_paid, returned) {
+        (Some(paid), Some(returned)) => println!(
+            "finalized {session}: provider paid {}, {} returned (session closed): {signature}",
+            paid.ui_amount_string, returned.ui_amount_string
         ),
-        None => println!("reclaimed {session} (session closed): {signature}"),
+        _ => println!("finalized {session} (session closed): {signature}"),
     }
     Ok(())
 }
@@ -458,7 +498,7 @@ async fn dispute(args: SessionArgs) -> anyhow::Result<()> {
     let mut table = Table::new(&[
         ("SESSION", Align::Left),
         ("SEQ", Align::Right),
-        ("PAID BACK", Align::Right),
+        ("PENALTY", Align::Right),
         ("TRANSACTION", Align::Left),
     ]);
     for d in &disputes {

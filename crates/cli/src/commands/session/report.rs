@@ -65,14 +65,23 @@ pub struct SessionList {
 pub struct ChainSession {
     /// `open` or `closing`.
     pub state: x402pp_protocol::SessionState,
-    /// Paid to the provider by claims.
-    pub claimed: TokenAmount,
-    /// Left in the vault: deposit − claimed − refunded.
-    pub vault: TokenAmount,
-    /// Unix seconds of the close request, when one was made.
-    pub close_requested_at: Option<i64>,
-    /// Last second the provider may claim; `reclaim` works after it.
+    /// Cumulative of the best voucher the provider claimed (recorded; paid at finalize).
+    pub settled: TokenAmount,
+    /// Latency penalties the wallet's disputes recorded (deducted from the provider's payout).
+    pub penalties: TokenAmount,
+    /// What `finalize` would pay the provider as the account stands: what it earned less the
+    /// penalties.
+    pub provider_payout: TokenAmount,
+    /// What `finalize` would return to the wallet: the vault less the provider's payout.
+    pub agent_payout: TokenAmount,
+    /// Unix seconds at which closing started (the wallet's request or the provider's close).
+    pub closing_started_at: Option<i64>,
+    /// Last second the provider may claim.
     pub claim_deadline: Option<i64>,
+    /// Last second the wallet may dispute; anyone may `finalize` after it.
+    pub dispute_deadline: Option<i64>,
+    /// The receipt head the chain anchors, held against the store.
+    pub anchor: x402pp_client::Anchor,
 }
 
 /// `session show --json`.
@@ -81,7 +90,7 @@ pub struct ChainSession {
 pub struct SessionDetail {
     /// The store's view.
     pub session: SessionRow,
-    /// The account on chain; `null` once it is closed (reclaimed, or closed by the provider).
+    /// The account on chain; `null` once it is finalized.
     pub chain: Option<ChainSession>,
     /// The verified receipts, as the provider signed them (docs/protocol.md).
     pub receipts: Vec<Receipt>,
@@ -109,19 +118,23 @@ pub struct RequestCloseReport {
     pub session: String,
     /// The `request_close` transaction.
     pub signature: String,
-    /// Last second the provider may claim; `reclaim` works after it.
+    /// Last second the provider may claim.
     pub claim_deadline: Option<i64>,
+    /// Last second the wallet may dispute; `finalize` works after it.
+    pub dispute_deadline: Option<i64>,
 }
 
-/// `session reclaim --json`.
+/// `session finalize --json`.
 #[derive(Debug, Serialize)]
 #[serde(rename_all = "camelCase")]
-pub struct ReclaimReport {
+pub struct FinalizeReport {
     /// The session (now closed).
     pub session: String,
-    /// The `reclaim` transaction.
+    /// The `finalize` transaction.
     pub signature: String,
-    /// What the vault held before the reclaim, returned to the wallet.
+    /// What the provider was paid (what it earned less the penalties).
+    pub provider_paid: Option<TokenAmount>,
+    /// What came back to the wallet.
     pub returned: Option<TokenAmount>,
 }
 
@@ -135,7 +148,8 @@ pub struct DisputeRow {
     pub seq: u64,
     /// The `dispute` transaction.
     pub signature: String,
-    /// What the escrow paid back.
+    /// The penalty the dispute recorded: deducted from the provider's payout and returned to
+    /// the wallet at finalize.
     pub paid: TokenAmount,
 }
 

@@ -1,0 +1,117 @@
+//! Finalizing sessions whose dispute window has passed: `finalize` pays the provider what it
+//! earned less the penalties and the agent the rest, and closes the session (anyone may send it;
+//! the provider does when it has something to collect, since it is the one waiting for its
+//! money; a session that pays it nothing is left to the agent).
+
+use solana_sdk::pubkey::Pubkey;
+use solana_sdk::signature::Signer;
+use x402pp_solana::escrow::{self, SessionKeys};
+use x402pp_solana::{token, ChainError};
+
+use super::claim::Signed;
+use super::{pubkey, Outcome, SettleError, SettleReport, Settler};
+use crate::ledger::{Address, SessionRecord};
+
+impl Settler {
+    /// `finalize` of every session of the ledger whose dispute deadline has passed at
+    /// `now_unix`, except those with a claim still pending.
+    pub(super) async fn finalize_due(
+        &self,
+        now_unix: i64,
+        report: &mut SettleReport,
+    ) -> Result<(), SettleError> {
+        let pending: Vec<Address> = self
+            .ledger
+            .pending_claims()
+            .await?
+            .into_iter()
+            .map(|c| c.address)
+            .collect();
+        for record in self.ledger.open_sessions().await? {
+            let chain = &record.chain;
+            if !chain.window().finalize_open_at(now_unix) || pending.contains(&chain.address) {
+                continue;
+            }
+            match self.finalize_one(&record, now_unix, report).await {
+                Ok(()) => {}
+                Err(error) if error.is_transient() => return Err(error),
+                Err(error) => {
+                    report.errors = report.errors.saturating_add(1);
+                    tracing::warn!(session = %pubkey(&chain.address), %error, "could not finalize");
+                }
+            }
+        }
+        Ok(())
+    }
+
+    async fn finalize_one(
+        &self,
+        record: &SessionRecord,
+        now_unix: i64,
+        report: &mut SettleReport,
+    ) -> Result<(), SettleError> {
+        let address = record.chain.address;
+        // Fresh from the chain: a session another party finalized is marked closed here.
+        let Some((account, token_program)) = self.refresh(&address).await? else {
+            return Ok(());
+        };
+        if account.provider != self.provider.pubkey()
+            || account
+                .dispute_deadline()
+                .map_or(true, |deadline| now_unix <= deadline)
+        {
+            return Ok(());
+        }
+        let key = Pubkey::new_from_array(address);
+        let payout = account.payout();
+        if payout.provider == 0 {
+            // Nothing for the provider (nothing settled, or penalties ate it): the rest is the
+            // agent's, which finalizes when it wants; the provider pays no fee for it.
+            self.ledger.mark_closed(&address).await?;
+            tracing::info!(session = %key, "nothing to collect; left to the agent to finalize");
+            return Ok(());
+        }
+        let keys = SessionKeys::of(key, &account, token_program);
+        let payer = self.provider.pubkey();
+        // Both payouts go to associated token accounts, which must exist: the provider creates
+        // its own and, if the agent closed its account, the agent's (rent paid by the provider,
+        // which is the one that wants the session finalized).
+        let mut instructions = Vec::with_capacity(3);
+        for owner in [&account.provider, &account.agent] {
+            instructions.push(token::create_associated_token_account_idempotent(
+                &payer,
+                owner,
+                &account.mint,
+                &token_program,
+            ));
+        }
+        instructions.push(escrow::finalize(&keys));
+        let Signed {
+            tx,
+            signature,
+            blockhash: _,
+            last_valid_block_height,
+        } = self.sign(&instructions, &keys, &payer, "finalize").await?;
+        self.rpc
+            .send_transaction(&tx)
+            .await
+            .map_err(ChainError::rpc)?;
+        if self
+            .await_outcome(&signature, last_valid_block_height)
+            .await?
+            == Outcome::Confirmed
+        {
+            self.ledger.mark_closed(&address).await?;
+            report.finalized = report.finalized.saturating_add(1);
+            report.paid_amount = report.paid_amount.saturating_add(payout.provider);
+            tracing::info!(
+                session = %key,
+                paid = payout.provider,
+                penalties = account.penalties,
+                %signature,
+                "session finalized"
+            );
+        }
+        Ok(())
+    }
+}
