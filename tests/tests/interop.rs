@@ -6,6 +6,7 @@
 
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
+use std::sync::Arc;
 use std::time::Duration;
 
 use base64::Engine as _;
@@ -16,6 +17,7 @@ use tokio::io::{AsyncBufReadExt, AsyncReadExt, BufReader};
 use x402pp_client::Agent;
 use x402pp_protocol::Network;
 use x402pp_provider::INFERENCE_PATH;
+use x402pp_server::HttpFacilitator;
 use x402pp_testkit::support::bounded;
 use x402pp_testkit::{test_budget, test_route, Facilitator, World, WorldBuilder, LAMPORTS_PER_SOL};
 
@@ -339,6 +341,151 @@ async fn our_rust_agent_pays_an_official_x402_express_server_that_settles_throug
             PAYER_TOKENS - PRICE
         );
         assert_eq!(chain.tokens(&pay_to.pubkey()).await.unwrap(), PRICE);
+    })
+    .await;
+}
+
+/// The official facilitator (`node facilitator.mjs`), started synchronously from the test kit's
+/// facilitator hook (the provider asks it `/supported` as it starts); killed when dropped.
+struct OfficialFacilitator {
+    child: std::process::Child,
+    key_file: PathBuf,
+}
+
+impl Drop for OfficialFacilitator {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_file(&self.key_file);
+    }
+}
+
+/// Starts `node facilitator.mjs` on `rpc_url` with `fee_payer`, registered as `registration`;
+/// its URL.
+fn start_official_facilitator(
+    rpc_url: &str,
+    fee_payer: &Keypair,
+    network: &Network,
+    registration: &str,
+) -> (OfficialFacilitator, String) {
+    use std::io::BufRead as _;
+    let key_file = std::env::temp_dir().join(format!(
+        "x402pp-official-facilitator-{}.json",
+        fee_payer.pubkey()
+    ));
+    x402pp_solana::keys::write_keypair(fee_payer, &key_file).unwrap();
+    let mut child = std::process::Command::new("node")
+        .args([
+            "facilitator.mjs",
+            rpc_url,
+            path_str(&key_file),
+            network.as_str(),
+            registration,
+        ])
+        .current_dir(js_dir())
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    std::io::BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let started: Value = serde_json::from_str(line.trim())
+        .unwrap_or_else(|e| panic!("facilitator.mjs printed no JSON ({e}): {line:?}"));
+    assert_eq!(started["feePayer"], fee_payer.pubkey().to_string());
+    let url = started["url"].as_str().unwrap().to_owned();
+    (OfficialFacilitator { child, key_file }, url)
+}
+
+/// Issue 18 finding 1: with the official facilitator registered the standard way
+/// (`registerExactSvmScheme`, whose `/supported` also lists x402 v1 kinds) our provider did not
+/// start. Now it starts with either registration, and our agent's and the official client's
+/// `exact` payments are verified and settled by the official facilitator: each payer loses the
+/// price, the provider gains it, once per payment.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn our_provider_takes_exact_payments_through_the_official_facilitator_registered_either_way()
+{
+    if !node_ready("the official facilitator in front of our provider").await {
+        return;
+    }
+    bounded(150, async {
+        for registration in ["standard", "v2-only"] {
+            let running = Arc::new(std::sync::Mutex::new(None));
+            let keep = running.clone();
+            // The official SVM scheme refuses networks other than mainnet, devnet and testnet
+            // ("Unsupported SVM network"): the localnet announces devnet (issue 18 finding 5,
+            // `--network` on the reference provider).
+            let w = World::builder()
+                .network(Network::solana_devnet())
+                .fee_payer_lamports(10 * LAMPORTS_PER_SOL)
+                .route(INFERENCE_PATH, test_route(PRICE))
+                .agent_budget(test_budget(PRICE))
+                .facilitator_with(move |parts| {
+                    let (process, url) = start_official_facilitator(
+                        &parts.rpc.url(),
+                        &parts.fee_payer,
+                        &parts.network,
+                        registration,
+                    );
+                    *keep.lock().unwrap() = Some(process);
+                    Arc::new(HttpFacilitator::new(url))
+                })
+                .start()
+                .await
+                .unwrap_or_else(|e| panic!("{registration}: the provider did not start: {e:#}"));
+            let mut config = w.agent_config().unwrap();
+            config.prefer_session = false;
+            config.network = Some(Network::solana_devnet());
+            let payer = config.keypair.pubkey();
+            let agent = Agent::new(config).await.unwrap();
+            let provider = w.provider_key().pubkey();
+            let (payer_before, provider_before) = (
+                w.tokens(&payer).await.unwrap(),
+                w.tokens(&provider).await.unwrap(),
+            );
+            let request = reqwest::Client::new()
+                .post(format!("{}{INFERENCE_PATH}", w.url()))
+                .header("content-type", "application/json")
+                .body(r#"{"prompt":"through the official facilitator"}"#)
+                .build()
+                .unwrap();
+            let response = agent.send(request).await.unwrap();
+            assert_eq!(response.status(), 200, "{registration}");
+            assert!(response.headers().contains_key("payment-response"));
+            assert_eq!(agent.stats().exact_requests, 1, "{registration}");
+            assert_eq!(
+                w.tokens(&payer).await.unwrap(),
+                payer_before - PRICE,
+                "{registration}"
+            );
+            assert_eq!(
+                w.tokens(&provider).await.unwrap(),
+                provider_before + PRICE,
+                "{registration}"
+            );
+
+            // And the official client, through the official facilitator, on our provider.
+            let official = w.wallet(PAYER_TOKENS).unwrap();
+            let report =
+                official_client_pays(&w, &format!("{}{INFERENCE_PATH}", w.url()), &official).await;
+            assert_challenge_parses(&report);
+            assert_eq!(report["status"], 200, "{registration}: {report}");
+            assert_eq!(report["paymentResponse"]["success"], true, "{report}");
+            assert_eq!(
+                w.tokens(&official.pubkey()).await.unwrap(),
+                PAYER_TOKENS - PRICE,
+                "{registration}"
+            );
+            assert_eq!(
+                w.tokens(&provider).await.unwrap(),
+                provider_before + 2 * PRICE,
+                "{registration}"
+            );
+            drop(w);
+            drop(running.lock().unwrap().take());
+        }
     })
     .await;
 }

@@ -85,6 +85,11 @@ pub struct AgentConfig {
     /// Priority fee of the agent's transactions, micro-lamports per compute unit (each asks
     /// for the compute units it uses: `x402pp_solana::compute`).
     pub compute_unit_price: u64,
+    /// The CAIP-2 network the agent pays on (offers and requirements on any other are
+    /// refused); `None` (the default): the RPC cluster's own id, from its genesis hash. Set it
+    /// to pay a provider on a cluster that announces another id (e.g. a localnet announcing
+    /// devnet for the official x402 clients, the provider's `--network`).
+    pub network: Option<Network>,
 }
 
 impl AgentConfig {
@@ -101,6 +106,7 @@ impl AgentConfig {
             store_path: None,
             prefer_session: true,
             compute_unit_price: x402pp_solana::compute::DEFAULT_UNIT_PRICE,
+            network: None,
         }
     }
 }

@@ -55,6 +55,9 @@ pub enum ErrorCode {
     RequestTimeout,
     /// The blockchain RPC is unreachable or failing; retry later.
     ChainUnavailable,
+    /// The x402 facilitator the provider uses for `exact` is unreachable or failing (transport
+    /// error, 5xx, rate limited, an answer that is no verdict); retry later.
+    FacilitatorUnavailable,
     /// The route is serving as many requests as it can answer within its latency promise; the
     /// voucher was not accepted (nothing charged); retry after `Retry-After` seconds.
     Overloaded,
@@ -72,7 +75,7 @@ impl ErrorCode {
             Self::HeaderTooLarge => 431,
             Self::VoucherConflict | Self::RequestInFlight => 409,
             Self::RateLimited => 429,
-            Self::ChainUnavailable | Self::Overloaded => 503,
+            Self::ChainUnavailable | Self::FacilitatorUnavailable | Self::Overloaded => 503,
             Self::InternalError => 500,
             Self::PaymentRequired
             | Self::InvalidSignature
@@ -110,6 +113,7 @@ impl ErrorCode {
             Self::PayloadTooLarge => "payload_too_large",
             Self::RequestTimeout => "request_timeout",
             Self::ChainUnavailable => "chain_unavailable",
+            Self::FacilitatorUnavailable => "facilitator_unavailable",
             Self::Overloaded => "overloaded",
             Self::InternalError => "internal_error",
         }
@@ -255,6 +259,7 @@ mod tests {
             ErrorCode::VoucherConflict,
             ErrorCode::NoAcceptableOffer,
             ErrorCode::ChainUnavailable,
+            ErrorCode::FacilitatorUnavailable,
             ErrorCode::PayloadTooLarge,
             ErrorCode::RequestTimeout,
             ErrorCode::RateLimited,
@@ -271,6 +276,7 @@ mod tests {
         assert_eq!(ErrorCode::InsufficientDeposit.http_status(), 402);
         assert_eq!(ErrorCode::VoucherConflict.http_status(), 409);
         assert_eq!(ErrorCode::ChainUnavailable.http_status(), 503);
+        assert_eq!(ErrorCode::FacilitatorUnavailable.http_status(), 503);
         assert_eq!(ErrorCode::RequestTimeout.http_status(), 408);
         assert_eq!(ErrorCode::PayloadTooLarge.http_status(), 413);
         assert_eq!(ErrorCode::HeaderTooLarge.http_status(), 431);

@@ -242,11 +242,28 @@ pub struct SupportedKind {
     pub extra: Option<Value>,
 }
 
+/// The kinds of a `/supported` answer that parse as v2 [`SupportedKind`]s; the others are
+/// skipped.
+fn understood_kinds<'de, D>(deserializer: D) -> Result<Vec<SupportedKind>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+{
+    let raw: Vec<Value> = Vec::deserialize(deserializer)?;
+    Ok(raw
+        .into_iter()
+        .filter_map(|kind| serde_json::from_value::<SupportedKind>(kind).ok())
+        .collect())
+}
+
 /// Answer of `GET /supported`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct SupportedResponse {
-    /// Supported kinds.
+    /// Supported kinds. Kinds this crate does not understand (x402 v1 kinds such as
+    /// `{"x402Version":1,"scheme":"exact","network":"solana-devnet"}`, which the official
+    /// facilitator lists next to its v2 ones) are skipped, not an error: a facilitator that also
+    /// supports something else still supports what it supports.
+    #[serde(deserialize_with = "understood_kinds")]
     pub kinds: Vec<SupportedKind>,
     /// Implemented extension identifiers.
     #[serde(default)]

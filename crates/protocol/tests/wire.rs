@@ -408,6 +408,39 @@ fn facilitator_documents_parse() {
     assert_eq!(parsed.signers["solana:*"].len(), 1);
 }
 
+/// Issue 18 finding 1: the official facilitator registered the standard way
+/// (`registerExactSvmScheme`) also lists x402 v1 kinds; our provider refused the whole answer
+/// and would not start.
+#[test]
+fn a_supported_answer_with_v1_kinds_keeps_the_v2_kinds_and_skips_the_rest() {
+    let supported = json!({
+        "kinds": [
+            {"x402Version": 2, "scheme": "exact", "network": Network::SOLANA_DEVNET, "extra": {"feePayer": "x"}},
+            {"x402Version": 1, "scheme": "exact", "network": "solana-devnet", "extra": {"feePayer": "x"}},
+            {"x402Version": 2, "scheme": "upto", "network": Network::SOLANA_DEVNET},
+            {"x402Version": 3, "scheme": "exact", "network": Network::SOLANA_DEVNET},
+            "not a kind"
+        ],
+        "extensions": [],
+        "signers": {}
+    });
+    let parsed: SupportedResponse = serde_json::from_value(supported).expect("supported parses");
+    let kinds: Vec<(&str, &str)> = parsed
+        .kinds
+        .iter()
+        .map(|k| (k.scheme.as_str(), k.network.as_str()))
+        .collect();
+    assert_eq!(
+        kinds,
+        [
+            ("exact", Network::SOLANA_DEVNET),
+            ("upto", Network::SOLANA_DEVNET)
+        ]
+    );
+    let not_a_list = json!({"kinds": {"x402Version": 2}, "extensions": [], "signers": {}});
+    assert!(serde_json::from_value::<SupportedResponse>(not_a_list).is_err());
+}
+
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(512))]
 

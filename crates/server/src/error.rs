@@ -57,6 +57,16 @@ impl ServerError {
         )
     }
 
+    /// The x402 facilitator could not be asked (down, 5xx, rate limited, no verdict): named as
+    /// such, not blamed on the chain.
+    pub fn facilitator_unavailable(detail: impl std::fmt::Display) -> Self {
+        tracing::warn!(error = %detail, "facilitator unavailable");
+        Self::new(
+            ErrorCode::FacilitatorUnavailable,
+            "the x402 facilitator is unavailable; retry later",
+        )
+    }
+
     /// An unexpected failure; the detail is logged only.
     pub fn internal(detail: impl std::fmt::Display) -> Self {
         tracing::error!(error = %detail, "internal error");

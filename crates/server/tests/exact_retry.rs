@@ -1,7 +1,8 @@
 //! The provider's side of facilitator crash safety (issue 9): a `/settle` whose answer is lost
 //! after the payment was sent (the facilitator died mid-settle) is retried; the restarted
 //! facilitator's `duplicate_settlement` with the landed signature is confirmed on chain and the
-//! request is served once, for exactly one transfer.
+//! request is served once, for exactly one transfer; a `settlement_pending` answer (issue 18) is
+//! confirmed on chain the same way.
 #![allow(clippy::unwrap_used, clippy::arithmetic_side_effects)] // tests
 
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -187,9 +188,203 @@ async fn a_facilitator_that_never_answers_is_retried_a_bounded_number_of_times_a
 
     let response = pay(&w, &payload, "never").await;
     assert_eq!(response.status(), 503);
+    // Issue 18 finding 4: the answer names the component that failed, not the chain.
+    let body: serde_json::Value = response.json().await.unwrap();
+    assert_eq!(body["error"], "facilitator_unavailable", "{body}");
     assert_eq!(
         calls.load(Ordering::SeqCst),
         4,
         "one attempt and three retries"
     );
+}
+
+/// A facilitator that stops waiting (as the official one does after 30 s): the settle is sent
+/// (when `sends`), but the answer is `settlement_pending` with the transaction's signature.
+struct AnswersPending {
+    inner: ExactFacilitator,
+    sends: bool,
+}
+
+#[async_trait::async_trait]
+impl Facilitator for AnswersPending {
+    async fn verify(
+        &self,
+        request: &FacilitatorRequest,
+    ) -> Result<VerifyResponse, FacilitatorError> {
+        Ok(self.inner.verify(request).await)
+    }
+
+    async fn settle(
+        &self,
+        request: &FacilitatorRequest,
+    ) -> Result<SettleResponse, FacilitatorError> {
+        let transaction = if self.sends {
+            self.inner.settle(request).await.transaction
+        } else {
+            // A signature of nothing that was sent (not the fee payer's over this payment).
+            solana_sdk::signature::Signature::from([7u8; 64]).to_string()
+        };
+        Ok(SettleResponse {
+            success: false,
+            error_reason: Some("settlement_pending".into()),
+            error_message: Some("the transaction was sent; confirmation timed out".into()),
+            payer: None,
+            transaction,
+            network: self.inner.supported().kinds[0].network.clone(),
+            amount: None,
+            extensions: None,
+        })
+    }
+
+    async fn supported(&self) -> Result<SupportedResponse, FacilitatorError> {
+        Ok(self.inner.supported())
+    }
+}
+
+async fn pending_world(sends: bool) -> World {
+    World::builder()
+        .provider_lamports(0)
+        .route("/echo", RoutePrice::new(PRICE))
+        .facilitator_with(move |parts| {
+            Arc::new(AnswersPending {
+                inner: parts.exact(),
+                sends,
+            })
+        })
+        .router(|provider| {
+            Router::new()
+                .route("/echo", post(echo))
+                .layer(PaymentLayer::new(provider))
+        })
+        .start()
+        .await
+        .unwrap()
+}
+
+/// Issue 18 finding 2: the payer was charged and got a 402 when the facilitator answered
+/// `settlement_pending`; the provider now confirms the signature on chain and serves.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_settlement_reported_pending_is_confirmed_on_chain_and_served() {
+    let w = pending_world(true).await;
+    let payer = Keypair::new();
+    w.localnet.mint_to(&payer.pubkey(), 100_000).unwrap();
+    let payload = payment(&w, &payer).await;
+    let payer_before = w.tokens(&payer.pubkey()).await.unwrap();
+    let provider_before = w.tokens(&w.provider_key().pubkey()).await.unwrap();
+
+    let response = pay(&w, &payload, "pending then landed").await;
+    assert_eq!(response.status(), 200);
+    let settled: SettleResponse = headers::decode(
+        headers::PAYMENT_RESPONSE,
+        response.headers()[headers::PAYMENT_RESPONSE].as_bytes(),
+    )
+    .unwrap();
+    assert!(settled.success, "{settled:?}");
+    assert_eq!(
+        response.text().await.unwrap(),
+        format!("exact {}: pending then landed", settled.transaction)
+    );
+    assert_eq!(
+        w.tokens(&payer.pubkey()).await.unwrap(),
+        payer_before - PRICE
+    );
+    assert_eq!(
+        w.tokens(&w.provider_key().pubkey()).await.unwrap(),
+        provider_before + PRICE
+    );
+}
+
+/// A `settlement_pending` whose signature is not this payment's transaction is no proof of
+/// anything: refused with a 402, and nothing moved.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pending_answer_with_a_signature_that_is_not_this_payment_serves_nothing() {
+    let w = pending_world(false).await;
+    let payer = Keypair::new();
+    w.localnet.mint_to(&payer.pubkey(), 100_000).unwrap();
+    let payload = payment(&w, &payer).await;
+    let payer_before = w.tokens(&payer.pubkey()).await.unwrap();
+
+    let response = pay(&w, &payload, "never sent").await;
+    assert_eq!(response.status(), 402);
+    assert!(response.headers().contains_key(headers::PAYMENT_REQUIRED));
+    assert_eq!(w.tokens(&payer.pubkey()).await.unwrap(), payer_before);
+}
+
+/// The official facilitator's answer to a retried settle of a payment that landed:
+/// `duplicate_settlement` with `transaction: ""` (a failure names no transaction).
+struct ForgetsTheSignature {
+    inner: DiesMidSettle,
+}
+
+#[async_trait::async_trait]
+impl Facilitator for ForgetsTheSignature {
+    async fn verify(
+        &self,
+        request: &FacilitatorRequest,
+    ) -> Result<VerifyResponse, FacilitatorError> {
+        self.inner.verify(request).await
+    }
+
+    async fn settle(
+        &self,
+        request: &FacilitatorRequest,
+    ) -> Result<SettleResponse, FacilitatorError> {
+        let mut answer = self.inner.settle(request).await?;
+        if answer.error_reason.as_deref() == Some("duplicate_settlement") {
+            answer.transaction = String::new();
+        }
+        Ok(answer)
+    }
+
+    async fn supported(&self) -> Result<SupportedResponse, FacilitatorError> {
+        self.inner.supported().await
+    }
+}
+
+/// Issue 18 finding 3: the payer was charged, got a 402, and nothing recorded it. Without a
+/// signature nothing proves the payment, so nothing is served; the payment is recorded for
+/// reconciliation instead of lost silently.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_duplicate_without_a_signature_serves_nothing_and_is_recorded_for_reconciliation() {
+    let w = World::builder()
+        .provider_lamports(0)
+        .route("/echo", RoutePrice::new(PRICE))
+        .facilitator_with(move |parts| {
+            Arc::new(ForgetsTheSignature {
+                inner: DiesMidSettle {
+                    first: parts.exact(),
+                    restarted: parts.exact(),
+                    lost: 1,
+                    calls: Arc::new(AtomicUsize::new(0)),
+                },
+            })
+        })
+        .router(|provider| {
+            Router::new()
+                .route("/echo", post(echo))
+                .layer(PaymentLayer::new(provider))
+        })
+        .start()
+        .await
+        .unwrap();
+    let payer = Keypair::new();
+    w.localnet.mint_to(&payer.pubkey(), 100_000).unwrap();
+    let payload = payment(&w, &payer).await;
+    let payer_before = w.tokens(&payer.pubkey()).await.unwrap();
+
+    let response = pay(&w, &payload, "landed, unproven").await;
+    assert_eq!(response.status(), 402);
+    // The transfer did land (the first settle sent it) ...
+    assert_eq!(
+        w.tokens(&payer.pubkey()).await.unwrap(),
+        payer_before - PRICE
+    );
+    // ... and the provider kept a record of it for the operator.
+    let in_doubt = w.provider().ledger.exact_in_doubt().await.unwrap();
+    assert_eq!(in_doubt.len(), 1, "{in_doubt:?}");
+    assert_eq!(in_doubt[0].payer, payer.pubkey().to_string());
+    assert_eq!(in_doubt[0].amount, PRICE);
+    assert_eq!(in_doubt[0].resource, "/echo");
+    assert_eq!(in_doubt[0].reason, "duplicate_settlement");
+    assert_eq!(in_doubt[0].message_hash.len(), 64);
 }

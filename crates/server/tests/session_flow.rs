@@ -310,6 +310,92 @@ async fn an_intent_is_answered_by_an_offer_or_refused_as_unacceptable() {
         error_of(&response.bytes().await.unwrap()),
         "no_acceptable_offer"
     );
+
+    // An expired intent asks for nothing any more (issue 18).
+    let expired = Intent {
+        expires_at: 1,
+        ..intent(&w, PRICE)
+    };
+    let response = w.challenge("/echo", Some(&expired)).await;
+    assert_eq!(response.status(), 402);
+    assert!(response.headers().get(headers::X402_OFFER).is_none());
+    let body = response.bytes().await.unwrap();
+    assert_eq!(error_of(&body), "no_acceptable_offer");
+    assert!(
+        String::from_utf8_lossy(&body).contains("the intent expired"),
+        "{}",
+        String::from_utf8_lossy(&body)
+    );
+}
+
+/// The `PAYMENT-REQUIRED` of a 402: its `error` field and the schemes it offers.
+fn requirements_of(response: &reqwest::Response) -> (String, Vec<String>) {
+    let required: PaymentRequired = headers::decode(
+        headers::PAYMENT_REQUIRED,
+        response
+            .headers()
+            .get(headers::PAYMENT_REQUIRED)
+            .expect("every 402 carries PAYMENT-REQUIRED")
+            .as_bytes(),
+    )
+    .unwrap();
+    (
+        required.error.unwrap_or_default(),
+        required.accepts.iter().map(|r| r.scheme.clone()).collect(),
+    )
+}
+
+/// Issue 18: a generic x402 client that gets any 402 of ours must still find the `exact`
+/// option; the session-specific code stays in the body and in `PAYMENT-REQUIRED.error`.
+#[tokio::test]
+async fn every_402_carries_payment_requirements_with_its_code() {
+    let w = world().await;
+    let both = vec!["session".to_owned(), "exact".to_owned()];
+
+    // An intent no offer meets: exact only, and no offer.
+    let response = w.challenge("/echo", Some(&intent(&w, PRICE - 1))).await;
+    assert!(response.headers().get(headers::X402_OFFER).is_none());
+    assert_eq!(
+        requirements_of(&response),
+        ("no_acceptable_offer".to_owned(), vec!["exact".to_owned()])
+    );
+
+    // A voucher for a session that does not exist.
+    let stranger = Keypair::new();
+    let nowhere = Pubkey::new_unique();
+    let voucher = Voucher::sign(
+        VoucherTerms {
+            session: x402pp_protocol::Pubkey(nowhere.to_bytes()),
+            opened_slot: 1,
+            seq: 1,
+            cumulative: Amount(PRICE),
+            receipt_head: Hash32::ZERO,
+        },
+        &signing_key(&stranger),
+    );
+    let response = w.paid("/echo", &nowhere, &voucher, "hi").await;
+    assert_eq!(response.status(), 402);
+    assert_eq!(
+        requirements_of(&response),
+        ("session_not_found".to_owned(), both.clone())
+    );
+    assert_eq!(
+        error_of(&response.bytes().await.unwrap()),
+        "session_not_found"
+    );
+
+    // A voucher that skips a seq, and one on a route with other terms.
+    let agent = w.session_agent(DEPOSIT).await;
+    for (path, voucher, code) in [
+        ("/echo", agent.voucher(2, 2 * PRICE), "invalid_voucher"),
+        ("/bounded", agent.voucher(1, PRICE), "session_mismatch"),
+    ] {
+        let response = w.paid(path, &agent.session, &voucher, "hi").await;
+        assert_eq!(response.status(), 402, "{code}");
+        assert_eq!(requirements_of(&response), (code.to_owned(), both.clone()));
+        assert_eq!(error_of(&response.bytes().await.unwrap()), code);
+    }
+    assert_eq!(accepted(&w, &agent.session).await, (0, 0));
 }
 
 #[tokio::test]

@@ -41,6 +41,12 @@ pub struct Args {
     /// Smallest deposit accepted (default 100 × price).
     #[arg(long)]
     pub min_deposit: Option<u64>,
+    /// CAIP-2 network id the provider announces in its offers and payment requirements; derived
+    /// from the cluster's genesis hash when absent. A localnet provider set to
+    /// `solana:EtWTRABZaYq6iMfeYKouRu166VU2xqa1` (devnet) can be paid by the official x402
+    /// clients, which only know the mainnet, devnet and testnet ids.
+    #[arg(long, env = "X402PP_NETWORK")]
+    pub network: Option<Network>,
     /// Promised latency in milliseconds.
     #[arg(long, default_value_t = 1_000)]
     pub max_latency_ms: u32,
@@ -158,9 +164,12 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         Duration::from_secs(args.rpc_timeout_secs),
         CommitmentConfig::confirmed(),
     ));
-    let network: Network = x402pp_solana::network_of(&rpc)
-        .await
-        .with_context(|| format!("reading the cluster's genesis hash from {}", args.rpc_url))?;
+    let network: Network = match args.network.clone() {
+        Some(network) => network,
+        None => x402pp_solana::network_of(&rpc)
+            .await
+            .with_context(|| format!("reading the cluster's genesis hash from {}", args.rpc_url))?,
+    };
     let facilitator: Option<SharedFacilitator> = match (&args.facilitator_url, args.no_exact) {
         (_, true) => None,
         (Some(url), false) => Some(Arc::new(HttpFacilitator::new(url.clone()))),

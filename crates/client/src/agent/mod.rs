@@ -180,12 +180,15 @@ fn path_and_query(url: &reqwest::Url) -> String {
 }
 
 impl Agent {
-    /// Connects to the RPC (confirmed commitment), learns the cluster's network id, and loads
-    /// the store.
+    /// Connects to the RPC (confirmed commitment), learns the cluster's network id (unless
+    /// [`AgentConfig::network`] names it), and loads the store.
     pub async fn new(config: AgentConfig) -> Result<Agent, ClientError> {
         let rpc =
             RpcClient::new_with_commitment(config.rpc_url.clone(), CommitmentConfig::confirmed());
-        let network = x402pp_solana::network_of(&rpc).await?;
+        let network = match config.network.clone() {
+            Some(network) => network,
+            None => x402pp_solana::network_of(&rpc).await?,
+        };
         let store = Store::open(config.store_path.clone())?;
         let mut sessions = Vec::new();
         let mut routes = HashMap::new();

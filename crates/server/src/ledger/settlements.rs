@@ -1,10 +1,11 @@
 //! What the settler reads and writes: the sessions due for a claim, the claim rows (written
-//! before a claim is sent, resolved after), and the `exact` settlements of single requests.
+//! before a claim is sent, resolved after), and the `exact` settlements of single requests (and
+//! those in doubt).
 
 use super::{
     from_db, is_due, now_unix, status_text, to_db, Address, ClaimRecord, ClaimStatus,
-    ExactSettlementRecord, Ledger, LedgerError, Pool, RowExt, SessionRecord, SettlementPolicy,
-    StoredVoucher,
+    ExactInDoubtRecord, ExactSettlementRecord, Ledger, LedgerError, Pool, RowExt, SessionRecord,
+    SettlementPolicy, StoredVoucher,
 };
 
 /// A claim transaction's validity: its blockhash and the last block height at which it can land.
@@ -296,6 +297,55 @@ impl Ledger {
                 })
             })
             .transpose()
+        })
+    }
+
+    /// Records an `exact` payment that may have been charged without being served (see
+    /// [`ExactInDoubtRecord`]); the same payment twice keeps the first row.
+    pub async fn record_exact_in_doubt(
+        &self,
+        record: &ExactInDoubtRecord,
+    ) -> Result<(), LedgerError> {
+        let amount = to_db("amount", record.amount)?;
+        on_writer!(self, |pool| {
+            sqlx::query(
+                "INSERT INTO exact_in_doubt (message_hash, payer, amount, resource, reason, \
+                 recorded_at_ms) VALUES ($1, $2, $3, $4, $5, $6) \
+                 ON CONFLICT (message_hash) DO NOTHING",
+            )
+            .bind(record.message_hash.as_str())
+            .bind(record.payer.as_str())
+            .bind(amount)
+            .bind(record.resource.as_str())
+            .bind(record.reason.as_str())
+            .bind(record.recorded_at_ms)
+            .execute(pool)
+            .await?;
+        });
+        Ok(())
+    }
+
+    /// Every `exact` payment in doubt, oldest first: what the operator reconciles.
+    pub async fn exact_in_doubt(&self) -> Result<Vec<ExactInDoubtRecord>, LedgerError> {
+        on_pool!(self, |pool| {
+            let rows = sqlx::query(
+                "SELECT message_hash, payer, amount, resource, reason, recorded_at_ms \
+                 FROM exact_in_doubt ORDER BY recorded_at_ms, message_hash",
+            )
+            .fetch_all(pool)
+            .await?;
+            rows.iter()
+                .map(|row| {
+                    Ok(ExactInDoubtRecord {
+                        message_hash: row.text("message_hash")?,
+                        payer: row.text("payer")?,
+                        amount: row.u64("amount")?,
+                        resource: row.text("resource")?,
+                        reason: row.text("reason")?,
+                        recorded_at_ms: row.int("recorded_at_ms")?,
+                    })
+                })
+                .collect()
         })
     }
 }

@@ -208,3 +208,22 @@ pub struct ExactSettlementRecord {
     /// Unix milliseconds.
     pub settled_at_ms: i64,
 }
+
+/// An `exact` payment that may have been charged without being served: the facilitator said it
+/// was already settled without naming the transaction, or reported it pending and it did not
+/// confirm in time. The request was refused; this is the operator's record for reconciliation.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ExactInDoubtRecord {
+    /// Hex sha256 of the payment transaction's message (identifies it on chain).
+    pub message_hash: String,
+    /// Payer address (base58).
+    pub payer: String,
+    /// Amount.
+    pub amount: u64,
+    /// Resource (path).
+    pub resource: String,
+    /// The facilitator's answer (`duplicate_settlement`, `settlement_pending`).
+    pub reason: String,
+    /// Unix milliseconds.
+    pub recorded_at_ms: i64,
+}

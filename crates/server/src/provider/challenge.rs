@@ -1,5 +1,6 @@
 //! The 402 challenge: `PAYMENT-REQUIRED` with the session and `exact` options and a freshly signed
-//! `X-402-Offer`.
+//! `X-402-Offer`, on the plain challenge and on every other 402 (issue 18: a generic x402 client
+//! keeps the `exact` fallback whatever the session error).
 
 use axum::http::HeaderMap;
 use x402pp_protocol::x402::{
@@ -63,7 +64,8 @@ impl Provider {
     }
 
     /// A 402 with `PAYMENT-REQUIRED` and a freshly signed `X-402-Offer` (answering the
-    /// `X-402-Intent` when one was sent), or `no_acceptable_offer` when the intent cannot be met.
+    /// `X-402-Intent` when one was sent), or `no_acceptable_offer` when the intent cannot be met
+    /// (still with a `PAYMENT-REQUIRED`, offering `exact` only).
     pub(super) fn challenge(
         &self,
         path: &str,
@@ -71,42 +73,80 @@ impl Provider {
         headers: &HeaderMap,
         reason: &str,
     ) -> ServerError {
+        self.with_requirements(
+            ServerError::new(ErrorCode::PaymentRequired, reason.to_owned()),
+            path,
+            route,
+            headers,
+        )
+    }
+
+    /// `error` (a 402) with the route's payment requirements attached: `PAYMENT-REQUIRED`
+    /// (its `error` field the wire code, so a generic x402 client still sees the `exact`
+    /// option) and, when the intent in `headers` can be met, a freshly signed `X-402-Offer`. An
+    /// intent that cannot be met turns a plain challenge into `no_acceptable_offer`; an intent
+    /// header that does not decode turns it into `malformed_request`.
+    pub(super) fn with_requirements(
+        &self,
+        error: ServerError,
+        path: &str,
+        route: &RoutePrice,
+        headers: &HeaderMap,
+    ) -> ServerError {
         let intent = match header_str(headers, headers::X402_INTENT) {
             Some(raw) => match headers::decode::<Intent>(headers::X402_INTENT, raw) {
                 Ok(intent) => Some(intent),
-                Err(e) => return ServerError::malformed(&e),
+                Err(e) if error.code == ErrorCode::PaymentRequired => {
+                    return ServerError::malformed(&e)
+                }
+                Err(_) => None,
             },
             None => None,
         };
         let terms = self.offer_terms(path, route, intent.as_ref());
-        if let Some(intent) = &intent {
-            if let Some(why) = terms.unmet_by(intent) {
-                return ServerError::new(
-                    ErrorCode::NoAcceptableOffer,
-                    format!("no offer meets the intent: {why}"),
-                );
+        let now = now_ms() / 1_000;
+        let unmet = intent.as_ref().and_then(|intent| {
+            // An intent is a request for an offer until its own expiry (issue 18: an intent
+            // with `expiresAt: 1` still got an offer).
+            if intent.expires_at <= now {
+                return Some(format!("the intent expired at {}", intent.expires_at));
             }
-        }
-        let offer = match Offer::sign(terms, &self.signing_key) {
-            Ok(offer) => offer,
-            Err(e) => return ServerError::internal(e),
+            terms.unmet_by(intent)
+        });
+        let mut error = match &unmet {
+            Some(why) if error.code == ErrorCode::PaymentRequired => ServerError::new(
+                ErrorCode::NoAcceptableOffer,
+                format!("no offer meets the intent: {why}"),
+            ),
+            _ => error,
         };
-        let mut accepts = vec![PaymentRequirements {
-            scheme: SCHEME_SESSION.to_owned(),
-            network: self.config.network.clone(),
-            amount: route.price_per_request.to_string(),
-            asset: self.config.mint.to_string(),
-            pay_to: self.address.to_string(),
-            max_timeout_seconds: 60,
-            extra: serde_json::to_value(SessionExtra {
-                offer: offer.clone(),
-            })
-            .ok(),
-        }];
+        let mut accepts = Vec::with_capacity(2);
+        if unmet.is_none() {
+            let offer = match Offer::sign(terms, &self.signing_key) {
+                Ok(offer) => offer,
+                Err(e) => return ServerError::internal(e),
+            };
+            match headers::encode(&offer) {
+                Ok(value) => error = error.with_header(headers::X402_OFFER, value),
+                Err(e) => return ServerError::internal(e),
+            }
+            accepts.push(PaymentRequirements {
+                scheme: SCHEME_SESSION.to_owned(),
+                network: self.config.network.clone(),
+                amount: route.price_per_request.to_string(),
+                asset: self.config.mint.to_string(),
+                pay_to: self.address.to_string(),
+                max_timeout_seconds: 60,
+                extra: serde_json::to_value(SessionExtra { offer }).ok(),
+            });
+        }
         accepts.extend(self.exact_requirements(route));
         let required = PaymentRequired {
             x402_version: X402Version2,
-            error: Some(reason.to_owned()),
+            error: Some(match error.code {
+                ErrorCode::PaymentRequired => error.message.clone(),
+                code => code.as_str().to_owned(),
+            }),
             resource: ResourceInfo {
                 url: self.resource(path),
                 description: Some(route.description.clone()),
@@ -115,16 +155,9 @@ impl Provider {
             accepts,
             extensions: None,
         };
-        let mut error = ServerError::new(ErrorCode::PaymentRequired, reason.to_owned());
-        for (name, value) in [
-            (headers::PAYMENT_REQUIRED, headers::encode(&required)),
-            (headers::X402_OFFER, headers::encode(&offer)),
-        ] {
-            match value {
-                Ok(value) => error = error.with_header(name, value),
-                Err(e) => return ServerError::internal(e),
-            }
+        match headers::encode(&required) {
+            Ok(value) => error.with_header(headers::PAYMENT_REQUIRED, value),
+            Err(e) => ServerError::internal(e),
         }
-        error
     }
 }

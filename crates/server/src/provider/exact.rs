@@ -59,7 +59,7 @@ impl Provider {
         let verdict = facilitator
             .verify(&facilitator_request)
             .await
-            .map_err(ServerError::chain_unavailable)?;
+            .map_err(ServerError::facilitator_unavailable)?;
         if !verdict.is_valid {
             let reason = verdict
                 .invalid_reason
@@ -70,17 +70,30 @@ impl Provider {
         let (settled, retried) = self
             .settle_exact(facilitator.as_ref(), &facilitator_request)
             .await?;
-        // A retry after a transport failure may learn that the first attempt landed
-        // (`duplicate_settlement` with its signature): confirmed on chain, it is this payment.
-        let recovered = if retried
-            && !settled.success
-            && settled.error_reason.as_deref() == Some("duplicate_settlement")
-        {
+        // The payment may have been sent although the answer is no success: a retry after a
+        // transport failure may learn that the first attempt landed (`duplicate_settlement`
+        // with its signature), and a facilitator that stopped waiting says
+        // `settlement_pending` with the signature it sent (issue 18). Either way the
+        // transaction is looked up on chain (waiting for a pending one); confirmed, it is this
+        // payment and the request is served — never charged and refused.
+        let in_doubt = match settled.error_reason.as_deref() {
+            _ if settled.success => false,
+            Some("duplicate_settlement") => retried,
+            Some("settlement_pending") => true,
+            _ => false,
+        };
+        let recovered = if in_doubt {
             self.confirm_landed_exact(&facilitator_request, &settled)
                 .await
         } else {
             None
         };
+        if in_doubt && recovered.is_none() {
+            // Nothing proves the payment, so nothing is served; but it may have landed: kept
+            // for reconciliation, never a silent loss.
+            self.record_in_doubt(&facilitator_request, &settled, path)
+                .await;
+        }
         let settled = recovered.clone().unwrap_or(settled);
         if !settled.success {
             let reason = settled
@@ -149,14 +162,62 @@ impl Provider {
                     tokio::time::sleep(backoff).await;
                     attempt = attempt.saturating_add(1);
                 }
-                Err(e) => return Err(ServerError::chain_unavailable(e)),
+                Err(e) => return Err(ServerError::facilitator_unavailable(e)),
             }
         }
     }
 
-    /// The settlement a retried `/settle` reported as `duplicate_settlement`, when its signature
-    /// is the fee payer's over this very payment's message (so that transaction is this payment)
-    /// and the chain has it confirmed without error; `None` otherwise.
+    /// Records a payment the facilitator says may have been sent but that could not be
+    /// confirmed ([`crate::ledger::ExactInDoubtRecord`]), with a warning for the operator.
+    async fn record_in_doubt(
+        &self,
+        request: &FacilitatorRequest,
+        answer: &SettleResponse,
+        path: &str,
+    ) {
+        let Ok(tx) =
+            x402pp_solana::exact::facilitator::decode_transaction(&request.payment_payload.payload)
+        else {
+            return;
+        };
+        let message = tx.message.serialize();
+        let record = crate::ledger::ExactInDoubtRecord {
+            message_hash: x402pp_protocol::Hash32(x402pp_protocol::crypto::sha256(&[&message]))
+                .to_string(),
+            payer: tx
+                .message
+                .static_account_keys()
+                .get(1)
+                .map(ToString::to_string)
+                .unwrap_or_default(),
+            amount: request
+                .payment_requirements
+                .amount
+                .parse()
+                .unwrap_or_default(),
+            resource: path.to_owned(),
+            reason: answer
+                .error_reason
+                .clone()
+                .unwrap_or_else(|| "unknown".into()),
+            recorded_at_ms: now_ms(),
+        };
+        tracing::warn!(
+            payer = %record.payer,
+            amount = record.amount,
+            reason = %record.reason,
+            message_hash = %record.message_hash,
+            "an exact payment may have been charged but could not be confirmed; not served, recorded for reconciliation"
+        );
+        if let Err(e) = self.ledger.record_exact_in_doubt(&record).await {
+            tracing::error!(error = %e, "could not record an exact payment in doubt");
+        }
+    }
+
+    /// The settlement a `/settle` reported as `settlement_pending` (or, retried, as
+    /// `duplicate_settlement`), when its signature is the fee payer's over this very payment's
+    /// message (so that transaction is this payment) and the chain has it confirmed without
+    /// error within [`EXACT_PENDING_WAIT`]; `None` otherwise (nothing landed: nobody charged).
     pub(super) async fn confirm_landed_exact(
         &self,
         request: &FacilitatorRequest,
@@ -171,23 +232,35 @@ impl Provider {
             tracing::warn!(%signature, "the facilitator reported a transaction that is not this payment");
             return None;
         }
-        let statuses = match self
-            .rpc
-            .get_signature_statuses_with_history(&[signature])
-            .await
-        {
-            Ok(statuses) => statuses,
-            Err(e) => {
-                tracing::warn!(%signature, error = %e, "could not confirm a reported settlement");
-                return None;
+        // A pending transaction lands within its blockhash's life (about a minute) or never.
+        let started = std::time::Instant::now();
+        loop {
+            let status = match self
+                .rpc
+                .get_signature_statuses_with_history(&[signature])
+                .await
+            {
+                Ok(statuses) => statuses.value.first().cloned().flatten(),
+                Err(e) => {
+                    tracing::warn!(%signature, error = %e, "could not confirm a reported settlement");
+                    return None;
+                }
+            };
+            match status {
+                Some(status) if status.err.is_some() => return None,
+                Some(status)
+                    if status.satisfies_commitment(
+                        solana_client::rpc_config::CommitmentConfig::confirmed(),
+                    ) =>
+                {
+                    break
+                }
+                _ if started.elapsed() >= EXACT_PENDING_WAIT => {
+                    tracing::warn!(%signature, "a reported settlement did not confirm in time");
+                    return None;
+                }
+                _ => tokio::time::sleep(EXACT_PENDING_POLL).await,
             }
-        };
-        let status = statuses.value.first().cloned().flatten()?;
-        if status.err.is_some()
-            || !status
-                .satisfies_commitment(solana_client::rpc_config::CommitmentConfig::confirmed())
-        {
-            return None;
         }
         let payer = tx.message.static_account_keys().get(1)?.to_string();
         tracing::info!(%signature, "a retried settle found the payment already landed");
@@ -204,6 +277,11 @@ impl Provider {
     }
 }
 
+/// How long `serve_exact` waits for a settlement the facilitator reported pending (or a
+/// duplicate) to confirm on chain: a transaction's blockhash lives about 60–90 s.
+const EXACT_PENDING_WAIT: Duration = Duration::from_secs(60);
+/// Between two looks at a pending settlement.
+const EXACT_PENDING_POLL: Duration = Duration::from_millis(400);
 /// How many times `serve_exact` retries a `/settle` that failed in transport.
 const EXACT_SETTLE_RETRIES: u32 = 3;
 /// The first retry's delay; each next one doubles (0.25 s, 0.5 s, 1 s).

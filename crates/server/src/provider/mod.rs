@@ -208,6 +208,11 @@ impl Provider {
             return inner(request).await;
         };
         let headers = request.headers();
+        // Kept for the payment requirements every 402 carries (the request is consumed).
+        let mut intent = HeaderMap::new();
+        if let Some(value) = headers.get(headers::X402_INTENT) {
+            intent.insert(headers::X402_INTENT, value.clone());
+        }
         let result = if headers.contains_key(headers::X402_VOUCHER)
             || headers.contains_key(headers::X402_SESSION_ID)
         {
@@ -218,6 +223,16 @@ impl Provider {
             Err(self.challenge(path, &route, headers, "payment required"))
         };
         result.unwrap_or_else(|error| {
+            let error = if error.code.http_status() == 402
+                && !error
+                    .headers
+                    .iter()
+                    .any(|(name, _)| *name == headers::PAYMENT_REQUIRED)
+            {
+                self.with_requirements(error, path, &route, &intent)
+            } else {
+                error
+            };
             self.metrics.refused(error.code.as_str());
             axum::response::IntoResponse::into_response(error)
         })
