@@ -166,6 +166,16 @@ cat "$work/close.json"
 grep -q '"claimDeadline": *[0-9]' "$work/close.json" || fail "request-close reported no claim deadline"
 deadline=$(sed -n 's/.*"disputeDeadline": *\([0-9]*\).*/\1/p' "$work/close.json")
 [[ -n $deadline ]] || fail "request-close reported no dispute deadline"
+# The provider's settler sees the close request within a tick and records its best voucher on
+# chain (docs/server.md); wait for that before moving the clock, or the claim window would be
+# gone and finalize would pay the provider nothing.
+settled() { tr -d ' \n' <"$work/show.json" | grep -q '"settled":{"amount":"[1-9]'; }
+for _ in $(seq 1 120); do
+    x402pp session show "$session" --json >"$work/show.json"
+    settled && break
+    sleep 0.5
+done
+settled || fail "the provider's settler recorded no voucher after the close request"
 # Localnet only: move the chain's clock past the dispute deadline (end + 2 x grace; finalize is
 # refused until then) instead of waiting for it.
 curl -sf -X POST -H 'Content-Type: application/json' \
@@ -173,7 +183,8 @@ curl -sf -X POST -H 'Content-Type: application/json' \
     "$rpc" >/dev/null
 show x402pp session finalize "$session"
 show x402pp session list
-x402pp session list --json | grep -q '"state": "closed"' || fail "the finalized session is not closed"
+x402pp session list --json >"$work/list.json"
+grep -q '"state": "closed"' "$work/list.json" || fail "the finalized session is not closed"
 
 echo
 echo "walkthrough OK"
