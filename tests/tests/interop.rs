@@ -489,3 +489,84 @@ async fn our_provider_takes_exact_payments_through_the_official_facilitator_regi
     })
     .await;
 }
+
+/// `node bazaar.mjs <args>`: what `@x402/extensions/bazaar` made of our discovery data.
+async fn official_bazaar(args: &[&str]) -> Value {
+    let mut all = vec!["bazaar.mjs"];
+    all.extend_from_slice(args);
+    let (ok, stdout, stderr) = run("node", &all, 60).await;
+    assert!(ok, "node bazaar.mjs {args:?} failed:\n{stderr}\n{stdout}");
+    serde_json::from_str(stdout.trim())
+        .unwrap_or_else(|e| panic!("bazaar.mjs printed no JSON ({e}):\n{stdout}\n{stderr}"))
+}
+
+#[tokio::test]
+async fn our_402_carries_a_bazaar_extension_that_the_official_package_validates_and_our_facilitator_lists_once_paid(
+) {
+    if !node_ready("the official bazaar reads our discovery data").await {
+        return;
+    }
+    bounded(110, async {
+        let chain = world()
+            .network(Network::solana_devnet())
+            .route(
+                INFERENCE_PATH,
+                test_route(PRICE).with_discovery(x402pp_provider::inference_discovery()),
+            )
+            .start()
+            .await
+            .unwrap();
+        let resource = format!("{}{INFERENCE_PATH}", chain.url());
+
+        // The provider's challenge, read by the official bazaar package.
+        let report = official_bazaar(&["challenge", &resource, r#"{"prompt":"hi"}"#]).await;
+        assert_eq!(report["status"], 402, "{report}");
+        assert_eq!(report["spec"]["valid"], true, "spec check: {report}");
+        assert_eq!(
+            report["schema"]["valid"], true,
+            "Ajv refused our bazaar info against our schema: {report}"
+        );
+        let keys = report["extensionKeys"].as_array().unwrap();
+        assert!(keys.contains(&Value::from("bazaar")), "{report}");
+        let discovered = &report["discovered"];
+        assert_eq!(discovered["resourceUrl"], resource.as_str(), "{report}");
+        assert_eq!(discovered["method"], "POST", "{report}");
+        assert_eq!(discovered["x402Version"], 2);
+        let input = &discovered["discoveryInfo"]["input"];
+        assert_eq!(input["type"], "http");
+        assert_eq!(input["bodyType"], "json");
+        assert!(input["body"]["prompt"].is_string(), "{report}");
+        assert!(
+            discovered["discoveryInfo"]["output"]["example"]["completion"].is_string(),
+            "{report}"
+        );
+
+        // Nothing is listed before a payment; the official client pays (echoing the
+        // challenge's extensions), our facilitator settles and lists the resource.
+        let facilitator = chain.facilitator_url();
+        let empty = official_bazaar(&["list", &facilitator, "http"]).await;
+        assert_eq!(empty["listed"]["pagination"]["total"], 0, "{empty}");
+        let payer = chain.wallet(PAYER_TOKENS).unwrap();
+        let paid = official_client_pays(&chain, &resource, &payer).await;
+        assert_eq!(paid["status"], 200, "{paid}");
+
+        let listed = official_bazaar(&["list", &facilitator, "http"]).await;
+        let page = &listed["listed"];
+        assert_eq!(page["x402Version"], 2, "{listed}");
+        assert_eq!(page["pagination"]["total"], 1, "{listed}");
+        let item = &page["items"][0];
+        assert_eq!(item["resource"], resource.as_str(), "{listed}");
+        assert_eq!(item["type"], "http");
+        assert_eq!(item["accepts"][0]["scheme"], "exact", "{listed}");
+        assert_eq!(item["accepts"][0]["amount"], PRICE.to_string());
+        assert_eq!(item["description"], "paid API");
+        assert_eq!(
+            item["extensions"]["bazaar"], report["bazaar"],
+            "the listed extension is the one the provider declared"
+        );
+        assert_eq!(listed["checks"][0]["valid"], true, "{listed}");
+        let mcp = official_bazaar(&["list", &facilitator, "mcp"]).await;
+        assert_eq!(mcp["listed"]["pagination"]["total"], 0, "{mcp}");
+    })
+    .await;
+}

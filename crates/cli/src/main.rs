@@ -1,7 +1,8 @@
 //! `x402pp`: the one command-line tool of x402++ session channels on Solana.
 //!
 //! `agent` pays HTTP APIs (flags like curl's); `session` manages the wallet's sessions;
-//! `keygen`, `address`, `config` and `fund` manage keys, settings and localnet funds. With the
+//! `keygen`, `address`, `config` and `fund` manage keys, settings and localnet funds; `discover`
+//! lists what a facilitator's discovery catalog has for sale. With the
 //! default `full` feature, `demo` runs the whole system on an embedded localnet and `localnet`,
 //! `provider` and `facilitator` run the services; `--no-default-features` builds a light agent
 //! binary without them (and without the Solana runtime).
@@ -60,6 +61,8 @@ enum Command {
     Config(commands::keys::ConfigArgs),
     /// Fund an address on the localnet (SOL airdrop and test USDC).
     Fund(commands::keys::FundArgs),
+    /// List what is for sale in a facilitator's x402 discovery catalog.
+    Discover(commands::discover::DiscoverArgs),
 }
 
 fn main() -> ExitCode {
@@ -101,6 +104,7 @@ fn main() -> ExitCode {
             Command::Address(args) => commands::keys::address(args),
             Command::Config(args) => commands::keys::config(args),
             Command::Fund(args) => commands::keys::fund(args).await,
+            Command::Discover(args) => commands::discover::run(args).await,
         }
     });
     match result {

@@ -64,6 +64,9 @@ enum Attack {
     /// Flips the receipt's `slaCovered` and signs it again with the provider's key: a provider
     /// opting out of its latency promise by labelling a covered request as not covered.
     MislabelCoverage,
+    /// Forwards the first `exact` payment to the provider (which settles and serves it), then
+    /// dies before answering: the answer is lost. Later requests pass through.
+    LoseFirstExactAnswer,
 }
 
 struct Proxy {
@@ -73,6 +76,8 @@ struct Proxy {
     provider_key: Arc<Keypair>,
     /// Vouchers that went through the proxy to the provider.
     vouchers: AtomicUsize,
+    /// `exact` payments that went through the proxy to the provider.
+    exact: AtomicUsize,
 }
 
 async fn proxy(
@@ -88,9 +93,20 @@ async fn proxy(
     } else {
         0
     };
+    let exact = request_headers.contains_key(headers::PAYMENT_SIGNATURE);
+    let exact_seen = if exact {
+        proxy.exact.fetch_add(1, Ordering::SeqCst) + 1
+    } else {
+        0
+    };
     let (status, mut out, body) = forward(&proxy.upstream, method, &uri, &request_headers, body)
         .await
         .unwrap();
+    if matches!(proxy.attack, Attack::LoseFirstExactAnswer) {
+        // The connection is dropped with no answer (the task serving it ends).
+        assert!(exact_seen != 1, "the proxy dies before answering");
+        return (status, out, body).into_response();
+    }
     let Some(receipt) = out.get(headers::X402_RECEIPT).cloned() else {
         return (status, out, body).into_response();
     };
@@ -109,6 +125,7 @@ async fn proxy(
             let body = json!({ "error": "voucher_conflict", "message": "already used" });
             (StatusCode::CONFLICT, conflict, body.to_string()).into_response()
         }
+        Attack::LoseFirstExactAnswer => (status, out, body).into_response(),
         Attack::MislabelCoverage => {
             let mut receipt: Receipt =
                 headers::decode(headers::X402_RECEIPT, receipt.as_bytes()).unwrap();
@@ -132,6 +149,7 @@ async fn serve_proxy(w: &World, attack: Attack) -> (String, Arc<Proxy>) {
         attack,
         provider_key: w.provider_key().clone(),
         vouchers: AtomicUsize::new(0),
+        exact: AtomicUsize::new(0),
     });
     let app = Router::new().fallback(proxy).with_state(state.clone());
     tokio::spawn(async move { axum::serve(listener, app).await });
@@ -368,4 +386,37 @@ async fn an_exact_requirement_in_a_mint_the_agent_does_not_pay_in_is_refused_and
         0
     );
     assert_eq!(both_balances(&w, &wallet, &other).await, before);
+}
+
+/// Issue 18 (x402 `payment-identifier`): an `exact` payment whose answer is lost is sent again
+/// with the same identifier, and the provider answers it from its record of the first attempt:
+/// served once, charged once (without the identifier the resend was a `duplicate_settlement`
+/// refusal of a payment that had landed).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_exact_payment_whose_answer_is_lost_is_sent_again_and_charged_once() {
+    let w = world(test_route(PRICE)).await;
+    let (url, proxy) = serve_proxy(&w, Attack::LoseFirstExactAnswer).await;
+    let mut config = w.agent_config().unwrap();
+    config.prefer_session = false;
+    let wallet = config.keypair.pubkey();
+    let agent = Agent::new(config).await.unwrap();
+    let provider = w.provider_key().pubkey();
+    let provider_before = w.tokens(&provider).await.unwrap();
+
+    let response = agent.send(inference(&url, "lost once")).await.unwrap();
+    assert_eq!(response.status(), 200);
+    assert!(response.headers().contains_key(headers::PAYMENT_RESPONSE));
+    let body: serde_json::Value = response.json().await.unwrap();
+    assert!(
+        body["completion"].as_str().is_some_and(|c| !c.is_empty()),
+        "{body}"
+    );
+    assert_eq!(
+        proxy.exact.load(Ordering::SeqCst),
+        2,
+        "sent, lost, sent again"
+    );
+    assert_eq!(agent.stats().exact_requests, 1);
+    assert_eq!(w.tokens(&wallet).await.unwrap(), AGENT_TOKENS - PRICE);
+    assert_eq!(w.tokens(&provider).await.unwrap(), provider_before + PRICE);
 }

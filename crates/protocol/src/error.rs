@@ -49,6 +49,9 @@ pub enum ErrorCode {
     UnsupportedNetwork,
     /// Too many requests from this client or session; retry after `Retry-After` seconds.
     RateLimited,
+    /// An `exact` payment's `payment-identifier` was already used for another payment (or
+    /// another resource): ids are per payment, a retry resends the same payment.
+    PaymentIdConflict,
     /// The request body is larger than the server accepts.
     PayloadTooLarge,
     /// The request (its body) was not received within the server's read timeout.
@@ -73,7 +76,7 @@ impl ErrorCode {
             Self::RequestTimeout => 408,
             Self::PayloadTooLarge => 413,
             Self::HeaderTooLarge => 431,
-            Self::VoucherConflict | Self::RequestInFlight => 409,
+            Self::VoucherConflict | Self::RequestInFlight | Self::PaymentIdConflict => 409,
             Self::RateLimited => 429,
             Self::ChainUnavailable | Self::FacilitatorUnavailable | Self::Overloaded => 503,
             Self::InternalError => 500,
@@ -113,6 +116,7 @@ impl ErrorCode {
             Self::PayloadTooLarge => "payload_too_large",
             Self::RequestTimeout => "request_timeout",
             Self::ChainUnavailable => "chain_unavailable",
+            Self::PaymentIdConflict => "payment_id_conflict",
             Self::FacilitatorUnavailable => "facilitator_unavailable",
             Self::Overloaded => "overloaded",
             Self::InternalError => "internal_error",
@@ -260,6 +264,7 @@ mod tests {
             ErrorCode::NoAcceptableOffer,
             ErrorCode::ChainUnavailable,
             ErrorCode::FacilitatorUnavailable,
+            ErrorCode::PaymentIdConflict,
             ErrorCode::PayloadTooLarge,
             ErrorCode::RequestTimeout,
             ErrorCode::RateLimited,
@@ -275,6 +280,7 @@ mod tests {
         assert_eq!(ErrorCode::MalformedRequest.http_status(), 400);
         assert_eq!(ErrorCode::InsufficientDeposit.http_status(), 402);
         assert_eq!(ErrorCode::VoucherConflict.http_status(), 409);
+        assert_eq!(ErrorCode::PaymentIdConflict.http_status(), 409);
         assert_eq!(ErrorCode::ChainUnavailable.http_status(), 503);
         assert_eq!(ErrorCode::FacilitatorUnavailable.http_status(), 503);
         assert_eq!(ErrorCode::RequestTimeout.http_status(), 408);

@@ -2,6 +2,9 @@
 //!
 //! - [`x402`]: the x402 v2 types (`PaymentRequired`, `PaymentRequirements`, `PaymentPayload`,
 //!   facilitator requests and responses), byte-compatible with the official clients.
+//! - [`bazaar`]: the x402 v2 `bazaar` discovery extension (route declarations, the catalog of
+//!   `GET /discovery/resources`); [`payment_id`]: the x402 `payment-identifier` extension
+//!   (idempotent `exact` retries).
 //! - [`Intent`], [`Offer`], [`Voucher`], [`Receipt`], [`SessionSnapshot`]: the x402++ types.
 //! - [`headers`]: header names and the base64-JSON codec.
 //! - [`messages`]: the signed binary layouts (shared with the escrow program), and [`crypto`]:
@@ -26,6 +29,7 @@
 //! # Ok::<(), x402pp_protocol::ProtocolError>(())
 //! ```
 
+pub mod bazaar;
 pub mod crypto;
 pub mod encoding;
 pub mod error;
@@ -33,6 +37,7 @@ pub mod headers;
 pub mod intent;
 pub mod network;
 pub mod offer;
+pub mod payment_id;
 pub mod receipt;
 pub mod session;
 pub mod voucher;

@@ -3,6 +3,7 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
+use x402pp_protocol::bazaar::{DeclarationError, DiscoveryDeclaration};
 use x402pp_protocol::{Network, OfferSla};
 
 use crate::limits::{RateLimit, RequestLimits};
@@ -34,6 +35,10 @@ pub struct RoutePrice {
     /// (nothing charged), rather than being served late, into a latency breach. Set it to what
     /// the handler can answer within `sla.max_latency_ms`.
     pub max_in_flight: Option<u32>,
+    /// How to call the route and what it answers (method, input and output examples and JSON
+    /// schemas), advertised as the x402 v2 `bazaar` extension in the `extensions` of every
+    /// `PAYMENT-REQUIRED` the route sends; `None`: the route is not advertised.
+    pub discovery: Option<DiscoveryDeclaration>,
 }
 
 /// The input bound of [`RoutePrice::new`]'s latency promise: 64 KiB of request body.
@@ -59,7 +64,14 @@ impl RoutePrice {
             description: "paid API".into(),
             mime_type: "application/json".into(),
             max_in_flight: None,
+            discovery: None,
         }
+    }
+
+    /// The same route, advertised for discovery with `declaration`.
+    pub fn with_discovery(mut self, declaration: DiscoveryDeclaration) -> Self {
+        self.discovery = Some(declaration);
+        self
     }
 }
 
@@ -152,10 +164,18 @@ impl ServerConfig {
     }
 
     /// Checks the configuration before a provider serves it: every route's grace is at least
-    /// [`ServerConfig::min_grace_secs`].
+    /// [`ServerConfig::min_grace_secs`], and every discovery declaration fits its method.
     pub fn validate(&self) -> Result<(), ConfigError> {
         let required_secs = self.min_grace_secs();
         for (route, price) in &self.routes {
+            if let Some(declaration) = &price.discovery {
+                declaration
+                    .validate()
+                    .map_err(|source| ConfigError::Discovery {
+                        route: route.clone(),
+                        source,
+                    })?;
+            }
             if price.grace_secs < required_secs {
                 return Err(ConfigError::GraceTooShort {
                     route: route.clone(),
@@ -193,5 +213,13 @@ pub enum ConfigError {
         session_refresh_secs: f64,
         /// [`ServerConfig::claim_lead`], in seconds.
         claim_lead_secs: f64,
+    },
+    /// A route's discovery declaration cannot be advertised.
+    #[error("route {route}: discovery declaration: {source}")]
+    Discovery {
+        /// The route's path.
+        route: String,
+        /// What is wrong with it.
+        source: DeclarationError,
     },
 }

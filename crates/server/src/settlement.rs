@@ -301,9 +301,13 @@ impl Settler {
                 .value;
             for ((record, key), account) in batch.iter().zip(&keys).zip(accounts) {
                 let Some(account) = account else {
-                    // Finalized on chain: nothing can be claimed any more.
-                    self.ledger.mark_closed(&record.chain.address).await?;
-                    report.watched_closed = report.watched_closed.saturating_add(1);
+                    // Finalized on chain (only possible after the dispute deadline): nothing
+                    // can be claimed any more. Earlier, a missing account is a lagging RPC node
+                    // (see `refresh`), not an end.
+                    if record.chain.window().finalize_open_at(now_unix()) {
+                        self.ledger.mark_closed(&record.chain.address).await?;
+                        report.watched_closed = report.watched_closed.saturating_add(1);
+                    }
                     continue;
                 };
                 let session = match escrow::decode_session(key, &account.owner, &account.data) {
@@ -439,8 +443,9 @@ impl Settler {
         })
     }
 
-    /// Re-reads the session from the chain into the ledger (closed when the account is gone or
-    /// is a later incarnation of the address).
+    /// Re-reads the session from the chain into the ledger (closed when the account is gone
+    /// after its dispute deadline, or is a later incarnation of the address); `None` when there
+    /// is nothing to act on.
     async fn refresh(&self, address: &Address) -> Result<Option<(Session, Pubkey)>, SettleError> {
         let Some(record) = self.ledger.session(address).await? else {
             return Ok(None);
@@ -459,8 +464,16 @@ impl Settler {
                     .await?;
                 Ok(Some((account, token_program)))
             }
-            None => {
+            // Gone: finalized (only possible after the dispute deadline) or closed
+            // cooperatively (which needs this provider's signature). Before the deadline a
+            // missing account is a lagging RPC node, not an end: nothing is done this round, and
+            // the row is not closed.
+            None if record.chain.window().finalize_open_at(now_unix()) => {
                 self.ledger.mark_closed(address).await?;
+                Ok(None)
+            }
+            None => {
+                tracing::warn!(session = %key, "the session account is missing before its dispute deadline; taken as a lagging RPC");
                 Ok(None)
             }
         }

@@ -388,3 +388,66 @@ async fn a_duplicate_without_a_signature_serves_nothing_and_is_recorded_for_reco
     assert_eq!(in_doubt[0].reason, "duplicate_settlement");
     assert_eq!(in_doubt[0].message_hash.len(), 64);
 }
+
+/// Issue 18 (x402 `payment-identifier`): the same identified payment sent twice is settled once
+/// and answered twice the same way; the identifier on another payment is a conflict, a
+/// malformed one a `400`; nothing more is charged.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_identified_payment_is_settled_once_and_its_identifier_cannot_pay_for_another() {
+    use x402pp_protocol::payment_id::{self, PaymentId};
+    let (w, calls) = world(0).await;
+    let payer = Keypair::new();
+    w.localnet.mint_to(&payer.pubkey(), 100_000).unwrap();
+    let id = PaymentId::generate();
+    let mut payload = payment(&w, &payer).await;
+    payment_id::attach(&mut payload.extensions, &id);
+    let payer_before = w.tokens(&payer.pubkey()).await.unwrap();
+
+    let first = pay(&w, &payload, "once").await;
+    assert_eq!(first.status(), 200);
+    let first_settled = first.headers()[headers::PAYMENT_RESPONSE].clone();
+    let first_body = first.text().await.unwrap();
+    let again = pay(&w, &payload, "once").await;
+    assert_eq!(again.status(), 200);
+    assert_eq!(again.headers()[headers::PAYMENT_RESPONSE], first_settled);
+    assert_eq!(again.text().await.unwrap(), first_body);
+    assert_eq!(calls.load(Ordering::SeqCst), 1, "settled once");
+    assert_eq!(
+        w.tokens(&payer.pubkey()).await.unwrap(),
+        payer_before - PRICE
+    );
+
+    // The same identifier on a new payment of the same payer.
+    let mut other = payment(&w, &payer).await;
+    payment_id::attach(&mut other.extensions, &id);
+    let conflict = pay(&w, &other, "another").await;
+    assert_eq!(conflict.status(), 409);
+    let body: serde_json::Value = conflict.json().await.unwrap();
+    assert_eq!(body["error"], "payment_id_conflict", "{body}");
+
+    // A malformed identifier.
+    let mut malformed = payment(&w, &payer).await;
+    malformed.extensions = Some(serde_json::json!({
+        payment_id::PAYMENT_IDENTIFIER: { "info": { "required": false, "id": "short" } }
+    }));
+    let refused = pay(&w, &malformed, "malformed").await;
+    assert_eq!(refused.status(), 400);
+    assert_eq!(calls.load(Ordering::SeqCst), 1, "nothing else settled");
+    assert_eq!(
+        w.tokens(&payer.pubkey()).await.unwrap(),
+        payer_before - PRICE
+    );
+
+    // The 402 declares the extension.
+    let response = reqwest::Client::new()
+        .post(format!("{}/echo", w.url()))
+        .send()
+        .await
+        .unwrap();
+    let required: PaymentRequired = headers::decode(
+        headers::PAYMENT_REQUIRED,
+        response.headers()[headers::PAYMENT_REQUIRED].as_bytes(),
+    )
+    .unwrap();
+    assert!(payment_id::declared(required.extensions.as_ref()));
+}

@@ -56,6 +56,10 @@ pub struct Args {
     /// Burst per client IP (0: the per-second rate).
     #[arg(long, env = "X402PP_RATE_LIMIT_PER_IP_BURST", default_value_t = 0)]
     pub rate_limit_per_ip_burst: u32,
+    /// Resources kept in the discovery catalog (`GET /discovery/resources`), the least recently
+    /// paid for leaving first; 0 turns discovery off.
+    #[arg(long, env = "X402PP_DISCOVERY_CAPACITY", default_value_t = crate::discovery::DEFAULT_CAPACITY)]
+    pub discovery_capacity: usize,
     /// Log as JSON lines.
     #[arg(long)]
     pub log_json: bool,
@@ -115,7 +119,9 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         Arc::new(fee_payer),
         config,
     ));
-    let state = crate::AppState::new(facilitator, rpc).with_limits(limits);
+    let state = crate::AppState::new(facilitator, rpc)
+        .with_limits(limits)
+        .with_catalog_capacity(args.discovery_capacity);
     let (addr, task) = crate::serve(args.listen, state).await?;
     tracing::info!(%addr, %network, fee_payer = %fee_payer_address, rpc = %args.rpc_url, "facilitator listening");
     println!(

@@ -4,7 +4,8 @@
 //! |---|---|---|
 //! | `POST /verify` | `{x402Version, paymentPayload, paymentRequirements}` | `VerifyResponse` |
 //! | `POST /settle` | same | `SettleResponse` |
-//! | `GET /supported` | | `SupportedResponse` (kinds, `signers["solana:*"]` = fee payer) |
+//! | `GET /supported` | | `SupportedResponse` (kinds, `extensions: ["bazaar"]`, `signers["solana:*"]` = fee payer) |
+//! | `GET /discovery/resources?type=&limit=&offset=` | | `DiscoveryResourcesResponse`: the paid resources that declared the `bazaar` extension ([`discovery`]) |
 //! | `GET /health` | | `{"status": "ok" \| "rpc_unavailable", ...}` |
 //! | `GET /metrics` | | Prometheus text |
 //!
@@ -18,6 +19,7 @@
 //! `Retry-After`; [`serve`] passes the peer address).
 
 pub mod cli;
+pub mod discovery;
 mod metrics;
 
 use std::net::SocketAddr;
@@ -25,8 +27,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use axum::body::Bytes;
-use axum::extract::rejection::BytesRejection;
-use axum::extract::{DefaultBodyLimit, State};
+use axum::extract::rejection::{BytesRejection, QueryRejection};
+use axum::extract::{DefaultBodyLimit, Query, State};
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -37,6 +39,7 @@ use x402pp_protocol::x402::FacilitatorRequest;
 use x402pp_protocol::{ErrorBody, ErrorCode};
 use x402pp_solana::exact::facilitator::ExactFacilitator;
 
+pub use discovery::Catalog;
 pub use metrics::Metrics;
 
 /// Largest request body accepted: a facilitator request with a 1 232-byte transaction is ~3 KiB.
@@ -58,6 +61,7 @@ pub struct AppState {
     rpc: Arc<RpcClient>,
     metrics: Arc<Metrics>,
     limits: RequestLimits,
+    catalog: Arc<Catalog>,
 }
 
 impl AppState {
@@ -68,7 +72,19 @@ impl AppState {
             rpc,
             metrics: Arc::new(Metrics::new()),
             limits: default_limits(),
+            catalog: Arc::new(Catalog::default()),
         }
+    }
+
+    /// The same state with a discovery catalog of at most `capacity` resources (0: none).
+    pub fn with_catalog_capacity(mut self, capacity: usize) -> Self {
+        self.catalog = Arc::new(Catalog::new(capacity));
+        self
+    }
+
+    /// The discovery catalog.
+    pub fn catalog(&self) -> &Arc<Catalog> {
+        &self.catalog
     }
 
     /// The same state with other request limits.
@@ -86,6 +102,7 @@ pub fn router(state: AppState) -> Router {
         .route("/verify", post(verify))
         .route("/settle", post(settle))
         .route("/supported", get(supported))
+        .route("/discovery/resources", get(discovery_resources))
         .route("/health", get(health))
         .route("/metrics", get(metrics))
         .fallback(not_found)
@@ -194,7 +211,45 @@ async fn settle(State(state): State<AppState>, body: Result<Bytes, BytesRejectio
         payer = answer.payer.as_deref(),
         "settle"
     );
+    if answer.success {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        match state.catalog.record(&request, now) {
+            Ok(()) => {}
+            Err(discovery::NotListed::NoExtension | discovery::NotListed::Off) => {}
+            Err(why) => tracing::warn!(%why, "settled resource not listed for discovery"),
+        }
+    }
     Json(answer).into_response()
+}
+
+/// `GET /discovery/resources`: a page of the catalog; a query that does not parse, or a limit
+/// out of range, is `400 malformed_request`.
+async fn discovery_resources(
+    State(state): State<AppState>,
+    query: Result<Query<discovery::ListQuery>, QueryRejection>,
+) -> Response {
+    let result = query
+        .map_err(|rejection| format!("bad discovery query: {}", rejection.body_text()))
+        .and_then(|Query(query)| {
+            state
+                .catalog
+                .list(&query)
+                .map_err(|e| format!("bad discovery query: {e}"))
+        });
+    match result {
+        Ok(page) => Json(page).into_response(),
+        Err(message) => {
+            state.metrics.malformed();
+            ApiError::new(
+                StatusCode::BAD_REQUEST,
+                ErrorCode::MalformedRequest,
+                message,
+            )
+            .into_response()
+        }
+    }
 }
 
 /// Unknown paths get a JSON error like every other refusal (axum's default has no body).
@@ -215,7 +270,18 @@ async fn method_not_allowed(method: axum::http::Method, uri: axum::http::Uri) ->
 }
 
 async fn supported(State(state): State<AppState>) -> Response {
-    Json(state.facilitator.supported()).into_response()
+    let mut supported = state.facilitator.supported();
+    if state.catalog.capacity() > 0
+        && !supported
+            .extensions
+            .iter()
+            .any(|e| e == x402pp_protocol::bazaar::BAZAAR)
+    {
+        supported
+            .extensions
+            .push(x402pp_protocol::bazaar::BAZAAR.to_owned());
+    }
+    Json(supported).into_response()
 }
 
 async fn health(State(state): State<AppState>) -> Response {

@@ -192,6 +192,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     route.sla.max_input_bytes = args.max_input_bytes;
     route.max_in_flight = args.max_in_flight;
     route.exact = !args.no_exact;
+    route.discovery = Some(crate::inference_discovery());
     let public_url = args
         .public_url
         .clone()

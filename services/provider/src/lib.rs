@@ -14,6 +14,7 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
+use x402pp_protocol::bazaar::DiscoveryDeclaration;
 use x402pp_server::{PaymentLayer, Provider, RequestLimitsLayer};
 
 /// The paid route.
@@ -80,6 +81,41 @@ pub fn infer(prompt: &str, max_tokens: u32) -> InferenceResponse {
         completion: words.join(" "),
         tokens,
     }
+}
+
+/// How to call [`INFERENCE_PATH`] and what it answers, for discovery (the `bazaar` extension of
+/// its 402s): `POST` with a JSON [`InferenceRequest`] (`prompt`, optional `max_tokens` 1–256;
+/// `delay_ms` is a test knob and not advertised), answering an [`InferenceResponse`].
+pub fn inference_discovery() -> DiscoveryDeclaration {
+    let example = infer("Explain x402 in one line", 8);
+    DiscoveryDeclaration::post_json(
+        serde_json::json!({"prompt": "Explain x402 in one line", "max_tokens": 8}),
+        serde_json::json!({
+            "type": "object",
+            "properties": {
+                "prompt": {"type": "string", "description": "the text to complete"},
+                "max_tokens": {
+                    "type": "integer",
+                    "minimum": 1,
+                    "maximum": 256,
+                    "description": "tokens to generate (default 16)",
+                },
+            },
+            "required": ["prompt"],
+            "additionalProperties": false,
+        }),
+    )
+    .with_output(
+        serde_json::to_value(&example).unwrap_or_default(),
+        Some(serde_json::json!({
+            "properties": {
+                "model": {"type": "string"},
+                "completion": {"type": "string"},
+                "tokens": {"type": "integer", "minimum": 1},
+            },
+            "required": ["model", "completion", "tokens"],
+        })),
+    )
 }
 
 /// Options of the reference app.
@@ -190,5 +226,19 @@ mod tests {
         assert_eq!(a.completion.split(' ').count(), 8);
         assert_ne!(a.completion, infer("hello!", 8).completion);
         assert_eq!(infer("x", 10_000).tokens, 256);
+    }
+
+    #[test]
+    #[allow(clippy::unwrap_used)] // a test
+    fn the_inference_route_is_declared_as_a_json_post_whose_examples_fit_the_app() {
+        let declaration = inference_discovery();
+        assert_eq!(declaration.validate(), Ok(()));
+        let ext = declaration.extension();
+        assert_eq!(ext.method(), Some("POST"));
+        let body = ext.info["input"]["body"].clone();
+        let request: InferenceRequest = serde_json::from_value(body).unwrap();
+        let answer: InferenceResponse =
+            serde_json::from_value(ext.info["output"]["example"].clone()).unwrap();
+        assert_eq!(answer, infer(&request.prompt, request.max_tokens.unwrap()));
     }
 }

@@ -5,5 +5,6 @@ pub mod agent;
 pub mod bench;
 #[cfg(feature = "full")]
 pub mod demo;
+pub mod discover;
 pub mod keys;
 pub mod session;

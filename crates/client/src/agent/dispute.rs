@@ -59,10 +59,12 @@ impl Agent {
 
     /// Disputes every breach receipt not yet disputed, on every session that still exists on
     /// chain; a breach already recorded on chain (e.g. before a restart) is marked without a
-    /// new transaction and not returned.
+    /// new transaction and not returned. A dispute that fails is logged and the others are still
+    /// sent; the first error is returned only when none succeeded.
     pub async fn dispute_breaches(&self) -> Result<Vec<DisputeOutcome>, ClientError> {
         let sessions: Vec<_> = lock(&self.inner.sessions).clone();
         let mut outcomes = Vec::new();
+        let mut failed = None;
         for session in sessions {
             let pending: Vec<u64> = {
                 let data = lock(&session.data);
@@ -86,10 +88,21 @@ impl Agent {
                     }
                     continue;
                 }
-                outcomes.push(self.dispute_one(&session, seq).await?);
+                // One failing dispute (a session finalized meanwhile, a transient RPC error)
+                // must not keep the others from being sent before their windows close.
+                match self.dispute_one(&session, seq).await {
+                    Ok(outcome) => outcomes.push(outcome),
+                    Err(error) => {
+                        tracing::warn!(session = %session.address(), seq, %error, "dispute failed; the others go on");
+                        failed.get_or_insert(error);
+                    }
+                }
             }
             self.persist(&session);
         }
-        Ok(outcomes)
+        match failed {
+            Some(error) if outcomes.is_empty() => Err(error),
+            _ => Ok(outcomes),
+        }
     }
 }

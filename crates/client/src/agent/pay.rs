@@ -138,15 +138,16 @@ impl Agent {
                 recovered = true;
                 continue;
             }
-            if response.status() == StatusCode::CONFLICT
-                || response.status() == StatusCode::SERVICE_UNAVAILABLE
-            {
+            // 409 without a receipt (`request_in_flight`): the provider still serves (or will
+            // recover) this voucher's request. 503 without a receipt (`overloaded`): it shed the
+            // request before accepting the voucher, nothing charged. Either way the same voucher
+            // is resent after the wait. (A 503 with a receipt is the handler's own answer, paid
+            // for and receipted: it is accepted below like any other answer, never resent.)
+            let resend = response.status() == StatusCode::CONFLICT
+                || response.status() == StatusCode::SERVICE_UNAVAILABLE;
+            if resend && !response.headers().contains_key(headers::X402_RECEIPT) {
                 if let Some(wait) = retry_after(&response) {
                     if waited.saturating_add(wait) <= MAX_IN_FLIGHT_WAIT {
-                        // 409: the provider still serves (or will recover) this voucher's
-                        // request; 503 `overloaded`: it shed the request before accepting the
-                        // voucher (nothing charged). Either way, resend the same voucher after
-                        // the wait.
                         waited = waited.saturating_add(wait);
                         tokio::time::sleep(wait).await;
                         continue;

@@ -211,9 +211,10 @@ impl Agent {
     ) -> Result<Option<Arc<SessionHandle>>, ClientError> {
         let Some(account) = escrow::fetch_session(&self.inner.rpc, &session.address()).await?
         else {
-            tracing::warn!(session = %session.address(), "the open in doubt did not land; set aside");
-            lock(&session.data).state = AgentSessionState::Closed;
-            self.persist(session);
+            // Not there (yet): the open may still land while its blockhash lives, or the RPC
+            // may lag. Set aside for this request, not closed: a later request looks again
+            // (until the session would have expired), so a deposit that lands is not lost.
+            tracing::warn!(session = %session.address(), "the open in doubt has not landed; set aside for now");
             return Ok(None);
         };
         let mut keys = session.keys;

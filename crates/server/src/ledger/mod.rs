@@ -58,8 +58,8 @@ use x402pp_protocol::SessionState;
 pub use error::LedgerError;
 pub use settlements::{ClaimExpiry, ClaimMeta, SettlementCandidate};
 pub use types::{
-    Address, ChainSession, ClaimRecord, ClaimStatus, ExactInDoubtRecord, ExactSettlementRecord,
-    ReceiptRecord, SessionRecord, SettlementPolicy, StoredVoucher,
+    Address, ChainSession, ClaimRecord, ClaimStatus, ExactInDoubtRecord, ExactPaymentRecord,
+    ExactSettlementRecord, ReceiptRecord, SessionRecord, SettlementPolicy, StoredVoucher,
 };
 
 use batch::{Batcher, ReceiptRow, VoucherRow};

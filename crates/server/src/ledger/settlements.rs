@@ -4,8 +4,8 @@
 
 use super::{
     from_db, is_due, now_unix, status_text, to_db, Address, ClaimRecord, ClaimStatus,
-    ExactInDoubtRecord, ExactSettlementRecord, Ledger, LedgerError, Pool, RowExt, SessionRecord,
-    SettlementPolicy, StoredVoucher,
+    ExactInDoubtRecord, ExactPaymentRecord, ExactSettlementRecord, Ledger, LedgerError, Pool,
+    RowExt, SessionRecord, SettlementPolicy, StoredVoucher,
 };
 
 /// A claim transaction's validity: its blockhash and the last block height at which it can land.
@@ -346,6 +346,66 @@ impl Ledger {
                     })
                 })
                 .collect()
+        })
+    }
+
+    /// Records the answer served for an `exact` payment with a `payment-identifier`. An id
+    /// already recorded keeps its first row (concurrent first attempts: one wins).
+    pub async fn record_exact_payment(
+        &self,
+        record: &ExactPaymentRecord,
+    ) -> Result<(), LedgerError> {
+        on_writer!(self, |pool| {
+            sqlx::query(
+                "INSERT INTO exact_payment_ids (payment_id, message_hash, resource, tx_signature, \
+                 payment_response, status, content_type, body, created_at_ms) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) ON CONFLICT (payment_id) DO NOTHING",
+            )
+            .bind(record.payment_id.as_str())
+            .bind(record.message_hash.as_str())
+            .bind(record.resource.as_str())
+            .bind(record.tx_signature.as_str())
+            .bind(record.payment_response.as_str())
+            .bind(i64::from(record.status))
+            .bind(record.content_type.as_deref())
+            .bind(record.body.as_slice())
+            .bind(record.created_at_ms)
+            .execute(pool)
+            .await?;
+        });
+        Ok(())
+    }
+
+    /// The `exact` payment recorded under `payment_id`, if any.
+    pub async fn exact_payment(
+        &self,
+        payment_id: &str,
+    ) -> Result<Option<ExactPaymentRecord>, LedgerError> {
+        on_pool!(self, |pool| {
+            let row = sqlx::query(
+                "SELECT payment_id, message_hash, resource, tx_signature, payment_response, \
+                 status, content_type, body, created_at_ms FROM exact_payment_ids \
+                 WHERE payment_id = $1",
+            )
+            .bind(payment_id)
+            .fetch_optional(pool)
+            .await?;
+            row.map(|row| {
+                let status = row.int("status")?;
+                Ok(ExactPaymentRecord {
+                    payment_id: row.text("payment_id")?,
+                    message_hash: row.text("message_hash")?,
+                    resource: row.text("resource")?,
+                    tx_signature: row.text("tx_signature")?,
+                    payment_response: row.text("payment_response")?,
+                    status: u16::try_from(status)
+                        .map_err(|_| LedgerError::Corrupt(format!("status = {status}")))?,
+                    content_type: row.opt_text("content_type")?,
+                    body: row.bytes("body")?,
+                    created_at_ms: row.int("created_at_ms")?,
+                })
+            })
+            .transpose()
         })
     }
 }

@@ -227,3 +227,28 @@ pub struct ExactInDoubtRecord {
     /// Unix milliseconds.
     pub recorded_at_ms: i64,
 }
+
+/// An `exact` payment that carried a `payment-identifier`, with the answer it was served: a
+/// retry of the same payment (same id, same transaction message, same resource) is answered
+/// with it again, without a second settlement.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ExactPaymentRecord {
+    /// The client's payment identifier.
+    pub payment_id: String,
+    /// Hex sha256 of the payment transaction's message.
+    pub message_hash: String,
+    /// Resource (path).
+    pub resource: String,
+    /// The settlement transaction.
+    pub tx_signature: String,
+    /// The `PAYMENT-RESPONSE` served (JSON).
+    pub payment_response: String,
+    /// HTTP status served.
+    pub status: u16,
+    /// `Content-Type` served, if any.
+    pub content_type: Option<String>,
+    /// Body served.
+    pub body: Vec<u8>,
+    /// Unix milliseconds.
+    pub created_at_ms: i64,
+}

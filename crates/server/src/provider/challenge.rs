@@ -45,6 +45,23 @@ impl Provider {
         }
     }
 
+    /// The x402 extensions every `PAYMENT-REQUIRED` of `route` declares: `payment-identifier`
+    /// (not required: an `exact` payment that carries an id is idempotent, see
+    /// `serve_exact`), and `bazaar` when the route has a discovery declaration.
+    pub(super) fn extensions(&self, route: &RoutePrice) -> serde_json::Value {
+        let mut extensions = serde_json::json!({
+            x402pp_protocol::payment_id::PAYMENT_IDENTIFIER:
+                x402pp_protocol::payment_id::declaration(false),
+        });
+        if let (Some(map), Some(declaration)) = (extensions.as_object_mut(), &route.discovery) {
+            map.insert(
+                x402pp_protocol::bazaar::BAZAAR.to_owned(),
+                serde_json::to_value(declaration.extension()).unwrap_or_default(),
+            );
+        }
+        extensions
+    }
+
     /// The `exact` option of a route, when offered and a facilitator fee payer is known.
     pub(super) fn exact_requirements(&self, route: &RoutePrice) -> Option<PaymentRequirements> {
         let fee_payer = self.fee_payer.filter(|_| route.exact)?;
@@ -153,7 +170,7 @@ impl Provider {
                 mime_type: Some(route.mime_type.clone()),
             },
             accepts,
-            extensions: None,
+            extensions: Some(self.extensions(route)),
         };
         match headers::encode(&required) {
             Ok(value) => error.with_header(headers::PAYMENT_REQUIRED, value),

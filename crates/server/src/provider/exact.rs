@@ -8,7 +8,7 @@ use solana_sdk::signature::Signature;
 use x402pp_protocol::x402::{
     FacilitatorRequest, PaymentPayload, SettleResponse, X402Version2, SCHEME_EXACT,
 };
-use x402pp_protocol::{headers, ErrorCode};
+use x402pp_protocol::{headers, payment_id, ErrorCode};
 
 use super::{header_str, now_ms, PaymentContext, Provider};
 use crate::config::RoutePrice;
@@ -51,6 +51,30 @@ impl Provider {
                     ))
                 }
             };
+        // A payment identifier makes a retry of the same payment idempotent: answered from the
+        // record of the first attempt, without a second settlement (x402 `payment-identifier`).
+        let payment_id = payment_id::id_of(&payload)
+            .map_err(|e| ServerError::new(ErrorCode::MalformedRequest, e.to_string()))?;
+        let identified = match payment_id {
+            Some(id) => {
+                let message_hash = message_hash_of(&payload).ok_or_else(|| {
+                    ServerError::new(
+                        ErrorCode::MalformedRequest,
+                        "the exact payload carries no decodable transaction",
+                    )
+                })?;
+                if let Some(done) = self
+                    .ledger
+                    .exact_payment(id.as_str())
+                    .await
+                    .map_err(ServerError::internal)?
+                {
+                    return self.replay_exact(&id, &done, &message_hash, path);
+                }
+                Some((id, message_hash))
+            }
+            None => None,
+        };
         let facilitator_request = FacilitatorRequest {
             x402_version: X402Version2,
             payment_payload: payload,
@@ -132,15 +156,74 @@ impl Provider {
         });
         let mut response = inner(request).await;
         self.metrics.paid(SCHEME_EXACT);
-        if let Some(value) = headers::encode(&settled)
-            .ok()
-            .and_then(|v| HeaderValue::from_str(&v).ok())
+        let payment_response = headers::encode(&settled).ok();
+        if let Some(value) = payment_response
+            .as_deref()
+            .and_then(|v| HeaderValue::from_str(v).ok())
         {
             response
                 .headers_mut()
                 .insert(headers::PAYMENT_RESPONSE, value);
         }
-        Ok(response)
+        let Some((id, message_hash)) = identified else {
+            return Ok(response);
+        };
+        // Kept so that a retry of this payment gets this answer: buffered, within the same
+        // response limit as session answers (`max_response_body`, which receipts hash).
+        let (parts, body) = response.into_parts();
+        let body = match axum::body::to_bytes(body, self.config.max_response_body).await {
+            Ok(body) => body,
+            Err(e) => return Err(ServerError::internal(format!("response body: {e}"))),
+        };
+        let record = crate::ledger::ExactPaymentRecord {
+            payment_id: id.to_string(),
+            message_hash,
+            resource: path.to_owned(),
+            tx_signature: settled.transaction.clone(),
+            payment_response: serde_json::to_string(&settled).unwrap_or_default(),
+            status: parts.status.as_u16(),
+            content_type: parts
+                .headers
+                .get(axum::http::header::CONTENT_TYPE)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_owned),
+            body: body.to_vec(),
+            created_at_ms: now_ms(),
+        };
+        if let Err(e) = self.ledger.record_exact_payment(&record).await {
+            tracing::error!(error = %e, payment_id = %id, "could not record an identified exact payment");
+        }
+        Ok(Response::from_parts(parts, Body::from(body)))
+    }
+
+    /// The answer to a payment whose identifier was recorded: the same answer again when it is
+    /// the same payment (same transaction message, same resource), `409 payment_id_conflict`
+    /// when the id was used for another.
+    fn replay_exact(
+        &self,
+        id: &payment_id::PaymentId,
+        done: &crate::ledger::ExactPaymentRecord,
+        message_hash: &str,
+        path: &str,
+    ) -> Result<Response<Body>, ServerError> {
+        if done.message_hash != message_hash || done.resource != path {
+            return Err(ServerError::new(
+                ErrorCode::PaymentIdConflict,
+                format!("payment identifier {id} was used for another payment"),
+            ));
+        }
+        tracing::info!(payment_id = %id, transaction = %done.tx_signature, "a retried payment answered from its record");
+        let mut response = Response::builder().status(done.status);
+        if let Some(content_type) = &done.content_type {
+            response = response.header(axum::http::header::CONTENT_TYPE, content_type.as_str());
+        }
+        let settled: Option<SettleResponse> = serde_json::from_str(&done.payment_response).ok();
+        if let Some(value) = settled.and_then(|s| headers::encode(&s).ok()) {
+            response = response.header(headers::PAYMENT_RESPONSE, value);
+        }
+        response
+            .body(Body::from(done.body.clone()))
+            .map_err(ServerError::internal)
     }
 
     /// `/settle`, retried on a transport failure (the facilitator may have died mid-settle) up
@@ -286,3 +369,12 @@ const EXACT_PENDING_POLL: Duration = Duration::from_millis(400);
 const EXACT_SETTLE_RETRIES: u32 = 3;
 /// The first retry's delay; each next one doubles (0.25 s, 0.5 s, 1 s).
 const EXACT_SETTLE_BACKOFF: Duration = Duration::from_millis(250);
+
+/// Hex sha256 of the message of an `exact` payload's transaction; `None` when it does not decode.
+fn message_hash_of(payload: &PaymentPayload) -> Option<String> {
+    let tx = x402pp_solana::exact::facilitator::decode_transaction(&payload.payload).ok()?;
+    Some(
+        x402pp_protocol::Hash32(x402pp_protocol::crypto::sha256(&[&tx.message.serialize()]))
+            .to_string(),
+    )
+}

@@ -28,6 +28,7 @@ pub(crate) fn builder(price: u64, program_so: Option<PathBuf>) -> WorldBuilder {
     route.description = "toy text inference".into();
     route.min_deposit = price.saturating_mul(10);
     route.sla.max_latency_ms = MAX_LATENCY_MS;
+    route.discovery = Some(x402pp_provider::inference_discovery());
     World::builder()
         .program_so(program_so)
         .facilitator(Facilitator::Http)
