@@ -214,6 +214,20 @@ pub enum ConfigError {
         /// [`ServerConfig::claim_lead`], in seconds.
         claim_lead_secs: f64,
     },
+    /// A route's `PAYMENT-REQUIRED` (its payment options, signed offer and extensions, base64)
+    /// would not fit in the header size clients decode.
+    #[error(
+        "route {route}: its PAYMENT-REQUIRED header would be {bytes} bytes, over the {limit} a \
+         client decodes: shorten its description or discovery declaration"
+    )]
+    ChallengeTooLarge {
+        /// The route's path.
+        route: String,
+        /// The encoded header's size.
+        bytes: usize,
+        /// The largest accepted.
+        limit: usize,
+    },
     /// A route's discovery declaration cannot be advertised.
     #[error("route {route}: discovery declaration: {source}")]
     Discovery {

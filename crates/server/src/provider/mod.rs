@@ -139,7 +139,7 @@ impl Provider {
                 Some((path.clone(), Arc::new(tokio::sync::Semaphore::new(slots))))
             })
             .collect();
-        Ok(Arc::new(Self {
+        let provider = Self {
             session_limiter,
             route_slots,
             signing_key: x402pp_solana::keys::signing_key(&keypair),
@@ -153,7 +153,35 @@ impl Provider {
             fee_payer,
             sessions,
             metrics: Metrics::new(),
-        }))
+        };
+        provider.check_challenges()?;
+        Ok(Arc::new(provider))
+    }
+
+    /// Every route's `PAYMENT-REQUIRED` must fit in what clients decode
+    /// ([`headers::MAX_HEADER_LEN`], with room for an intent id): a large discovery declaration
+    /// could otherwise make a route unpayable by our own agent and by proxies with the common
+    /// 8 KiB limit.
+    fn check_challenges(&self) -> Result<(), crate::config::ConfigError> {
+        /// Room kept for what an intent adds to the offer (its id) and for description text.
+        const MARGIN: usize = 512;
+        let limit = headers::MAX_HEADER_LEN.saturating_sub(MARGIN);
+        for (path, route) in &self.config.routes {
+            let challenge = self.challenge(path, route, &HeaderMap::new(), "payment required");
+            let bytes = challenge
+                .headers
+                .iter()
+                .find(|(name, _)| *name == headers::PAYMENT_REQUIRED)
+                .map_or(0, |(_, value)| value.len());
+            if bytes > limit {
+                return Err(crate::config::ConfigError::ChallengeTooLarge {
+                    route: path.clone(),
+                    bytes,
+                    limit,
+                });
+            }
+        }
+        Ok(())
     }
 
     /// The provider's address (payee and offer signer).
