@@ -570,3 +570,180 @@ async fn our_402_carries_a_bazaar_extension_that_the_official_package_validates_
     })
     .await;
 }
+
+/// What the proxy in front of the official facilitator does.
+const PASS: usize = 0;
+/// The next `/settle` happens, but its answer is lost (the connection drops).
+const LOSE_NEXT_SETTLE: usize = 1;
+/// Nothing answers: the facilitator is down (a gateway's 502).
+const DOWN: usize = 2;
+
+/// A proxy between our provider and the official facilitator that plays its failures.
+struct FlakyFacilitator {
+    upstream: String,
+    mode: std::sync::atomic::AtomicUsize,
+}
+
+async fn flaky_facilitator(
+    axum::extract::State(proxy): axum::extract::State<Arc<FlakyFacilitator>>,
+    method: axum::http::Method,
+    uri: axum::http::Uri,
+    headers: axum::http::HeaderMap,
+    body: axum::body::Bytes,
+) -> axum::response::Response {
+    use axum::response::IntoResponse as _;
+    use std::sync::atomic::Ordering;
+    match proxy.mode.load(Ordering::SeqCst) {
+        DOWN => return axum::http::StatusCode::BAD_GATEWAY.into_response(),
+        LOSE_NEXT_SETTLE if uri.path() == "/settle" => {
+            proxy.mode.store(PASS, Ordering::SeqCst);
+            let _settled =
+                x402pp_testkit::support::forward(&proxy.upstream, method, &uri, &headers, body)
+                    .await;
+            // The task serving the connection ends: the answer is lost.
+            panic!("the facilitator's answer to /settle is lost");
+        }
+        _ => {}
+    }
+    let (status, out, body) =
+        x402pp_testkit::support::forward(&proxy.upstream, method, &uri, &headers, body)
+            .await
+            .unwrap();
+    (status, out, body).into_response()
+}
+
+/// An exact payment of `w`'s inference price by `payer`, built from the provider's 402.
+async fn exact_payment(w: &World, payer: &Keypair) -> x402pp_protocol::x402::PaymentPayload {
+    use x402pp_protocol::headers;
+    let response = reqwest::Client::new()
+        .post(format!("{}{INFERENCE_PATH}", w.url()))
+        .send()
+        .await
+        .unwrap();
+    let required: x402pp_protocol::x402::PaymentRequired = headers::decode(
+        headers::PAYMENT_REQUIRED,
+        response.headers()[headers::PAYMENT_REQUIRED].as_bytes(),
+    )
+    .unwrap();
+    let exact = required.option("exact", &w.network).unwrap().clone();
+    x402pp_solana::exact::client::build_payment(&w.rpc, payer, &exact, Some(required.resource))
+        .await
+        .unwrap()
+}
+
+async fn send_exact(
+    w: &World,
+    payload: &x402pp_protocol::x402::PaymentPayload,
+) -> reqwest::Response {
+    use x402pp_protocol::headers;
+    reqwest::Client::new()
+        .post(format!("{}{INFERENCE_PATH}", w.url()))
+        .header(
+            headers::PAYMENT_SIGNATURE,
+            headers::encode(payload).unwrap(),
+        )
+        .header("content-type", "application/json")
+        .body(r#"{"prompt":"faults"}"#)
+        .send()
+        .await
+        .unwrap()
+}
+
+/// Issue 18 deliverable 1, with the official facilitator itself: a replayed payment, a
+/// `/settle` whose answer is lost, and the facilitator down. Nobody is charged without being
+/// served (or, where nothing can prove the payment, without the payment being recorded for
+/// reconciliation); nobody is served without paying; nobody pays twice.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_the_official_facilitator_replays_lost_settles_and_outages_never_charge_twice_or_serve_unpaid(
+) {
+    use std::sync::atomic::Ordering;
+    if !node_ready("faults of the official facilitator").await {
+        return;
+    }
+    bounded(150, async {
+        let running = Arc::new(std::sync::Mutex::new(None));
+        let proxy_state = Arc::new(std::sync::Mutex::new(None));
+        let (keep, keep_proxy) = (running.clone(), proxy_state.clone());
+        let w = World::builder()
+            .network(Network::solana_devnet())
+            .fee_payer_lamports(10 * LAMPORTS_PER_SOL)
+            .route(INFERENCE_PATH, test_route(PRICE))
+            .facilitator_with(move |parts| {
+                let (process, url) = start_official_facilitator(
+                    &parts.rpc.url(),
+                    &parts.fee_payer,
+                    &parts.network,
+                    "standard",
+                );
+                *keep.lock().unwrap() = Some(process);
+                let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+                listener.set_nonblocking(true).unwrap();
+                let proxy_url = format!("http://{}", listener.local_addr().unwrap());
+                let state = Arc::new(FlakyFacilitator {
+                    upstream: url,
+                    mode: std::sync::atomic::AtomicUsize::new(PASS),
+                });
+                *keep_proxy.lock().unwrap() = Some(state.clone());
+                let app = axum::Router::new()
+                    .fallback(flaky_facilitator)
+                    .with_state(state);
+                tokio::spawn(async move {
+                    let listener = tokio::net::TcpListener::from_std(listener).unwrap();
+                    axum::serve(listener, app).await
+                });
+                Arc::new(HttpFacilitator::new(proxy_url))
+            })
+            .start()
+            .await
+            .unwrap();
+        let proxy = proxy_state.lock().unwrap().clone().unwrap();
+        let provider = w.provider_key().pubkey();
+        let provider_start = w.tokens(&provider).await.unwrap();
+
+        // 1. A replay: served once, charged once.
+        let payer = w.wallet(PAYER_TOKENS).unwrap();
+        let payload = exact_payment(&w, &payer).await;
+        assert_eq!(send_exact(&w, &payload).await.status(), 200);
+        let replay = send_exact(&w, &payload).await;
+        assert_eq!(replay.status(), 402, "a replay is not served");
+        assert_eq!(w.tokens(&payer.pubkey()).await.unwrap(), PAYER_TOKENS - PRICE);
+        assert_eq!(w.tokens(&provider).await.unwrap(), provider_start + PRICE);
+
+        // 2. The answer of a /settle is lost after the transfer landed: the provider retries;
+        //    either it proves the payment and serves, or it refuses and records it for
+        //    reconciliation. Charged once either way.
+        let payer = w.wallet(PAYER_TOKENS).unwrap();
+        let payload = exact_payment(&w, &payer).await;
+        proxy.mode.store(LOSE_NEXT_SETTLE, Ordering::SeqCst);
+        let response = send_exact(&w, &payload).await;
+        let status = response.status().as_u16();
+        assert_eq!(w.tokens(&payer.pubkey()).await.unwrap(), PAYER_TOKENS - PRICE);
+        assert_eq!(w.tokens(&provider).await.unwrap(), provider_start + 2 * PRICE);
+        let in_doubt = w.provider().ledger.exact_in_doubt().await.unwrap();
+        eprintln!("lost /settle answer with the official facilitator: HTTP {status}, in doubt {in_doubt:?}");
+        match status {
+            200 => assert!(in_doubt.is_empty()),
+            402 => {
+                assert_eq!(in_doubt.len(), 1, "{in_doubt:?}");
+                assert_eq!(in_doubt[0].payer, payer.pubkey().to_string());
+                assert_eq!(in_doubt[0].amount, PRICE);
+            }
+            other => panic!("unexpected HTTP {other}"),
+        }
+
+        // 3. The facilitator is down: 503 naming it, nothing moves.
+        proxy.mode.store(DOWN, Ordering::SeqCst);
+        let payer = w.wallet(PAYER_TOKENS).unwrap();
+        let payload = exact_payment(&w, &payer).await;
+        let down = send_exact(&w, &payload).await;
+        assert_eq!(down.status(), 503);
+        let body: Value = down.json().await.unwrap();
+        assert_eq!(body["error"], "facilitator_unavailable", "{body}");
+        assert_eq!(w.tokens(&payer.pubkey()).await.unwrap(), PAYER_TOKENS);
+        assert_eq!(w.tokens(&provider).await.unwrap(), provider_start + 2 * PRICE);
+
+        drop(w);
+        drop(running.lock().unwrap().take());
+    })
+    .await;
+}
