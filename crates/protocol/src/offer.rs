@@ -150,6 +150,12 @@ impl OfferTerms {
         })
     }
 
+    /// Whether this offer answers `intent`: it echoes the intent's id and took it as its own
+    /// signed `offer_id`, so the provider's signature covers the binding.
+    pub fn answers(&self, intent: &Intent) -> bool {
+        self.intent_id == Some(intent.intent_id) && self.offer_id == intent.intent_id
+    }
+
     /// Why these terms do not meet `intent`, if they do not.
     pub fn unmet_by(&self, intent: &Intent) -> Option<String> {
         if self.network != intent.network {

@@ -35,6 +35,9 @@ pub struct RoutePrice {
     /// (nothing charged), rather than being served late, into a latency breach. Set it to what
     /// the handler can answer within `sla.max_latency_ms`.
     pub max_in_flight: Option<u32>,
+    /// What the route does, as intents name it (`X-402-Intent.capability`, e.g. `inference`):
+    /// an intent for another capability gets `402 no_acceptable_offer`; `None` answers any.
+    pub capability: Option<String>,
     /// How to call the route and what it answers (method, input and output examples and JSON
     /// schemas), advertised as the x402 v2 `bazaar` extension in the `extensions` of every
     /// `PAYMENT-REQUIRED` the route sends; `None`: the route is not advertised.
@@ -64,6 +67,7 @@ impl RoutePrice {
             description: "paid API".into(),
             mime_type: "application/json".into(),
             max_in_flight: None,
+            capability: None,
             discovery: None,
         }
     }

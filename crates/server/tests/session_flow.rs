@@ -52,7 +52,10 @@ async fn panic() -> &'static str {
 /// latency promise covers request bodies up to [`BOUND`] bytes) and the free `/free`, with an
 /// in-process exact facilitator.
 async fn world() -> Echo {
-    let route = test_route(PRICE);
+    let route = RoutePrice {
+        capability: Some("echo".into()),
+        ..test_route(PRICE)
+    };
     let mut bounded = route.clone();
     bounded.sla.max_input_bytes = BOUND;
     let kit = World::builder()
@@ -302,6 +305,31 @@ async fn an_intent_is_answered_by_an_offer_or_refused_as_unacceptable() {
     )
     .unwrap();
     assert_eq!(offer.terms.intent_id, Some(Id16([9; 16])));
+    // The answer is bound to the intent by the provider's signature (issue 18).
+    offer.verify().unwrap();
+    assert!(offer.terms.answers(&intent(&w, PRICE)));
+    assert_eq!(offer.terms.offer_id, Id16([9; 16]));
+
+    // A route that names its capability answers only intents for it (or for anything).
+    let elsewhere = Intent {
+        capability: "translate".into(),
+        ..intent(&w, PRICE)
+    };
+    let response = w.challenge("/echo", Some(&elsewhere)).await;
+    assert!(response.headers().get(headers::X402_OFFER).is_none());
+    let body = response.bytes().await.unwrap();
+    assert_eq!(error_of(&body), "no_acceptable_offer");
+    assert!(
+        String::from_utf8_lossy(&body).contains("capability"),
+        "{}",
+        String::from_utf8_lossy(&body)
+    );
+    let anything = Intent {
+        capability: String::new(),
+        ..intent(&w, PRICE)
+    };
+    let response = w.challenge("/echo", Some(&anything)).await;
+    assert!(response.headers().get(headers::X402_OFFER).is_some());
 
     let response = w.challenge("/echo", Some(&intent(&w, PRICE - 1))).await;
     assert_eq!(response.status(), 402);

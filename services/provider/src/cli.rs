@@ -187,6 +187,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     };
     let mut route = RoutePrice::new(args.price);
     route.description = "toy text inference".into();
+    route.capability = Some("inference".into());
     route.min_deposit = args.min_deposit.unwrap_or(route.min_deposit);
     route.sla.max_latency_ms = args.max_latency_ms;
     route.sla.max_input_bytes = args.max_input_bytes;

@@ -29,7 +29,9 @@ impl Provider {
     ) -> OfferTerms {
         let now = now_ms() / 1_000;
         OfferTerms {
-            offer_id: Id16::random(),
+            // An offer answering an intent takes the intent's id as its own signed id, so the
+            // provider's signature binds the answer to the intent (`OfferTerms::answers`).
+            offer_id: intent.map_or_else(Id16::random, |i| i.intent_id),
             intent_id: intent.map(|i| i.intent_id),
             resource: self.resource(path),
             provider: x402pp_protocol::Pubkey(self.address.to_bytes()),
@@ -127,6 +129,16 @@ impl Provider {
             // with `expiresAt: 1` still got an offer).
             if intent.expires_at <= now {
                 return Some(format!("the intent expired at {}", intent.expires_at));
+            }
+            // Routing by capability: a route that names what it does answers only intents for
+            // that (an intent with an empty capability asks for anything).
+            if let Some(capability) = &route.capability {
+                if !intent.capability.is_empty() && intent.capability != *capability {
+                    return Some(format!(
+                        "capability {:?} is not offered here (this route offers {capability:?})",
+                        intent.capability
+                    ));
+                }
             }
             terms.unmet_by(intent)
         });

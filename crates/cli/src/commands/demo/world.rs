@@ -26,6 +26,7 @@ pub(crate) const MAX_LATENCY_MS: u32 = 250;
 pub(crate) fn builder(price: u64, program_so: Option<PathBuf>) -> WorldBuilder {
     let mut route = RoutePrice::new(price);
     route.description = "toy text inference".into();
+    route.capability = Some("inference".into());
     route.min_deposit = price.saturating_mul(10);
     route.sla.max_latency_ms = MAX_LATENCY_MS;
     route.discovery = Some(x402pp_provider::inference_discovery());
@@ -98,8 +99,8 @@ pub(crate) async fn offer_for_intent(
         .context("the provider's answer to the intent")?;
     offer.verify()?;
     ensure!(
-        offer.terms.intent_id == Some(intent.intent_id),
-        "the offer does not answer the intent"
+        offer.terms.answers(&intent),
+        "the offer does not answer the intent (its signed id is not the intent's)"
     );
     ensure!(
         offer.terms.unmet_by(&intent).is_none(),
