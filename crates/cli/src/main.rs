@@ -65,7 +65,30 @@ enum Command {
     Discover(commands::discover::DiscoverArgs),
 }
 
+/// The exit status of a Unix tool killed by SIGPIPE (128 + 13), as shells report it.
+const BROKEN_PIPE_STATUS: i32 = 141;
+
+/// `x402pp session list | head -1` closes the pipe early; Rust ignores SIGPIPE, so the next
+/// `println!` fails with EPIPE, which it turns into a panic (message and backtrace on stderr).
+/// Exit quietly instead, with the status of a tool killed by SIGPIPE.
+fn exit_quietly_on_a_closed_stdout() {
+    let report = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        let payload = info.payload();
+        let message = payload
+            .downcast_ref::<String>()
+            .map(String::as_str)
+            .or_else(|| payload.downcast_ref::<&str>().copied())
+            .unwrap_or("");
+        if message.starts_with("failed printing to stdout") && message.contains("Broken pipe") {
+            std::process::exit(BROKEN_PIPE_STATUS);
+        }
+        report(info);
+    }));
+}
+
 fn main() -> ExitCode {
+    exit_quietly_on_a_closed_stdout();
     let cli = Cli::parse();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()

@@ -177,3 +177,26 @@ fn amounts_with_more_decimals_than_allowed_fail_with_the_flag_named() {
         stderr(&output)
     );
 }
+
+/// `x402pp ... | head` closes the pipe before the command is done printing: the command ends
+/// quietly, as a Unix tool killed by SIGPIPE does (status 141), not with a panic and a
+/// backtrace (seen with `session list --json | grep -q ...`).
+#[test]
+fn printing_into_a_closed_pipe_ends_quietly_instead_of_panicking() {
+    let home = scratch("closed-pipe");
+    // The reading end is closed before the command starts: its first line meets EPIPE.
+    let (reader, writer) = std::io::pipe().unwrap();
+    drop(reader);
+    let output = std::process::Command::new(assert_cmd::cargo::cargo_bin("x402pp"))
+        .arg("config")
+        .env("HOME", &home)
+        .env_remove("XDG_DATA_HOME")
+        .stdout(writer)
+        .stderr(std::process::Stdio::piped())
+        .output()
+        .unwrap();
+    let stderr = stderr(&output);
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    assert_eq!(output.status.code(), Some(141), "{stderr}");
+    std::fs::remove_dir_all(&home).unwrap();
+}
