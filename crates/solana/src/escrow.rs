@@ -305,6 +305,25 @@ pub fn finalize(keys: &SessionKeys) -> Instruction {
     mint_writable_for_token_2022(finalize, keys)
 }
 
+/// [`finalize`] preceded by the idempotent creation, paid by `payer`, of both parties'
+/// associated token accounts (the payouts' destinations), so neither side blocks it by closing
+/// its own.
+pub fn finalize_creating_token_accounts(keys: &SessionKeys, payer: &Pubkey) -> Vec<Instruction> {
+    let mut instructions: Vec<Instruction> = [&keys.provider, &keys.agent]
+        .into_iter()
+        .map(|owner| {
+            token::create_associated_token_account_idempotent(
+                payer,
+                owner,
+                &keys.mint,
+                &keys.token_program,
+            )
+        })
+        .collect();
+    instructions.push(finalize(keys));
+    instructions
+}
+
 /// `cooperative_close`, signed by the agent **and** the provider: settles and closes now, with
 /// an optional final voucher.
 pub fn cooperative_close(

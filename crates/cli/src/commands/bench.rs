@@ -25,7 +25,7 @@ use x402pp_client::Agent;
 use x402pp_provider::INFERENCE_PATH;
 use x402pp_testkit::World;
 
-use super::demo::world::{self as demo, agent_config, close_early, finalize};
+use super::demo::world::{self as demo, agent_config, close_early, finalize, pass_dispute_windows};
 
 /// Arguments of `bench`.
 #[derive(Debug, Clone, clap::Args)]
@@ -300,20 +300,8 @@ async fn chain_comparison(world: &World, url: &str, n: u64) -> anyhow::Result<Ve
                 close_early(world, &info.address).await?;
             }
             // Past the dispute window (on the localnet's clock), finalize pays out.
-            let mut deadline = 0i64;
-            for info in &sessions {
-                if let Some(account) =
-                    x402pp_solana::escrow::fetch_session(&world.rpc, &info.address).await?
-                {
-                    deadline = deadline.max(account.dispute_deadline()?);
-                }
-            }
-            let wait = deadline
-                .saturating_sub(world.localnet.unix_timestamp())
-                .saturating_add(1);
-            world
-                .localnet
-                .advance_clock(u64::try_from(wait.max(1)).unwrap_or(1))?;
+            let addresses: Vec<_> = sessions.iter().map(|info| info.address).collect();
+            pass_dispute_windows(world, &addresses).await?;
             for info in &sessions {
                 finalize(world, &info.address).await?;
             }

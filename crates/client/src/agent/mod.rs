@@ -522,19 +522,7 @@ impl Agent {
         // Both payouts go to associated token accounts, which must exist (the provider's may
         // not, e.g. a provider that was never paid in this mint): created if missing.
         let keys = &session.keys;
-        let payer = self.address();
-        let mut instructions = Vec::with_capacity(3);
-        for owner in [&keys.provider, &keys.agent] {
-            instructions.push(
-                x402pp_solana::token::create_associated_token_account_idempotent(
-                    &payer,
-                    owner,
-                    &keys.mint,
-                    &keys.token_program,
-                ),
-            );
-        }
-        instructions.push(escrow::finalize(keys));
+        let instructions = escrow::finalize_creating_token_accounts(keys, &self.address());
         let signature = self.send_transaction(&instructions, keys).await?;
         {
             let mut data = lock(&session.data);

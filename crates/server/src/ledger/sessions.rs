@@ -215,6 +215,23 @@ impl Ledger {
         Ok(receipts.pop().filter(|r| r.seq == seq))
     }
 
+    /// The receipt head the voucher of request `seq` committed to, with the number of receipts
+    /// it covers: the hash of receipt `seq − 1` (zeros and 0 for the first request); `None`
+    /// when that receipt is not stored.
+    pub async fn voucher_head(
+        &self,
+        address: &Address,
+        seq: u64,
+    ) -> Result<Option<([u8; 32], u64)>, LedgerError> {
+        match seq.checked_sub(1) {
+            None | Some(0) => Ok(Some(([0u8; 32], 0))),
+            Some(previous) => Ok(self
+                .receipt(address, previous)
+                .await?
+                .map(|receipt| (receipt.hash, previous))),
+        }
+    }
+
     /// The voucher accepted for `seq`, if any.
     pub async fn voucher(
         &self,

@@ -263,10 +263,8 @@ impl Provider {
         else {
             return;
         };
-        let message = tx.message.serialize();
         let record = crate::ledger::ExactInDoubtRecord {
-            message_hash: x402pp_protocol::Hash32(x402pp_protocol::crypto::sha256(&[&message]))
-                .to_string(),
+            message_hash: message_hash(&tx.message.serialize()),
             payer: tx
                 .message
                 .static_account_keys()
@@ -373,8 +371,11 @@ const EXACT_SETTLE_BACKOFF: Duration = Duration::from_millis(250);
 /// Hex sha256 of the message of an `exact` payload's transaction; `None` when it does not decode.
 fn message_hash_of(payload: &PaymentPayload) -> Option<String> {
     let tx = x402pp_solana::exact::facilitator::decode_transaction(&payload.payload).ok()?;
-    Some(
-        x402pp_protocol::Hash32(x402pp_protocol::crypto::sha256(&[&tx.message.serialize()]))
-            .to_string(),
-    )
+    Some(message_hash(&tx.message.serialize()))
+}
+
+/// Hex sha256 of a serialized transaction message: what identifies an `exact` payment in the
+/// ledger's `exact_in_doubt` and `exact_payment_ids`.
+fn message_hash(message: &[u8]) -> String {
+    x402pp_protocol::Hash32(x402pp_protocol::crypto::sha256(&[message])).to_string()
 }

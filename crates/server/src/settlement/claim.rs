@@ -56,19 +56,15 @@ impl Settler {
             return Ok(());
         }
         // The voucher of request n commits to receipt n − 1 (zeros for the first request).
-        let (receipts_head, receipt_count) = match voucher.seq.checked_sub(1) {
-            None | Some(0) => ([0u8; 32], 0),
-            Some(previous) => match self.ledger.receipt(&address, previous).await? {
-                Some(receipt) => (receipt.hash, previous),
-                None => {
-                    tracing::warn!(
-                        session = %pubkey(&address),
-                        seq = previous,
-                        "no receipt stored before the best voucher; not claiming"
-                    );
-                    return Ok(());
-                }
-            },
+        let Some((receipts_head, receipt_count)) =
+            self.ledger.voucher_head(&address, voucher.seq).await?
+        else {
+            tracing::warn!(
+                session = %pubkey(&address),
+                seq = voucher.seq,
+                "no receipt stored before the best voucher; not claiming"
+            );
+            return Ok(());
         };
 
         let key = Pubkey::new_from_array(address);

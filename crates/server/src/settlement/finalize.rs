@@ -6,7 +6,7 @@
 use solana_sdk::pubkey::Pubkey;
 use solana_sdk::signature::Signer;
 use x402pp_solana::escrow::{self, SessionKeys};
-use x402pp_solana::{token, ChainError};
+use x402pp_solana::ChainError;
 
 use super::claim::Signed;
 use super::{pubkey, Outcome, SettleError, SettleReport, Settler};
@@ -76,16 +76,7 @@ impl Settler {
         // Both payouts go to associated token accounts, which must exist: the provider creates
         // its own and, if the agent closed its account, the agent's (rent paid by the provider,
         // which is the one that wants the session finalized).
-        let mut instructions = Vec::with_capacity(3);
-        for owner in [&account.provider, &account.agent] {
-            instructions.push(token::create_associated_token_account_idempotent(
-                &payer,
-                owner,
-                &account.mint,
-                &token_program,
-            ));
-        }
-        instructions.push(escrow::finalize(&keys));
+        let instructions = escrow::finalize_creating_token_accounts(&keys, &payer);
         let Signed {
             tx,
             signature,

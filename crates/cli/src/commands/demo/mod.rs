@@ -25,7 +25,9 @@ use x402pp_provider::INFERENCE_PATH;
 use x402pp_solana::escrow;
 
 pub use report::{Report, SchemeReport};
-use world::{agent_config, close_early, finalize, offer_for_intent, tokens_of};
+use world::{
+    agent_config, close_early, finalize, offer_for_intent, pass_dispute_windows, tokens_of,
+};
 
 /// The injected delay of the slow request (over the provider's promised
 /// [`world::MAX_LATENCY_MS`]).
@@ -179,19 +181,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
             .saturating_add(outcomes.iter().map(|o| o.paid).sum::<u64>());
     }
     // Nothing was paid yet. Past the dispute deadline, finalize pays out.
-    let mut dispute_deadline = 0i64;
-    for session in &sessions {
-        let account = escrow::fetch_session(&world.rpc, session)
-            .await?
-            .context("the session waits for finalize")?;
-        dispute_deadline = dispute_deadline.max(account.dispute_deadline()?);
-    }
-    let wait = dispute_deadline
-        .saturating_sub(world.localnet.unix_timestamp())
-        .saturating_add(1);
-    world
-        .localnet
-        .advance_clock(u64::try_from(wait.max(1)).unwrap_or(1))?;
+    pass_dispute_windows(&world, &sessions).await?;
     for session in &sessions {
         finalize(&world, session).await?;
     }

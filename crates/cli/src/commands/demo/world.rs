@@ -120,18 +120,11 @@ pub(crate) async fn close_early(world: &World, session: &Pubkey) -> anyhow::Resu
         .await?
         .context("the ledger knows the session")?;
     let best = record.best_voucher.context("the session served requests")?;
-    // Voucher n commits to receipt n − 1.
-    let receipt_head = match best.seq.checked_sub(1) {
-        None | Some(0) => Hash32::ZERO,
-        Some(previous) => Hash32(
-            provider
-                .ledger
-                .receipt(&session.to_bytes(), previous)
-                .await?
-                .context("the receipt before the best voucher is stored")?
-                .hash,
-        ),
-    };
+    let (receipt_head, _) = provider
+        .ledger
+        .voucher_head(&session.to_bytes(), best.seq)
+        .await?
+        .context("the receipt before the best voucher is stored")?;
     let account = escrow::fetch_session(&world.rpc, session)
         .await?
         .context("the session is open")?;
@@ -141,7 +134,7 @@ pub(crate) async fn close_early(world: &World, session: &Pubkey) -> anyhow::Resu
         opened_slot: account.opened_slot,
         seq: best.seq,
         cumulative: Amount(best.cumulative),
-        receipt_head,
+        receipt_head: Hash32(receipt_head),
         signature: x402pp_protocol::Signature(best.signature),
     };
     let last = (best.seq > account.settled_seq).then_some(FinalVoucher {
@@ -157,6 +150,25 @@ pub(crate) async fn close_early(world: &World, session: &Pubkey) -> anyhow::Resu
         .send(&instructions, &provider.key)
         .await
         .context("closing the session")?;
+    Ok(())
+}
+
+/// Moves the localnet's clock one second past the latest dispute deadline of `sessions`, so
+/// that `finalize` is allowed on all of them.
+pub(crate) async fn pass_dispute_windows(world: &World, sessions: &[Pubkey]) -> anyhow::Result<()> {
+    let mut deadline = 0i64;
+    for session in sessions {
+        let account = escrow::fetch_session(&world.rpc, session)
+            .await?
+            .context("the session waits for finalize")?;
+        deadline = deadline.max(account.dispute_deadline()?);
+    }
+    let wait = deadline
+        .saturating_sub(world.localnet.unix_timestamp())
+        .saturating_add(1);
+    world
+        .localnet
+        .advance_clock(u64::try_from(wait.max(1)).unwrap_or(1))?;
     Ok(())
 }
 
