@@ -68,7 +68,13 @@ fn fixture() -> &'static Fixture {
         Fixture {
             runtime,
             url: format!("http://{addr}"),
-            http: reqwest::Client::new(),
+            // A fresh connection per request: a pooled keep-alive connection can be closed by
+            // the server just as the client reuses it (hyper's "connection closed before
+            // message completed"), which would be the pool's race, not the body's answer.
+            http: reqwest::Client::builder()
+                .pool_max_idle_per_host(0)
+                .build()
+                .unwrap(),
             fee_payer: fee_payer.pubkey(),
             payer: Keypair::new(),
             asset: Pubkey::new_unique(),
@@ -141,15 +147,23 @@ fn post(path: &str, body: Vec<u8>) {
     let f = fixture();
     let len = body.len();
     let (status, text) = f.runtime.block_on(async {
-        let response = f
-            .http
-            .post(format!("{}{path}", f.url))
-            .header("content-type", "application/json")
-            .body(body)
-            .timeout(Duration::from_secs(30))
-            .send()
-            .await
-            .unwrap_or_else(|e| panic!("{path} dropped a {len}-byte body: {e}"));
+        let send = || {
+            f.http
+                .post(format!("{}{path}", f.url))
+                .header("content-type", "application/json")
+                .body(body.clone())
+                .timeout(Duration::from_secs(30))
+                .send()
+        };
+        // A connection-level failure is tried once more on a new connection: a body the
+        // server drops the connection for is dropped both times (the contract is about the
+        // body, and a busy machine can fail one connection).
+        let response = match send().await {
+            Ok(response) => response,
+            Err(first) => send().await.unwrap_or_else(|e| {
+                panic!("{path} dropped a {len}-byte body twice: {first:?}; then {e:?}")
+            }),
+        };
         let status = response.status().as_u16();
         (status, response.text().await.unwrap())
     });
