@@ -44,7 +44,7 @@ enum Command {
     Localnet(x402pp_localnet::cli::Args),
     /// Run the reference provider (a paid toy inference API).
     #[cfg(feature = "services")]
-    Provider(x402pp_provider::cli::Args),
+    Provider(Box<x402pp_provider::cli::Args>),
     /// Run the x402 v2 facilitator (exact scheme on Solana).
     #[cfg(feature = "services")]
     Facilitator(x402pp_facilitator::cli::Args),
@@ -114,7 +114,7 @@ fn main() -> ExitCode {
             #[cfg(feature = "services")]
             Command::Provider(args) => {
                 x402pp_provider::cli::init_tracing(args.log_json);
-                x402pp_provider::cli::run(args).await
+                x402pp_provider::cli::run(*args).await
             }
             #[cfg(feature = "services")]
             Command::Facilitator(args) => {

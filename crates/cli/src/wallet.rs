@@ -9,7 +9,7 @@ use anyhow::Context as _;
 use solana_client::nonblocking::rpc_client::RpcClient;
 use solana_sdk::pubkey::Pubkey;
 use solana_sdk::signature::Keypair;
-use x402pp_client::{Agent, AgentConfig, Budget, DisputePolicy};
+use x402pp_client::{Agent, AgentConfig, Budget, DisputePolicy, Sponsorship};
 
 use crate::amount::TokenAmount;
 use crate::{cluster, paths};
@@ -66,6 +66,31 @@ pub struct WalletArgs {
     /// transaction asks for the compute units it uses).
     #[arg(long, env = "X402PP_COMPUTE_UNIT_PRICE", default_value_t = x402pp_solana::compute::DEFAULT_UNIT_PRICE)]
     pub compute_unit_price: u64,
+    /// When the provider's fee sponsor pays the fees and rent of the session transactions:
+    /// `when-needed` (the wallet's SOL cannot), `always`, or `never`.
+    #[arg(long, env = "X402PP_SPONSORSHIP", value_enum, default_value_t = SponsorshipArg::WhenNeeded)]
+    pub sponsorship: SponsorshipArg,
+}
+
+/// `--sponsorship`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum SponsorshipArg {
+    /// Only when the wallet's SOL cannot pay for the transaction.
+    WhenNeeded,
+    /// Whenever the provider names a sponsor.
+    Always,
+    /// Never: the wallet pays its own way.
+    Never,
+}
+
+impl From<SponsorshipArg> for Sponsorship {
+    fn from(arg: SponsorshipArg) -> Self {
+        match arg {
+            SponsorshipArg::WhenNeeded => Self::WhenNeeded,
+            SponsorshipArg::Always => Self::Always,
+            SponsorshipArg::Never => Self::Never,
+        }
+    }
 }
 
 impl WalletArgs {
@@ -81,6 +106,7 @@ impl WalletArgs {
         config.store_path = Some(self.store_path()?);
         config.prefer_session = !options.exact_only;
         config.compute_unit_price = self.compute_unit_price;
+        config.sponsorship = self.sponsorship.into();
         config.assets = options.assets;
         config.dispute_policy = if options.auto_dispute {
             DisputePolicy::Automatic

@@ -110,18 +110,22 @@ async fn the_agent_command_through_a_receipt_stripping_proxy_exits_non_zero_and_
     assert_eq!(w.tokens(&wallet.pubkey()).await.unwrap(), TOKENS - DEPOSIT);
 
     // The same wallet straight to the provider, but paying in a mint the provider does not
-    // price in: refused before anything is paid, with the reason.
+    // price in: refused before anything is paid, with the reason (the agent's intent names the
+    // mint it pays in, and the provider has no offer in it).
     let other = Pubkey::new_unique().to_string();
     let (ok, stdout, stderr) = agent(
         &w,
         &dir,
         &key,
         format!("{}{INFERENCE_PATH}", w.url()),
-        &["--asset".to_owned(), other],
+        &["--asset".to_owned(), other.clone()],
     )
     .await;
     assert!(!ok, "{stdout}\n{stderr}");
-    assert!(stderr.contains("does not pay in"), "{stderr}");
+    assert!(
+        stderr.contains("no_acceptable_offer") && stderr.contains(&format!("is not {other}")),
+        "{stderr}"
+    );
     assert_eq!(w.tokens(&wallet.pubkey()).await.unwrap(), TOKENS - DEPOSIT);
 
     // And with the localnet's test USDC (the default there) it pays and prints the answer.

@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use solana_sdk::pubkey::Pubkey;
 use solana_sdk::signature::Keypair;
-use x402pp_protocol::Network;
+use x402pp_protocol::{IntentSla, Network};
 
 /// Circle's USDC on Solana mainnet-beta.
 pub const USDC_MAINNET: &str = "EPjFWdd5AufqSSqeM2qN1xzybapC8G4wEGGkZwyTDt1v";
@@ -56,6 +56,22 @@ pub enum DisputePolicy {
     Manual,
 }
 
+/// When the agent has a sponsor pay the fees and rent of its session transactions (a provider
+/// names its sponsor in the session option: `extra.sponsor`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Sponsorship {
+    /// Never: the wallet pays its own fees and rent (a session whose provider names no sponsor
+    /// always does).
+    Never,
+    /// When the wallet's SOL cannot pay for the transaction (its fee, and the rent of what it
+    /// creates): an agent holding only USDC opens, tops up, closes and disputes through the
+    /// sponsor; an agent with SOL pays its own way.
+    #[default]
+    WhenNeeded,
+    /// Whenever the provider names a sponsor.
+    Always,
+}
+
 /// Configuration of an [`Agent`](crate::Agent).
 #[derive(Debug, Clone)]
 pub struct AgentConfig {
@@ -90,11 +106,29 @@ pub struct AgentConfig {
     /// to pay a provider on a cluster that announces another id (e.g. a localnet announcing
     /// devnet for the official x402 clients, the provider's `--network`).
     pub network: Option<Network>,
+    /// State an intent (`X-402-Intent`) on the first, unpaid request to a resource whenever a
+    /// session would be accepted (`prefer_session`, and an asset to name): what the agent wants
+    /// ([`AgentConfig::capability`]), the budget's price and latency limits, and the deposit it
+    /// commits to (see `docs/client.md`). The agent then accepts only an offer that answers that
+    /// intent (it signs the intent's id as its `offerId`); a provider that cannot meet it
+    /// answers `no_acceptable_offer`, and the agent pays `exact` where offered. Default `true`;
+    /// `false` sends no intent and accepts the provider's plain offer.
+    pub state_intent: bool,
+    /// What the agent wants done, as its intent names it (e.g. `inference`): a provider route
+    /// for another capability answers `no_acceptable_offer`. Empty (the default): anything.
+    pub capability: String,
+    /// The SLA minimums the intent states; `None` (the default): the budget's
+    /// `max_latency_ms` and no uptime minimum (0 %).
+    pub intent_sla: Option<IntentSla>,
+    /// When a sponsor pays the fees and rent of the session's transactions (default: when the
+    /// wallet's SOL cannot).
+    pub sponsorship: Sponsorship,
 }
 
 impl AgentConfig {
     /// A configuration with defaults: the network's USDC, 100 requests per deposit, automatic
-    /// disputes, in-memory store, sessions preferred, 1 micro-lamport per compute unit.
+    /// disputes, in-memory store, sessions preferred, 1 micro-lamport per compute unit, an
+    /// intent stated for anything.
     pub fn new(rpc_url: impl Into<String>, keypair: Arc<Keypair>, budget: Budget) -> Self {
         Self {
             rpc_url: rpc_url.into(),
@@ -107,6 +141,10 @@ impl AgentConfig {
             prefer_session: true,
             compute_unit_price: x402pp_solana::compute::DEFAULT_UNIT_PRICE,
             network: None,
+            state_intent: true,
+            capability: String::new(),
+            intent_sla: None,
+            sponsorship: Sponsorship::WhenNeeded,
         }
     }
 }

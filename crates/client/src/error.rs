@@ -88,6 +88,17 @@ pub enum ClientError {
         /// The provider's message.
         message: String,
     },
+    /// The session's fee sponsor refused to pay for a transaction (not one it sponsors, over
+    /// its rate or limits, or one that would fail); nothing was sent.
+    #[error("the fee sponsor refused ({status} {code}): {message}")]
+    SponsorRefused {
+        /// HTTP status.
+        status: u16,
+        /// The sponsor's code (`sponsor_refused`, `rate_limited`, ...).
+        code: RefusalCode,
+        /// The sponsor's message.
+        message: String,
+    },
     /// Chain access failed (RPC down, transaction rejected or failed).
     #[error("chain: {0}")]
     Chain(#[from] ChainError),

@@ -8,6 +8,11 @@
 //!   signature, its own input hash, the body's output hash, the chain link, the amount);
 //! - with x402 v2 **`exact`** otherwise (or when [`AgentConfig::prefer_session`] is `false`);
 //!
+//! stating its **intent** (`X-402-Intent`: capability, the budget's price and latency, the
+//! deposit it commits to) on the first, unpaid request to a resource and accepting only an offer
+//! that answers it ([`AgentConfig::state_intent`]; a provider with nothing to meet it answers
+//! `no_acceptable_offer` and the agent pays `exact` where offered);
+//!
 //! and only in the mints it pays in ([`AgentConfig::assets`], by default the network's USDC):
 //! an offer or `exact` requirement in any other asset is [`ClientError::AssetRefused`]. A session
 //! answer that may have been served but carries no receipt is [`ClientError::ReceiptMissing`],
@@ -50,7 +55,7 @@ mod store;
 pub mod types;
 
 pub use agent::Agent;
-pub use config::{AgentConfig, Budget, DisputePolicy};
+pub use config::{AgentConfig, Budget, DisputePolicy, Sponsorship};
 pub use error::{ClientError, RefusalCode, StoreError};
 pub use middleware::PaymentMiddleware;
 pub use types::{AgentSessionState, AgentStats, Anchor, DisputeOutcome, SessionInfo};

@@ -81,6 +81,12 @@ pub(crate) struct StoredSession {
     pub state: AgentSessionState,
     /// The URLs (origin + path) this session paid for.
     pub routes: Vec<String>,
+    /// The fee sponsor the provider named for this session (absent: none).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sponsor: Option<x402pp_protocol::sponsor::SponsorInfo>,
+    /// Who paid the session's rent and gets it back (absent: the agent's wallet).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rent_payer: Option<Pubkey>,
 }
 
 /// The store: a directory, or nothing.

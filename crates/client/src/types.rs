@@ -30,6 +30,9 @@ pub struct SessionInfo {
     pub mint: Pubkey,
     /// The offer's resource URL.
     pub resource: String,
+    /// The intent the session's offer answered (the agent's `X-402-Intent`; the offer signed
+    /// its id as its `offerId`); `None` when it was opened on an offer that answered none.
+    pub intent_id: Option<x402pp_protocol::Id16>,
     /// Price per request (atomic units).
     pub price_per_request: u64,
     /// Total deposited (open + top-ups).
@@ -110,6 +113,8 @@ pub struct AgentStats {
     pub transactions: u64,
     /// Fees (lamports) those transactions cost the agent (rent deposits excluded).
     pub fees_lamports: u64,
+    /// Of [`AgentStats::transactions`], those a fee sponsor paid for (fee and rent).
+    pub sponsored_transactions: u64,
 }
 
 impl AgentStats {

@@ -347,6 +347,25 @@ async fn a_session_offer_in_a_mint_the_agent_does_not_pay_in_is_refused_and_noth
     let before = both_balances(&w, &wallet, &other).await;
     assert_eq!(before, (AGENT_TOKENS, AGENT_TOKENS));
 
+    // The agent's intent names the asset it pays in: the provider has no offer in it.
+    let error = agent.send(inference(w.url(), "dear")).await.unwrap_err();
+    let ClientError::PaymentRefused { code, message, .. } = &error else {
+        panic!("expected the provider's no_acceptable_offer, got {error}");
+    };
+    assert_eq!(code.as_str(), "no_acceptable_offer");
+    assert!(message.contains(&other.to_string()), "{message}");
+    assert!(agent.sessions().is_empty());
+    assert_eq!(agent.stats().transactions, 0);
+    assert_eq!(both_balances(&w, &wallet, &other).await, before);
+
+    // Without an intent the provider offers its session in its own mint, and the agent
+    // refuses it itself.
+    let mut config = w.agent_config().unwrap();
+    let wallet = config.keypair.pubkey();
+    config.assets = vec![w.localnet.usdc_mint()];
+    config.state_intent = false;
+    let agent = Agent::new(config).await.unwrap();
+    let before = both_balances(&w, &wallet, &other).await;
     let error = agent.send(inference(w.url(), "dear")).await.unwrap_err();
     let ClientError::AssetRefused { scheme, asset, .. } = &error else {
         panic!("expected AssetRefused, got {error}");
@@ -367,7 +386,8 @@ async fn an_exact_requirement_in_a_mint_the_agent_does_not_pay_in_is_refused_and
     let (agent, wallet) = usdc_agent(&w, &other).await;
     let before = both_balances(&w, &wallet, &other).await;
 
-    // The session offer is refused first; the exact fallback is refused the same way.
+    // The provider has no session offer for the agent's intent (another asset); the exact
+    // fallback is refused by the agent, in that other asset.
     let error = agent.send(inference(w.url(), "dear")).await.unwrap_err();
     let ClientError::AssetRefused { scheme, asset, .. } = &error else {
         panic!("expected AssetRefused, got {error}");

@@ -64,6 +64,9 @@ pub enum ErrorCode {
     /// The route is serving as many requests as it can answer within its latency promise; the
     /// voucher was not accepted (nothing charged); retry after `Retry-After` seconds.
     Overloaded,
+    /// A fee sponsor refused to pay for a transaction (not one it sponsors, over its limits,
+    /// or failing); nothing was signed or sent.
+    SponsorRefused,
     /// An unexpected server-side failure; details are logged, not returned.
     InternalError,
 }
@@ -78,6 +81,7 @@ impl ErrorCode {
             Self::HeaderTooLarge => 431,
             Self::VoucherConflict | Self::RequestInFlight | Self::PaymentIdConflict => 409,
             Self::RateLimited => 429,
+            Self::SponsorRefused => 403,
             Self::ChainUnavailable | Self::FacilitatorUnavailable | Self::Overloaded => 503,
             Self::InternalError => 500,
             Self::PaymentRequired
@@ -119,6 +123,7 @@ impl ErrorCode {
             Self::PaymentIdConflict => "payment_id_conflict",
             Self::FacilitatorUnavailable => "facilitator_unavailable",
             Self::Overloaded => "overloaded",
+            Self::SponsorRefused => "sponsor_refused",
             Self::InternalError => "internal_error",
         }
     }
@@ -269,6 +274,7 @@ mod tests {
             ErrorCode::RequestTimeout,
             ErrorCode::RateLimited,
             ErrorCode::Overloaded,
+            ErrorCode::SponsorRefused,
         ] {
             let json = serde_json::to_string(&code).expect("serialises");
             assert_eq!(json, format!("\"{}\"", code.as_str()));
@@ -283,6 +289,7 @@ mod tests {
         assert_eq!(ErrorCode::PaymentIdConflict.http_status(), 409);
         assert_eq!(ErrorCode::ChainUnavailable.http_status(), 503);
         assert_eq!(ErrorCode::FacilitatorUnavailable.http_status(), 503);
+        assert_eq!(ErrorCode::SponsorRefused.http_status(), 403);
         assert_eq!(ErrorCode::RequestTimeout.http_status(), 408);
         assert_eq!(ErrorCode::PayloadTooLarge.http_status(), 413);
         assert_eq!(ErrorCode::HeaderTooLarge.http_status(), 431);

@@ -37,4 +37,10 @@ pub struct Intent {
     pub agent: Pubkey,
     /// Unix seconds after which the intent is void.
     pub expires_at: i64,
+    /// The deposit the agent is willing to lock in a session (atomic units of `asset`), when it
+    /// says: a route with commitment price tiers answers with the cheapest tier this reaches
+    /// (its price and its `minDeposit`, which the escrow then enforces). Absent (older agents):
+    /// the route's base terms.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub commitment: Option<Amount>,
 }

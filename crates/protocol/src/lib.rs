@@ -40,6 +40,7 @@ pub mod offer;
 pub mod payment_id;
 pub mod receipt;
 pub mod session;
+pub mod sponsor;
 pub mod voucher;
 pub mod x402;
 

@@ -110,12 +110,16 @@ pub struct ExactSvmExtra {
     pub memo: Option<String>,
 }
 
-/// `extra` of a `session` option: the provider's signed offer.
+/// `extra` of a `session` option: the provider's signed offer, and who pays the fees and rent
+/// of the session's transactions for an agent that holds no SOL.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct SessionExtra {
     /// The signed offer, identical to the `X-402-Offer` header.
     pub offer: Offer,
+    /// A fee sponsor for this session's transactions, when the provider names one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sponsor: Option<crate::sponsor::SponsorInfo>,
 }
 
 /// The body of a 402 challenge (`PAYMENT-REQUIRED`).

@@ -77,6 +77,7 @@ fn intent() -> Intent {
         },
         agent: Pubkey([3; 32]),
         expires_at: 1_800_000_000,
+        commitment: Some(Amount(1_000_000)),
     }
 }
 
@@ -132,7 +133,11 @@ fn payment_required() -> PaymentRequired {
         accepts: vec![
             PaymentRequirements {
                 scheme: "session".into(),
-                extra: serde_json::to_value(SessionExtra { offer: offer() }).ok(),
+                extra: serde_json::to_value(SessionExtra {
+                    offer: offer(),
+                    sponsor: None,
+                })
+                .ok(),
                 ..requirements()
             },
             requirements(),

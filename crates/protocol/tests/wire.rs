@@ -297,6 +297,7 @@ fn intent(max_price: u64, latency: u32, uptime_bps: u16) -> Intent {
         },
         agent: pubkey_of(&common::key(common::AGENT_SEED)),
         expires_at: 1_800_000_000,
+        commitment: None,
     }
 }
 
@@ -335,6 +336,54 @@ fn intent_round_trips_in_camel_case() {
     }
     assert_eq!(value["sla"]["minUptimePercent"], json!(99.5));
     assert_eq!(value["maxPricePerRequest"], json!("1000"));
+    // No commitment stated: the field is left out, not sent as null.
+    assert!(value.get("commitment").is_none(), "{value}");
+}
+
+#[test]
+fn an_intent_without_a_commitment_still_parses_and_one_with_a_commitment_round_trips() {
+    // An intent as agents sent it before commitments existed (no `commitment` field).
+    let old = json!({
+        "intentId": Id16([1; 16]),
+        "capability": "inference",
+        "maxPricePerRequest": "1000",
+        "asset": common::mint(),
+        "network": Network::SOLANA_DEVNET,
+        "sla": {"maxLatencyMs": 250, "minUptimePercent": 99.5},
+        "agent": pubkey_of(&common::key(common::AGENT_SEED)),
+        "expiresAt": 1_800_000_000
+    });
+    let header = headers::encode(&old).expect("encodes");
+    let parsed: Intent = headers::decode(headers::X402_INTENT, header.as_bytes()).expect("parses");
+    assert_eq!(parsed, intent(1_000, 250, 9_950));
+    assert_eq!(parsed.commitment, None);
+
+    // With a commitment: an amount string under `commitment`, and back.
+    let committed = Intent {
+        commitment: Some(Amount(1_000_000)),
+        ..intent(1_000, 250, 9_950)
+    };
+    let value = serde_json::to_value(&committed).expect("serialises");
+    assert_eq!(value["commitment"], json!("1000000"));
+    let header = headers::encode(&committed).expect("encodes");
+    let back: Intent = headers::decode(headers::X402_INTENT, header.as_bytes()).expect("parses");
+    assert_eq!(back, committed);
+
+    // A commitment is an amount like any other: a JSON number or a non-canonical string is
+    // refused, not guessed.
+    for bad in [
+        json!(1_000_000),
+        json!("01000000"),
+        json!("-1"),
+        json!("1e6"),
+    ] {
+        let mut value = old.clone();
+        value["commitment"] = bad.clone();
+        assert!(
+            serde_json::from_value::<Intent>(value).is_err(),
+            "commitment {bad} was accepted"
+        );
+    }
 }
 
 #[test]
@@ -382,6 +431,7 @@ fn session_option_carries_the_signed_offer() {
     let offer = signed_offer();
     let extra = serde_json::to_value(SessionExtra {
         offer: offer.clone(),
+        sponsor: None,
     })
     .expect("serialises");
     let back: SessionExtra = serde_json::from_value(extra).expect("parses");

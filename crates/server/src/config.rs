@@ -42,6 +42,66 @@ pub struct RoutePrice {
     /// schemas), advertised as the x402 v2 `bazaar` extension in the `extensions` of every
     /// `PAYMENT-REQUIRED` the route sends; `None`: the route is not advertised.
     pub discovery: Option<DiscoveryDeclaration>,
+    /// Commitment price tiers: an intent whose `commitment` reaches a tier's `min_deposit` is
+    /// answered with the cheapest such tier (its price and its `min_deposit` signed in the
+    /// offer; the escrow refuses a smaller deposit). Each tier must be cheaper than
+    /// `price_per_request` and ask more than `min_deposit` ([`ServerConfig::validate`]). Empty
+    /// (the default): one price for everyone.
+    pub tiers: Vec<PriceTier>,
+}
+
+/// A commitment price tier of a route: sessions that lock at least `min_deposit` pay
+/// `price_per_request` (e.g. "deposit ≥ 1 000 000 → 800 instead of 1 000").
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct PriceTier {
+    /// The smallest deposit of the tier: the `min_deposit` of the offers it answers with.
+    pub min_deposit: u64,
+    /// The tier's price per successful request, atomic units.
+    pub price_per_request: u64,
+}
+
+impl PriceTier {
+    /// The tier locking at least `min_deposit` at `price_per_request`.
+    pub const fn new(min_deposit: u64, price_per_request: u64) -> Self {
+        Self {
+            min_deposit,
+            price_per_request,
+        }
+    }
+}
+
+impl std::fmt::Display for PriceTier {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}:{}", self.min_deposit, self.price_per_request)
+    }
+}
+
+/// A [`PriceTier`] written `MIN_DEPOSIT:PRICE` could not be read.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{input:?} is not a tier: expected MIN_DEPOSIT:PRICE in atomic units (e.g. 1000000:800)")]
+pub struct PriceTierParseError {
+    /// What was given.
+    pub input: String,
+}
+
+impl std::str::FromStr for PriceTier {
+    type Err = PriceTierParseError;
+
+    /// `MIN_DEPOSIT:PRICE`, both in atomic units (`1000000:800`).
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let error = || PriceTierParseError {
+            input: s.to_owned(),
+        };
+        let (deposit, price) = s.trim().split_once(':').ok_or_else(error)?;
+        let number = |text: &str| -> Result<u64, PriceTierParseError> {
+            let text = text.trim();
+            if text.is_empty() || !text.bytes().all(|b| b.is_ascii_digit()) {
+                return Err(error());
+            }
+            text.parse().map_err(|_| error())
+        };
+        Ok(Self::new(number(deposit)?, number(price)?))
+    }
 }
 
 /// The input bound of [`RoutePrice::new`]'s latency promise: 64 KiB of request body.
@@ -69,7 +129,60 @@ impl RoutePrice {
             max_in_flight: None,
             capability: None,
             discovery: None,
+            tiers: Vec::new(),
         }
+    }
+
+    /// The same route with commitment price tier `tier` added.
+    pub fn with_tier(mut self, tier: PriceTier) -> Self {
+        self.tiers.push(tier);
+        self
+    }
+
+    /// The tier an intent committing `commitment` gets: the cheapest whose `min_deposit` it
+    /// reaches (of equal prices, the smallest deposit); `None` without a commitment or when it
+    /// reaches none (the base terms apply).
+    pub fn tier_for(&self, commitment: Option<u64>) -> Option<&PriceTier> {
+        let commitment = commitment?;
+        self.tiers
+            .iter()
+            .filter(|tier| tier.min_deposit <= commitment)
+            .min_by_key(|tier| (tier.price_per_request, tier.min_deposit))
+    }
+
+    /// The price and minimum deposit an offer of this route signs for an intent committing
+    /// `commitment`: its tier's, or the route's own.
+    pub fn price_for(&self, commitment: Option<u64>) -> (u64, u64) {
+        match self.tier_for(commitment) {
+            Some(tier) => (tier.price_per_request, tier.min_deposit),
+            None => (self.price_per_request, self.min_deposit),
+        }
+    }
+
+    /// The deposit a session charging `price_per_request` must lock to be served at that price
+    /// on this route: nothing more for the route's own price, a tier's `min_deposit` for a
+    /// tier's price (the smallest, should two tiers share a price); `None` when no price of the
+    /// route is `price_per_request`.
+    pub fn deposit_for_price(&self, price_per_request: u64) -> Option<u64> {
+        if price_per_request == self.price_per_request {
+            return Some(0);
+        }
+        self.tiers
+            .iter()
+            .filter(|tier| tier.price_per_request == price_per_request)
+            .map(|tier| tier.min_deposit)
+            .min()
+    }
+
+    /// Whether a session charging `price_per_request` with `deposit` locked may be served at
+    /// one of this route's prices: its own, or a tier's with at least the tier's `min_deposit`
+    /// locked. (The session account stores the deposit, not the signed `min_deposit`; the
+    /// escrow made the opening deposit at least the signed minimum and top-ups only raise it,
+    /// so a session opened on a tier's offer always passes, and one that never locked the
+    /// tier's deposit never does.) The SLA terms are compared separately.
+    pub fn prices(&self, price_per_request: u64, deposit: u64) -> bool {
+        self.deposit_for_price(price_per_request)
+            .is_some_and(|needed| deposit >= needed)
     }
 
     /// The same route, advertised for discovery with `declaration`.
@@ -120,6 +233,12 @@ pub struct ServerConfig {
     /// Limits on every request (header bytes, body bytes, read timeout, per-IP rate), applied by
     /// [`crate::limits::RequestLimitsLayer`] (the reference provider's `app` adds it).
     pub limits: RequestLimits,
+    /// Fee sponsorship of this provider's sessions (`None`, the default: agents pay their own
+    /// fees and rent). When set, the provider's key pays the fees and rent of its agents'
+    /// escrow transactions under this policy (its `providers` are replaced by the provider
+    /// itself: it sponsors its own sessions only), served at [`crate::sponsor::SPONSOR_PATH`]
+    /// and named in every session option (docs/protocol.md, "Fee-sponsored sessions").
+    pub sponsor: Option<x402pp_solana::sponsor::SponsorPolicy>,
 }
 
 impl ServerConfig {
@@ -143,6 +262,7 @@ impl ServerConfig {
             max_cached_sessions: 100_000,
             per_session_rate: RateLimit::per_second(5_000, 5_000),
             limits: RequestLimits::default(),
+            sponsor: None,
         }
     }
 
@@ -168,7 +288,9 @@ impl ServerConfig {
     }
 
     /// Checks the configuration before a provider serves it: every route's grace is at least
-    /// [`ServerConfig::min_grace_secs`], and every discovery declaration fits its method.
+    /// [`ServerConfig::min_grace_secs`], every discovery declaration fits its method, and every
+    /// price tier is a discount for a larger deposit (cheaper than the route's price, asking
+    /// more than its `min_deposit`).
     pub fn validate(&self) -> Result<(), ConfigError> {
         let required_secs = self.min_grace_secs();
         for (route, price) in &self.routes {
@@ -179,6 +301,28 @@ impl ServerConfig {
                         route: route.clone(),
                         source,
                     })?;
+            }
+            for tier in &price.tiers {
+                let reason = if tier.price_per_request >= price.price_per_request {
+                    Some(format!(
+                        "its price {} is not below the route's {}",
+                        tier.price_per_request, price.price_per_request
+                    ))
+                } else if tier.min_deposit <= price.min_deposit {
+                    Some(format!(
+                        "its deposit {} is not above the route's min_deposit {}",
+                        tier.min_deposit, price.min_deposit
+                    ))
+                } else {
+                    None
+                };
+                if let Some(reason) = reason {
+                    return Err(ConfigError::InvalidTier {
+                        route: route.clone(),
+                        tier: *tier,
+                        reason,
+                    });
+                }
             }
             if price.grace_secs < required_secs {
                 return Err(ConfigError::GraceTooShort {
@@ -232,6 +376,19 @@ pub enum ConfigError {
         /// The largest accepted.
         limit: usize,
     },
+    /// A route's commitment price tier is not a discount for a larger deposit.
+    #[error(
+        "route {route}: tier {tier} (MIN_DEPOSIT:PRICE): {reason}; a tier must be cheaper than \
+         the route's price and ask a larger deposit than its min_deposit"
+    )]
+    InvalidTier {
+        /// The route's path.
+        route: String,
+        /// The tier.
+        tier: PriceTier,
+        /// What is wrong with it.
+        reason: String,
+    },
     /// A route's discovery declaration cannot be advertised.
     #[error("route {route}: discovery declaration: {source}")]
     Discovery {
@@ -240,4 +397,77 @@ pub enum ConfigError {
         /// What is wrong with it.
         source: DeclarationError,
     },
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tiered() -> RoutePrice {
+        // Base 1 000 with a 100 000 minimum; 800 from 1 000 000, 600 from 5 000 000.
+        RoutePrice::new(1_000)
+            .with_tier(PriceTier::new(5_000_000, 600))
+            .with_tier(PriceTier::new(1_000_000, 800))
+    }
+
+    #[test]
+    fn an_intent_gets_the_cheapest_tier_its_commitment_reaches() {
+        let route = tiered();
+        assert_eq!(route.price_for(None), (1_000, 100_000));
+        assert_eq!(route.price_for(Some(999_999)), (1_000, 100_000));
+        assert_eq!(route.price_for(Some(1_000_000)), (800, 1_000_000));
+        assert_eq!(route.price_for(Some(4_999_999)), (800, 1_000_000));
+        assert_eq!(route.price_for(Some(u64::MAX)), (600, 5_000_000));
+        assert_eq!(
+            RoutePrice::new(1_000).price_for(Some(u64::MAX)),
+            (1_000, 100_000)
+        );
+    }
+
+    #[test]
+    fn a_session_binds_to_a_tier_price_only_with_the_tiers_deposit() {
+        let route = tiered();
+        assert!(route.prices(1_000, 1));
+        assert!(route.prices(800, 1_000_000));
+        assert!(route.prices(800, 7_000_000));
+        assert!(!route.prices(800, 999_999));
+        assert!(!route.prices(600, 4_999_999));
+        assert!(!route.prices(700, u64::MAX), "not a price of the route");
+    }
+
+    #[test]
+    fn tiers_are_read_as_min_deposit_colon_price() {
+        assert_eq!("1000000:800".parse(), Ok(PriceTier::new(1_000_000, 800)));
+        assert_eq!(" 5 : 4 ".parse(), Ok(PriceTier::new(5, 4)));
+        for bad in [
+            "", "800", ":800", "1000000:", "+1:2", "1:-2", "1e6:800", "1:2:3",
+        ] {
+            assert!(bad.parse::<PriceTier>().is_err(), "{bad:?} was read");
+        }
+        assert_eq!(PriceTier::new(1_000_000, 800).to_string(), "1000000:800");
+    }
+
+    #[test]
+    fn a_tier_that_is_no_discount_for_a_larger_deposit_is_refused() {
+        let Ok(mint) = "4zMMC9srt5Ri5X14GAgXhaHii3GnPAEERYPJgZJDncDU".parse() else {
+            panic!("a valid key");
+        };
+        let config = |tier: PriceTier| {
+            ServerConfig::new(Network::solana_devnet(), mint, "http://127.0.0.1:8080")
+                .route("/v1/inference", RoutePrice::new(1_000).with_tier(tier))
+        };
+        assert_eq!(config(PriceTier::new(1_000_000, 800)).validate(), Ok(()));
+        for tier in [
+            PriceTier::new(1_000_000, 1_000),
+            PriceTier::new(1_000_000, 1_200),
+            PriceTier::new(100_000, 800),
+            PriceTier::new(1, 800),
+        ] {
+            let result = config(tier).validate();
+            assert!(
+                matches!(&result, Err(ConfigError::InvalidTier { tier: t, .. }) if *t == tier),
+                "{tier}: {result:?}"
+            );
+        }
+    }
 }

@@ -10,6 +10,7 @@
 //! - [`ledger`]: the durable ledger (SQLite by default, PostgreSQL by URL).
 //! - [`settlement`]: the background task that claims on chain.
 //! - [`Facilitator`]: `exact` verification and settlement, in-process or over HTTP.
+//! - [`sponsor`]: the provider as fee sponsor of its sessions (agents that hold no SOL).
 //! - [`limits`]: header, body, read-timeout and rate limits answering JSON errors
 //!   ([`RequestLimitsLayer`] for every route, the per-session rate inside [`Provider`]).
 //!
@@ -24,8 +25,9 @@ pub mod limits;
 pub mod metrics;
 pub mod provider;
 pub mod settlement;
+pub mod sponsor;
 
-pub use config::{ConfigError, RoutePrice, ServerConfig};
+pub use config::{ConfigError, PriceTier, RoutePrice, ServerConfig};
 pub use error::{ServerError, StartError};
 pub use facilitator::{Facilitator, FacilitatorError, HttpFacilitator, SharedFacilitator};
 pub use layer::{PaymentLayer, PaymentService};

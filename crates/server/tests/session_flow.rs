@@ -291,6 +291,7 @@ fn intent(w: &Echo, max_price: u64) -> Intent {
         },
         agent: x402pp_protocol::Pubkey([1; 32]),
         expires_at: i64::MAX,
+        commitment: None,
     }
 }
 

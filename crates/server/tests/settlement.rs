@@ -693,7 +693,7 @@ async fn the_settler_finalizes_after_the_dispute_window_and_pays_the_provider_it
         );
 
         // The agent disputes the slow receipt: a penalty is recorded, no token moves.
-        let dispute = escrow::dispute(&f.keys, &f.receipts[1]);
+        let dispute = escrow::dispute(&f.keys, &f.receipts[1], &f.keys.agent);
         f.send(&dispute, &f.agent).await.unwrap();
         let account = f.account().await;
         assert_eq!((account.penalties, account.settled), (PENALTY, 4 * PRICE));
@@ -701,7 +701,10 @@ async fn the_settler_finalizes_after_the_dispute_window_and_pays_the_provider_it
         f.assert_settled().await;
         // A receipt within the promise is no breach: refused, nothing recorded.
         assert!(f
-            .send(&escrow::dispute(&f.keys, &f.receipts[0]), &f.agent)
+            .send(
+                &escrow::dispute(&f.keys, &f.receipts[0], &f.keys.agent),
+                &f.agent
+            )
             .await
             .is_err());
         assert_eq!(f.account().await.penalties, PENALTY);

@@ -45,6 +45,7 @@ fn program_session(
         },
         bump: 255,
         vault_bump: 255,
+        rent_payer: Pubkey::default(),
     }
 }
 

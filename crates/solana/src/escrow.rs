@@ -65,6 +65,12 @@ pub fn dispute_address(session: &Pubkey, opened_slot: u64, seq: u64) -> Pubkey {
     .0
 }
 
+/// Bytes of a session account (the rent `open_session` pays).
+pub const SESSION_ACCOUNT_SPACE: usize = Session::SPACE;
+
+/// Bytes of a dispute record (the rent `dispute` pays; it stays with the record).
+pub const DISPUTE_ACCOUNT_SPACE: usize = Dispute::SPACE;
+
 /// The accounts every instruction of one session refers to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct SessionKeys {
@@ -86,6 +92,9 @@ pub struct SessionKeys {
     /// The session's incarnation (the slot it was opened in; 0 before it is opened): vouchers,
     /// receipts and dispute records name it.
     pub opened_slot: u64,
+    /// Who pays the rent of the session and its vault at open and gets it back when the session
+    /// closes: the agent, or a fee sponsor ([`SessionKeys::sponsored_by`]).
+    pub rent_payer: Pubkey,
 }
 
 impl SessionKeys {
@@ -107,6 +116,16 @@ impl SessionKeys {
             token_program,
             session_bump,
             opened_slot: 0,
+            rent_payer: agent,
+        }
+    }
+
+    /// The same keys with `sponsor` paying the session's rent (and getting it back).
+    #[must_use]
+    pub fn sponsored_by(self, sponsor: Pubkey) -> Self {
+        Self {
+            rent_payer: sponsor,
+            ..self
         }
     }
 
@@ -121,6 +140,7 @@ impl SessionKeys {
             token_program,
             session_bump: account.bump,
             opened_slot: account.opened_slot,
+            rent_payer: account.rent_payer,
         }
     }
 
@@ -159,7 +179,8 @@ fn mint_writable_for_token_2022(mut instruction: Instruction, keys: &SessionKeys
 
 /// `open_session` on `offer`, preceded by the Ed25519 instruction over the provider's signature.
 ///
-/// The offer must verify; its provider, mint and terms become the session's.
+/// The offer must verify; its provider, mint and terms become the session's. The rent of the
+/// session and its vault is paid by `keys.rent_payer`, which must sign too.
 pub fn open_session(
     keys: &SessionKeys,
     offer: &Offer,
@@ -184,6 +205,7 @@ pub fn open_session(
     let open = build(
         session_escrow::accounts::OpenSession {
             agent: keys.agent,
+            payer: keys.rent_payer,
             provider: keys.provider,
             mint: keys.mint,
             session: keys.session,
@@ -286,13 +308,14 @@ pub fn close(keys: &SessionKeys, final_voucher: Option<FinalVoucher<'_>>) -> Vec
 
 /// `finalize`, by anyone, after the session's dispute deadline: the provider's associated token
 /// account gets what it earned less the penalties, the agent's the rest; vault and session are
-/// closed (rent to the agent). A Token-2022 mint is passed writable: the program harvests
+/// closed (rent to the session's rent payer). A Token-2022 mint is passed writable: the program harvests
 /// transfer fees withheld in the vault to it before closing the vault.
 pub fn finalize(keys: &SessionKeys) -> Instruction {
     let finalize = build(
         session_escrow::accounts::Finalize {
             session: keys.session,
             agent: keys.agent,
+            rent_payer: keys.rent_payer,
             provider: keys.provider,
             vault: keys.vault,
             mint: keys.mint,
@@ -338,6 +361,7 @@ pub fn cooperative_close(
         session_escrow::accounts::CooperativeClose {
             agent: keys.agent,
             provider: keys.provider,
+            rent_payer: keys.rent_payer,
             session: keys.session,
             vault: keys.vault,
             mint: keys.mint,
@@ -356,8 +380,9 @@ pub fn cooperative_close(
     instructions
 }
 
-/// `dispute` by the agent with a provider-signed receipt.
-pub fn dispute(keys: &SessionKeys, receipt: &Receipt) -> [Instruction; 2] {
+/// `dispute` by the agent with a provider-signed receipt; `payer` (the agent, or a fee sponsor;
+/// a signer) pays the dispute record's rent, which stays with the record.
+pub fn dispute(keys: &SessionKeys, receipt: &Receipt, payer: &Pubkey) -> [Instruction; 2] {
     let message = receipt.body.message();
     let verify = verify_instruction(
         &receipt.body.provider.0,
@@ -367,6 +392,7 @@ pub fn dispute(keys: &SessionKeys, receipt: &Receipt) -> [Instruction; 2] {
     let dispute = build(
         session_escrow::accounts::DisputeReceipt {
             agent: keys.agent,
+            payer: *payer,
             session: keys.session,
             dispute: dispute_address(&keys.session, message.opened_slot, message.seq),
             instructions_sysvar: INSTRUCTIONS_SYSVAR,

@@ -8,6 +8,7 @@
 //! - [`token`]: SPL Token / Token-2022 helpers (ATA derivation, `TransferChecked`).
 //! - [`keys`]: keypair files (Solana CLI format), with a warning on loose permissions.
 //! - [`ed25519`]: the canonical Ed25519 precompile instruction the escrow program reads.
+//! - [`sponsor`]: fee sponsorship of agents' escrow transactions (agents that hold no SOL).
 //! - [`ChainError`]: transport failures (`Unavailable`, retry) kept apart from rejections.
 
 pub mod compute;
@@ -16,6 +17,7 @@ pub mod error;
 pub mod escrow;
 pub mod exact;
 pub mod keys;
+pub mod sponsor;
 pub mod token;
 
 pub use error::ChainError;

@@ -216,7 +216,7 @@ async fn a_whole_session_over_rpc_conserves_every_token() {
     );
 
     // ... and the slow receipt is still evidence: the penalty is recorded.
-    let dispute = escrow::dispute(&keys, &receipts[2]);
+    let dispute = escrow::dispute(&keys, &receipts[2], &keys.agent);
     send(&rpc, &dispute, &agent, &[&agent]).await;
     let penalty = PRICE * u64::from(PENALTY_BPS) / 10_000;
     let record = escrow::fetch_dispute(
@@ -234,7 +234,7 @@ async fn a_whole_session_over_rpc_conserves_every_token() {
     // A fast receipt is no evidence.
     let blockhash = rpc.get_latest_blockhash().await.unwrap();
     let tx = Transaction::new_signed_with_payer(
-        &escrow::dispute(&keys, &receipts[0]),
+        &escrow::dispute(&keys, &receipts[0], &keys.agent),
         Some(&agent.pubkey()),
         &[&agent],
         blockhash,
@@ -343,7 +343,13 @@ async fn budgeted_transactions_of_every_instruction_land_within_their_limits() {
     let claim = escrow::claim(&keys, &first, &voucher_key.pubkey());
     send_budgeted(&rpc, &claim, &keys, &provider).await;
     let slow = receipt(&provider, &keys, 1, 900, &chain);
-    send_budgeted(&rpc, &escrow::dispute(&keys, &slow), &keys, &agent).await;
+    send_budgeted(
+        &rpc,
+        &escrow::dispute(&keys, &slow, &keys.agent),
+        &keys,
+        &agent,
+    )
+    .await;
     let last = voucher(&keys, 2, 2 * PRICE, Hash32::ZERO, &voucher_key);
     let close = escrow::close(
         &keys,

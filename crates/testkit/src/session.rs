@@ -75,13 +75,19 @@ impl World {
     /// A new funded wallet opens a session with `deposit` on the offer of `path` (one
     /// transaction, a fresh voucher key, a random nonce).
     pub async fn open_session(&self, path: &str, deposit: u64) -> anyhow::Result<RawSession> {
+        let offer = self.offer(path).await?;
+        self.open_session_on(offer, deposit).await
+    }
+
+    /// A new funded wallet opens a session with `deposit` on `offer` (one transaction, a fresh
+    /// voucher key, a random nonce): an offer answering an intent, or one the test signed.
+    pub async fn open_session_on(&self, offer: Offer, deposit: u64) -> anyhow::Result<RawSession> {
         let wallet = Keypair::new();
         self.fund(
             &wallet.pubkey(),
             self.agent_defaults.lamports,
             self.agent_defaults.tokens,
         )?;
-        let offer = self.offer(path).await?;
         let nonce = u64::from_le_bytes(Id16::random().0[..8].try_into()?);
         let keys = SessionKeys::new(
             wallet.pubkey(),

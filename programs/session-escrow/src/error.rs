@@ -134,4 +134,9 @@ pub enum EscrowError {
     /// close, and the mint was not passed writable.
     #[msg("the Token-2022 mint must be writable to harvest the vault's withheld transfer fees")]
     MintNotWritable,
+
+    // --- Rent -----------------------------------------------------------------------------------
+    /// The account passed to receive the session's rent is not the one that paid it at open.
+    #[msg("the rent goes back to the session's rent payer")]
+    NotRentPayer,
 }

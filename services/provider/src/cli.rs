@@ -14,10 +14,11 @@ use x402pp_server::ledger::types::SettlementPolicy;
 use x402pp_server::ledger::Ledger;
 use x402pp_server::settlement::{Settler, SettlerConfig};
 use x402pp_server::{
-    HttpFacilitator, Provider, RateLimit, RequestLimits, RoutePrice, ServerConfig,
+    HttpFacilitator, PriceTier, Provider, RateLimit, RequestLimits, RoutePrice, ServerConfig,
     SharedFacilitator,
 };
 use x402pp_solana::exact::facilitator::{ExactFacilitator, FacilitatorConfig};
+use x402pp_solana::sponsor::SponsorPolicy;
 
 /// Reference x402++ provider: a paid toy inference API.
 #[derive(Debug, Clone, clap::Args)]
@@ -41,6 +42,18 @@ pub struct Args {
     /// Smallest deposit accepted (default 100 × price).
     #[arg(long)]
     pub min_deposit: Option<u64>,
+    /// A commitment price tier, MIN_DEPOSIT:PRICE in atomic units (repeat the flag, or separate
+    /// tiers with commas): an agent whose intent commits at least MIN_DEPOSIT is offered PRICE
+    /// per request, with MIN_DEPOSIT as the offer's signed minimum deposit (the cheapest tier
+    /// its commitment reaches). Each tier must be cheaper than --price and ask more than
+    /// --min-deposit.
+    #[arg(
+        long = "tier",
+        env = "X402PP_TIERS",
+        value_name = "MIN_DEPOSIT:PRICE",
+        value_delimiter = ','
+    )]
+    pub tiers: Vec<PriceTier>,
     /// CAIP-2 network id the provider announces in its offers and payment requirements; derived
     /// from the cluster's genesis hash when absent. A localnet provider set to
     /// `solana:EtWTRABZaYq6iMfeYKouRu166VU2xqa1` (devnet) can be paid by the official x402
@@ -122,6 +135,18 @@ pub struct Args {
     /// Burst per session (0: the per-second rate).
     #[arg(long, env = "X402PP_RATE_LIMIT_PER_SESSION_BURST", default_value_t = 0)]
     pub rate_limit_per_session_burst: u32,
+    /// Sponsor this provider's sessions: its key pays the fees and rent of its agents' escrow
+    /// transactions (served at `POST /x402pp/sponsor`, named in every session option), so
+    /// agents that hold only the token can open, top up, close and dispute; the rent comes
+    /// back to the provider when a session closes.
+    #[arg(long, env = "X402PP_SPONSOR")]
+    pub sponsor: bool,
+    /// Smallest deposit of a sponsored session (default: the route's minimum deposit).
+    #[arg(long, env = "X402PP_SPONSOR_MIN_DEPOSIT")]
+    pub sponsor_min_deposit: Option<u64>,
+    /// Sponsored transactions per agent per minute.
+    #[arg(long, env = "X402PP_SPONSOR_PER_AGENT", default_value_t = 20)]
+    pub sponsor_per_agent: u32,
     /// Log as JSON lines.
     #[arg(long)]
     pub log_json: bool,
@@ -189,6 +214,8 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     route.description = "toy text inference".into();
     route.capability = Some("inference".into());
     route.min_deposit = args.min_deposit.unwrap_or(route.min_deposit);
+    let min_deposit = route.min_deposit;
+    route.tiers = args.tiers.clone();
     route.sla.max_latency_ms = args.max_latency_ms;
     route.sla.max_input_bytes = args.max_input_bytes;
     route.max_in_flight = args.max_in_flight;
@@ -201,6 +228,11 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     let mut config = ServerConfig::new(network.clone(), args.mint, public_url.clone())
         .route(crate::INFERENCE_PATH, route);
     config.limits = args.request_limits();
+    config.sponsor = args.sponsor.then(|| SponsorPolicy {
+        min_deposit: args.sponsor_min_deposit.unwrap_or(min_deposit),
+        per_agent: args.sponsor_per_agent,
+        ..SponsorPolicy::default()
+    });
     config.max_request_body = args.max_body_bytes;
     config.handler_timeout = Duration::from_secs(args.handler_timeout_secs);
     config.orphan_grace = Duration::from_secs(args.orphan_grace_secs);
@@ -250,4 +282,52 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     .await?;
     settler.shutdown().await;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::*;
+
+    #[derive(Debug, Parser)]
+    struct Cli {
+        #[command(flatten)]
+        args: Args,
+    }
+
+    fn parse(extra: &[&str]) -> Result<Args, clap::Error> {
+        let mint = Pubkey::new_unique().to_string();
+        let mut argv = vec!["x402pp-provider", "--keypair", "id.json", "--mint", &mint];
+        argv.extend_from_slice(extra);
+        Cli::try_parse_from(argv).map(|cli| cli.args)
+    }
+
+    #[test]
+    fn price_tiers_are_read_from_repeated_flags_or_a_comma_separated_list() {
+        assert_eq!(parse(&[]).map(|a| a.tiers).ok(), Some(Vec::new()));
+        let expected = vec![
+            PriceTier::new(1_000_000, 800),
+            PriceTier::new(10_000_000, 600),
+        ];
+        assert_eq!(
+            parse(&["--tier", "1000000:800", "--tier", "10000000:600"])
+                .map(|a| a.tiers)
+                .ok(),
+            Some(expected.clone())
+        );
+        assert_eq!(
+            parse(&["--tier", "1000000:800,10000000:600"])
+                .map(|a| a.tiers)
+                .ok(),
+            Some(expected)
+        );
+        for bad in ["800", "1000000:", ":800", "1000000:-800", "1e6:800", "a:b"] {
+            let error = parse(&["--tier", bad]).expect_err(bad);
+            assert!(
+                error.to_string().contains("MIN_DEPOSIT:PRICE"),
+                "{bad}: {error}"
+            );
+        }
+    }
 }

@@ -145,6 +145,7 @@ pub fn app(provider: Arc<Provider>, options: AppOptions) -> Router {
         .route(INFERENCE_PATH, post(inference))
         .route("/health", get(health))
         .route("/metrics", get(metrics))
+        .route(x402pp_server::sponsor::SPONSOR_PATH, post(sponsor))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .with_state(state)
@@ -172,6 +173,15 @@ async fn inference(State(state): State<AppState>, body: axum::body::Bytes) -> Re
     match tokio::task::spawn_blocking(move || infer(&prompt, tokens)).await {
         Ok(answer) => Json(answer).into_response(),
         Err(_) => StatusCode::INTERNAL_SERVER_ERROR.into_response(),
+    }
+}
+
+/// `POST /x402pp/sponsor`: the provider pays the fee and rent of an agent's escrow
+/// transaction (when it sponsors: `--sponsor`), or says why not.
+async fn sponsor(State(state): State<AppState>, body: axum::body::Bytes) -> Response {
+    match state.provider.sponsor(&body).await {
+        Ok(answer) => Json(answer).into_response(),
+        Err(error) => error.into_response(),
     }
 }
 

@@ -26,9 +26,21 @@ impl Agent {
             .ok_or(ClientError::NoSuchReceipt(seq))?;
         let dispute_address =
             escrow::dispute_address(&session.address(), session.keys.opened_slot, seq);
-        let signature = self
-            .send_transaction(&escrow::dispute(&session.keys, &receipt), &session.keys)
-            .await?;
+        // The dispute record is created: the wallet pays its rent, or the sponsor does (it
+        // stays with the record, as evidence).
+        let needed = self.lamports_needed(&[DISPUTE_SPACE]).await;
+        let signature = match self.sponsor_to_use(session.sponsor.as_ref(), needed).await {
+            Some(sponsor) => {
+                let payer = sol_key(&sponsor.fee_payer);
+                let instructions = escrow::dispute(&session.keys, &receipt, &payer);
+                self.send_sponsored(&instructions, &session.keys, &sponsor)
+                    .await?
+            }
+            None => {
+                let instructions = escrow::dispute(&session.keys, &receipt, &session.keys.agent);
+                self.send_transaction(&instructions, &session.keys).await?
+            }
+        };
         let paid = escrow::fetch_dispute(&self.inner.rpc, &dispute_address)
             .await?
             .map(|d| d.latency_penalty)

@@ -4,10 +4,12 @@
 
 mod dispute;
 mod exact;
+mod intent;
 mod offer;
 mod pay;
 mod receipts;
 mod session;
+mod sponsor;
 mod tx;
 
 use std::collections::{HashMap, VecDeque};
@@ -47,6 +49,8 @@ use crate::{
 use offer::Challenge;
 use pay::{clone_request, SessionOutcome};
 use session::{SessionData, SessionHandle, TermsKey};
+use sponsor::{DISPUTE_SPACE, SESSION_SPACE, TX_FEE_LAMPORTS, VAULT_SPACE};
+use x402pp_protocol::sponsor::SponsorInfo;
 
 /// The request an agent pays for, as receipts describe it: the hash of method, path and body,
 /// and the body's length (the offer's input bound is about it).
@@ -128,6 +132,7 @@ struct Counters {
     penalties_refunded: AtomicU64,
     transactions: AtomicU64,
     fees_lamports: AtomicU64,
+    sponsored_transactions: AtomicU64,
 }
 
 fn bump(counter: &AtomicU64, by: u64) {
@@ -203,6 +208,9 @@ impl Agent {
                 sol_key(&record.token_program),
             );
             keys.opened_slot = record.opened_slot;
+            if let Some(rent_payer) = &record.rent_payer {
+                keys = keys.sponsored_by(sol_key(rent_payer));
+            }
             if keys.session != sol_key(&record.address) {
                 // Another wallet's session: not ours to use.
                 continue;
@@ -234,6 +242,7 @@ impl Agent {
                 terms: TermsKey::of(&record.offer),
                 offer: record.offer,
                 voucher_key: SigningKey::from_bytes(&record.voucher_secret.0),
+                sponsor: record.sponsor,
                 turn: tokio::sync::Mutex::new(()),
                 data: Mutex::new(SessionData {
                     deposit: record.deposit,
@@ -388,15 +397,27 @@ impl Agent {
             }
         }
 
-        let response = transport.execute(clone_request(&request)?).await?;
+        // The first, unpaid request states the agent's intent (when it would take a session):
+        // the offer that comes back must answer it.
+        let mut unpaid = clone_request(&request)?;
+        let intent = self.state_intent(&mut unpaid)?;
+        let response = transport.execute(unpaid).await?;
         if response.status() != StatusCode::PAYMENT_REQUIRED {
             return Ok(response);
         }
         let challenge = Self::challenge(&response)?;
-        drop(response);
+        // No offer meets the intent: the provider's reason, for the error when there is no
+        // `exact` option to fall back to either.
+        let unmet =
+            if challenge.required.error.as_deref() == Some(ErrorCode::NoAcceptableOffer.as_str()) {
+                Some(pay::error_of(response).await)
+            } else {
+                drop(response);
+                None
+            };
 
         let session_choice = if self.inner.config.prefer_session {
-            self.acceptable_session(&challenge)
+            self.acceptable_session(&challenge, intent.as_ref())
         } else {
             Err(ClientError::OfferRejected(
                 "sessions are disabled (prefer_session = false)".into(),
@@ -404,7 +425,8 @@ impl Agent {
         };
         match session_choice {
             Ok(offer) => {
-                let session = self.session_for(offer, &route).await?;
+                let sponsor = Self::sponsor_of(&challenge, &self.inner.network);
+                let session = self.session_for(offer, sponsor, &route).await?;
                 match self
                     .pay_session(&session, &request, input, transport)
                     .await?
@@ -431,6 +453,12 @@ impl Agent {
                 {
                     tracing::debug!(reason = %session_error, "paying exact");
                     self.pay_exact(&challenge, &request, transport).await
+                } else if let Some((status, code, message)) = unmet {
+                    Err(ClientError::PaymentRefused {
+                        status,
+                        code,
+                        message,
+                    })
                 } else {
                     Err(session_error)
                 }
@@ -469,6 +497,7 @@ impl Agent {
             penalties_refunded: get(&s.penalties_refunded),
             transactions: get(&s.transactions),
             fees_lamports: get(&s.fees_lamports),
+            sponsored_transactions: get(&s.sponsored_transactions),
         }
     }
 
@@ -501,7 +530,7 @@ impl Agent {
         let session = self.session(session)?;
         let _turn = session.turn.lock().await;
         let signature = self
-            .send_transaction(&[escrow::request_close(&session.keys)], &session.keys)
+            .send_session_transaction(&[escrow::request_close(&session.keys)], &session)
             .await?;
         {
             let mut data = lock(&session.data);
@@ -522,8 +551,21 @@ impl Agent {
         // Both payouts go to associated token accounts, which must exist (the provider's may
         // not, e.g. a provider that was never paid in this mint): created if missing.
         let keys = &session.keys;
-        let instructions = escrow::finalize_creating_token_accounts(keys, &self.address());
-        let signature = self.send_transaction(&instructions, keys).await?;
+        let signature = match self
+            .sponsor_to_use(session.sponsor.as_ref(), TX_FEE_LAMPORTS)
+            .await
+        {
+            // A sponsor pays for the finalize alone (it creates no accounts for anyone): both
+            // token accounts exist when the wallet holds no SOL to create them anyway.
+            Some(sponsor) => {
+                self.send_sponsored(&[escrow::finalize(keys)], keys, &sponsor)
+                    .await?
+            }
+            None => {
+                let instructions = escrow::finalize_creating_token_accounts(keys, &self.address());
+                self.send_transaction(&instructions, keys).await?
+            }
+        };
         {
             let mut data = lock(&session.data);
             data.state = AgentSessionState::Closed;

@@ -1,5 +1,7 @@
 //! The 402 challenge and the budget's check of a session offer.
 
+use x402pp_protocol::Intent;
+
 use super::*;
 
 /// The 402 challenge of a route.
@@ -28,8 +30,13 @@ impl Agent {
         Ok(Challenge { required, offer })
     }
 
-    /// The session offer of a challenge, if the budget accepts it.
-    pub(super) fn acceptable_session(&self, challenge: &Challenge) -> Result<Offer, ClientError> {
+    /// The session offer of a challenge, if the budget accepts it and, when the agent stated
+    /// `intent`, it answers that intent (its signed `offerId` is the intent's id) and meets it.
+    pub(super) fn acceptable_session(
+        &self,
+        challenge: &Challenge,
+        intent: Option<&Intent>,
+    ) -> Result<Offer, ClientError> {
         let budget = &self.inner.config.budget;
         let network = &self.inner.network;
         let option = challenge
@@ -70,6 +77,21 @@ impl Agent {
             .verify()
             .map_err(|e| ClientError::OfferRejected(format!("offer signature: {e}")))?;
         let reject = |why: String| Err(ClientError::OfferRejected(why));
+        if let Some(intent) = intent {
+            // The provider's signature covers the offer id, so an offer whose id is the intent's
+            // was signed in answer to it; any other (a provider ignoring intents, a replayed
+            // offer) was not, and its terms were not shaped by what the agent asked.
+            if !terms.answers(intent) {
+                return reject(format!(
+                    "the offer {} does not answer the intent {} (an answer signs the intent's id \
+                     as its offerId)",
+                    terms.offer_id, intent.intent_id
+                ));
+            }
+            if let Some(why) = terms.unmet_by(intent) {
+                return reject(format!("the offer does not meet the intent: {why}"));
+            }
+        }
         if &terms.network != network {
             return reject(format!("offer is for {}, not {network}", terms.network));
         }

@@ -56,6 +56,8 @@ pub(super) struct SessionHandle {
     pub(super) offer: Offer,
     pub(super) terms: TermsKey,
     pub(super) voucher_key: SigningKey,
+    /// The fee sponsor the provider named for this session, if any.
+    pub(super) sponsor: Option<SponsorInfo>,
     pub(super) turn: tokio::sync::Mutex<()>,
     pub(super) data: Mutex<SessionData>,
 }
@@ -108,6 +110,9 @@ impl SessionHandle {
             failed_requests: data.failed_requests,
             state: data.state,
             routes: data.routes.clone(),
+            sponsor: self.sponsor.clone(),
+            rent_payer: (self.keys.rent_payer != self.keys.agent)
+                .then(|| proto_key(&self.keys.rent_payer)),
         }
     }
 
@@ -118,6 +123,7 @@ impl SessionHandle {
             provider: self.keys.provider,
             mint: self.keys.mint,
             resource: self.offer.terms.resource.clone(),
+            intent_id: self.offer.terms.intent_id,
             price_per_request: self.price(),
             deposit: data.deposit,
             refunded: data.refunded,
@@ -170,6 +176,7 @@ impl Agent {
     pub(super) async fn session_for(
         &self,
         offer: Offer,
+        sponsor: Option<SponsorInfo>,
         route: &str,
     ) -> Result<Arc<SessionHandle>, ClientError> {
         let _opening = self.inner.opening.lock().await;
@@ -187,7 +194,7 @@ impl Agent {
         };
         let session = match resolved {
             Some(session) => session,
-            None => self.open(offer, terms).await?,
+            None => self.open(offer, sponsor, terms).await?,
         };
         {
             let mut data = lock(&session.data);
@@ -241,6 +248,7 @@ impl Agent {
             offer: session.offer.clone(),
             terms: session.terms.clone(),
             voucher_key: session.voucher_key.clone(),
+            sponsor: session.sponsor.clone(),
             turn: tokio::sync::Mutex::new(()),
             data: Mutex::new(data),
         });
@@ -290,6 +298,7 @@ impl Agent {
     pub(super) async fn open(
         &self,
         offer: Offer,
+        sponsor: Option<SponsorInfo>,
         terms: TermsKey,
     ) -> Result<Arc<SessionHandle>, ClientError> {
         let config = &self.inner.config;
@@ -314,6 +323,13 @@ impl Agent {
             mint,
             token_program,
         );
+        // The session and its vault are created: the wallet pays their rent, or the sponsor
+        // does (and gets it back when the session closes).
+        let needed = self.lamports_needed(&[SESSION_SPACE, VAULT_SPACE]).await;
+        let paid_by = self.sponsor_to_use(sponsor.as_ref(), needed).await;
+        if let Some(s) = &paid_by {
+            keys = keys.sponsored_by(sol_key(&s.fee_payer));
+        }
         let voucher_key = SigningKey::generate(&mut rand::rngs::OsRng);
         let voucher_signer = Pubkey::new_from_array(voucher_key.verifying_key().to_bytes());
         let instructions = escrow::open_session(&keys, &offer, nonce, deposit, voucher_signer)?;
@@ -322,8 +338,13 @@ impl Agent {
         // deposit that landed is not forgotten, its incarnation unknown ([`OPEN_IN_DOUBT`]).
         // Before its first use `session_for` reads it from the chain (`resolve_open`): there,
         // it is used with its `opened_slot`; gone, it is set aside and another is opened.
-        let (transaction, fee) = self.prepare_transaction(&instructions, &keys).await?;
-        let sent = self.submit_transaction(&transaction, fee).await;
+        let sent = match &paid_by {
+            Some(s) => self.send_sponsored(&instructions, &keys, s).await,
+            None => {
+                let (transaction, fee) = self.prepare_transaction(&instructions, &keys).await?;
+                self.submit_transaction(&transaction, fee).await
+            }
+        };
         let ttl = i64::try_from(offer.terms.session_ttl_secs).unwrap_or(i64::MAX);
         let in_doubt = (deposit, 0, now_secs().saturating_add(ttl));
         let mut doubt: Option<ClientError> = None;
@@ -358,6 +379,7 @@ impl Agent {
             nonce,
             terms,
             voucher_key,
+            sponsor,
             turn: tokio::sync::Mutex::new(()),
             data: Mutex::new(SessionData {
                 deposit: account_deposit,
@@ -479,7 +501,7 @@ impl Agent {
         amount: u64,
     ) -> Result<Signature, ClientError> {
         let signature = self
-            .send_transaction(&[escrow::top_up(&session.keys, amount)], &session.keys)
+            .send_session_transaction(&[escrow::top_up(&session.keys, amount)], session)
             .await?;
         self.refresh(session).await?;
         self.persist(session);

@@ -28,6 +28,11 @@ impl Provider {
         intent: Option<&Intent>,
     ) -> OfferTerms {
         let now = now_ms() / 1_000;
+        // An intent committing a deposit that reaches one of the route's price tiers gets the
+        // cheapest such tier: its price, and its deposit as the signed minimum (the escrow
+        // refuses a smaller deposit, so the discount cannot be had without the commitment).
+        let (price_per_request, min_deposit) =
+            route.price_for(intent.and_then(|i| i.commitment).map(Amount::get));
         OfferTerms {
             // An offer answering an intent takes the intent's id as its own signed id, so the
             // provider's signature binds the answer to the intent (`OfferTerms::answers`).
@@ -38,8 +43,8 @@ impl Provider {
             network: self.config.network.clone(),
             asset: x402pp_protocol::Pubkey(self.config.mint.to_bytes()),
             escrow_program: x402pp_protocol::Pubkey(escrow::PROGRAM_ID.to_bytes()),
-            price_per_request: Amount(route.price_per_request),
-            min_deposit: Amount(route.min_deposit),
+            price_per_request: Amount(price_per_request),
+            min_deposit: Amount(min_deposit),
             session_ttl_secs: route.session_ttl_secs,
             grace_secs: route.grace_secs,
             sla: route.sla,
@@ -151,6 +156,9 @@ impl Provider {
         };
         let mut accepts = Vec::with_capacity(2);
         if unmet.is_none() {
+            // The session option's amount is the offer's price (a tier's, when the intent's
+            // commitment reached one): agents check that they are equal.
+            let price = terms.price_per_request;
             let offer = match Offer::sign(terms, &self.signing_key) {
                 Ok(offer) => offer,
                 Err(e) => return ServerError::internal(e),
@@ -162,11 +170,15 @@ impl Provider {
             accepts.push(PaymentRequirements {
                 scheme: SCHEME_SESSION.to_owned(),
                 network: self.config.network.clone(),
-                amount: route.price_per_request.to_string(),
+                amount: price.to_string(),
                 asset: self.config.mint.to_string(),
                 pay_to: self.address.to_string(),
                 max_timeout_seconds: 60,
-                extra: serde_json::to_value(SessionExtra { offer }).ok(),
+                extra: serde_json::to_value(SessionExtra {
+                    offer,
+                    sponsor: self.sponsor_info(),
+                })
+                .ok(),
             });
         }
         accepts.extend(self.exact_requirements(route));

@@ -67,6 +67,8 @@ pub struct Provider {
     /// Per route with `max_in_flight`: the slots its session requests take while served.
     route_slots: HashMap<String, Arc<tokio::sync::Semaphore>>,
     metrics: Metrics,
+    /// Pays its agents' fees and rent when `config.sponsor` is set.
+    pub(crate) sponsor: Option<x402pp_solana::sponsor::Sponsor>,
 }
 
 impl std::fmt::Debug for Provider {
@@ -139,7 +141,18 @@ impl Provider {
                 Some((path.clone(), Arc::new(tokio::sync::Semaphore::new(slots))))
             })
             .collect();
+        let sponsor = config.sponsor.clone().map(|policy| {
+            x402pp_solana::sponsor::Sponsor::new(
+                rpc.clone(),
+                keypair.clone(),
+                x402pp_solana::sponsor::SponsorPolicy {
+                    providers: vec![keypair.pubkey()],
+                    ..policy
+                },
+            )
+        });
         let provider = Self {
+            sponsor,
             session_limiter,
             route_slots,
             signing_key: x402pp_solana::keys::signing_key(&keypair),

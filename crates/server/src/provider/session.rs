@@ -19,6 +19,25 @@ use crate::error::ServerError;
 use crate::ledger::types::{ChainSession, ReceiptRecord, SessionRecord, StoredVoucher};
 use crate::ledger::LedgerError;
 
+/// A route's prices as a session-mismatch message names them: `1000`, or `1000 (or 800 locking
+/// at least 1000000, ...)` with tiers.
+fn route_prices(route: &RoutePrice) -> String {
+    if route.tiers.is_empty() {
+        return route.price_per_request.to_string();
+    }
+    let tiers: Vec<String> = route
+        .tiers
+        .iter()
+        .map(|tier| {
+            format!(
+                "{} locking at least {}",
+                tier.price_per_request, tier.min_deposit
+            )
+        })
+        .collect();
+    format!("{} (or {})", route.price_per_request, tiers.join(", or "))
+}
+
 impl Provider {
     /// The session from the cache, else the chain (refreshing the ledger's row), else the ledger
     /// when the chain is unreachable.
@@ -89,37 +108,42 @@ impl Provider {
             ));
         }
         // A session is bound to the terms of the offer it was opened on: a route serves it only
-        // under the same price and the same promise, so a strict promise bought on one route
-        // cannot be spent on another with a looser one.
+        // under the same promise and one of the route's prices (its own, or a commitment
+        // tier's with the tier's deposit locked), so a strict promise bought on one route
+        // cannot be spent on another with a looser one, nor a tier's discount had without its
+        // deposit.
         let sla = &route.sla;
         let signed = (
-            chain.price_per_request,
             chain.max_latency_ms,
             chain.max_input_bytes,
             chain.latency_penalty_bps,
         );
         let offered = (
-            route.price_per_request,
             sla.max_latency_ms,
             sla.max_input_bytes,
             sla.latency_penalty_bps,
         );
-        if signed != offered {
-            return Err(ServerError::new(
-                ErrorCode::SessionMismatch,
-                format!(
+        if signed != offered || !route.prices(chain.price_per_request, chain.deposit) {
+            let message = match route.deposit_for_price(chain.price_per_request) {
+                Some(min_deposit) if signed == offered => format!(
+                    "the session charges {}, this route's commitment tier price for sessions \
+                     locking at least {min_deposit}, and it locks {}",
+                    chain.price_per_request, chain.deposit
+                ),
+                _ => format!(
                     "the session was opened on other terms (price {}, {} ms for bodies up to {} \
                      bytes, penalty {} bps) than this route's ({}, {} ms, {} bytes, {} bps)",
+                    chain.price_per_request,
                     signed.0,
                     signed.1,
                     signed.2,
-                    signed.3,
+                    route_prices(route),
                     offered.0,
                     offered.1,
-                    offered.2,
-                    offered.3
+                    offered.2
                 ),
-            ));
+            };
+            return Err(ServerError::new(ErrorCode::SessionMismatch, message));
         }
         if chain.state != SessionState::Open {
             return Err(ServerError::new(
@@ -134,6 +158,23 @@ impl Provider {
             ));
         }
         Ok(())
+    }
+
+    /// Whether `chain` has one of `route`'s tier terms (its SLA, a tier's price) but locks
+    /// less than that tier's deposit.
+    fn short_of_tier(chain: &ChainSession, route: &RoutePrice) -> bool {
+        let sla = &route.sla;
+        (
+            chain.max_latency_ms,
+            chain.max_input_bytes,
+            chain.latency_penalty_bps,
+        ) == (
+            sla.max_latency_ms,
+            sla.max_input_bytes,
+            sla.latency_penalty_bps,
+        ) && route
+            .deposit_for_price(chain.price_per_request)
+            .is_some_and(|needed| chain.deposit < needed)
     }
 
     pub(super) fn status_of(record: &SessionRecord) -> SessionSnapshot {
@@ -266,7 +307,15 @@ impl Provider {
         }
         // 2. Load and check the session.
         let mut record = self.load_session(&session, false).await?;
-        self.check_session(&record, route)?;
+        if let Err(refusal) = self.check_session(&record, route) {
+            // On a tier's terms but locking less than the tier's deposit: the cached copy may
+            // predate a top-up, so one refresh from the chain before the refusal.
+            if !Self::short_of_tier(&record.chain, route) {
+                return Err(refusal);
+            }
+            record = self.load_session(&session, true).await?;
+            self.check_session(&record, route)?;
+        }
         // 3. Verify the voucher (strict ed25519), then take a token of the session's rate.
         voucher
             .verify(&x402pp_protocol::Pubkey(record.chain.voucher_signer))

@@ -64,9 +64,10 @@ impl Settler {
         }
         let key = Pubkey::new_from_array(address);
         let payout = account.payout();
-        if payout.provider == 0 {
+        if payout.provider == 0 && account.rent_payer != self.provider.pubkey() {
             // Nothing for the provider (nothing settled, or penalties ate it): the rest is the
-            // agent's, which finalizes when it wants; the provider pays no fee for it.
+            // agent's, which finalizes when it wants; the provider pays no fee for it. (A session
+            // the provider sponsored is finalized anyway: its rent comes back to the provider.)
             self.ledger.mark_closed(&address).await?;
             tracing::info!(session = %key, "nothing to collect; left to the agent to finalize");
             return Ok(());

@@ -15,21 +15,24 @@ use crate::state::Session;
 /// Accounts of `cooperative_close`.
 #[derive(Accounts)]
 pub struct CooperativeClose<'info> {
-    /// The session's agent; receives the rent of the vault and the session.
-    #[account(mut)]
+    /// The session's agent.
     pub agent: Signer<'info>,
     /// The session's provider.
     pub provider: Signer<'info>,
+    /// CHECK: the session's rent payer (`has_one`); receives the rent of the vault and the session.
+    #[account(mut)]
+    pub rent_payer: UncheckedAccount<'info>,
     /// The session to settle and close.
     #[account(
         mut,
-        close = agent,
+        close = rent_payer,
         seeds = [SESSION_SEED, session.agent.as_ref(), session.provider.as_ref(), &session.nonce.to_le_bytes()],
         bump,
         has_one = agent @ EscrowError::NotSessionAgent,
         has_one = provider @ EscrowError::NotSessionProvider,
         has_one = mint @ EscrowError::WrongMint,
         has_one = vault @ EscrowError::WrongVault,
+        has_one = rent_payer @ EscrowError::NotRentPayer,
     )]
     pub session: Box<Account<'info, Session>>,
     /// The session's vault; closed by this instruction.
@@ -70,7 +73,7 @@ pub fn handler(ctx: Context<CooperativeClose>, args: CloseArgs) -> Result<()> {
         &accounts.mint,
         &accounts.provider_token,
         &accounts.agent_token,
-        &accounts.agent.to_account_info(),
+        &accounts.rent_payer.to_account_info(),
         &accounts.token_program,
         true,
     )

@@ -16,9 +16,12 @@ use crate::state::{Dispute, Session};
 #[derive(Accounts)]
 #[instruction(seq: u64)]
 pub struct DisputeReceipt<'info> {
-    /// The session's agent; pays the dispute record's rent.
-    #[account(mut)]
+    /// The session's agent.
     pub agent: Signer<'info>,
+    /// Pays the dispute record's rent (the record stays as evidence): the agent itself, or a
+    /// fee sponsor.
+    #[account(mut)]
+    pub payer: Signer<'info>,
     /// The disputed session.
     #[account(
         mut,
@@ -141,7 +144,7 @@ pub fn handler(ctx: Context<DisputeReceipt>, seq: u64) -> Result<()> {
         &bump,
     ];
     create_pda_account(
-        &accounts.agent.to_account_info(),
+        &accounts.payer.to_account_info(),
         &dispute_info,
         &accounts.system_program.to_account_info(),
         Dispute::SPACE,

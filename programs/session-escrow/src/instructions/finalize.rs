@@ -11,24 +11,28 @@ use crate::state::Session;
 use crate::vault::{close_vault, pay_out, token_amount};
 
 /// Accounts of `finalize`. No signer is required besides the fee payer: payouts go to token
-/// accounts owned by the session's provider and agent, and the rent goes back to the agent.
+/// accounts owned by the session's provider and agent, and the rent goes back to whoever paid it
+/// at open (`Session::rent_payer`).
 #[derive(Accounts)]
 pub struct Finalize<'info> {
-    /// The session to settle; closed, its rent to the agent.
+    /// The session to settle; closed, its rent to its rent payer.
     #[account(
         mut,
-        close = agent,
+        close = rent_payer,
         seeds = [SESSION_SEED, session.agent.as_ref(), session.provider.as_ref(), &session.nonce.to_le_bytes()],
         bump,
         has_one = agent @ EscrowError::NotSessionAgent,
         has_one = provider @ EscrowError::NotSessionProvider,
         has_one = mint @ EscrowError::WrongMint,
         has_one = vault @ EscrowError::WrongVault,
+        has_one = rent_payer @ EscrowError::NotRentPayer,
     )]
     pub session: Box<Account<'info, Session>>,
-    /// CHECK: the session's agent (`has_one`); receives the rent of the vault and the session.
-    #[account(mut)]
+    /// CHECK: the session's agent (`has_one`); owner of `agent_token`.
     pub agent: UncheckedAccount<'info>,
+    /// CHECK: the session's rent payer (`has_one`); receives the rent of the vault and the session.
+    #[account(mut)]
+    pub rent_payer: UncheckedAccount<'info>,
     /// CHECK: the session's provider (`has_one`); owner of `provider_token`.
     pub provider: UncheckedAccount<'info>,
     /// The session's vault; closed by this instruction.
@@ -61,7 +65,7 @@ pub fn handler(ctx: Context<Finalize>) -> Result<()> {
         &accounts.mint,
         &accounts.provider_token,
         &accounts.agent_token,
-        &accounts.agent.to_account_info(),
+        &accounts.rent_payer.to_account_info(),
         &accounts.token_program,
         false,
     )

@@ -74,9 +74,12 @@ pub struct OpenSessionArgs {
 #[derive(Accounts)]
 #[instruction(args: OpenSessionArgs)]
 pub struct OpenSession<'info> {
-    /// The depositing agent; pays rent for the session and the vault.
-    #[account(mut)]
+    /// The depositing agent: signs for its tokens (the deposit's transfer authority).
     pub agent: Signer<'info>,
+    /// Pays the rent of the session and the vault, and gets it back when the session closes
+    /// (`Session::rent_payer`): the agent itself, or a fee sponsor (docs/program.md).
+    #[account(mut)]
+    pub payer: Signer<'info>,
     /// CHECK: only its address is used: it must be the offer's signer and the offer's provider.
     pub provider: UncheckedAccount<'info>,
     /// The deposit mint (SPL Token or Token-2022).
@@ -171,7 +174,7 @@ pub fn handler(ctx: Context<OpenSession>, args: OpenSessionArgs) -> Result<()> {
     let session_info = accounts.session.to_account_info();
     let vault_info = accounts.vault.to_account_info();
     let system = accounts.system_program.to_account_info();
-    let payer = accounts.agent.to_account_info();
+    let payer = accounts.payer.to_account_info();
     let nonce_le = args.nonce.to_le_bytes();
     let session_bump = [ctx.bumps.session];
     let session_seeds: [&[u8]; 5] = [
@@ -217,7 +220,7 @@ pub fn handler(ctx: Context<OpenSession>, args: OpenSessionArgs) -> Result<()> {
                 from: accounts.agent_token.to_account_info(),
                 mint: accounts.mint.to_account_info(),
                 to: vault_info.clone(),
-                authority: payer,
+                authority: accounts.agent.to_account_info(),
             },
         ),
         args.deposit,
@@ -262,6 +265,7 @@ pub fn handler(ctx: Context<OpenSession>, args: OpenSessionArgs) -> Result<()> {
             status: SessionStatus::Open,
             bump: ctx.bumps.session,
             vault_bump: ctx.bumps.vault,
+            rent_payer: accounts.payer.key(),
         },
     )?;
 

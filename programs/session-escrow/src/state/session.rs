@@ -87,6 +87,9 @@ pub struct Session {
     pub bump: u8,
     /// Canonical bump of the vault PDA.
     pub vault_bump: u8,
+    /// Who paid the rent of the session and the vault at open (the agent, or its fee sponsor);
+    /// `finalize` and `cooperative_close` return that rent here.
+    pub rent_payer: Pubkey,
 }
 
 /// How `finalize` splits the vault.
@@ -211,12 +214,13 @@ mod tests {
             status: SessionStatus::Open,
             bump: 255,
             vault_bump: 255,
+            rent_payer: Pubkey::new_from_array([4; 32]),
         }
     }
 
     #[test]
     fn account_sizes_and_filter_offsets_are_stable() {
-        assert_eq!(Session::SPACE, 365);
+        assert_eq!(Session::SPACE, 397);
         assert_eq!(Dispute::SPACE, 189);
         let mut data = Vec::new();
         session().try_serialize(&mut data).expect("serializes");

@@ -1147,6 +1147,7 @@ async fn a_dispute_by_someone_other_than_the_agent_is_rejected() {
     let ed = ed25519_ix(&env.provider, &receipt.encode());
     let mut accounts = env.dispute_accounts(&s, 3);
     accounts.agent = env.stranger.pubkey();
+    accounts.payer = env.stranger.pubkey();
     let stranger = env.stranger.insecure_clone();
     assert_err(
         env.send(&[ed, dispute_ix(accounts, 3)], &[&stranger]).await,

@@ -328,6 +328,9 @@ pub struct Env {
     pub voucher_key: Keypair,
     /// Someone with no role.
     pub stranger: Keypair,
+    /// Pays the rent of sessions and dispute records when set (a fee sponsor); the agent when
+    /// `None`.
+    pub sponsor: Option<Keypair>,
     pub mint_authority: Keypair,
     pub token_program: Pubkey,
     pub mint: Pubkey,
@@ -408,6 +411,7 @@ impl Env {
             provider,
             voucher_key: Keypair::new(),
             stranger,
+            sponsor: None,
             mint_authority: Keypair::new(),
             token_program,
             mint: Pubkey::default(),
@@ -773,10 +777,26 @@ impl Env {
 
     // --- instruction builders ---------------------------------------------------------------------
 
+    /// Who pays (and gets back) the rent: the sponsor when set, else the agent.
+    pub fn rent_payer(&self) -> Pubkey {
+        self.sponsor
+            .as_ref()
+            .map_or_else(|| self.agent.pubkey(), Keypair::pubkey)
+    }
+
+    /// The agent, and the sponsor when one pays the rent: the signers of `open_session` and
+    /// `dispute`.
+    fn agent_and_sponsor(&self) -> Vec<Keypair> {
+        let mut signers = vec![self.agent.insecure_clone()];
+        signers.extend(self.sponsor.as_ref().map(Keypair::insecure_clone));
+        signers
+    }
+
     pub fn open_accounts(&self, nonce: u64) -> accounts::OpenSession {
         let s = self.session_ref(nonce);
         accounts::OpenSession {
             agent: self.agent.pubkey(),
+            payer: self.rent_payer(),
             provider: self.provider.pubkey(),
             mint: self.mint,
             session: s.address,
@@ -835,6 +855,7 @@ impl Env {
         accounts::Finalize {
             session: s.address,
             agent: self.agent.pubkey(),
+            rent_payer: self.rent_payer(),
             provider: self.provider.pubkey(),
             vault: s.vault,
             mint: self.mint,
@@ -848,6 +869,7 @@ impl Env {
         accounts::CooperativeClose {
             agent: self.agent.pubkey(),
             provider: self.provider.pubkey(),
+            rent_payer: self.rent_payer(),
             session: s.address,
             vault: s.vault,
             mint: self.mint,
@@ -861,6 +883,7 @@ impl Env {
     pub fn dispute_accounts(&self, s: &SessionRef, seq: u64) -> accounts::DisputeReceipt {
         accounts::DisputeReceipt {
             agent: self.agent.pubkey(),
+            payer: self.rent_payer(),
             session: s.address,
             dispute: dispute_address(s, seq),
             instructions_sysvar: solana_sdk_ids::sysvar::instructions::ID,
@@ -896,8 +919,9 @@ impl Env {
             self.open_accounts(nonce),
             self.open_args(offer, nonce, deposit),
         );
-        let agent = self.agent.insecure_clone();
-        self.send(&[ed, ix], &[&agent]).await
+        let signers = self.agent_and_sponsor();
+        self.send(&[ed, ix], &signers.iter().collect::<Vec<_>>())
+            .await
     }
 
     /// Opens and asserts success.
@@ -1003,8 +1027,9 @@ impl Env {
     pub async fn dispute(&mut self, s: &SessionRef, receipt: &ReceiptMessage) -> TxResult {
         let ed = ed25519_ix(&self.provider, &receipt.encode());
         let ix = dispute_ix(self.dispute_accounts(s, receipt.seq), receipt.seq);
-        let agent = self.agent.insecure_clone();
-        self.send(&[ed, ix], &[&agent]).await
+        let signers = self.agent_and_sponsor();
+        self.send(&[ed, ix], &signers.iter().collect::<Vec<_>>())
+            .await
     }
 }
 

@@ -15,3 +15,4 @@ mod compute;
 mod happy;
 mod harness;
 mod properties;
+mod sponsored;

@@ -142,6 +142,7 @@ async fn opens_a_session(localnet: &Localnet) -> Vec<String> {
             Pubkey::find_program_address(&[b"vault", session.as_ref()], &session_escrow::ID);
         let accounts = session_escrow::accounts::OpenSession {
             agent: agent.pubkey(),
+            payer: agent.pubkey(),
             provider: provider.pubkey(),
             mint,
             session,

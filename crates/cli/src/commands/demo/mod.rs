@@ -25,9 +25,7 @@ use x402pp_provider::INFERENCE_PATH;
 use x402pp_solana::escrow;
 
 pub use report::{Report, SchemeReport};
-use world::{
-    agent_config, close_early, finalize, offer_for_intent, pass_dispute_windows, tokens_of,
-};
+use world::{agent_config, close_early, finalize, pass_dispute_windows, tokens_of};
 
 /// The injected delay of the slow request (over the provider's promised
 /// [`world::MAX_LATENCY_MS`]).
@@ -120,8 +118,10 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         .saturating_mul(args.requests.saturating_add(10))
         .saturating_mul(3);
     let mut wallets = Vec::new();
+    // Agents hold test USDC and no SOL: the provider sponsors their session transactions
+    // (fees and rent), and `exact`'s facilitator pays its own fees.
     for _ in 0..args.agents {
-        wallets.push(world.wallet(per_agent_funds)?);
+        wallets.push(world.wallet_with(0, per_agent_funds)?);
     }
     let mut report = Report {
         escrow_runtime: world.localnet.info().escrow_runtime.kind().to_owned(),
@@ -132,10 +132,6 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     let provider = world.provider_key().pubkey();
     let agents_before = tokens_of(&world, &wallets).await?;
     let provider_before = world.tokens(&provider).await?;
-
-    // ---- intent -> offer ------------------------------------------------------------------
-    let offer = offer_for_intent(&world, &wallets[0], args.price).await?;
-    report.offer_for_intent = offer.terms.offer_id.to_string();
 
     // ---- sessions -------------------------------------------------------------------------
     let phase = Instant::now();
@@ -164,6 +160,19 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         agents.push(task.await.context("an agent task failed")??);
     }
     bar.finish_and_clear();
+    // Each agent stated its intent on its first request and opened its session on the offer
+    // that answered it (the offer signs the intent's id as its own).
+    let mut intents_answered = 0u64;
+    for agent in &agents {
+        for session in agent.sessions() {
+            if let Some(intent) = session.intent_id {
+                intents_answered = intents_answered.saturating_add(1);
+                if report.offer_for_intent.is_empty() {
+                    report.offer_for_intent = intent.to_string();
+                }
+            }
+        }
+    }
     // The provider ends every session early, with its final voucher ...
     let mut sessions = Vec::new();
     for agent in &agents {
@@ -191,6 +200,9 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         let stats = agent.stats();
         session_tx = session_tx.saturating_add(stats.transactions);
         session_fees = session_fees.saturating_add(stats.fees_lamports);
+        report.sponsored_transactions = report
+            .sponsored_transactions
+            .saturating_add(stats.sponsored_transactions);
         report.receipts_verified = report
             .receipts_verified
             .saturating_add(stats.receipts_verified);
@@ -199,8 +211,19 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     // The provider's close and finalize per session (the agents' open and disputes are in their
     // stats).
     session_tx = session_tx.saturating_add(2u64.saturating_mul(sessions.len() as u64));
-    session_fees = session_fees
-        .saturating_add(provider_lamports.saturating_sub(world.lamports(&provider).await?));
+    // The provider's SOL paid the fees of its own transactions and of those it sponsored; the
+    // rent it advanced came back at finalize, except the dispute records' (they stay on chain
+    // as evidence: a deposit, not a fee).
+    let dispute_rent = world
+        .rpc
+        .get_minimum_balance_for_rent_exemption(escrow::DISPUTE_ACCOUNT_SPACE)
+        .await?
+        .saturating_mul(report.disputes);
+    session_fees = session_fees.saturating_add(
+        provider_lamports
+            .saturating_sub(world.lamports(&provider).await?)
+            .saturating_sub(dispute_rent),
+    );
     let agents_mid = tokens_of(&world, &wallets).await?;
     let provider_mid = world.tokens(&provider).await?;
     report.session = SchemeReport {
@@ -256,6 +279,11 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         agents_spent: agents_mid.saturating_sub(agents_after),
     };
     report.agents_tokens = (agents_before, agents_after);
+    for wallet in &wallets {
+        report.agents_lamports = report
+            .agents_lamports
+            .saturating_add(world.lamports(&wallet.pubkey()).await?);
+    }
     report.provider_tokens = (provider_before, provider_after);
     report.wall_ms = started.elapsed().as_millis();
 
@@ -275,6 +303,10 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         }
     }
     report.checks = vec![
+        (
+            "every session was opened on the signed offer answering its agent's intent".into(),
+            intents_answered == sessions.len() as u64 && !sessions.is_empty(),
+        ),
         (
             "every request served and every receipt verified".into(),
             report.receipts_verified == n,
@@ -317,6 +349,13 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
                 <= 3u64
                     .saturating_mul(sessions.len().max(1) as u64)
                     .saturating_add(report.disputes),
+        ),
+        (
+            "agents held no SOL: the provider sponsored every session transaction they sent".into(),
+            report.agents_lamports == 0
+                && report.sponsored_transactions > 0
+                && report.sponsored_transactions
+                    == agents.iter().map(|a| a.stats().transactions).sum::<u64>(),
         ),
         (
             "every escrow transaction asked for its compute units and stayed within them".into(),

@@ -43,10 +43,16 @@ pub struct Report {
     /// Penalties the disputes recorded: taken from the provider's payout at finalize, paid to the
     /// agents.
     pub penalties_refunded: u64,
-    /// The offer that answered the first agent's intent.
+    /// The first agent's intent id, which the offer its session was opened on signed as its
+    /// own `offerId` (the agent states its intent on its first request by default).
     pub offer_for_intent: String,
     /// Agents' test-USDC before and after (sum).
     pub agents_tokens: (u64, u64),
+    /// Agents' SOL (lamports) at the end (sum): they start with none, and the provider
+    /// sponsors their session transactions.
+    pub agents_lamports: u64,
+    /// Of the agents' session transactions, those the provider sponsored.
+    pub sponsored_transactions: u64,
     /// Provider's test-USDC before and after.
     pub provider_tokens: (u64, u64),
     /// Tokens left in session vaults at the end (must be 0).
@@ -115,6 +121,16 @@ pub(crate) fn print_report(report: &Report, json: bool) -> anyhow::Result<()> {
         report.sla_breaches,
         report.disputes,
         usdc(report.penalties_refunded)
+    );
+    if !report.offer_for_intent.is_empty() {
+        println!(
+            "intent -> offer: the first agent's intent {} was answered by a signed offer with that id",
+            report.offer_for_intent
+        );
+    }
+    println!(
+        "agents' SOL: {} lamports (none at the start; the provider sponsored {} of their transactions)",
+        report.agents_lamports, report.sponsored_transactions
     );
     println!(
         "agents' USDC:   {} -> {}",

@@ -1,13 +1,14 @@
 //! The demo's world (the test kit's, shared with `bench`): the localnet, the x402 facilitator
 //! served over HTTP as a provider would use it, and the reference provider honouring `delay_ms`
-//! with the demo's latency promise; plus what the demo does on it: agents' configurations, the
-//! intent answered by an offer, the provider's early close with its final voucher, and
-//! finalize after the dispute window.
+//! with the demo's latency promise; plus what the demo does on it: agents' configurations
+//! (each states its intent for `inference` on its first request, and opens its session on the
+//! offer that answers it), the provider's early close with its final voucher, and finalize
+//! after the dispute window.
 
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use anyhow::{ensure, Context as _};
+use anyhow::Context as _;
 use solana_sdk::pubkey::Pubkey;
 use solana_sdk::signature::{Keypair, Signer};
 use x402pp_client::{AgentConfig, Budget, DisputePolicy};
@@ -16,6 +17,7 @@ use x402pp_provider::{AppOptions, INFERENCE_PATH};
 use x402pp_server::RoutePrice;
 use x402pp_solana::compute;
 use x402pp_solana::escrow::{self, FinalVoucher, SessionKeys};
+use x402pp_solana::sponsor::SponsorPolicy;
 use x402pp_solana::token;
 use x402pp_testkit::{Facilitator, World, WorldBuilder, LAMPORTS_PER_SOL};
 
@@ -39,10 +41,19 @@ pub(crate) fn builder(price: u64, program_so: Option<PathBuf>) -> WorldBuilder {
         .reference_app(AppOptions {
             allow_injected_latency: true,
         })
+        // The provider sponsors its sessions: the demo's agents hold USDC and no SOL.
+        .server_config(move |config| {
+            config.sponsor = Some(SponsorPolicy {
+                min_deposit: price.saturating_mul(10),
+                ..SponsorPolicy::default()
+            });
+        })
 }
 
 /// The configuration of an agent paying from `wallet` at `price` for `requests` requests (plus
-/// ten) per deposit: disputes by hand, sessions or `exact` as `session` says.
+/// ten) per deposit: disputes by hand, sessions or `exact` as `session` says, and an intent for
+/// `inference` (the agent's default intent: the budget's price and latency, its deposit as
+/// commitment) stated on its first request.
 pub(crate) fn agent_config(
     world: &World,
     wallet: Arc<Keypair>,
@@ -60,6 +71,7 @@ pub(crate) fn agent_config(
     config.dispute_policy = DisputePolicy::Manual;
     config.prefer_session = session;
     config.store_path = None;
+    config.capability = "inference".into();
     config
 }
 
@@ -70,43 +82,6 @@ pub(crate) async fn tokens_of(world: &World, wallets: &[Arc<Keypair>]) -> anyhow
         sum = sum.saturating_add(world.tokens(&wallet.pubkey()).await?);
     }
     Ok(sum)
-}
-
-/// States the agent's intent (price and SLA it needs) and returns the signed offer answering it,
-/// verified.
-pub(crate) async fn offer_for_intent(
-    world: &World,
-    wallet: &Keypair,
-    price: u64,
-) -> anyhow::Result<x402pp_protocol::Offer> {
-    use x402pp_protocol::{Id16, Intent, IntentSla, UptimePercent};
-    let intent = Intent {
-        intent_id: Id16::random(),
-        capability: "inference".into(),
-        max_price_per_request: Amount(price),
-        asset: x402pp_protocol::Pubkey(world.localnet.usdc_mint().to_bytes()),
-        network: world.network.clone(),
-        sla: IntentSla {
-            max_latency_ms: MAX_LATENCY_MS,
-            min_uptime_percent: UptimePercent::from_bps(9_900).unwrap_or_default(),
-        },
-        agent: x402pp_protocol::Pubkey(wallet.pubkey().to_bytes()),
-        expires_at: world.localnet.unix_timestamp().saturating_add(300),
-    };
-    let offer = world
-        .offer_for_intent(INFERENCE_PATH, Some(&intent))
-        .await
-        .context("the provider's answer to the intent")?;
-    offer.verify()?;
-    ensure!(
-        offer.terms.answers(&intent),
-        "the offer does not answer the intent (its signed id is not the intent's)"
-    );
-    ensure!(
-        offer.terms.unmet_by(&intent).is_none(),
-        "the offer does not meet the intent"
-    );
-    Ok(offer)
 }
 
 /// The provider ends `session` early with `close` and its best voucher (one transaction): the
