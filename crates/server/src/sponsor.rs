@@ -72,11 +72,14 @@ fn refused(refusal: SponsorRefusal) -> ServerError {
 
 fn chain(error: ChainError) -> ServerError {
     match error {
-        // Sent and not seen landing: the agent finds out from the chain.
-        ChainError::Pending { .. } | ChainError::Unavailable(_) => {
-            ServerError::chain_unavailable(error)
-        }
-        // Simulation passed, the send failed (state changed in between): nothing landed.
-        other => ServerError::new(ErrorCode::SponsorRefused, other.to_string()),
+        // The chain says the transaction failed (the state changed after the simulation):
+        // nothing landed.
+        ChainError::Failed { .. }
+        | ChainError::Rejected {
+            transaction_error: Some(_),
+            ..
+        } => ServerError::new(ErrorCode::SponsorRefused, error.to_string()),
+        // Not reached, or sent and not seen landing: the agent finds out from the chain.
+        other => ServerError::chain_unavailable(other),
     }
 }

@@ -44,6 +44,9 @@ use crate::ChainError;
 const COMPUTE_BUDGET_PROGRAM_ID: Pubkey =
     Pubkey::from_str_const("ComputeBudget111111111111111111111111111111");
 
+/// Agents the per-agent rate keeps count of at once.
+const MAX_TRACKED_AGENTS: usize = 100_000;
+
 /// Largest serialized transaction Solana accepts.
 const MAX_TRANSACTION_SIZE: usize = 1_232;
 
@@ -478,6 +481,14 @@ impl Sponsor {
             }
             !times.is_empty()
         });
+        if recent.len() >= MAX_TRACKED_AGENTS && !recent.contains_key(&agent) {
+            // As many agents as it can count are within their window: nobody new until one
+            // leaves it (a flood of fresh keys cannot grow the map without bound).
+            return Err(SponsorRefusal::RateLimited {
+                agent,
+                retry_after: self.policy.window.max(Duration::from_secs(1)),
+            });
+        }
         let times = recent.entry(agent).or_default();
         if times.len() >= usize::try_from(self.policy.per_agent).unwrap_or(usize::MAX) {
             let oldest = times.front().copied().unwrap_or(now);

@@ -28,8 +28,10 @@ impl Agent {
             escrow::dispute_address(&session.address(), session.keys.opened_slot, seq);
         // The dispute record is created: the wallet pays its rent, or the sponsor does (it
         // stays with the record, as evidence).
-        let needed = self.lamports_needed(&[DISPUTE_SPACE]).await;
-        let signature = match self.sponsor_to_use(session.sponsor.as_ref(), needed).await {
+        let signature = match self
+            .sponsor_to_use(session.sponsor.as_ref(), &[DISPUTE_SPACE])
+            .await
+        {
             Some(sponsor) => {
                 let payer = sol_key(&sponsor.fee_payer);
                 let instructions = escrow::dispute(&session.keys, &receipt, &payer);

@@ -49,7 +49,7 @@ use crate::{
 use offer::Challenge;
 use pay::{clone_request, SessionOutcome};
 use session::{SessionData, SessionHandle, TermsKey};
-use sponsor::{DISPUTE_SPACE, SESSION_SPACE, TX_FEE_LAMPORTS, VAULT_SPACE};
+use sponsor::{DISPUTE_SPACE, SESSION_SPACE, VAULT_SPACE};
 use x402pp_protocol::sponsor::SponsorInfo;
 
 /// The request an agent pays for, as receipts describe it: the hash of method, path and body,
@@ -551,10 +551,7 @@ impl Agent {
         // Both payouts go to associated token accounts, which must exist (the provider's may
         // not, e.g. a provider that was never paid in this mint): created if missing.
         let keys = &session.keys;
-        let signature = match self
-            .sponsor_to_use(session.sponsor.as_ref(), TX_FEE_LAMPORTS)
-            .await
-        {
+        let signature = match self.sponsor_to_use(session.sponsor.as_ref(), &[]).await {
             // A sponsor pays for the finalize alone (it creates no accounts for anyone): both
             // token accounts exist when the wallet holds no SOL to create them anyway.
             Some(sponsor) => {

@@ -325,8 +325,9 @@ impl Agent {
         );
         // The session and its vault are created: the wallet pays their rent, or the sponsor
         // does (and gets it back when the session closes).
-        let needed = self.lamports_needed(&[SESSION_SPACE, VAULT_SPACE]).await;
-        let paid_by = self.sponsor_to_use(sponsor.as_ref(), needed).await;
+        let paid_by = self
+            .sponsor_to_use(sponsor.as_ref(), &[SESSION_SPACE, VAULT_SPACE])
+            .await;
         if let Some(s) = &paid_by {
             keys = keys.sponsored_by(sol_key(&s.fee_payer));
         }

@@ -18,8 +18,8 @@ pub(super) const VAULT_SPACE: usize = 165;
 /// Bytes of a dispute record.
 pub(super) const DISPUTE_SPACE: usize = Dispute::SPACE;
 /// What the wallet keeps for a transaction's fee when judging whether it can pay its own way:
-/// two signatures and a generous priority fee.
-pub(super) const TX_FEE_LAMPORTS: u64 = 20_000;
+/// three signatures (two and an Ed25519 check) and a generous priority fee.
+const TX_FEE_LAMPORTS: u64 = 20_000;
 
 impl Agent {
     /// The sponsor the session option of `challenge` names, if any.
@@ -33,7 +33,7 @@ impl Agent {
 
     /// What the wallet needs in SOL for a transaction creating accounts of `spaces` bytes: their
     /// rent and the fee. An RPC that cannot say counts as nothing to create.
-    pub(super) async fn lamports_needed(&self, spaces: &[usize]) -> u64 {
+    async fn lamports_needed(&self, spaces: &[usize]) -> u64 {
         let mut needed = TX_FEE_LAMPORTS;
         for &space in spaces {
             let rent = self
@@ -47,18 +47,19 @@ impl Agent {
         needed
     }
 
-    /// Whether `offered` pays for a transaction needing `lamports` of the wallet, by
-    /// [`AgentConfig::sponsorship`].
+    /// Whether `offered` pays for a transaction creating accounts of `spaces` bytes, by
+    /// [`AgentConfig::sponsorship`] (the chain is asked only when it depends on the wallet).
     pub(super) async fn sponsor_to_use(
         &self,
         offered: Option<&SponsorInfo>,
-        lamports: u64,
+        spaces: &[usize],
     ) -> Option<SponsorInfo> {
         let offered = offered?;
         match self.inner.config.sponsorship {
             Sponsorship::Never => None,
             Sponsorship::Always => Some(offered.clone()),
             Sponsorship::WhenNeeded => {
+                let lamports = self.lamports_needed(spaces).await;
                 let balance = self.inner.rpc.get_balance(&self.address()).await;
                 // An RPC that cannot say: the wallet pays, and the send reports the outage.
                 match balance {
@@ -76,10 +77,7 @@ impl Agent {
         instructions: &[Instruction],
         session: &SessionHandle,
     ) -> Result<Signature, ClientError> {
-        match self
-            .sponsor_to_use(session.sponsor.as_ref(), TX_FEE_LAMPORTS)
-            .await
-        {
+        match self.sponsor_to_use(session.sponsor.as_ref(), &[]).await {
             Some(sponsor) => {
                 self.send_sponsored(instructions, &session.keys, &sponsor)
                     .await
