@@ -21,7 +21,7 @@ use anchor_lang::Discriminator;
 use crate::instruction;
 
 /// `open_session`.
-pub const OPEN_SESSION: u32 = 54_000;
+pub const OPEN_SESSION: u32 = 56_000;
 /// `top_up`.
 pub const TOP_UP: u32 = 32_500;
 /// `claim` (records the voucher; no token CPI).
@@ -35,7 +35,7 @@ pub const FINALIZE: u32 = 56_500;
 /// `cooperative_close` (final voucher, two payouts, vault closed).
 pub const COOPERATIVE_CLOSE: u32 = 62_000;
 /// `dispute` (records the debt and the dispute account; no token CPI).
-pub const DISPUTE: u32 = 26_000;
+pub const DISPUTE: u32 = 32_000;
 
 /// What the runtime charges per `create_program_address` a bump search makes
 /// (`create_program_address_units` of Agave's compute budget).
