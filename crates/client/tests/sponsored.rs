@@ -265,3 +265,43 @@ async fn a_sponsor_request_that_is_not_a_transaction_is_a_malformed_request() {
         assert_eq!(body.error, ErrorCode::MalformedRequest);
     }
 }
+
+#[tokio::test]
+async fn the_sponsor_refuses_to_pay_for_a_session_whose_rent_it_did_not_pay() {
+    let w = world(Some(SponsorPolicy::default())).await;
+    let provider = w.provider_key().pubkey();
+    // An agent with SOL opens its own session (it pays the rent) ...
+    let config = w.agent_config().unwrap();
+    let wallet = config.keypair.clone();
+    let agent = Agent::new(config).await.unwrap();
+    let response = agent.send(inference(w.url(), "hello", 0)).await.unwrap();
+    assert_eq!(response.status(), 200);
+    let session = agent.sessions()[0].address;
+    let account = escrow::fetch_session(&w.rpc, &session)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(account.rent_payer, wallet.pubkey());
+    // ... then asks the sponsor to pay for closing it.
+    let keys = escrow::SessionKeys::of(session, &account, x402pp_solana::token::TOKEN_PROGRAM_ID);
+    let blockhash = w.rpc.get_latest_blockhash().await.unwrap();
+    let mut message = Message::new(&[escrow::request_close(&keys)], Some(&provider));
+    message.recent_blockhash = blockhash;
+    let mut tx = Transaction::new_unsigned(message);
+    tx.partial_sign(&[&*wallet], blockhash);
+    let before = w.lamports(&provider).await.unwrap();
+
+    let (status, body) = post_sponsor(&w, tx).await;
+    assert_eq!((status, body.error), (403, ErrorCode::SponsorRefused));
+    assert!(
+        body.message.contains("not one this sponsor opened"),
+        "{}",
+        body.message
+    );
+    assert_eq!(w.lamports(&provider).await.unwrap(), before);
+    let account = escrow::fetch_session(&w.rpc, &session)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(account.closing_started_at, 0, "still open");
+}

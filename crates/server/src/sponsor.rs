@@ -5,7 +5,9 @@
 
 use x402pp_protocol::sponsor::{SponsorInfo, SponsorRequest, SponsorResponse};
 use x402pp_protocol::{ErrorCode, Pubkey};
-use x402pp_solana::sponsor::{decode_transaction, SponsorError, SponsorRefusal};
+use x402pp_solana::sponsor::{
+    decode_transaction, SponsorError, SponsorRefusal, SponsoredInstruction,
+};
 use x402pp_solana::ChainError;
 
 use crate::error::ServerError;
@@ -44,10 +46,19 @@ impl Provider {
         })?;
         let tx = decode_transaction(&request.transaction).map_err(refused)?;
         match sponsor.sponsor(tx).await {
-            Ok((signature, instruction)) => Ok(SponsorResponse {
-                signature: signature.to_string(),
-                instruction: instruction.name().to_owned(),
-            }),
+            Ok((signature, done)) => {
+                if let SponsoredInstruction::OpenSession { .. } = done.instruction {
+                    // Into the ledger now, so the settler finalizes it (and the rent comes back)
+                    // even if the agent never pays a request on it.
+                    if let Err(error) = self.load_session(&done.session, true).await {
+                        tracing::warn!(session = %done.session, %error, "a sponsored session is not in the ledger yet");
+                    }
+                }
+                Ok(SponsorResponse {
+                    signature: signature.to_string(),
+                    instruction: done.instruction.name().to_owned(),
+                })
+            }
             Err(SponsorError::Refused(refusal)) => Err(refused(refusal)),
             Err(SponsorError::Chain(error)) => Err(chain(error)),
         }

@@ -53,8 +53,8 @@ const MAX_TRANSACTION_SIZE: usize = 1_232;
 /// What a sponsor pays for.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SponsorPolicy {
-    /// Providers whose sessions it opens (empty: any). A provider sponsoring its own sessions
-    /// lists itself.
+    /// Providers whose sessions it opens (empty: none). A provider sponsoring its own sessions
+    /// lists itself; an open names its provider, whose signed offer fixes the mint and terms.
     pub providers: Vec<Pubkey>,
     /// Smallest deposit of a sponsored `open_session`, atomic units (the agent must lock real
     /// tokens for the rent it borrows).
@@ -67,11 +67,14 @@ pub struct SponsorPolicy {
     pub per_agent: u32,
     /// The window of the per-agent rate.
     pub window: Duration,
+    /// Lamports the sponsor keeps: below this balance it pays for nothing that creates an
+    /// account (a provider's key also pays its claims).
+    pub min_balance: u64,
 }
 
 impl Default for SponsorPolicy {
-    /// Any provider, no minimum deposit, 1 000 micro-lamports per unit, 400 000 units, 20
-    /// transactions per agent per minute.
+    /// No provider (name them), no minimum deposit, 1 000 micro-lamports per unit, 400 000
+    /// units, 20 transactions per agent per minute, 0.01 SOL kept.
     fn default() -> Self {
         Self {
             providers: Vec::new(),
@@ -80,6 +83,7 @@ impl Default for SponsorPolicy {
             max_compute_unit_limit: 400_000,
             per_agent: 20,
             window: Duration::from_secs(60),
+            min_balance: 10_000_000,
         }
     }
 }
@@ -125,6 +129,9 @@ pub struct Sponsorable {
     /// Whom the per-agent rate counts it against: the agent that signs it (the session for a
     /// `finalize`, which no party signs).
     pub rate_key: Pubkey,
+    /// The session it acts on: the one `open_session` creates, or an existing one, which the
+    /// sponsor pays for only if it paid its rent ([`Sponsor::sponsor`] reads it).
+    pub session: Pubkey,
 }
 
 /// Why a sponsor refuses a transaction. Nothing was signed or sent.
@@ -170,6 +177,15 @@ pub enum SponsorRefusal {
         /// The minimum.
         min: u64,
     },
+    /// The instruction acts on a session whose rent this sponsor did not pay (or no session).
+    #[error("session {0} is not one this sponsor opened")]
+    SessionNotSponsored(Pubkey),
+    /// More signatures or Ed25519 checks than the instruction needs (each one is a fee).
+    #[error("{0}")]
+    ExtraSignatures(String),
+    /// The sponsor's balance is at its reserve.
+    #[error("the sponsor is keeping its reserve; retry later or pay with the wallet")]
+    LowBalance,
     /// The agent used up its rate.
     #[error("too many sponsored transactions for {agent}; retry after {} s", retry_after.as_secs())]
     RateLimited {
@@ -233,6 +249,16 @@ fn sponsor_positions(instruction: &SponsoredInstruction) -> &'static [usize] {
         SponsoredInstruction::Dispute => &[1],
         SponsoredInstruction::Finalize => &[2, 3],
         SponsoredInstruction::TopUp | SponsoredInstruction::RequestClose => &[],
+    }
+}
+
+/// Where the session is among the instruction's accounts.
+fn session_position(instruction: &SponsoredInstruction) -> usize {
+    match instruction {
+        SponsoredInstruction::OpenSession { .. } => 4,
+        SponsoredInstruction::TopUp | SponsoredInstruction::RequestClose => 1,
+        SponsoredInstruction::Dispute => 2,
+        SponsoredInstruction::Finalize => 0,
     }
 }
 
@@ -305,6 +331,7 @@ pub fn check_transaction(
     }
 
     let mut escrow: Option<(usize, SponsoredInstruction, Vec<Pubkey>)> = None;
+    let mut ed25519: Option<usize> = None;
     for (index, instruction) in message.instructions().iter().enumerate() {
         let program = keys
             .get(usize::from(instruction.program_id_index))
@@ -324,6 +351,14 @@ pub fn check_transaction(
                     what: "an Ed25519 instruction with accounts".into(),
                 });
             }
+            // Every signature an Ed25519 instruction checks is a fee: one instruction checking
+            // one signature, the one the escrow instruction reads (checked below).
+            if ed25519.is_some() || instruction.data.first() != Some(&1) {
+                return Err(SponsorRefusal::ExtraSignatures(
+                    "at most one Ed25519 instruction, checking one signature".into(),
+                ));
+            }
+            ed25519 = Some(index);
         } else if program == PROGRAM_ID {
             if escrow.is_some() {
                 return Err(SponsorRefusal::Forbidden {
@@ -358,6 +393,32 @@ pub fn check_transaction(
     {
         return Err(SponsorRefusal::SponsorKeyMisused { index, position });
     }
+    // The signatures the instruction needs and no more: the sponsor's and the agent's (the
+    // sponsor's alone for `finalize`), and the Ed25519 check only right before an instruction
+    // that reads one.
+    let (needed_signers, reads_ed25519) = match instruction {
+        SponsoredInstruction::OpenSession { .. } | SponsoredInstruction::Dispute => (2, true),
+        SponsoredInstruction::TopUp | SponsoredInstruction::RequestClose => (2, false),
+        SponsoredInstruction::Finalize => (1, false),
+    };
+    if signers != needed_signers {
+        return Err(SponsorRefusal::ExtraSignatures(format!(
+            "{} signatures where {} needs {needed_signers}",
+            signers,
+            instruction.name()
+        )));
+    }
+    let ed25519_ok = match ed25519 {
+        None => !reads_ed25519,
+        Some(at) => reads_ed25519 && at.checked_add(1) == Some(index),
+    };
+    if !ed25519_ok {
+        return Err(SponsorRefusal::ExtraSignatures(format!(
+            "{} takes {} Ed25519 check, right before it",
+            instruction.name(),
+            if reads_ed25519 { "one" } else { "no" }
+        )));
+    }
     let name = instruction.name();
     let account = |position: usize| {
         accounts
@@ -370,7 +431,7 @@ pub fn check_transaction(
     };
     if let SponsoredInstruction::OpenSession { provider, deposit } = &mut instruction {
         *provider = account(2)?;
-        if !policy.providers.is_empty() && !policy.providers.contains(provider) {
+        if !policy.providers.contains(provider) {
             return Err(SponsorRefusal::ProviderNotSponsored(*provider));
         }
         if *deposit < policy.min_deposit {
@@ -382,9 +443,11 @@ pub fn check_transaction(
     }
     // The agent is account 0 of every agent instruction; finalize's first account is the session.
     let rate_key = account(0)?;
+    let session = account(session_position(&instruction))?;
     Ok(Sponsorable {
         instruction,
         rate_key,
+        session,
     })
 }
 
@@ -464,54 +527,89 @@ impl Sponsor {
         &self.policy
     }
 
-    /// Counts one sponsored transaction for `agent`, or says when it may have the next.
-    fn take_rate(&self, agent: Pubkey) -> Result<(), SponsorRefusal> {
+    /// Whether `agent` may have another sponsored transaction now (`record`: and counts it).
+    /// Only transactions that passed simulation are counted, so junk under fresh keys (which
+    /// costs its sender nothing) never fills the table or uses an agent's quota; when the table
+    /// is full anyway, the agent seen least recently is forgotten, not everyone new refused.
+    fn rate(&self, agent: Pubkey, record: bool) -> Result<(), SponsorRefusal> {
         let now = Instant::now();
+        let window = self.policy.window;
         let mut recent = self
             .recent
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
-        // Forget agents whose window has passed, so the map stays as small as the active set.
-        recent.retain(|_, times| {
+        if let Some(times) = recent.get_mut(&agent) {
             while times
                 .front()
-                .is_some_and(|t| now.duration_since(*t) >= self.policy.window)
+                .is_some_and(|t| now.duration_since(*t) >= window)
             {
                 times.pop_front();
             }
-            !times.is_empty()
-        });
+            if times.len() >= usize::try_from(self.policy.per_agent).unwrap_or(usize::MAX) {
+                let oldest = times.front().copied().unwrap_or(now);
+                let retry_after = window
+                    .saturating_sub(now.duration_since(oldest))
+                    .max(Duration::from_secs(1));
+                return Err(SponsorRefusal::RateLimited { agent, retry_after });
+            }
+        }
+        if !record {
+            return Ok(());
+        }
         if recent.len() >= MAX_TRACKED_AGENTS && !recent.contains_key(&agent) {
-            // As many agents as it can count are within their window: nobody new until one
-            // leaves it (a flood of fresh keys cannot grow the map without bound).
-            return Err(SponsorRefusal::RateLimited {
-                agent,
-                retry_after: self.policy.window.max(Duration::from_secs(1)),
+            recent.retain(|_, times| {
+                times
+                    .back()
+                    .is_some_and(|t| now.duration_since(*t) < window)
             });
+            if recent.len() >= MAX_TRACKED_AGENTS {
+                let stalest = recent
+                    .iter()
+                    .min_by_key(|(_, times)| times.back().copied())
+                    .map(|(key, _)| *key);
+                if let Some(key) = stalest {
+                    recent.remove(&key);
+                }
+            }
         }
-        let times = recent.entry(agent).or_default();
-        if times.len() >= usize::try_from(self.policy.per_agent).unwrap_or(usize::MAX) {
-            let oldest = times.front().copied().unwrap_or(now);
-            let retry_after = self
-                .policy
-                .window
-                .saturating_sub(now.duration_since(oldest))
-                .max(Duration::from_secs(1));
-            return Err(SponsorRefusal::RateLimited { agent, retry_after });
-        }
-        times.push_back(now);
+        recent.entry(agent).or_default().push_back(now);
         Ok(())
     }
 
     /// Checks, co-signs, simulates, sends and confirms `tx`; returns its signature and what it
-    /// did. Refused transactions are neither signed nor sent.
+    /// did. Refused transactions are neither signed nor sent; the rate counts only those that
+    /// pass simulation.
     pub async fn sponsor(
         &self,
         mut tx: VersionedTransaction,
-    ) -> Result<(Signature, SponsoredInstruction), SponsorError> {
+    ) -> Result<(Signature, Sponsorable), SponsorError> {
         let sponsor = self.key.pubkey();
         let checked = check_transaction(&tx, &sponsor, &self.policy)?;
-        self.take_rate(checked.rate_key)?;
+        self.rate(checked.rate_key, false)?;
+        // An existing session: only one whose rent this sponsor paid (its own customers'); a
+        // dispute, top-up or finalize of anyone else's session is not its to pay for.
+        if !matches!(
+            checked.instruction,
+            SponsoredInstruction::OpenSession { .. }
+        ) {
+            match crate::escrow::fetch_session(&self.rpc, &checked.session).await? {
+                Some(account) if account.rent_payer == sponsor => {}
+                _ => return Err(SponsorRefusal::SessionNotSponsored(checked.session).into()),
+            }
+        }
+        if matches!(
+            checked.instruction,
+            SponsoredInstruction::OpenSession { .. } | SponsoredInstruction::Dispute
+        ) {
+            let balance = self
+                .rpc
+                .get_balance(&sponsor)
+                .await
+                .map_err(ChainError::rpc)?;
+            if balance < self.policy.min_balance {
+                return Err(SponsorRefusal::LowBalance.into());
+            }
+        }
         let signature = self.key.sign_message(&tx.message.serialize());
         match tx.signatures.first_mut() {
             Some(slot) => *slot = signature,
@@ -539,6 +637,7 @@ impl Sponsor {
                 SponsorRefusal::Fails(format!("{error} {last_log}").trim().to_owned()).into(),
             );
         }
+        self.rate(checked.rate_key, true)?;
         let signature = self
             .rpc
             .send_and_confirm_transaction(&tx)
@@ -550,7 +649,7 @@ impl Sponsor {
             agent = %checked.rate_key,
             "sponsored"
         );
-        Ok((signature, checked.instruction))
+        Ok((signature, checked))
     }
 }
 
@@ -683,6 +782,53 @@ mod tests {
     }
 
     #[test]
+    fn an_ed25519_check_that_no_instruction_reads_is_refused() {
+        let p = parties();
+        let check = crate::ed25519::verify_instruction(&[1; 32], &[2; 64], b"padding");
+        let tx = signed_by_agent(&p, &[check, escrow::top_up(&p.keys, 1_000)]);
+        assert!(matches!(
+            check_transaction(&tx, &p.sponsor.pubkey(), &policy()),
+            Err(SponsorRefusal::ExtraSignatures(_))
+        ));
+    }
+
+    #[test]
+    fn a_signer_the_instruction_does_not_need_is_refused() {
+        let p = parties();
+        let extra = Keypair::new();
+        let mut padded = ComputeBudgetInstruction::set_compute_unit_price(1);
+        padded
+            .accounts
+            .push(solana_sdk::instruction::AccountMeta::new_readonly(
+                extra.pubkey(),
+                true,
+            ));
+        let message = Message::new_with_blockhash(
+            &[padded, escrow::top_up(&p.keys, 1_000)],
+            Some(&p.sponsor.pubkey()),
+            &Hash::new_from_array([3; 32]),
+        );
+        let mut tx = Transaction::new_unsigned(message);
+        tx.partial_sign(&[&p.agent, &extra], tx.message.recent_blockhash);
+        assert!(matches!(
+            check_transaction(
+                &VersionedTransaction::from(tx),
+                &p.sponsor.pubkey(),
+                &policy()
+            ),
+            Err(SponsorRefusal::ExtraSignatures(_))
+        ));
+    }
+
+    #[test]
+    fn a_top_up_names_the_session_the_sponsor_must_have_opened() {
+        let p = parties();
+        let tx = signed_by_agent(&p, &[escrow::top_up(&p.keys, 1_000)]);
+        let checked = check_transaction(&tx, &p.sponsor.pubkey(), &policy()).unwrap();
+        assert_eq!(checked.session, p.keys.session);
+    }
+
+    #[test]
     fn two_escrow_instructions_in_one_transaction_are_refused() {
         let p = parties();
         let tx = signed_by_agent(
@@ -707,12 +853,13 @@ mod tests {
             },
         );
         let (agent, other) = (Pubkey::new_unique(), Pubkey::new_unique());
-        sponsor.take_rate(agent).unwrap();
-        sponsor.take_rate(agent).unwrap();
+        sponsor.rate(agent, true).unwrap();
+        sponsor.rate(agent, false).unwrap();
+        sponsor.rate(agent, true).unwrap();
         assert!(matches!(
-            sponsor.take_rate(agent),
+            sponsor.rate(agent, false),
             Err(SponsorRefusal::RateLimited { retry_after, .. }) if retry_after <= Duration::from_secs(60)
         ));
-        sponsor.take_rate(other).unwrap();
+        sponsor.rate(other, true).unwrap();
     }
 }

@@ -357,11 +357,17 @@ impl Agent {
                     (account.deposit, account.penalties, account.expires_at)
                 }
                 Ok(None) => {
-                    return Err(ChainError::Account {
+                    let missing = ChainError::Account {
                         account: keys.session.to_string(),
                         reason: "missing right after open_session".into(),
+                    };
+                    if paid_by.is_none() {
+                        return Err(missing.into());
                     }
-                    .into())
+                    // The sponsor confirmed it on its RPC node; ours may lag: kept in doubt,
+                    // read again before its first use.
+                    doubt = Some(missing.into());
+                    in_doubt
                 }
                 Err(e) if e.is_transient() => {
                     doubt = Some(e.into());

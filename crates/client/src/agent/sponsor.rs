@@ -17,6 +17,8 @@ pub(super) const SESSION_SPACE: usize = Session::SPACE;
 pub(super) const VAULT_SPACE: usize = 165;
 /// Bytes of a dispute record.
 pub(super) const DISPUTE_SPACE: usize = Dispute::SPACE;
+/// How long the agent waits for a sponsor's answer (it sends and confirms first).
+const SPONSOR_TIMEOUT: Duration = Duration::from_secs(90);
 /// What the wallet keeps for a transaction's fee when judging whether it can pay its own way:
 /// three signatures (two and an Ed25519 check) and a generous priority fee.
 const TX_FEE_LAMPORTS: u64 = 20_000;
@@ -134,6 +136,8 @@ impl Agent {
             .inner
             .http
             .post(&sponsor.url)
+            // The sponsor confirms before it answers: a generous bound, not an endless wait.
+            .timeout(SPONSOR_TIMEOUT)
             .header(CONTENT_TYPE, "application/json")
             .json(&body)
             .send()

@@ -41,7 +41,7 @@ fn route_prices(route: &RoutePrice) -> String {
 impl Provider {
     /// The session from the cache, else the chain (refreshing the ledger's row), else the ledger
     /// when the chain is unreachable.
-    pub(super) async fn load_session(
+    pub(crate) async fn load_session(
         &self,
         session: &Pubkey,
         from_chain: bool,

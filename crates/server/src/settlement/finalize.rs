@@ -74,10 +74,39 @@ impl Settler {
         }
         let keys = SessionKeys::of(key, &account, token_program);
         let payer = self.provider.pubkey();
-        // Both payouts go to associated token accounts, which must exist: the provider creates
-        // its own and, if the agent closed its account, the agent's (rent paid by the provider,
-        // which is the one that wants the session finalized).
-        let instructions = escrow::finalize_creating_token_accounts(&keys, &payer);
+        let instructions = if payout.provider == 0 {
+            // Only the sponsored rent to get back: the agent's token account is not created for
+            // it (an agent could close its account each time to pocket that rent); while it is
+            // missing the session waits for the agent, whose tokens are in it too.
+            let agent_token = keys.agent_token();
+            let exists = self
+                .rpc
+                .get_multiple_accounts(&[agent_token])
+                .await
+                .map_err(ChainError::rpc)?
+                .into_iter()
+                .next()
+                .flatten()
+                .is_some();
+            if !exists {
+                tracing::info!(session = %key, "the agent's token account is closed; left to the agent to finalize");
+                return Ok(());
+            }
+            vec![
+                x402pp_solana::token::create_associated_token_account_idempotent(
+                    &payer,
+                    &keys.provider,
+                    &keys.mint,
+                    &keys.token_program,
+                ),
+                escrow::finalize(&keys),
+            ]
+        } else {
+            // Both payouts go to associated token accounts, which must exist: the provider
+            // creates its own and, if the agent closed its account, the agent's (rent paid by
+            // the provider, which is the one that wants its payout).
+            escrow::finalize_creating_token_accounts(&keys, &payer)
+        };
         let Signed {
             tx,
             signature,
