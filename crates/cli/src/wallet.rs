@@ -10,6 +10,7 @@ use solana_client::nonblocking::rpc_client::RpcClient;
 use solana_sdk::pubkey::Pubkey;
 use solana_sdk::signature::Keypair;
 use x402pp_client::{Agent, AgentConfig, Budget, DisputePolicy, Sponsorship};
+use x402pp_protocol::sponsor::SponsorInfo;
 
 use crate::amount::TokenAmount;
 use crate::{cluster, paths};
@@ -70,6 +71,27 @@ pub struct WalletArgs {
     /// `when-needed` (the wallet's SOL cannot), `always`, or `never`.
     #[arg(long, env = "X402PP_SPONSORSHIP", value_enum, default_value_t = SponsorshipArg::WhenNeeded)]
     pub sponsorship: SponsorshipArg,
+    /// A neutral sponsor for disputes, `FEE_PAYER@URL` (e.g. a facilitator started with
+    /// `--sponsor-dispute-provider`): used before the provider's own sponsor for disputes.
+    #[arg(long, env = "X402PP_DISPUTE_SPONSOR", value_parser = parse_sponsor, value_name = "FEE_PAYER@URL")]
+    pub dispute_sponsor: Option<SponsorInfo>,
+}
+
+/// `FEE_PAYER@URL`.
+fn parse_sponsor(text: &str) -> Result<SponsorInfo, String> {
+    let (key, url) = text
+        .split_once('@')
+        .ok_or_else(|| format!("{text}: expected FEE_PAYER@URL"))?;
+    let fee_payer = key
+        .parse()
+        .map_err(|e| format!("{key}: not a public key ({e})"))?;
+    if !(url.starts_with("http://") || url.starts_with("https://")) {
+        return Err(format!("{url}: not an http(s) URL"));
+    }
+    Ok(SponsorInfo {
+        url: url.to_owned(),
+        fee_payer,
+    })
 }
 
 /// `--sponsorship`.
@@ -107,6 +129,7 @@ impl WalletArgs {
         config.prefer_session = !options.exact_only;
         config.compute_unit_price = self.compute_unit_price;
         config.sponsorship = self.sponsorship.into();
+        config.dispute_sponsor = self.dispute_sponsor.clone();
         config.assets = options.assets;
         config.dispute_policy = if options.auto_dispute {
             DisputePolicy::Automatic

@@ -123,6 +123,10 @@ pub struct AgentConfig {
     /// When a sponsor pays the fees and rent of the session's transactions (default: when the
     /// wallet's SOL cannot).
     pub sponsorship: Sponsorship,
+    /// A neutral sponsor for disputes (e.g. a facilitator's `POST /sponsor` that sponsors
+    /// disputes against the provider), used before the provider's own: a provider's sponsor
+    /// need not pay for disputes against its provider. `None` (the default): the provider's.
+    pub dispute_sponsor: Option<x402pp_protocol::sponsor::SponsorInfo>,
 }
 
 impl AgentConfig {
@@ -145,6 +149,7 @@ impl AgentConfig {
             capability: String::new(),
             intent_sla: None,
             sponsorship: Sponsorship::WhenNeeded,
+            dispute_sponsor: None,
         }
     }
 }

@@ -305,3 +305,56 @@ async fn the_sponsor_refuses_to_pay_for_a_session_whose_rent_it_did_not_pay() {
         .unwrap();
     assert_eq!(account.closing_started_at, 0, "still open");
 }
+
+#[tokio::test]
+async fn a_neutral_facilitator_sponsors_the_dispute_of_an_agent_holding_no_sol() {
+    // The provider sponsors opens; a facilitator sponsors disputes against this provider.
+    let w = world(Some(SponsorPolicy::default())).await;
+    let provider = w.provider_key().pubkey();
+    let parts = w.parts();
+    let facilitator_key = parts.fee_payer.pubkey();
+    let addr = parts
+        .serve_sponsoring(SponsorPolicy {
+            dispute_providers: vec![provider],
+            ..SponsorPolicy::default()
+        })
+        .await
+        .unwrap();
+    let wallet = w.wallet_with(0, AGENT_TOKENS).unwrap();
+    let mut config = w.agent_config_for(wallet.clone());
+    config.dispute_sponsor = Some(x402pp_protocol::sponsor::SponsorInfo {
+        url: format!("http://{addr}/sponsor"),
+        fee_payer: x402pp_protocol::Pubkey(facilitator_key.to_bytes()),
+    });
+    let agent = Agent::new(config).await.unwrap();
+    let facilitator_before = w.lamports(&facilitator_key).await.unwrap();
+    let provider_before = w.lamports(&provider).await.unwrap();
+
+    let slow = agent
+        .send(inference(w.url(), "slow", u64::from(MAX_LATENCY_MS) + 300))
+        .await
+        .unwrap();
+    assert_eq!(slow.status(), 200);
+
+    let session = agent.sessions()[0].clone();
+    let account = escrow::fetch_session(&w.rpc, &session.address)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        account.rent_payer, provider,
+        "the provider sponsored the open"
+    );
+    assert_eq!(account.dispute_count, 1);
+    let record = escrow::dispute_address(&session.address, account.opened_slot, 1);
+    let record_rent = w.lamports(&record).await.unwrap();
+    let facilitator_after = w.lamports(&facilitator_key).await.unwrap();
+    assert!(
+        facilitator_before - facilitator_after >= record_rent,
+        "the facilitator paid the dispute record's rent ({record_rent}) and its fee: \
+         {facilitator_before} → {facilitator_after}"
+    );
+    assert!(provider_before > w.lamports(&provider).await.unwrap());
+    assert_eq!(w.lamports(&wallet.pubkey()).await.unwrap(), 0);
+    assert_eq!(agent.stats().sponsored_transactions, 2);
+}

@@ -5,10 +5,7 @@
 
 use x402pp_protocol::sponsor::{SponsorInfo, SponsorRequest, SponsorResponse};
 use x402pp_protocol::{ErrorCode, Pubkey};
-use x402pp_solana::sponsor::{
-    decode_transaction, SponsorError, SponsorRefusal, SponsoredInstruction,
-};
-use x402pp_solana::ChainError;
+use x402pp_solana::sponsor::{decode_transaction, SponsorError, SponsoredInstruction};
 
 use crate::error::ServerError;
 use crate::provider::Provider;
@@ -44,7 +41,8 @@ impl Provider {
                 format!("body is not a sponsor request: {e}"),
             )
         })?;
-        let tx = decode_transaction(&request.transaction).map_err(refused)?;
+        let tx = decode_transaction(&request.transaction)
+            .map_err(|refusal| answer_error(&SponsorError::Refused(refusal)))?;
         match sponsor.sponsor(tx).await {
             Ok((signature, done)) => {
                 if let SponsoredInstruction::OpenSession { .. } = done.instruction {
@@ -59,38 +57,23 @@ impl Provider {
                     instruction: done.instruction.name().to_owned(),
                 })
             }
-            Err(SponsorError::Refused(refusal)) => Err(refused(refusal)),
-            Err(SponsorError::Chain(error)) => Err(chain(error)),
+            Err(error) => Err(answer_error(&error)),
         }
     }
 }
 
-fn refused(refusal: SponsorRefusal) -> ServerError {
-    match refusal {
-        SponsorRefusal::Malformed(_) => {
-            ServerError::new(ErrorCode::MalformedRequest, refusal.to_string())
-        }
-        SponsorRefusal::RateLimited { retry_after, .. } => {
-            ServerError::new(ErrorCode::RateLimited, refusal.to_string())
-                .with_header("retry-after", retry_after.as_secs().max(1).to_string())
-        }
-        other => {
-            tracing::info!(reason = %other, "sponsor refused");
-            ServerError::new(ErrorCode::SponsorRefused, other.to_string())
-        }
-    }
-}
-
-fn chain(error: ChainError) -> ServerError {
-    match error {
-        // The chain says the transaction failed (the state changed after the simulation):
-        // nothing landed.
-        ChainError::Failed { .. }
-        | ChainError::Rejected {
-            transaction_error: Some(_),
-            ..
-        } => ServerError::new(ErrorCode::SponsorRefused, error.to_string()),
-        // Not reached, or sent and not seen landing: the agent finds out from the chain.
-        other => ServerError::chain_unavailable(other),
+/// The error answer to a sponsor request: [`SponsorError::code`], its message, `Retry-After`
+/// when rate limited. An RPC failure's detail is logged, not returned.
+pub(crate) fn answer_error(error: &SponsorError) -> ServerError {
+    let code = error.code();
+    let answer = if code == ErrorCode::ChainUnavailable {
+        ServerError::chain_unavailable(error)
+    } else {
+        tracing::info!(reason = %error, "sponsor refused");
+        ServerError::new(code, error.to_string())
+    };
+    match error.retry_after_secs() {
+        Some(secs) => answer.with_header("retry-after", secs.to_string()),
+        None => answer,
     }
 }

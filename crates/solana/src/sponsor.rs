@@ -70,6 +70,10 @@ pub struct SponsorPolicy {
     /// Lamports the sponsor keeps: below this balance it pays for nothing that creates an
     /// account (a provider's key also pays its claims).
     pub min_balance: u64,
+    /// Providers against whose sessions it pays for disputes, whoever paid the session's rent:
+    /// a neutral sponsor (a facilitator) lets an agent with no SOL dispute even when the
+    /// provider's own sponsor would not pay for a dispute against its provider.
+    pub dispute_providers: Vec<Pubkey>,
 }
 
 impl Default for SponsorPolicy {
@@ -84,6 +88,7 @@ impl Default for SponsorPolicy {
             per_agent: 20,
             window: Duration::from_secs(60),
             min_balance: 10_000_000,
+            dispute_providers: Vec::new(),
         }
     }
 }
@@ -489,6 +494,39 @@ pub enum SponsorError {
     Chain(#[from] ChainError),
 }
 
+impl SponsorError {
+    /// The wire code a sponsor endpoint answers (docs/protocol.md §5.1): `malformed_request`
+    /// (400), `rate_limited` (429), `sponsor_refused` (403) — also for a transaction the chain
+    /// says failed after the simulation passed — and `chain_unavailable` (503) when the chain
+    /// could not be reached or the transaction was sent and not seen landing (in doubt).
+    pub fn code(&self) -> x402pp_protocol::ErrorCode {
+        use x402pp_protocol::ErrorCode;
+        match self {
+            Self::Refused(SponsorRefusal::Malformed(_)) => ErrorCode::MalformedRequest,
+            Self::Refused(SponsorRefusal::RateLimited { .. }) => ErrorCode::RateLimited,
+            Self::Refused(_)
+            | Self::Chain(
+                ChainError::Failed { .. }
+                | ChainError::Rejected {
+                    transaction_error: Some(_),
+                    ..
+                },
+            ) => ErrorCode::SponsorRefused,
+            Self::Chain(_) => ErrorCode::ChainUnavailable,
+        }
+    }
+
+    /// Seconds to wait before asking again, for a rate-limited agent.
+    pub fn retry_after_secs(&self) -> Option<u64> {
+        match self {
+            Self::Refused(SponsorRefusal::RateLimited { retry_after, .. }) => {
+                Some(retry_after.as_secs().max(1))
+            }
+            _ => None,
+        }
+    }
+}
+
 /// A fee sponsor: its key, its policy and the per-agent rate.
 pub struct Sponsor {
     rpc: Arc<RpcClient>,
@@ -592,8 +630,12 @@ impl Sponsor {
             checked.instruction,
             SponsoredInstruction::OpenSession { .. }
         ) {
+            let dispute = checked.instruction == SponsoredInstruction::Dispute;
             match crate::escrow::fetch_session(&self.rpc, &checked.session).await? {
-                Some(account) if account.rent_payer == sponsor => {}
+                Some(account)
+                    if account.rent_payer == sponsor
+                        || (dispute
+                            && self.policy.dispute_providers.contains(&account.provider)) => {}
                 _ => return Err(SponsorRefusal::SessionNotSponsored(checked.session).into()),
             }
         }

@@ -9,6 +9,7 @@ use solana_sdk::signature::Keypair;
 use x402pp_protocol::Network;
 use x402pp_server::{HttpFacilitator, SharedFacilitator};
 use x402pp_solana::exact::facilitator::{ExactFacilitator, FacilitatorConfig};
+use x402pp_solana::sponsor::{Sponsor, SponsorPolicy};
 
 /// Makes the provider's facilitator from the world's parts (called again for every provider
 /// the world starts).
@@ -34,6 +35,17 @@ impl FacilitatorParts {
             self.fee_payer.clone(),
             FacilitatorConfig::new(self.network.clone()),
         )
+    }
+
+    /// The facilitator service on a free port, its fee payer sponsoring agents' escrow
+    /// transactions under `policy` (`POST /sponsor`); returns its address.
+    pub async fn serve_sponsoring(&self, policy: SponsorPolicy) -> std::io::Result<SocketAddr> {
+        let sponsor = Sponsor::new(self.rpc.clone(), self.fee_payer.clone(), policy);
+        let state = x402pp_facilitator::AppState::new(Arc::new(self.exact()), self.rpc.clone())
+            .with_sponsor(Arc::new(sponsor));
+        let (addr, _task) =
+            x402pp_facilitator::serve(SocketAddr::from(([127, 0, 0, 1], 0)), state).await?;
+        Ok(addr)
     }
 }
 

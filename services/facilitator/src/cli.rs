@@ -12,6 +12,7 @@ use solana_sdk::signature::Signer;
 use x402pp_limits::{RateLimit, RequestLimits};
 use x402pp_protocol::Network;
 use x402pp_solana::exact::facilitator::{ExactFacilitator, FacilitatorConfig, Limits};
+use x402pp_solana::sponsor::{Sponsor, SponsorPolicy};
 
 /// x402 v2 facilitator (exact scheme on Solana).
 #[derive(Debug, Clone, clap::Args)]
@@ -60,6 +61,26 @@ pub struct Args {
     /// paid for leaving first; 0 turns discovery off.
     #[arg(long, env = "X402PP_DISCOVERY_CAPACITY", default_value_t = crate::discovery::DEFAULT_CAPACITY)]
     pub discovery_capacity: usize,
+    /// Sponsor disputes against this provider's sessions (repeatable): an agent with no SOL can
+    /// dispute through `POST /sponsor` even when the provider's own sponsor would not pay for
+    /// a dispute against it. The fee payer pays each dispute's fee and record rent.
+    #[arg(
+        long = "sponsor-dispute-provider",
+        env = "X402PP_SPONSOR_DISPUTE_PROVIDERS",
+        value_delimiter = ','
+    )]
+    pub sponsor_dispute_providers: Vec<solana_sdk::pubkey::Pubkey>,
+    /// Sponsor sessions of this provider (repeatable): opens of its offers, and the top-ups,
+    /// closes, disputes and finalizes of the sessions this sponsor opened.
+    #[arg(
+        long = "sponsor-provider",
+        env = "X402PP_SPONSOR_PROVIDERS",
+        value_delimiter = ','
+    )]
+    pub sponsor_providers: Vec<solana_sdk::pubkey::Pubkey>,
+    /// Sponsored transactions per agent per minute.
+    #[arg(long, env = "X402PP_SPONSOR_PER_AGENT", default_value_t = 20)]
+    pub sponsor_per_agent: u32,
     /// Log as JSON lines.
     #[arg(long)]
     pub log_json: bool,
@@ -114,14 +135,24 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     };
     config.confirm_timeout = Duration::from_secs(args.confirm_timeout_secs);
     let fee_payer_address = fee_payer.pubkey();
+    let fee_payer = Arc::new(fee_payer);
     let facilitator = Arc::new(ExactFacilitator::new(
         rpc.clone(),
-        Arc::new(fee_payer),
+        fee_payer.clone(),
         config,
     ));
-    let state = crate::AppState::new(facilitator, rpc)
+    let mut state = crate::AppState::new(facilitator, rpc.clone())
         .with_limits(limits)
         .with_catalog_capacity(args.discovery_capacity);
+    if !args.sponsor_providers.is_empty() || !args.sponsor_dispute_providers.is_empty() {
+        let policy = SponsorPolicy {
+            providers: args.sponsor_providers.clone(),
+            dispute_providers: args.sponsor_dispute_providers.clone(),
+            per_agent: args.sponsor_per_agent,
+            ..SponsorPolicy::default()
+        };
+        state = state.with_sponsor(Arc::new(Sponsor::new(rpc, fee_payer, policy)));
+    }
     let (addr, task) = crate::serve(args.listen, state).await?;
     tracing::info!(%addr, %network, fee_payer = %fee_payer_address, rpc = %args.rpc_url, "facilitator listening");
     println!(

@@ -6,6 +6,7 @@
 //! | `POST /settle` | same | `SettleResponse` |
 //! | `GET /supported` | | `SupportedResponse` (kinds, `extensions: ["bazaar"]`, `signers["solana:*"]` = fee payer) |
 //! | `GET /discovery/resources?type=&limit=&offset=` | | `DiscoveryResourcesResponse`: the paid resources that declared the `bazaar` extension ([`discovery`]) |
+//! | `POST /sponsor` | `{transaction}` | `{signature, instruction}`: fee sponsorship of agents' escrow transactions, when set up ([`AppState::with_sponsor`]; docs/protocol.md §5.1) |
 //! | `GET /health` | | `{"status": "ok" \| "rpc_unavailable", ...}` |
 //! | `GET /metrics` | | Prometheus text |
 //!
@@ -38,6 +39,7 @@ use x402pp_limits::{RequestLimits, RequestLimitsLayer};
 use x402pp_protocol::x402::FacilitatorRequest;
 use x402pp_protocol::{ErrorBody, ErrorCode};
 use x402pp_solana::exact::facilitator::ExactFacilitator;
+use x402pp_solana::sponsor::{decode_transaction, Sponsor, SponsorError};
 
 pub use discovery::Catalog;
 pub use metrics::Metrics;
@@ -62,6 +64,7 @@ pub struct AppState {
     metrics: Arc<Metrics>,
     limits: RequestLimits,
     catalog: Arc<Catalog>,
+    sponsor: Option<Arc<Sponsor>>,
 }
 
 impl AppState {
@@ -73,7 +76,16 @@ impl AppState {
             metrics: Arc::new(Metrics::new()),
             limits: default_limits(),
             catalog: Arc::new(Catalog::default()),
+            sponsor: None,
         }
+    }
+
+    /// The same state sponsoring agents' escrow transactions with `sponsor` (`POST /sponsor`):
+    /// a neutral sponsor, e.g. for disputes against the providers it serves
+    /// (`SponsorPolicy::dispute_providers`).
+    pub fn with_sponsor(mut self, sponsor: Arc<Sponsor>) -> Self {
+        self.sponsor = Some(sponsor);
+        self
     }
 
     /// The same state with a discovery catalog of at most `capacity` resources (0: none).
@@ -103,6 +115,7 @@ pub fn router(state: AppState) -> Router {
         .route("/settle", post(settle))
         .route("/supported", get(supported))
         .route("/discovery/resources", get(discovery_resources))
+        .route("/sponsor", post(sponsor))
         .route("/health", get(health))
         .route("/metrics", get(metrics))
         .fallback(not_found)
@@ -189,6 +202,63 @@ async fn verify(State(state): State<AppState>, body: Result<Bytes, BytesRejectio
         "verify"
     );
     Json(answer).into_response()
+}
+
+/// `POST /sponsor`: pays the fee (and rent) of an agent's escrow transaction under the
+/// sponsor's policy, or says why not (`sponsor_refused` 403, `rate_limited` 429 with
+/// `Retry-After`, `malformed_request` 400, `chain_unavailable` 503).
+async fn sponsor(State(state): State<AppState>, body: Result<Bytes, BytesRejection>) -> Response {
+    let Some(sponsor) = state.sponsor.clone() else {
+        return ApiError::new(
+            StatusCode::FORBIDDEN,
+            ErrorCode::SponsorRefused,
+            "this facilitator does not sponsor transactions".into(),
+        )
+        .into_response();
+    };
+    let request: x402pp_protocol::sponsor::SponsorRequest = match body
+        .map_err(|e| e.body_text())
+        .and_then(|bytes| serde_json::from_slice(&bytes).map_err(|e| e.to_string()))
+    {
+        Ok(request) => request,
+        Err(why) => {
+            return ApiError::new(
+                StatusCode::BAD_REQUEST,
+                ErrorCode::MalformedRequest,
+                format!("body is not a sponsor request: {why}"),
+            )
+            .into_response()
+        }
+    };
+    let outcome = match decode_transaction(&request.transaction) {
+        Ok(tx) => sponsor.sponsor(tx).await,
+        Err(refusal) => Err(SponsorError::Refused(refusal)),
+    };
+    match outcome {
+        Ok((signature, done)) => Json(x402pp_protocol::sponsor::SponsorResponse {
+            signature: signature.to_string(),
+            instruction: done.instruction.name().to_owned(),
+        })
+        .into_response(),
+        Err(error) => {
+            let code = error.code();
+            let message = if code == ErrorCode::ChainUnavailable {
+                tracing::warn!(%error, "sponsor: chain unavailable");
+                "the Solana RPC is unavailable; retry later".to_owned()
+            } else {
+                error.to_string()
+            };
+            let status =
+                StatusCode::from_u16(code.http_status()).unwrap_or(StatusCode::BAD_REQUEST);
+            let mut response = ApiError::new(status, code, message).into_response();
+            if let Some(secs) = error.retry_after_secs() {
+                if let Ok(value) = secs.to_string().parse() {
+                    response.headers_mut().insert(header::RETRY_AFTER, value);
+                }
+            }
+            response
+        }
+    }
 }
 
 async fn settle(State(state): State<AppState>, body: Result<Bytes, BytesRejection>) -> Response {

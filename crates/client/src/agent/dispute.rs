@@ -28,10 +28,14 @@ impl Agent {
             escrow::dispute_address(&session.address(), session.keys.opened_slot, seq);
         // The dispute record is created: the wallet pays its rent, or the sponsor does (it
         // stays with the record, as evidence).
-        let signature = match self
-            .sponsor_to_use(session.sponsor.as_ref(), &[DISPUTE_SPACE])
-            .await
-        {
+        // A neutral dispute sponsor first: the provider's need not pay for a dispute against it.
+        let offered = self
+            .inner
+            .config
+            .dispute_sponsor
+            .as_ref()
+            .or(session.sponsor.as_ref());
+        let signature = match self.sponsor_to_use(offered, &[DISPUTE_SPACE]).await {
             Some(sponsor) => {
                 let payer = sol_key(&sponsor.fee_payer);
                 let instructions = escrow::dispute(&session.keys, &receipt, &payer);
