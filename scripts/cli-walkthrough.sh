@@ -78,10 +78,14 @@ wait_until() {
         sleep 0.2
     done
 }
+# A port nothing listens on, below the kernel's ephemeral range (32768-60999 on Linux): a port
+# in that range can be the local end of any outbound connection (the localnet's own, a test's),
+# and binding it then fails with "Address already in use" although nothing listens (CI saw it).
 free_port() {
-    local port
+    local port low
+    read -r low _ </proc/sys/net/ipv4/ip_local_port_range 2>/dev/null || low=32768
     for _ in $(seq 1 100); do
-        port=$((20000 + RANDOM % 40000))
+        port=$((20000 + RANDOM % (low > 20100 ? low - 20000 : 10000)))
         if ! (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
             echo "$port"
             return 0
