@@ -245,7 +245,9 @@ impl Provider {
         Fut: std::future::Future<Output = Response<Body>>,
     {
         self.metrics.request();
-        let Some(route) = self.route(path).cloned() else {
+        // Borrowed, not cloned: a route's declaration (its discovery schemas) is JSON, and a
+        // copy per request showed in the profile (docs/perf/README.md).
+        let Some(route) = self.route(path) else {
             return inner(request).await;
         };
         let headers = request.headers();
@@ -257,11 +259,11 @@ impl Provider {
         let result = if headers.contains_key(headers::X402_VOUCHER)
             || headers.contains_key(headers::X402_SESSION_ID)
         {
-            self.serve_session(path, &route, request, inner).await
+            self.serve_session(path, route, request, inner).await
         } else if headers.contains_key(headers::PAYMENT_SIGNATURE) {
-            self.serve_exact(path, &route, request, inner).await
+            self.serve_exact(path, route, request, inner).await
         } else {
-            Err(self.challenge(path, &route, headers, "payment required"))
+            Err(self.challenge(path, route, headers, "payment required"))
         };
         result.unwrap_or_else(|error| {
             let error = if error.code.http_status() == 402
@@ -270,7 +272,7 @@ impl Provider {
                     .iter()
                     .any(|(name, _)| *name == headers::PAYMENT_REQUIRED)
             {
-                self.with_requirements(error, path, &route, &intent)
+                self.with_requirements(error, path, route, &intent)
             } else {
                 error
             };
