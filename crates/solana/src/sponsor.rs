@@ -10,12 +10,16 @@
 //! the sponsor at `finalize` / `cooperative_close` (`Session::rent_payer`); a dispute record's
 //! rent stays with the record, as evidence.
 //!
-//! What a sponsor refuses (docs/protocol.md, "Fee-sponsored sessions"): a transaction it is not
-//! the fee payer of; any instruction other than compute budget, Ed25519 signature checks and
-//! exactly one of the escrow instructions above; its own key in any other account position (so
-//! it can never be made to sign a transfer, an account creation or an authority change); a
-//! priority fee or compute limit above its policy; a missing or invalid signature of anyone
-//! else; an `open_session` with a provider it does not sponsor or a deposit below its minimum;
+//! What a sponsor refuses (docs/protocol.md §5.1, "Fee-sponsored sessions"): a transaction it
+//! is not the fee payer of; any instruction other than compute budget, one single-signature
+//! Ed25519 check right before the instruction that reads it, and exactly one of the escrow
+//! instructions above; more signatures than that instruction needs (each is a fee); its own key
+//! in any other account position than rent payer / receiver or the provider of an open or a
+//! finalize (so it can never be made to sign a transfer, an account creation or an authority
+//! change); a priority fee or compute limit above its policy; a missing or invalid signature of
+//! anyone else; an `open_session` with a provider it does not sponsor or a deposit below its
+//! minimum; any other instruction on a session whose rent it did not pay (disputes against its
+//! `dispute_providers` excepted); an open or a dispute while its balance is at its reserve;
 //! more than its rate per agent; anything that fails simulation (a failing transaction would
 //! cost it the fee).
 
