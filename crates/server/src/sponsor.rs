@@ -3,9 +3,9 @@
 //! the fee and the rent (and gets the rent back when the session closes). The checks and the
 //! per-agent rate are [`x402pp_solana::sponsor`]'s.
 
-use x402pp_protocol::sponsor::{SponsorInfo, SponsorRequest, SponsorResponse};
+use x402pp_protocol::sponsor::{SponsorInfo, SponsorResponse};
 use x402pp_protocol::{ErrorCode, Pubkey};
-use x402pp_solana::sponsor::{decode_transaction, SponsorError, SponsoredInstruction};
+use x402pp_solana::sponsor::{SponsorError, SponsoredInstruction};
 
 use crate::error::ServerError;
 use crate::provider::Provider;
@@ -35,16 +35,8 @@ impl Provider {
                 "this provider does not sponsor transactions",
             ));
         };
-        let request: SponsorRequest = serde_json::from_slice(body).map_err(|e| {
-            ServerError::new(
-                ErrorCode::MalformedRequest,
-                format!("body is not a sponsor request: {e}"),
-            )
-        })?;
-        let tx = decode_transaction(&request.transaction)
-            .map_err(|refusal| answer_error(&SponsorError::Refused(refusal)))?;
-        match sponsor.sponsor(tx).await {
-            Ok((signature, done)) => {
+        match sponsor.answer(body).await {
+            Ok((response, done)) => {
                 if let SponsoredInstruction::OpenSession { .. } = done.instruction {
                     // Into the ledger now, so the settler finalizes it (and the rent comes back)
                     // even if the agent never pays a request on it.
@@ -52,10 +44,7 @@ impl Provider {
                         tracing::warn!(session = %done.session, %error, "a sponsored session is not in the ledger yet");
                     }
                 }
-                Ok(SponsorResponse {
-                    signature: signature.to_string(),
-                    instruction: done.instruction.name().to_owned(),
-                })
+                Ok(response)
             }
             Err(error) => Err(answer_error(&error)),
         }
@@ -65,13 +54,8 @@ impl Provider {
 /// The error answer to a sponsor request: [`SponsorError::code`], its message, `Retry-After`
 /// when rate limited. An RPC failure's detail is logged, not returned.
 pub(crate) fn answer_error(error: &SponsorError) -> ServerError {
-    let code = error.code();
-    let answer = if code == ErrorCode::ChainUnavailable {
-        ServerError::chain_unavailable(error)
-    } else {
-        tracing::info!(reason = %error, "sponsor refused");
-        ServerError::new(code, error.to_string())
-    };
+    tracing::info!(reason = %error, "sponsor refused");
+    let answer = ServerError::new(error.code(), error.public_message());
     match error.retry_after_secs() {
         Some(secs) => answer.with_header("retry-after", secs.to_string()),
         None => answer,

@@ -39,6 +39,8 @@ use solana_sdk::pubkey::Pubkey;
 use solana_sdk::signature::{Keypair, Signature, Signer};
 use solana_sdk::transaction::VersionedTransaction;
 
+use x402pp_protocol::sponsor::{SponsorRequest, SponsorResponse};
+
 use crate::compute::{parse_compute_budget, ComputeBudgetInstruction, MAX_TRANSACTION_UNITS};
 use crate::ed25519::ED25519_PROGRAM_ID;
 use crate::escrow::PROGRAM_ID;
@@ -148,7 +150,7 @@ pub struct Sponsorable {
 #[non_exhaustive]
 pub enum SponsorRefusal {
     /// Not a base64 transaction that sanitizes.
-    #[error("not a transaction: {0}")]
+    #[error("{0}")]
     Malformed(String),
     /// The sponsor is not the transaction's fee payer.
     #[error("the fee payer must be the sponsor {0}")]
@@ -222,7 +224,7 @@ pub fn system_transfer(from: &Pubkey, to: &Pubkey, lamports: u64) -> Instruction
 
 /// Decodes a base64 (bincode) transaction, as the agent sends it.
 pub fn decode_transaction(base64: &str) -> Result<VersionedTransaction, SponsorRefusal> {
-    let malformed = |what: String| SponsorRefusal::Malformed(what);
+    let malformed = |what: String| SponsorRefusal::Malformed(format!("not a transaction: {what}"));
     if base64.len() > MAX_TRANSACTION_SIZE.saturating_mul(2) {
         return Err(malformed("larger than a Solana transaction".into()));
     }
@@ -520,6 +522,18 @@ impl SponsorError {
         }
     }
 
+    /// The message an answer carries: the refusal's reason; for a chain failure a generic one
+    /// (its detail is for the log, not the agent).
+    pub fn public_message(&self) -> String {
+        match self {
+            Self::Chain(error) if self.code() == x402pp_protocol::ErrorCode::ChainUnavailable => {
+                tracing::warn!(%error, "sponsor: chain unavailable");
+                "the Solana RPC is unavailable; retry later".to_owned()
+            }
+            other => other.to_string(),
+        }
+    }
+
     /// Seconds to wait before asking again, for a rate-limited agent.
     pub fn retry_after_secs(&self) -> Option<u64> {
         match self {
@@ -616,6 +630,26 @@ impl Sponsor {
         }
         recent.entry(agent).or_default().push_back(now);
         Ok(())
+    }
+
+    /// Answers the body of a sponsor request (a JSON `SponsorRequest`, as every sponsor
+    /// endpoint takes it): decodes it and [`Sponsor::sponsor`]s the transaction; also returns
+    /// what was sponsored.
+    pub async fn answer(
+        &self,
+        body: &[u8],
+    ) -> Result<(SponsorResponse, Sponsorable), SponsorError> {
+        let request: SponsorRequest = serde_json::from_slice(body).map_err(|e| {
+            SponsorRefusal::Malformed(format!("body is not a sponsor request: {e}"))
+        })?;
+        let (signature, done) = self
+            .sponsor(decode_transaction(&request.transaction)?)
+            .await?;
+        let response = SponsorResponse {
+            signature: signature.to_string(),
+            instruction: done.instruction.name().to_owned(),
+        };
+        Ok((response, done))
     }
 
     /// Checks, co-signs, simulates, sends and confirms `tx`; returns its signature and what it

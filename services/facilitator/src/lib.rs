@@ -39,7 +39,7 @@ use x402pp_limits::{RequestLimits, RequestLimitsLayer};
 use x402pp_protocol::x402::FacilitatorRequest;
 use x402pp_protocol::{ErrorBody, ErrorCode};
 use x402pp_solana::exact::facilitator::ExactFacilitator;
-use x402pp_solana::sponsor::{decode_transaction, Sponsor, SponsorError};
+use x402pp_solana::sponsor::Sponsor;
 
 pub use discovery::Catalog;
 pub use metrics::Metrics;
@@ -216,41 +216,24 @@ async fn sponsor(State(state): State<AppState>, body: Result<Bytes, BytesRejecti
         )
         .into_response();
     };
-    let request: x402pp_protocol::sponsor::SponsorRequest = match body
-        .map_err(|e| e.body_text())
-        .and_then(|bytes| serde_json::from_slice(&bytes).map_err(|e| e.to_string()))
-    {
-        Ok(request) => request,
-        Err(why) => {
+    let bytes = match body {
+        Ok(bytes) => bytes,
+        Err(rejection) => {
             return ApiError::new(
                 StatusCode::BAD_REQUEST,
                 ErrorCode::MalformedRequest,
-                format!("body is not a sponsor request: {why}"),
+                format!("body is not a sponsor request: {}", rejection.body_text()),
             )
             .into_response()
         }
     };
-    let outcome = match decode_transaction(&request.transaction) {
-        Ok(tx) => sponsor.sponsor(tx).await,
-        Err(refusal) => Err(SponsorError::Refused(refusal)),
-    };
-    match outcome {
-        Ok((signature, done)) => Json(x402pp_protocol::sponsor::SponsorResponse {
-            signature: signature.to_string(),
-            instruction: done.instruction.name().to_owned(),
-        })
-        .into_response(),
+    match sponsor.answer(&bytes).await {
+        Ok((response, _)) => Json(response).into_response(),
         Err(error) => {
             let code = error.code();
-            let message = if code == ErrorCode::ChainUnavailable {
-                tracing::warn!(%error, "sponsor: chain unavailable");
-                "the Solana RPC is unavailable; retry later".to_owned()
-            } else {
-                error.to_string()
-            };
             let status =
                 StatusCode::from_u16(code.http_status()).unwrap_or(StatusCode::BAD_REQUEST);
-            let mut response = ApiError::new(status, code, message).into_response();
+            let mut response = ApiError::new(status, code, error.public_message()).into_response();
             if let Some(secs) = error.retry_after_secs() {
                 if let Ok(value) = secs.to_string().parse() {
                     response.headers_mut().insert(header::RETRY_AFTER, value);

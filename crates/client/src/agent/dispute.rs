@@ -35,18 +35,16 @@ impl Agent {
             .dispute_sponsor
             .as_ref()
             .or(session.sponsor.as_ref());
-        let signature = match self.sponsor_to_use(offered, &[DISPUTE_SPACE]).await {
-            Some(sponsor) => {
-                let payer = sol_key(&sponsor.fee_payer);
-                let instructions = escrow::dispute(&session.keys, &receipt, &payer);
-                self.send_sponsored(&instructions, &session.keys, &sponsor)
-                    .await?
-            }
-            None => {
-                let instructions = escrow::dispute(&session.keys, &receipt, &session.keys.agent);
-                self.send_transaction(&instructions, &session.keys).await?
-            }
-        };
+        let sponsor = self
+            .sponsor_to_use(offered, &[escrow::DISPUTE_ACCOUNT_SPACE])
+            .await;
+        let payer = sponsor
+            .as_ref()
+            .map_or(session.keys.agent, |s| sol_key(&s.fee_payer));
+        let instructions = escrow::dispute(&session.keys, &receipt, &payer);
+        let signature = self
+            .send_via(&instructions, &session.keys, sponsor.as_ref())
+            .await?;
         let paid = escrow::fetch_dispute(&self.inner.rpc, &dispute_address)
             .await?
             .map(|d| d.latency_penalty)

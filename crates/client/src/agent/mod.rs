@@ -49,7 +49,7 @@ use crate::{
 use offer::Challenge;
 use pay::{clone_request, SessionOutcome};
 use session::{SessionData, SessionHandle, TermsKey};
-use sponsor::{DISPUTE_SPACE, SESSION_SPACE, VAULT_SPACE};
+use sponsor::VAULT_SPACE;
 use x402pp_protocol::sponsor::SponsorInfo;
 
 /// The request an agent pays for, as receipts describe it: the hash of method, path and body,
@@ -551,18 +551,14 @@ impl Agent {
         // Both payouts go to associated token accounts, which must exist (the provider's may
         // not, e.g. a provider that was never paid in this mint): created if missing.
         let keys = &session.keys;
-        let signature = match self.sponsor_to_use(session.sponsor.as_ref(), &[]).await {
+        let sponsor = self.sponsor_to_use(session.sponsor.as_ref(), &[]).await;
+        let instructions = match sponsor {
             // A sponsor pays for the finalize alone (it creates no accounts for anyone): both
             // token accounts exist when the wallet holds no SOL to create them anyway.
-            Some(sponsor) => {
-                self.send_sponsored(&[escrow::finalize(keys)], keys, &sponsor)
-                    .await?
-            }
-            None => {
-                let instructions = escrow::finalize_creating_token_accounts(keys, &self.address());
-                self.send_transaction(&instructions, keys).await?
-            }
+            Some(_) => vec![escrow::finalize(keys)],
+            None => escrow::finalize_creating_token_accounts(keys, &self.address()),
         };
+        let signature = self.send_via(&instructions, keys, sponsor.as_ref()).await?;
         {
             let mut data = lock(&session.data);
             data.state = AgentSessionState::Closed;

@@ -326,7 +326,10 @@ impl Agent {
         // The session and its vault are created: the wallet pays their rent, or the sponsor
         // does (and gets it back when the session closes).
         let paid_by = self
-            .sponsor_to_use(sponsor.as_ref(), &[SESSION_SPACE, VAULT_SPACE])
+            .sponsor_to_use(
+                sponsor.as_ref(),
+                &[escrow::SESSION_ACCOUNT_SPACE, VAULT_SPACE],
+            )
             .await;
         if let Some(s) = &paid_by {
             keys = keys.sponsored_by(sol_key(&s.fee_payer));
@@ -341,6 +344,7 @@ impl Agent {
         // it is used with its `opened_slot`; gone, it is set aside and another is opened.
         let sent = match &paid_by {
             Some(s) => self.send_sponsored(&instructions, &keys, s).await,
+            // Prepared apart: a failure before anything is sent is not an open in doubt.
             None => {
                 let (transaction, fee) = self.prepare_transaction(&instructions, &keys).await?;
                 self.submit_transaction(&transaction, fee).await

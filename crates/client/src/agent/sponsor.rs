@@ -3,7 +3,6 @@
 //! the sponsor pays the fee and the rent (`x402pp_solana::sponsor` says what it accepts).
 
 use reqwest::header::CONTENT_TYPE;
-use session_escrow::state::{Dispute, Session};
 use solana_sdk::transaction::VersionedTransaction;
 use x402pp_protocol::sponsor::{SponsorInfo, SponsorRequest, SponsorResponse};
 use x402pp_protocol::ErrorBody;
@@ -11,12 +10,8 @@ use x402pp_protocol::ErrorBody;
 use super::*;
 use crate::config::Sponsorship;
 
-/// Bytes of a session account (its rent is paid at open).
-pub(super) const SESSION_SPACE: usize = Session::SPACE;
 /// Bytes of an SPL Token account (the vault), without Token-2022 extensions.
 pub(super) const VAULT_SPACE: usize = 165;
-/// Bytes of a dispute record.
-pub(super) const DISPUTE_SPACE: usize = Dispute::SPACE;
 /// How long the agent waits for a sponsor's answer (it sends and confirms first).
 const SPONSOR_TIMEOUT: Duration = Duration::from_secs(90);
 /// What the wallet keeps for a transaction's fee when judging whether it can pay its own way:
@@ -79,12 +74,22 @@ impl Agent {
         instructions: &[Instruction],
         session: &SessionHandle,
     ) -> Result<Signature, ClientError> {
-        match self.sponsor_to_use(session.sponsor.as_ref(), &[]).await {
-            Some(sponsor) => {
-                self.send_sponsored(instructions, &session.keys, &sponsor)
-                    .await
-            }
-            None => self.send_transaction(instructions, &session.keys).await,
+        let sponsor = self.sponsor_to_use(session.sponsor.as_ref(), &[]).await;
+        self.send_via(instructions, &session.keys, sponsor.as_ref())
+            .await
+    }
+
+    /// Sends `instructions` through `sponsor` when there is one, else signed and paid by the
+    /// wallet ([`Agent::send_transaction`]).
+    pub(super) async fn send_via(
+        &self,
+        instructions: &[Instruction],
+        keys: &SessionKeys,
+        sponsor: Option<&SponsorInfo>,
+    ) -> Result<Signature, ClientError> {
+        match sponsor {
+            Some(sponsor) => self.send_sponsored(instructions, keys, sponsor).await,
+            None => self.send_transaction(instructions, keys).await,
         }
     }
 
