@@ -55,18 +55,42 @@ pub async fn funded(client: &RpcClient) -> Keypair {
 
 /// POSTs `body` as-is; returns the HTTP status and the JSON answer (`Null` if none).
 pub async fn post_raw(url: &str, body: impl Into<reqwest::Body>) -> (u16, Value) {
+    try_post_raw(url, body).await.unwrap()
+}
+
+/// [`post_raw`], with the transport error instead of a panic.
+pub async fn try_post_raw(
+    url: &str,
+    body: impl Into<reqwest::Body>,
+) -> Result<(u16, Value), reqwest::Error> {
     let response = reqwest::Client::new()
         .post(url)
         .header("content-type", "application/json")
         .body(body)
         .timeout(Duration::from_secs(20))
         .send()
-        .await
-        .unwrap();
+        .await?;
     let status = response.status().as_u16();
-    let text = response.text().await.unwrap();
+    let text = response.text().await?;
     let value = serde_json::from_str(&text).unwrap_or(Value::Null);
-    (status, value)
+    Ok((status, value))
+}
+
+/// Whether `error` is the server closing the connection while the client still wrote its body
+/// (a broken pipe or a reset): a server that refuses a body by its length answers and closes
+/// without reading it, and the client may hit the close before it reads the answer.
+pub fn cut_while_writing(error: &reqwest::Error) -> bool {
+    let mut source: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(error);
+    while let Some(cause) = source {
+        if let Some(io) = cause.downcast_ref::<std::io::Error>() {
+            return matches!(
+                io.kind(),
+                std::io::ErrorKind::BrokenPipe | std::io::ErrorKind::ConnectionReset
+            );
+        }
+        source = cause.source();
+    }
+    false
 }
 
 /// One JSON-RPC call; returns the whole response object.

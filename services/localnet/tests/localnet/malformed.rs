@@ -2,7 +2,9 @@
 
 use serde_json::{json, Value};
 
-use crate::common::{assert_healthy, bounded, call, localnet, post_raw};
+use crate::common::{
+    assert_healthy, bounded, call, cut_while_writing, localnet, post_raw, try_post_raw,
+};
 
 fn error_code(response: &Value) -> i64 {
     response["error"]["code"]
@@ -161,11 +163,15 @@ async fn a_huge_body_is_refused_and_the_server_keeps_serving() {
         let padding = "x".repeat(2 * 1024 * 1024);
         let body = json!({"jsonrpc": "2.0", "id": 1, "method": "getHealth", "params": [padding]})
             .to_string();
-        let (status, response) = post_raw(&url, body).await;
-        assert!(
-            status == 413 || error_code(&response) < 0,
-            "status {status}, {response}"
-        );
+        // Refused: a 413 or a JSON-RPC error, or (CI saw it once) the connection closed by the
+        // server while the 2 MiB were still being written, its answer unread.
+        match try_post_raw(&url, body).await {
+            Ok((status, response)) => assert!(
+                status == 413 || error_code(&response) < 0,
+                "status {status}, {response}"
+            ),
+            Err(error) => assert!(cut_while_writing(&error), "{error:?}"),
+        }
         assert_healthy(&url).await;
         // GET /health, as on a validator.
         let health = reqwest::get(format!("{url}/health")).await.unwrap();
