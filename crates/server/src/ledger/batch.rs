@@ -54,11 +54,13 @@ pub(super) struct ReceiptRow {
 
 /// One write: `Ok(true)` inserted, `Ok(false)` refused by the ledger's rules (the caller tells a
 /// conflict from an unknown session).
-type Reply = oneshot::Sender<Result<bool, LedgerError>>;
+pub(super) type Reply = oneshot::Sender<Result<bool, LedgerError>>;
 
-enum Write {
+pub(super) enum Write {
     Voucher(VoucherRow, Reply),
     Receipt(ReceiptRow, Reply),
+    /// The ledger is closing: write what came before, then stop.
+    Close,
 }
 
 /// The handle to the writer task. Cloned with the ledger; the task ends with the last clone.
@@ -73,6 +75,22 @@ impl Batcher {
         let (writes, queue) = mpsc::channel(QUEUE);
         tokio::spawn(run(pool, queue));
         Self { writes }
+    }
+
+    /// Starts the writer thread of the SQLite file at `path` ([`super::writer`]).
+    pub(super) fn spawn_sqlite_file(
+        path: &std::path::Path,
+        busy_timeout: std::time::Duration,
+    ) -> Result<Self, LedgerError> {
+        let (writes, queue) = mpsc::channel(QUEUE);
+        super::writer::spawn(path, busy_timeout, queue)?;
+        Ok(Self { writes })
+    }
+
+    /// Stops the writer after the writes already queued; later writes fail as
+    /// [`LedgerError::Closed`].
+    pub(super) async fn close(&self) {
+        let _ = self.writes.send(Write::Close).await;
     }
 
     pub(super) async fn voucher(&self, row: VoucherRow) -> Result<bool, LedgerError> {
@@ -103,14 +121,19 @@ async fn run(pool: Pool, mut queue: mpsc::Receiver<Write>) {
     while queue.recv_many(&mut batch, MAX_BATCH).await > 0 {
         let mut vouchers = Vec::new();
         let mut receipts = Vec::new();
+        let mut closing = false;
         for write in batch.drain(..) {
             match write {
                 Write::Voucher(row, reply) => vouchers.push((row, reply)),
                 Write::Receipt(row, reply) => receipts.push((row, reply)),
+                Write::Close => closing = true,
             }
         }
         write_all(&pool, receipts).await;
         write_all(&pool, vouchers).await;
+        if closing {
+            return;
+        }
     }
 }
 

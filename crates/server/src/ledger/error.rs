@@ -1,5 +1,8 @@
 //! The ledger's error type.
 
+/// The database driver's error (sqlx's, or rusqlite's for the SQLite writer thread).
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
 /// What went wrong in the ledger.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -31,10 +34,10 @@ pub enum LedgerError {
     InvalidUrl(String),
     /// The database cannot be reached right now (connect, pool timeout, I/O, busy); retry later.
     #[error("ledger unavailable: {0}")]
-    Unavailable(#[source] sqlx::Error),
+    Unavailable(#[source] BoxError),
     /// The database refused or failed the statement.
     #[error("ledger database error: {0}")]
-    Database(#[source] sqlx::Error),
+    Database(#[source] BoxError),
     /// The ledger was closed (or its writer task stopped); nothing was written.
     #[error("the ledger is closed")]
     Closed,
@@ -57,7 +60,7 @@ impl From<sqlx::Error> for LedgerError {
             | sqlx::Error::Tls(_)
             | sqlx::Error::PoolTimedOut
             | sqlx::Error::PoolClosed
-            | sqlx::Error::WorkerCrashed => Self::Unavailable(error),
+            | sqlx::Error::WorkerCrashed => Self::Unavailable(error.into()),
             sqlx::Error::Database(db) => {
                 if db.is_unique_violation() {
                     return Self::Conflict;
@@ -67,12 +70,41 @@ impl From<sqlx::Error> for LedgerError {
                     Some("5" | "6" | "261" | "517" | "262")
                     // PostgreSQL: serialization failure, deadlock, too many connections, shutdown.
                     | Some("40001" | "40P01" | "53300" | "57P01" | "57P03") => {
-                        Self::Unavailable(error)
+                        Self::Unavailable(error.into())
                     }
-                    _ => Self::Database(error),
+                    _ => Self::Database(error.into()),
                 }
             }
-            _ => Self::Database(error),
+            _ => Self::Database(error.into()),
+        }
+    }
+}
+
+impl From<&rusqlite::Error> for LedgerError {
+    /// The SQLite writer thread's errors, classified as sqlx's are. A reference, because one
+    /// failed commit is every writer's outcome in its batch.
+    fn from(error: &rusqlite::Error) -> Self {
+        use rusqlite::ErrorCode;
+        match error.sqlite_error_code() {
+            Some(ErrorCode::ConstraintViolation)
+                if matches!(
+                    error,
+                    rusqlite::Error::SqliteFailure(e, _)
+                        if e.extended_code == rusqlite::ffi::SQLITE_CONSTRAINT_PRIMARYKEY
+                            || e.extended_code == rusqlite::ffi::SQLITE_CONSTRAINT_UNIQUE
+                ) =>
+            {
+                Self::Conflict
+            }
+            Some(
+                ErrorCode::DatabaseBusy
+                | ErrorCode::DatabaseLocked
+                | ErrorCode::SystemIoFailure
+                | ErrorCode::DiskFull
+                | ErrorCode::CannotOpen
+                | ErrorCode::OutOfMemory,
+            ) => Self::Unavailable(error.to_string().into()),
+            _ => Self::Database(error.to_string().into()),
         }
     }
 }

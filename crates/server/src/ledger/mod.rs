@@ -39,12 +39,13 @@
 //!
 //! Files: this one opens the pools and holds the settlement policy's arithmetic; `sessions` the
 //! session rows, vouchers and receipts; `settlements` claims and `exact` settlements; `batch`
-//! the group commit; `row` the conversions between rows and types; `types` the records.
+//! the group commit (`writer` its thread for a SQLite file); `row` the conversions between rows and types; `types` the records.
 
 mod batch;
 mod error;
 mod row;
 pub mod types;
+mod writer;
 
 use std::str::FromStr;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -198,10 +199,17 @@ impl Ledger {
         };
         let writer = file_pool(1).connect_with(options.clone()).await?;
         SQLITE_MIGRATIONS.run(&writer).await?;
+        // The per-request writes go to a thread of their own (`writer`); the other writes
+        // (sessions, claims) through the one-connection sqlx pool.
+        let batcher = Batcher::spawn_sqlite_file(options.get_filename(), SQLITE_BUSY_TIMEOUT)?;
         let pool = file_pool(SQLITE_READ_POOL_SIZE)
             .connect_with(options)
             .await?;
-        Ok(Self::with_pools(Pool::Sqlite(pool), Pool::Sqlite(writer)))
+        Ok(Self {
+            pool: Pool::Sqlite(pool),
+            writer: Pool::Sqlite(writer),
+            batcher,
+        })
     }
 
     /// A ledger reading from `pool` and writing through `writer`, with its group-commit task.
@@ -224,6 +232,7 @@ impl Ledger {
     /// Closes the pool (waits for connections in use to come back). Later calls fail as
     /// [`LedgerError::Unavailable`].
     pub async fn close(&self) {
+        self.batcher.close().await;
         on_pool!(self, |pool| pool.close().await);
         on_writer!(self, |pool| pool.close().await);
     }

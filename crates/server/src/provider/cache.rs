@@ -1,11 +1,11 @@
 //! The provider's session cache: what it last read of each session (chain terms and its own
 //! progress), so a paid request needs no RPC. Bounded by size and by time (`moka`).
 
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use crate::ledger::types::{Address, SessionRecord};
 
-#[derive(Clone)]
 struct Entry {
     record: SessionRecord,
     /// When the chain part was last read; updates of the provider's own progress keep it.
@@ -16,13 +16,18 @@ struct Entry {
 /// the chain is read again (a top-up, a close request or a dispute shows up within `refresh`).
 /// At most `capacity` sessions are kept (least recently used go first), and an entry not written
 /// for `refresh` is dropped, so idle sessions cost no memory.
-pub(crate) struct SessionCache {
-    entries: moka::sync::Cache<Address, Entry>,
+///
+/// An entry is shared and updated in place: a request's progress updates cost a lookup, not a
+/// re-insert (a moka insert is a write to its policy queue; two per request showed in the
+/// profiles of docs/perf/).
+pub struct SessionCache {
+    entries: moka::sync::Cache<Address, Arc<Mutex<Entry>>>,
     refresh: Duration,
 }
 
 impl SessionCache {
-    pub(crate) fn new(capacity: u64, refresh: Duration) -> Self {
+    /// A cache of at most `capacity` sessions, each served for `refresh` after it was read.
+    pub fn new(capacity: u64, refresh: Duration) -> Self {
         Self {
             entries: moka::sync::Cache::builder()
                 .max_capacity(capacity)
@@ -33,36 +38,41 @@ impl SessionCache {
     }
 
     /// The cached record, if it was read from the chain less than `refresh` ago.
-    pub(crate) fn get(&self, address: &Address) -> Option<SessionRecord> {
+    pub fn get(&self, address: &Address) -> Option<SessionRecord> {
         let entry = self.entries.get(address)?;
-        (entry.refreshed.elapsed() < self.refresh).then_some(entry.record)
+        let entry = entry.lock().unwrap_or_else(PoisonError::into_inner);
+        (entry.refreshed.elapsed() < self.refresh).then(|| entry.record.clone())
     }
 
     /// Caches a record just read from the chain (or the ledger).
-    pub(crate) fn insert(&self, record: SessionRecord) {
+    pub fn insert(&self, record: SessionRecord) {
         self.entries.insert(
             record.chain.address,
-            Entry {
+            Arc::new(Mutex::new(Entry {
                 record,
                 refreshed: Instant::now(),
-            },
+            })),
         );
     }
 
     /// Applies the provider's own progress to a cached record, keeping its refresh time.
     /// Concurrent updates of one session race harmlessly: the loser's copy is stale, and a
     /// stale copy only costs a re-read of the ledger when a voucher does not match it.
-    pub(crate) fn update(&self, address: &Address, update: impl FnOnce(&mut SessionRecord)) {
-        if let Some(mut entry) = self.entries.get(address) {
-            update(&mut entry.record);
-            self.entries.insert(*address, entry);
+    pub fn update(&self, address: &Address, update: impl FnOnce(&mut SessionRecord)) {
+        if let Some(entry) = self.entries.get(address) {
+            update(&mut entry.lock().unwrap_or_else(PoisonError::into_inner).record);
         }
     }
 
     /// Number of cached sessions (after pending evictions ran).
-    pub(crate) fn len(&self) -> u64 {
+    pub fn len(&self) -> u64 {
         self.entries.run_pending_tasks();
         self.entries.entry_count()
+    }
+
+    /// Whether no session is cached.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
     }
 }
 

@@ -28,7 +28,7 @@ use crate::facilitator::SharedFacilitator;
 use crate::ledger::types::Address;
 use crate::ledger::Ledger;
 use crate::metrics::Metrics;
-use cache::SessionCache;
+pub use cache::SessionCache;
 
 /// What a handler behind the layer learns about the payment, from the request extensions.
 #[derive(Debug, Clone, PartialEq, Eq)]
