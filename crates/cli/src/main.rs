@@ -2,10 +2,10 @@
 //!
 //! `agent` pays HTTP APIs (flags like curl's); `session` manages the wallet's sessions;
 //! `keygen`, `address`, `config` and `fund` manage keys, settings and localnet funds; `discover`
-//! lists what a facilitator's discovery catalog has for sale. With the
-//! default `full` feature, `demo` runs the whole system on an embedded localnet and `localnet`,
-//! `provider` and `facilitator` run the services; `--no-default-features` builds a light agent
-//! binary without them (and without the Solana runtime).
+//! lists what a facilitator's discovery catalog has for sale. With the default `full` feature,
+//! `demo` runs the whole system on an embedded localnet, `bench` and `load` measure it, and
+//! `localnet`, `provider` and `facilitator` run the services; `--no-default-features` builds a
+//! light agent binary without them (and without the Solana runtime).
 //!
 //! Like the Solana CLI: the wallet defaults to `~/.config/solana/id.json` (`-k`), the cluster
 //! is a URL or a moniker (`-u devnet`), amounts are in UI units (`--atomic` for raw). Errors
@@ -39,6 +39,10 @@ enum Command {
     /// Measure paid (session) vs unpaid requests/s and latency through the real provider.
     #[cfg(feature = "full")]
     Bench(commands::bench::Args),
+    /// Measure the provider alone: paid vs unpaid requests/s, latency and provider CPU per
+    /// request, with the provider in a child process.
+    #[cfg(feature = "full")]
+    Load(commands::load::Args),
     /// Run the embedded localnet (standard Solana JSON-RPC).
     #[cfg(feature = "full")]
     Localnet(x402pp_localnet::cli::Args),
@@ -106,6 +110,8 @@ fn main() -> ExitCode {
             Command::Demo(args) => commands::demo::run(args).await,
             #[cfg(feature = "full")]
             Command::Bench(args) => commands::bench::run(args).await,
+            #[cfg(feature = "full")]
+            Command::Load(args) => commands::load::run(args).await,
             #[cfg(feature = "full")]
             Command::Localnet(args) => {
                 x402pp_localnet::cli::init_tracing();

@@ -45,6 +45,10 @@
 //! # Ok(()) }
 //! ```
 //!
+//! A load generator that drives a session itself (signing vouchers, skipping receipt checks)
+//! takes it over from the agent with [`Agent::hand_over_session`]: the agent then signs no
+//! further voucher on it.
+//!
 //! See `docs/client.md` for the budget rules, session reuse, disputes and the store format.
 
 mod agent;
@@ -54,9 +58,9 @@ pub mod middleware;
 mod store;
 pub mod types;
 
-pub use agent::Agent;
+pub use agent::{Agent, SessionHandover};
 pub use config::{AgentConfig, Budget, DisputePolicy, Sponsorship};
 pub use error::{ClientError, RefusalCode, StoreError};
 pub use middleware::PaymentMiddleware;
 pub use types::{AgentSessionState, AgentStats, Anchor, DisputeOutcome, SessionInfo};
-pub use x402pp_session::ReceiptError;
+pub use x402pp_session::{Progress, ReceiptError};

@@ -15,7 +15,9 @@ pub enum AgentSessionState {
     Closing,
     /// Finalized (or cooperatively closed) on chain: the account is gone.
     Closed,
-    /// A receipt failed verification: the agent signs no further voucher on it (close it).
+    /// A receipt failed verification, or the session was handed over to a tool that drives it
+    /// itself ([`crate::Agent::hand_over_session`]): the agent signs no further voucher on it
+    /// (close it).
     Abandoned,
 }
 

@@ -766,6 +766,70 @@ async fn after_request_close_the_next_request_opens_a_new_session() {
     assert_eq!(agent.stats().transactions, 3, "open + request_close + open");
 }
 
+#[tokio::test]
+async fn a_handed_over_session_is_paid_by_its_new_holder_and_never_again_by_the_agent() {
+    let w = world(test_route(PRICE)).await;
+    let agent = Agent::new(w.agent_config().unwrap()).await.unwrap();
+    ok_json(agent.send(inference(w.url(), "one", 0)).await.unwrap()).await;
+    let first = agent.sessions()[0].address;
+    let mut handover = agent.hand_over_session(&first).await.unwrap();
+    assert_eq!((handover.session, handover.price), (first, PRICE));
+    assert_eq!(
+        (handover.progress.last_seq, handover.progress.accepted),
+        (1, PRICE)
+    );
+    assert_eq!(agent.sessions()[0].state, AgentSessionState::Abandoned);
+    assert!(
+        agent.hand_over_session(&first).await.is_none(),
+        "handed over once"
+    );
+
+    // The holder pays two raw requests, each voucher committing to the previous receipt.
+    let http = reqwest::Client::new();
+    for seq in 2..=3 {
+        let voucher = handover.sign_next_voucher().unwrap();
+        assert_eq!((voucher.seq, voucher.cumulative.0), (seq, seq * PRICE));
+        let mut request = inference(w.url(), "raw", 0);
+        let request_headers = request.headers_mut();
+        request_headers.insert(headers::X402_SESSION_ID, first.to_string().parse().unwrap());
+        request_headers.insert(
+            headers::X402_VOUCHER,
+            headers::encode(&voucher).unwrap().parse().unwrap(),
+        );
+        let response = http.execute(request).await.unwrap();
+        assert_eq!(response.status(), 200);
+        let receipt: Receipt = headers::decode(
+            headers::X402_RECEIPT,
+            response.headers()[headers::X402_RECEIPT].as_bytes(),
+        )
+        .unwrap();
+        assert_eq!(receipt.body.request_number, seq);
+        handover
+            .progress
+            .record(seq, receipt.body.cumulative_charged.0, receipt.receipt_id);
+    }
+    // No voucher past the deposit is signed (here as if the deposit were 3 requests).
+    handover.deposit = 3 * PRICE;
+    assert!(matches!(
+        handover.sign_next_voucher(),
+        Err(ClientError::BudgetExceeded(_))
+    ));
+
+    // The agent's next request opens another session instead of signing on the handed one.
+    ok_json(agent.send(inference(w.url(), "two", 0)).await.unwrap()).await;
+    let sessions = agent.sessions();
+    assert_eq!(sessions.len(), 2);
+    assert_ne!(sessions[1].address, first);
+    assert_eq!(sessions[1].seq, 1);
+    let stored = w
+        .provider()
+        .ledger
+        .receipts(&first.to_bytes(), 0, 100)
+        .await
+        .unwrap();
+    assert_eq!(stored.len(), 3, "the agent's request and the holder's two");
+}
+
 /// The load test's failure on a busy machine (issue 15, section 7), made deterministic: a slow
 /// request breaches the SLA and the automatic policy disputes it. Under v1 the dispute refunded
 /// the penalty to the wallet and lowered the voucher cap (deposit − refunded) below `n × price`,

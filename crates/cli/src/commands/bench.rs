@@ -14,7 +14,8 @@
 //!
 //! The agents run in the same process as the provider: on a 2-core machine the client side
 //! (voucher signing, receipt verification: ~50 µs of ed25519 per request) competes with the
-//! server for the CPU, so the paid numbers are end-to-end numbers, not the server's capacity.
+//! server for the CPU, so the paid numbers are end-to-end numbers, not the server's capacity:
+//! `x402pp load` ([`super::load`]) measures the provider alone, in a child process.
 
 use std::time::{Duration, Instant};
 
@@ -26,6 +27,7 @@ use x402pp_provider::INFERENCE_PATH;
 use x402pp_testkit::World;
 
 use super::demo::world::{self as demo, agent_config, close_early, finalize, pass_dispute_windows};
+use super::measure::{agents, micros, paid_request, summarize, LoadReport, PRICE};
 
 /// Arguments of `bench`.
 #[derive(Debug, Clone, clap::Args)]
@@ -42,26 +44,6 @@ pub struct Args {
     /// Print the report as JSON.
     #[arg(long)]
     pub json: bool,
-}
-
-/// Throughput and latency of one (route, concurrency) run.
-#[derive(Debug, Clone, Default, Serialize)]
-#[serde(rename_all = "camelCase")]
-pub struct LoadReport {
-    /// Route measured.
-    pub route: String,
-    /// Concurrent workers.
-    pub concurrency: u64,
-    /// Successful requests in the window.
-    pub requests: u64,
-    /// Failed requests in the window.
-    pub errors: u64,
-    /// Requests per second.
-    pub rps: f64,
-    /// Median latency, microseconds.
-    pub p50_us: u64,
-    /// 99th percentile latency, microseconds.
-    pub p99_us: u64,
 }
 
 /// One scheme of the on-chain comparison.
@@ -92,61 +74,6 @@ pub struct Report {
     pub ratios: Vec<(u64, f64)>,
     /// Session vs exact for the same N.
     pub chain: Vec<ChainReport>,
-}
-
-const PRICE: u64 = 1;
-/// Requests a session's deposit covers (never reached in a bounded run).
-const DEPOSIT_REQUESTS: u64 = 10_000_000;
-
-fn body(i: u64) -> String {
-    serde_json::json!({ "prompt": format!("bench request {i}"), "max_tokens": 8 }).to_string()
-}
-
-fn percentile(sorted: &[u64], p: f64) -> u64 {
-    if sorted.is_empty() {
-        return 0;
-    }
-    #[allow(
-        clippy::cast_possible_truncation,
-        clippy::cast_sign_loss,
-        clippy::cast_precision_loss
-    )]
-    let index = ((sorted.len() as f64 - 1.0) * p).round() as usize;
-    sorted
-        .get(index.min(sorted.len().saturating_sub(1)))
-        .copied()
-        .unwrap_or(0)
-}
-
-fn summarize(
-    route: &str,
-    concurrency: u64,
-    window: Duration,
-    results: Vec<(Vec<u64>, u64)>,
-) -> LoadReport {
-    let mut latencies = Vec::new();
-    let mut errors = 0u64;
-    for (l, e) in results {
-        latencies.extend(l);
-        errors = errors.saturating_add(e);
-    }
-    latencies.sort_unstable();
-    let requests = latencies.len() as u64;
-    #[allow(clippy::cast_precision_loss)]
-    let rps = requests as f64 / window.as_secs_f64();
-    LoadReport {
-        route: route.to_owned(),
-        concurrency,
-        requests,
-        errors,
-        rps,
-        p50_us: percentile(&latencies, 0.50),
-        p99_us: percentile(&latencies, 0.99),
-    }
-}
-
-fn micros(d: Duration) -> u64 {
-    u64::try_from(d.as_micros()).unwrap_or(u64::MAX)
 }
 
 async fn load_unpaid(
@@ -193,45 +120,6 @@ async fn load_unpaid(
         started.elapsed(),
         results,
     ))
-}
-
-async fn paid_request(agent: &Agent, http: &reqwest::Client, url: &str, i: u64) -> bool {
-    let Ok(request) = http
-        .post(url)
-        .header(reqwest::header::CONTENT_TYPE, "application/json")
-        .body(body(i))
-        .build()
-    else {
-        return false;
-    };
-    match agent.send(request).await {
-        Ok(r) => r.status().is_success() && r.bytes().await.is_ok(),
-        Err(_) => false,
-    }
-}
-
-/// `concurrency` agents, each with its own wallet and session (opened by a warm-up request).
-async fn agents(world: &World, concurrency: u64, url: &str) -> anyhow::Result<Vec<Agent>> {
-    let funds = PRICE.saturating_mul(DEPOSIT_REQUESTS.saturating_add(10));
-    let http = reqwest::Client::new();
-    let mut opening = Vec::new();
-    for _ in 0..concurrency {
-        let wallet = world.wallet(funds.saturating_mul(2))?;
-        let agent = Agent::new(agent_config(world, wallet, PRICE, DEPOSIT_REQUESTS, true)).await?;
-        let http = http.clone();
-        let url = url.to_owned();
-        opening.push(tokio::spawn(async move {
-            let ok = paid_request(&agent, &http, &url, 0).await;
-            (agent, ok)
-        }));
-    }
-    let mut agents = Vec::new();
-    for task in opening {
-        let (agent, ok) = task.await?;
-        ensure!(ok, "an agent could not open its session");
-        agents.push(agent);
-    }
-    Ok(agents)
 }
 
 async fn load_paid(agents: &[Agent], url: &str, duration: Duration) -> anyhow::Result<LoadReport> {
@@ -351,7 +239,8 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         ..Report::default()
     };
     for &concurrency in &args.concurrency {
-        let agents = agents(&world, concurrency, &paid_url).await?;
+        let urls = vec![paid_url.clone(); usize::try_from(concurrency)?];
+        let agents = agents(&world, &urls).await?;
         let unpaid = load_unpaid(&health_url, concurrency, duration).await?;
         let paid = load_paid(&agents, &paid_url, duration).await?;
         let ratio = if unpaid.rps > 0.0 {

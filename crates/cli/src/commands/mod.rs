@@ -7,4 +7,8 @@ pub mod bench;
 pub mod demo;
 pub mod discover;
 pub mod keys;
+#[cfg(feature = "full")]
+pub mod load;
+#[cfg(feature = "full")]
+mod measure;
 pub mod session;

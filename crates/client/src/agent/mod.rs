@@ -4,6 +4,7 @@
 
 mod dispute;
 mod exact;
+mod handover;
 mod intent;
 mod offer;
 mod pay;
@@ -46,6 +47,7 @@ use crate::types::{uptime_bps, AgentSessionState};
 use crate::{
     AgentConfig, AgentStats, Anchor, ClientError, DisputeOutcome, DisputePolicy, SessionInfo,
 };
+pub use handover::SessionHandover;
 use offer::Challenge;
 use pay::{clone_request, SessionOutcome};
 use session::{SessionData, SessionHandle, TermsKey};
