@@ -10,6 +10,8 @@
 //!   `X-402-Session-Status`.
 //! - `step/ledger_only`: the two durable ledger writes of one request
 //!   (`accept_voucher` + `record_receipt`, group-committed) on a SQLite file (WAL, `synchronous = NORMAL`).
+//! - `step/ledger_only_via_sqlx_worker`: the same writes sent through sqlx's SQLite worker
+//!   thread (`Ledger::connect_without_own_writer`, the path before the ledger's own writer connection).
 //! - `step/full`: both, in the order of the request path: the full server-side protocol step.
 //!
 //! ```sh
@@ -304,6 +306,34 @@ fn step(c: &mut Criterion) {
                 let computed = compute(&fixture, &s, &v);
                 let started = Instant::now();
                 runtime.block_on(record(&ledger, &address, &computed));
+                total += started.elapsed();
+                advance(&mut fixture, &computed);
+            }
+            total
+        })
+    });
+
+    // The same through sqlx's worker thread (the ledger before its own writer connection), side by side.
+    let sqlx_url = format!(
+        "sqlite://{}?mode=rwc",
+        dir.path().join("ledger-sqlx.sqlite").display()
+    );
+    let sqlx_ledger = runtime
+        .block_on(Ledger::connect_without_own_writer(&sqlx_url))
+        .unwrap();
+    let mut fixture = Fixture::new(24);
+    let address = fixture.record.chain.address;
+    runtime
+        .block_on(sqlx_ledger.upsert_session(&fixture.record.chain))
+        .unwrap();
+    group.bench_function("ledger_only_via_sqlx_worker", |b| {
+        b.iter_custom(|iters| {
+            let mut total = Duration::ZERO;
+            for _ in 0..iters {
+                let (s, v) = fixture.next_headers();
+                let computed = compute(&fixture, &s, &v);
+                let started = Instant::now();
+                runtime.block_on(record(&sqlx_ledger, &address, &computed));
                 total += started.elapsed();
                 advance(&mut fixture, &computed);
             }

@@ -16,16 +16,18 @@
 //! Under no load a write waits for nobody: the task wakes on the first one and sends it alone.
 
 use std::collections::HashSet;
+use std::sync::Arc;
 
 use sqlx::QueryBuilder;
 use tokio::sync::{mpsc, oneshot};
 
 use super::error::LedgerError;
 use super::types::Address;
+use super::writer::Writer;
 use super::Pool;
 
 /// Most writes sent in one statement.
-pub(super) const MAX_BATCH: usize = 64;
+const MAX_BATCH: usize = 64;
 /// Writes waiting for the task before callers wait for room.
 const QUEUE: usize = 4 * MAX_BATCH;
 
@@ -63,10 +65,23 @@ pub(super) enum Write {
     Close,
 }
 
-/// The handle to the writer task. Cloned with the ledger; the task ends with the last clone.
+impl Write {
+    /// The writer's reply, if it expects one.
+    pub(super) fn into_reply(self) -> Option<Reply> {
+        match self {
+            Self::Voucher(_, reply) | Self::Receipt(_, reply) => Some(reply),
+            Self::Close => None,
+        }
+    }
+}
+
+/// Where the per-request writes go. Cloned with the ledger.
 #[derive(Debug, Clone)]
-pub(super) struct Batcher {
-    writes: mpsc::Sender<Write>,
+pub(super) enum Batcher {
+    /// The writer task on a sqlx pool; it ends with the last clone or at [`Write::Close`].
+    Task(mpsc::Sender<Write>),
+    /// A SQLite file's own connection ([`super::writer`]).
+    File(Arc<Writer>),
 }
 
 impl Batcher {
@@ -74,23 +89,18 @@ impl Batcher {
     pub(super) fn spawn(pool: Pool) -> Self {
         let (writes, queue) = mpsc::channel(QUEUE);
         tokio::spawn(run(pool, queue));
-        Self { writes }
-    }
-
-    /// Starts the writer thread of the SQLite file at `path` ([`super::writer`]).
-    pub(super) fn spawn_sqlite_file(
-        path: &std::path::Path,
-        busy_timeout: std::time::Duration,
-    ) -> Result<Self, LedgerError> {
-        let (writes, queue) = mpsc::channel(QUEUE);
-        super::writer::spawn(path, busy_timeout, queue)?;
-        Ok(Self { writes })
+        Self::Task(writes)
     }
 
     /// Stops the writer after the writes already queued; later writes fail as
     /// [`LedgerError::Closed`].
     pub(super) async fn close(&self) {
-        let _ = self.writes.send(Write::Close).await;
+        match self {
+            Self::Task(writes) => {
+                let _ = writes.send(Write::Close).await;
+            }
+            Self::File(writer) => writer.close(),
+        }
     }
 
     pub(super) async fn voucher(&self, row: VoucherRow) -> Result<bool, LedgerError> {
@@ -108,10 +118,10 @@ impl Batcher {
         write: Write,
         outcome: oneshot::Receiver<Result<bool, LedgerError>>,
     ) -> Result<bool, LedgerError> {
-        self.writes
-            .send(write)
-            .await
-            .map_err(|_| LedgerError::Closed)?;
+        match self {
+            Self::Task(writes) => writes.send(write).await.map_err(|_| LedgerError::Closed)?,
+            Self::File(writer) => writer.submit(write),
+        }
         outcome.await.map_err(|_| LedgerError::Closed)?
     }
 }

@@ -48,6 +48,7 @@ pub mod types;
 mod writer;
 
 use std::str::FromStr;
+use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use sqlx::postgres::{PgPool, PgPoolOptions};
@@ -65,6 +66,7 @@ pub use types::{
 
 use batch::{Batcher, ReceiptRow, VoucherRow};
 use row::{from_db, to_db, RowExt};
+use writer::Writer;
 
 static SQLITE_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("migrations/sqlite");
 static POSTGRES_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("migrations/postgres");
@@ -162,6 +164,18 @@ impl Ledger {
     /// file path, or `postgres://...` / `postgresql://...`. A SQLite file runs in WAL mode with
     /// `synchronous = NORMAL` and a busy timeout.
     pub async fn connect(url: &str) -> Result<Self, LedgerError> {
+        Self::open(url, true).await
+    }
+
+    /// [`Ledger::connect`] with a SQLite file's per-request writes sent through sqlx's worker
+    /// thread (the batcher task of the PostgreSQL path) instead of the ledger's own connection
+    /// (`writer`): the path before it, kept to compare the two side by side in
+    /// `benches/protocol.rs`. Same rules and outcomes.
+    pub async fn connect_without_own_writer(url: &str) -> Result<Self, LedgerError> {
+        Self::open(url, false).await
+    }
+
+    async fn open(url: &str, own_connection: bool) -> Result<Self, LedgerError> {
         if url.starts_with("postgres://") || url.starts_with("postgresql://") {
             let pool = PgPoolOptions::new()
                 .max_connections(POSTGRES_POOL_SIZE)
@@ -199,9 +213,27 @@ impl Ledger {
         };
         let writer = file_pool(1).connect_with(options.clone()).await?;
         SQLITE_MIGRATIONS.run(&writer).await?;
-        // The per-request writes go to a thread of their own (`writer`); the other writes
-        // (sessions, claims) through the one-connection sqlx pool.
-        let batcher = Batcher::spawn_sqlite_file(options.get_filename(), SQLITE_BUSY_TIMEOUT)?;
+        // The per-request writes go through a connection of their own, committed by the
+        // requests (`writer`); the other writes (sessions, claims) and the WAL checkpoints
+        // through the one-connection sqlx pool.
+        let batcher = if own_connection {
+            let file = Writer::open(options.get_filename(), SQLITE_BUSY_TIMEOUT)?;
+            let checkpointer = writer.clone();
+            tokio::spawn(writer::checkpoints(Arc::downgrade(&file), move || {
+                let pool = checkpointer.clone();
+                async move {
+                    if let Err(e) = sqlx::query("PRAGMA wal_checkpoint(PASSIVE)")
+                        .execute(&pool)
+                        .await
+                    {
+                        tracing::debug!(error = %e, "ledger checkpoint");
+                    }
+                }
+            }));
+            Batcher::File(file)
+        } else {
+            Batcher::spawn(Pool::Sqlite(writer.clone()))
+        };
         let pool = file_pool(SQLITE_READ_POOL_SIZE)
             .connect_with(options)
             .await?;

@@ -1,12 +1,25 @@
-//! The writer thread of a SQLite file ledger: group commit without a thread hop per statement.
+//! The per-request writes of a SQLite file ledger: group commit on the caller's own thread.
 //!
 //! sqlx drives SQLite on a worker thread of its own and hands every statement, and every row a
 //! statement returns, across to it; a request's two writes cost several context switches each
-//! (BENCHMARKS.md, docs/perf/). For a SQLite file the [`Batcher`](super::batch::Batcher)'s queue
-//! is instead read by this thread, which owns one connection: it takes what has queued up (at
-//! most [`MAX_BATCH`] writes), runs each as one prepared single-row `INSERT` inside one
-//! `BEGIN IMMEDIATE` transaction, commits once, then answers every writer. A batch costs one
-//! wake-up of this thread and one of each caller.
+//! (BENCHMARKS.md, docs/perf/). For a SQLite file the ledger keeps one `rusqlite` connection for
+//! them instead, behind an async lock, and commits on the thread that takes the lock
+//! (*flat combining*):
+//!
+//! 1. a write joins the queue, then waits for the connection's lock;
+//! 2. the task holding the lock takes the WHOLE queue (its own write and every one that joined
+//!    while the previous batch was committing), runs each as a prepared single-row `INSERT`
+//!    inside one `BEGIN IMMEDIATE` transaction, commits once, and answers every writer;
+//! 3. a task that gets the lock after its write was committed by another finds the queue empty
+//!    and is done.
+//!
+//! Alone, a write is committed by its own request with no thread hop; under load one commit
+//! serves every write that queued meanwhile. The SQLite work runs on a runtime worker: it is a
+//! few tens of microseconds (WAL, `synchronous = NORMAL`: no fsync at commit; the connection
+//! does not checkpoint, [`checkpoints`] does that on sqlx's thread), and it never waits for
+//! the file lock — `busy_timeout` is 0 and a batch that finds the file locked by another
+//! connection (the ledger's sqlx writer, another process) goes back to the queue's head and is
+//! retried after an async sleep, up to the ledger's busy timeout.
 //!
 //! Outcomes, the same as the sqlx path's:
 //! - the invariant triggers of the migrations skip a refused row: 0 rows changed is
@@ -17,15 +30,18 @@
 //!   failed `BEGIN` or a failed `COMMIT` fails every write of the batch: none was written.
 //!
 //! No write is answered before its transaction commits, so a voucher is durable before its
-//! request is served.
+//! request is served. A write is committed even when its request goes away while it waits
+//! (it runs in a task of its own), as with a writer task.
 
+use std::collections::VecDeque;
 use std::path::Path;
-use std::time::Duration;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, PoisonError, Weak};
+use std::time::{Duration, Instant};
 
-use rusqlite::{params, Connection, OpenFlags, TransactionBehavior};
-use tokio::sync::mpsc;
+use rusqlite::{params, Connection, ErrorCode, OpenFlags, TransactionBehavior};
 
-use super::batch::{ReceiptRow, Reply, VoucherRow, Write, MAX_BATCH};
+use super::batch::{ReceiptRow, Reply, VoucherRow, Write};
 use super::error::LedgerError;
 
 const INSERT_VOUCHER: &str = "INSERT INTO vouchers (session, seq, cumulative, signature, \
@@ -34,93 +50,169 @@ const INSERT_RECEIPT: &str = "INSERT INTO receipts (session, seq, hash, ok, amou
                               cumulative_charged, json, recorded_at) \
                               VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)";
 
-/// Opens `path` (the migrated ledger file) and starts the thread that writes `queue`'s batches.
-/// The thread ends, closing its connection, at [`Write::Close`] or when every sender is gone.
-pub(super) fn spawn(
-    path: &Path,
+/// How long a batch that found the file locked waits before it tries again.
+const BUSY_RETRY: Duration = Duration::from_millis(1);
+/// How often the WAL is checkpointed into the database file.
+pub(super) const CHECKPOINT_INTERVAL: Duration = Duration::from_secs(1);
+
+/// The connection and the writes waiting for it.
+pub(super) struct Writer {
+    connection: tokio::sync::Mutex<Connection>,
+    queue: Mutex<VecDeque<Write>>,
     busy_timeout: Duration,
-    queue: mpsc::Receiver<Write>,
-) -> Result<(), LedgerError> {
-    let connection = open(path, busy_timeout).map_err(|e| LedgerError::from(&e))?;
-    std::thread::Builder::new()
-        .name("x402pp-ledger-writer".to_owned())
-        .spawn(move || run(connection, queue))
-        .map_err(|e| LedgerError::Unavailable(e.into()))?;
-    Ok(())
+    closed: AtomicBool,
+}
+
+impl std::fmt::Debug for Writer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Writer").finish_non_exhaustive()
+    }
+}
+
+/// What committing a batch came to.
+enum Committed {
+    /// Every writer of the batch was answered.
+    Answered,
+    /// The file was locked by another connection: nothing ran, the batch is given back.
+    Busy(Vec<Write>),
+}
+
+impl Writer {
+    /// Opens `path` (the migrated ledger file) for the per-request writes. `busy_timeout`
+    /// bounds how long a batch keeps retrying while another connection holds the file's lock.
+    pub(super) fn open(path: &Path, busy_timeout: Duration) -> Result<Arc<Self>, LedgerError> {
+        let connection = open(path).map_err(|e| LedgerError::from(&e))?;
+        Ok(Arc::new(Self {
+            connection: tokio::sync::Mutex::new(connection),
+            queue: Mutex::new(VecDeque::new()),
+            busy_timeout,
+            closed: AtomicBool::new(false),
+        }))
+    }
+
+    /// Queues `write` and sees it committed (by this task or another). Its outcome goes to the
+    /// write's reply.
+    pub(super) fn submit(self: &Arc<Self>, write: Write) {
+        if self.closed.load(Ordering::Acquire) {
+            answer_all(vec![write], || LedgerError::Closed);
+            return;
+        }
+        self.queue().push_back(write);
+        let writer = Arc::clone(self);
+        tokio::spawn(async move { writer.drain().await });
+    }
+
+    /// Later writes fail as [`LedgerError::Closed`]; queued ones are still committed.
+    pub(super) fn close(&self) {
+        self.closed.store(true, Ordering::Release);
+    }
+
+    fn queue(&self) -> std::sync::MutexGuard<'_, VecDeque<Write>> {
+        self.queue.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Puts `batch` back at the head of the queue, in order, for whoever commits next.
+    fn give_back(&self, batch: Vec<Write>) {
+        let mut queue = self.queue();
+        for write in batch.into_iter().rev() {
+            queue.push_front(write);
+        }
+    }
+
+    /// Commits the queue until it is empty (then every write queued before this task's own
+    /// has been answered).
+    async fn drain(&self) {
+        let started = Instant::now();
+        loop {
+            let mut connection = self.connection.lock().await;
+            let batch: Vec<Write> = self.queue().drain(..).collect();
+            if batch.is_empty() {
+                return;
+            }
+            match commit(&mut connection, batch) {
+                Committed::Answered => return,
+                Committed::Busy(batch) => {
+                    drop(connection);
+                    if started.elapsed() >= self.busy_timeout {
+                        answer_all(batch, || {
+                            LedgerError::Unavailable("the ledger file stayed locked".into())
+                        });
+                        return;
+                    }
+                    self.give_back(batch);
+                    tokio::time::sleep(BUSY_RETRY).await;
+                }
+            }
+        }
+    }
+}
+
+/// Checkpoints the WAL of the writer's file every [`CHECKPOINT_INTERVAL`] through `checkpoint`
+/// (the ledger's sqlx connection, off the runtime's threads) while the writer lives.
+pub(super) async fn checkpoints<F, Fut>(writer: Weak<Writer>, checkpoint: F)
+where
+    F: Fn() -> Fut,
+    Fut: std::future::Future<Output = ()>,
+{
+    loop {
+        tokio::time::sleep(CHECKPOINT_INTERVAL).await;
+        match writer.upgrade() {
+            Some(writer) if !writer.closed.load(Ordering::Acquire) => {}
+            _ => return,
+        }
+        checkpoint().await;
+    }
 }
 
 /// A connection with the settings of the ledger's sqlx connections (WAL, `synchronous =
-/// NORMAL`, foreign keys, the busy timeout): the file is shared with them.
-fn open(path: &Path, busy_timeout: Duration) -> rusqlite::Result<Connection> {
+/// NORMAL`, foreign keys), except that it never waits for the file's lock (the writer retries
+/// asynchronously) and never checkpoints (both would block a runtime thread).
+fn open(path: &Path) -> rusqlite::Result<Connection> {
     let connection = Connection::open_with_flags(
         path,
         OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
     )?;
-    connection.busy_timeout(busy_timeout)?;
+    connection.busy_timeout(Duration::ZERO)?;
     connection.pragma_update_and_check(None, "journal_mode", "WAL", |_| Ok(()))?;
     connection.pragma_update(None, "synchronous", "NORMAL")?;
     connection.pragma_update(None, "foreign_keys", "ON")?;
+    connection.pragma_update_and_check(None, "wal_autocheckpoint", 0, |_| Ok(()))?;
     Ok(connection)
 }
 
-fn run(mut connection: Connection, mut queue: mpsc::Receiver<Write>) {
-    let mut batch = Vec::with_capacity(MAX_BATCH);
-    while let Some(first) = queue.blocking_recv() {
-        batch.push(first);
-        while batch.len() < MAX_BATCH {
-            match queue.try_recv() {
-                Ok(write) => batch.push(write),
-                Err(_) => break,
-            }
-        }
-        let mut closing = false;
-        let mut receipts = Vec::new();
-        let mut vouchers = Vec::new();
-        for write in batch.drain(..) {
-            match write {
-                Write::Receipt(row, reply) => receipts.push((row, reply)),
-                Write::Voucher(row, reply) => vouchers.push((row, reply)),
-                Write::Close => closing = true,
-            }
-        }
-        // Receipts before vouchers: a session's voucher n + 1 can follow its receipt n.
-        commit(&mut connection, receipts, vouchers);
-        if closing {
-            return;
+fn answer_all(batch: Vec<Write>, error: impl Fn() -> LedgerError) {
+    for write in batch {
+        if let Some(reply) = write.into_reply() {
+            let _ = reply.send(Err(error()));
         }
     }
 }
 
-/// One transaction for the batch; every writer answered after it ends.
-fn commit(
-    connection: &mut Connection,
-    receipts: Vec<(ReceiptRow, Reply)>,
-    vouchers: Vec<(VoucherRow, Reply)>,
-) {
-    if receipts.is_empty() && vouchers.is_empty() {
-        return;
-    }
+/// One transaction for the batch, receipts before vouchers (a session's voucher n + 1 can
+/// follow its receipt n); every writer answered after it ends.
+fn commit(connection: &mut Connection, batch: Vec<Write>) -> Committed {
     let transaction = match connection.transaction_with_behavior(TransactionBehavior::Immediate) {
         Ok(transaction) => transaction,
+        Err(error) if error.sqlite_error_code() == Some(ErrorCode::DatabaseBusy) => {
+            return Committed::Busy(batch)
+        }
         Err(error) => {
-            let replies = receipts.into_iter().map(|(_, reply)| reply);
-            fail_all(
-                replies.chain(vouchers.into_iter().map(|(_, reply)| reply)),
-                &error,
-            );
-            return;
+            answer_all(batch, || LedgerError::from(&error));
+            return Committed::Answered;
         }
     };
-    let mut outcomes: Vec<(Reply, Result<bool, rusqlite::Error>)> =
+    let (receipts, vouchers): (Vec<Write>, Vec<Write>) = batch
+        .into_iter()
+        .partition(|write| matches!(write, Write::Receipt(..)));
+    let mut outcomes: Vec<(Reply, rusqlite::Result<bool>)> =
         Vec::with_capacity(receipts.len().saturating_add(vouchers.len()));
     let mut rolled_back = None;
-    let receipt_writes = receipts
-        .into_iter()
-        .map(|(row, reply)| (reply, Insert::Receipt(row)));
-    let voucher_writes = vouchers
-        .into_iter()
-        .map(|(row, reply)| (reply, Insert::Voucher(row)));
-    for (reply, insert) in receipt_writes.chain(voucher_writes) {
+    for write in receipts.into_iter().chain(vouchers) {
+        let (insert, reply) = match write {
+            Write::Receipt(row, reply) => (Insert::Receipt(row), reply),
+            Write::Voucher(row, reply) => (Insert::Voucher(row), reply),
+            Write::Close => continue,
+        };
         if rolled_back.is_some() {
             outcomes.push((reply, Ok(false)));
             continue;
@@ -145,14 +237,13 @@ fn commit(
                 let _ = reply.send(outcome.map_err(|e| LedgerError::from(&e)));
             }
         }
-        Err(error) => fail_all(outcomes.into_iter().map(|(reply, _)| reply), &error),
+        Err(error) => {
+            for (reply, _) in outcomes {
+                let _ = reply.send(Err(LedgerError::from(&error)));
+            }
+        }
     }
-}
-
-fn fail_all(replies: impl Iterator<Item = Reply>, error: &rusqlite::Error) {
-    for reply in replies {
-        let _ = reply.send(Err(LedgerError::from(error)));
-    }
+    Committed::Answered
 }
 
 /// One row to insert: `Ok(true)` inserted, `Ok(false)` skipped by the table's trigger.
