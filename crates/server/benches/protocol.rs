@@ -259,8 +259,10 @@ fn primitives(c: &mut Criterion) {
 }
 
 fn step(c: &mut Criterion) {
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(1)
+    // The ledger's calls run where a request's do: on a runtime thread (`block_on` of a
+    // current-thread runtime runs its tasks on the calling thread, as a worker of the server's
+    // runtime runs the request's task and the tasks it spawns).
+    let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .unwrap();

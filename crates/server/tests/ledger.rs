@@ -899,3 +899,51 @@ async fn writes_committed_together_each_get_their_own_outcome() {
     })
     .await;
 }
+
+/// The per-request writes of a SQLite file never block a runtime thread on the file's lock:
+/// while another connection holds it (here in a transaction that needs this very thread to go
+/// on), a voucher waits asynchronously and goes in once the lock is released. On the
+/// current-thread runtime of this test, a write that blocked its thread would hang the test.
+#[tokio::test]
+async fn a_voucher_waits_for_a_locked_ledger_file_without_blocking_the_runtime() {
+    use sqlx::Connection as _;
+    let file = TempDb::new();
+    let ledger = Ledger::connect(&file.url()).await.unwrap();
+    let address = new_session(&ledger).await;
+    let mut other = sqlx::SqliteConnection::connect(&file.url()).await.unwrap();
+    sqlx::query("BEGIN IMMEDIATE")
+        .execute(&mut other)
+        .await
+        .unwrap();
+
+    let waiting = tokio::spawn({
+        let ledger = ledger.clone();
+        async move { ledger.accept_voucher(&address, &voucher(1)).await }
+    });
+    // The lock holder goes on working on this same thread while the voucher waits.
+    for _ in 0..5 {
+        tokio::task::yield_now().await;
+        sqlx::query("UPDATE sessions SET created_at = created_at WHERE address = $1")
+            .bind(address.as_slice())
+            .execute(&mut other)
+            .await
+            .unwrap();
+    }
+    assert!(
+        !waiting.is_finished(),
+        "the file is locked: nothing can be written yet"
+    );
+    assert_eq!(ledger.session(&address).await.unwrap().unwrap().last_seq, 0);
+
+    sqlx::query("COMMIT").execute(&mut other).await.unwrap();
+    waiting.await.unwrap().unwrap();
+    let row = ledger.session(&address).await.unwrap().unwrap();
+    assert_eq!(row.last_seq, 1, "accepted once the lock was released");
+    assert!(
+        matches!(
+            ledger.accept_voucher(&address, &voucher(1)).await,
+            Err(LedgerError::Conflict)
+        ),
+        "and only once"
+    );
+}

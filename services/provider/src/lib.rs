@@ -170,11 +170,23 @@ async fn inference(State(state): State<AppState>, body: axum::body::Bytes) -> Re
     }
     let prompt = request.prompt;
     let tokens = request.max_tokens.unwrap_or(16);
+    // A short answer costs a few microseconds (one SHA-256 per token): less than handing it to
+    // the blocking pool and back (two thread wake-ups), so it runs here; a long one (or a long
+    // prompt) goes to the blocking pool, as a real model would.
+    if tokens <= INLINE_TOKENS && prompt.len() <= INLINE_PROMPT_BYTES {
+        return Json(infer(&prompt, tokens)).into_response();
+    }
     match tokio::task::spawn_blocking(move || infer(&prompt, tokens)).await {
         Ok(answer) => Json(answer).into_response(),
         Err(_) => StatusCode::INTERNAL_SERVER_ERROR.into_response(),
     }
 }
+
+/// Answers of at most this many tokens (for prompts of at most [`INLINE_PROMPT_BYTES`]) are
+/// computed on the request's thread: about 10 µs, tokio's bound for work that need not leave it.
+const INLINE_TOKENS: u32 = 32;
+/// See [`INLINE_TOKENS`].
+const INLINE_PROMPT_BYTES: usize = 1_024;
 
 /// `POST /x402pp/sponsor`: the provider pays the fee and rent of an agent's escrow
 /// transaction (when it sponsors: `--sponsor`), or says why not.

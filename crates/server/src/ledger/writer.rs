@@ -6,7 +6,8 @@
 //! them instead, behind an async lock, and commits on the thread that takes the lock
 //! (*flat combining*):
 //!
-//! 1. a write joins the queue, then waits for the connection's lock;
+//! 1. a write joins the queue; when nobody holds the connection's lock it commits the queue at
+//!    once, in the call, else a task of its own waits for the lock;
 //! 2. the task holding the lock takes the WHOLE queue (its own write and every one that joined
 //!    while the previous batch was committing), runs each as a prepared single-row `INSERT`
 //!    inside one `BEGIN IMMEDIATE` transaction, commits once, and answers every writer;
@@ -98,6 +99,16 @@ impl Writer {
             return;
         }
         self.queue().push_back(write);
+        // Fast path: nobody is committing, so this request commits the queue itself, now,
+        // within this call (synchronous: no await, nothing to cancel). A busy file or a lock
+        // taken by another writer sends the queue to a task of its own.
+        if let Ok(mut connection) = self.connection.try_lock() {
+            let batch: Vec<Write> = self.queue().drain(..).collect();
+            match commit(&mut connection, batch) {
+                Committed::Answered => return,
+                Committed::Busy(batch) => self.give_back(batch),
+            }
+        }
         let writer = Arc::clone(self);
         tokio::spawn(async move { writer.drain().await });
     }
