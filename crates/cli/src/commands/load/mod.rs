@@ -65,6 +65,10 @@ pub struct Args {
     /// in a temp dir).
     #[arg(long)]
     pub database_url: Option<String>,
+    /// The executable run as `<PATH> provider ...` (default: this one). To compare two builds
+    /// side by side, e.g. one built from an earlier commit, run the load with each.
+    #[arg(long, value_name = "PATH")]
+    pub provider_bin: Option<std::path::PathBuf>,
     /// Print the report as JSON.
     #[arg(long)]
     pub json: bool,
@@ -259,7 +263,10 @@ fn check(args: &Args) -> anyhow::Result<()> {
 pub async fn run(args: Args) -> anyhow::Result<()> {
     check(&args)?;
     let ticks_per_sec = provider::clock_ticks_per_sec();
-    let exe = std::env::current_exe().context("the path of this executable")?;
+    let exe = match &args.provider_bin {
+        Some(path) => path.clone(),
+        None => std::env::current_exe().context("the path of this executable")?,
+    };
     let world = World::builder()
         .no_provider()
         .dir_prefix("x402pp-load-")
@@ -425,6 +432,7 @@ mod tests {
             concurrency: vec![1],
             replicas,
             database_url: database_url.map(str::to_owned),
+            provider_bin: None,
             json: true,
         }
     }
