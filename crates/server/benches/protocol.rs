@@ -294,28 +294,9 @@ fn step(c: &mut Criterion) {
         })
     });
 
-    // Ledger only: the two transactions, with inputs computed outside the measurement.
-    let mut fixture = Fixture::new(22);
-    let address = fixture.record.chain.address;
-    runtime
-        .block_on(ledger.upsert_session(&fixture.record.chain))
-        .unwrap();
-    group.bench_function("ledger_only", |b| {
-        b.iter_custom(|iters| {
-            let mut total = Duration::ZERO;
-            for _ in 0..iters {
-                let (s, v) = fixture.next_headers();
-                let computed = compute(&fixture, &s, &v);
-                let started = Instant::now();
-                runtime.block_on(record(&ledger, &address, &computed));
-                total += started.elapsed();
-                advance(&mut fixture, &computed);
-            }
-            total
-        })
-    });
-
-    // The same through sqlx's worker thread (the ledger before its own writer connection), side by side.
+    // Ledger only: the two transactions, with inputs computed outside the measurement; then the
+    // same through sqlx's worker thread (the ledger before its own writer connection), side by
+    // side.
     let sqlx_url = format!(
         "sqlite://{}?mode=rwc",
         dir.path().join("ledger-sqlx.sqlite").display()
@@ -323,25 +304,30 @@ fn step(c: &mut Criterion) {
     let sqlx_ledger = runtime
         .block_on(Ledger::connect_without_own_writer(&sqlx_url))
         .unwrap();
-    let mut fixture = Fixture::new(24);
-    let address = fixture.record.chain.address;
-    runtime
-        .block_on(sqlx_ledger.upsert_session(&fixture.record.chain))
-        .unwrap();
-    group.bench_function("ledger_only_via_sqlx_worker", |b| {
-        b.iter_custom(|iters| {
-            let mut total = Duration::ZERO;
-            for _ in 0..iters {
-                let (s, v) = fixture.next_headers();
-                let computed = compute(&fixture, &s, &v);
-                let started = Instant::now();
-                runtime.block_on(record(&sqlx_ledger, &address, &computed));
-                total += started.elapsed();
-                advance(&mut fixture, &computed);
-            }
-            total
-        })
-    });
+    for (name, ledger, session_byte) in [
+        ("ledger_only", &ledger, 22),
+        ("ledger_only_via_sqlx_worker", &sqlx_ledger, 24),
+    ] {
+        let mut fixture = Fixture::new(session_byte);
+        let address = fixture.record.chain.address;
+        runtime
+            .block_on(ledger.upsert_session(&fixture.record.chain))
+            .unwrap();
+        group.bench_function(name, |b| {
+            b.iter_custom(|iters| {
+                let mut total = Duration::ZERO;
+                for _ in 0..iters {
+                    let (s, v) = fixture.next_headers();
+                    let computed = compute(&fixture, &s, &v);
+                    let started = Instant::now();
+                    runtime.block_on(record(ledger, &address, &computed));
+                    total += started.elapsed();
+                    advance(&mut fixture, &computed);
+                }
+                total
+            })
+        });
+    }
 
     // The full step: decode → verify → hash → sign → encode, and the two ledger transactions.
     let mut fixture = Fixture::new(23);
