@@ -61,7 +61,7 @@ pub async fn bounded<F: Future<Output = ()>>(secs: u64, f: F) {
 }
 
 /// A free TCP port on 127.0.0.1 (free when asked; a child process binds it next).
-pub fn free_port() -> anyhow::Result<u16> {
+pub fn free_port() -> std::io::Result<u16> {
     Ok(std::net::TcpListener::bind("127.0.0.1:0")?
         .local_addr()?
         .port())

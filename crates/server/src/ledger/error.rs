@@ -1,6 +1,6 @@
 //! The ledger's error type.
 
-/// The database driver's error (sqlx's, or rusqlite's for the SQLite writer thread).
+/// The database driver's error (sqlx's, or rusqlite's for a SQLite file's per-request writes).
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 /// What went wrong in the ledger.
@@ -81,7 +81,7 @@ impl From<sqlx::Error> for LedgerError {
 }
 
 impl From<&rusqlite::Error> for LedgerError {
-    /// The SQLite writer thread's errors, classified as sqlx's are. A reference, because one
+    /// The errors of a SQLite file's per-request writes (`writer`), classified as sqlx's are. A reference, because one
     /// failed commit is every writer's outcome in its batch.
     fn from(error: &rusqlite::Error) -> Self {
         use rusqlite::ErrorCode;

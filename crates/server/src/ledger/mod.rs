@@ -39,7 +39,8 @@
 //!
 //! Files: this one opens the pools and holds the settlement policy's arithmetic; `sessions` the
 //! session rows, vouchers and receipts; `settlements` claims and `exact` settlements; `batch`
-//! the group commit (`writer` its thread for a SQLite file); `row` the conversions between rows and types; `types` the records.
+//! the group commit (`writer` its own connection for a SQLite file); `row` the conversions
+//! between rows and types; `types` the records.
 
 mod batch;
 mod error;

@@ -103,8 +103,7 @@ impl Writer {
         // within this call (synchronous: no await, nothing to cancel). A busy file or a lock
         // taken by another writer sends the queue to a task of its own.
         if let Ok(mut connection) = self.connection.try_lock() {
-            let batch: Vec<Write> = self.queue().drain(..).collect();
-            match commit(&mut connection, batch) {
+            match self.commit_queued(&mut connection) {
                 Committed::Answered => return,
                 Committed::Busy(batch) => self.give_back(batch),
             }
@@ -122,6 +121,16 @@ impl Writer {
         self.queue.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
+    /// Commits everything queued on `connection` (whose lock the caller holds); an empty queue
+    /// (another writer committed it) is answered already.
+    fn commit_queued(&self, connection: &mut Connection) -> Committed {
+        let batch: Vec<Write> = self.queue().drain(..).collect();
+        if batch.is_empty() {
+            return Committed::Answered;
+        }
+        commit(connection, batch)
+    }
+
     /// Puts `batch` back at the head of the queue, in order, for whoever commits next.
     fn give_back(&self, batch: Vec<Write>) {
         let mut queue = self.queue();
@@ -136,11 +145,7 @@ impl Writer {
         let started = Instant::now();
         loop {
             let mut connection = self.connection.lock().await;
-            let batch: Vec<Write> = self.queue().drain(..).collect();
-            if batch.is_empty() {
-                return;
-            }
-            match commit(&mut connection, batch) {
+            match self.commit_queued(&mut connection) {
                 Committed::Answered => return,
                 Committed::Busy(batch) => {
                     drop(connection);

@@ -14,8 +14,8 @@ struct Entry {
 
 /// Sessions by address. An entry is served for `refresh` after it was read from the chain, then
 /// the chain is read again (a top-up, a close request or a dispute shows up within `refresh`).
-/// At most `capacity` sessions are kept (least recently used go first), and an entry not written
-/// for `refresh` is dropped, so idle sessions cost no memory.
+/// At most `capacity` sessions are kept (least recently used go first), and an entry is dropped
+/// `refresh` after it was read from the chain, so idle sessions cost no memory.
 ///
 /// An entry is shared and updated in place: a request's progress updates cost a lookup, not a
 /// re-insert (a moka insert is a write to its policy queue; two per request showed in the

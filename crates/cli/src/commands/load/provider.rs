@@ -210,13 +210,6 @@ fn drain(
         })
 }
 
-/// A free port of 127.0.0.1 (free when asked; the child binds it next).
-fn free_port() -> std::io::Result<u16> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
-        .local_addr()?
-        .port())
-}
-
 /// A running provider child process; killed (SIGKILL) and reaped when dropped.
 #[derive(Debug)]
 pub(super) struct ProviderProcess {
@@ -246,7 +239,7 @@ impl ProviderProcess {
             exe: exe.display().to_string(),
             source,
         };
-        let port = free_port().map_err(spawn_error)?;
+        let port = x402pp_testkit::support::free_port().map_err(spawn_error)?;
         let mut command = Command::new(exe);
         command
             .args(spec.args(port))
