@@ -4,8 +4,9 @@
 //! `keygen`, `address`, `config` and `fund` manage keys, settings and localnet funds; `discover`
 //! lists what a facilitator's discovery catalog has for sale. With the default `full` feature,
 //! `demo` runs the whole system on an embedded localnet, `bench` and `load` measure it, and
-//! `localnet`, `provider` and `facilitator` run the services; `--no-default-features` builds a
-//! light agent binary without them (and without the Solana runtime).
+//! `localnet`, `provider`, `gateway` and `facilitator` run the services;
+//! `--no-default-features` builds a light agent binary without them (and without the Solana
+//! runtime).
 //!
 //! Like the Solana CLI: the wallet defaults to `~/.config/solana/id.json` (`-k`), the cluster
 //! is a URL or a moniker (`-u devnet`), amounts are in UI units (`--atomic` for raw). Errors
@@ -49,6 +50,9 @@ enum Command {
     /// Run the reference provider (a paid toy inference API).
     #[cfg(feature = "services")]
     Provider(Box<x402pp_provider::cli::Args>),
+    /// Sell an OpenAI-compatible inference server (llama.cpp, vLLM, Ollama) per token.
+    #[cfg(feature = "services")]
+    Gateway(Box<x402pp_gateway::cli::Args>),
     /// Run the x402 v2 facilitator (exact scheme on Solana).
     #[cfg(feature = "services")]
     Facilitator(x402pp_facilitator::cli::Args),
@@ -122,6 +126,8 @@ fn main() -> ExitCode {
                 x402pp_provider::cli::init_tracing(args.log_json);
                 x402pp_provider::cli::run(*args).await
             }
+            #[cfg(feature = "services")]
+            Command::Gateway(args) => x402pp_gateway::cli::run(*args).await,
             #[cfg(feature = "services")]
             Command::Facilitator(args) => {
                 x402pp_facilitator::cli::init_tracing(args.log_json);

@@ -127,7 +127,16 @@ pub struct AgentConfig {
     /// disputes against the provider), used before the provider's own: a provider's sponsor
     /// need not pay for disputes against its provider. `None` (the default): the provider's.
     pub dispute_sponsor: Option<x402pp_protocol::sponsor::SponsorInfo>,
+    /// A streamed answer cut before its receipt arrived: the most bytes its receipt may say were
+    /// delivered beyond those the agent read (they were in buffers when it stopped reading, so
+    /// their hash cannot be checked). A receipt claiming a longer tail is refused
+    /// ([`ReceiptError::UnverifiedTailTooLong`](crate::ReceiptError::UnverifiedTailTooLong))
+    /// and the session abandoned. Default [`DEFAULT_MAX_UNVERIFIED_TAIL`] (256 KiB).
+    pub max_unverified_tail: u64,
 }
+
+/// The default [`AgentConfig::max_unverified_tail`]: 256 KiB.
+pub const DEFAULT_MAX_UNVERIFIED_TAIL: u64 = 256 * 1024;
 
 impl AgentConfig {
     /// A configuration with defaults: the network's USDC, 100 requests per deposit, automatic
@@ -150,6 +159,7 @@ impl AgentConfig {
             intent_sla: None,
             sponsorship: Sponsorship::WhenNeeded,
             dispute_sponsor: None,
+            max_unverified_tail: DEFAULT_MAX_UNVERIFIED_TAIL,
         }
     }
 }

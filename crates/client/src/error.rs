@@ -68,6 +68,21 @@ pub enum ClientError {
         /// The seq of the second conflicting voucher.
         seq: u64,
     },
+    /// A streamed session answer lost its receipt event (the agent stopped reading, the
+    /// connection broke, or the stream ended without it) and resending its voucher did not
+    /// produce the receipt. The receipt stays owed: the agent asks again before the session's
+    /// next voucher ([`Agent::recover_receipts`](crate::Agent::recover_receipts)).
+    #[error(
+        "no receipt for the streamed answer to voucher {seq} of session {session}: {reason}"
+    )]
+    MissingStreamReceipt {
+        /// The session.
+        session: solana_sdk::pubkey::Pubkey,
+        /// The voucher's seq.
+        seq: u64,
+        /// Why (the stream's end, and what the resend answered).
+        reason: String,
+    },
     /// The wallet does not hold the tokens a deposit or top-up needs; nothing was sent.
     #[error("the wallet holds {available} of {mint}; {needed} are needed")]
     InsufficientFunds {

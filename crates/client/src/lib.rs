@@ -19,6 +19,15 @@
 //! and at most one lost answer is recovered from a `409 voucher_conflict` per request
 //! ([`ClientError::RepeatedConflict`] after that).
 //!
+//! **Metered** offers (version 3: a base per request plus unit prices, at most `maxPerRequest`)
+//! are accepted when their maximum fits the budget's price: each voucher states the total of the
+//! receipts accepted and adds a **hold** (by default the maximum; [`RequestOptions::max_charge`]
+//! lowers it), the deposit must cover `accepted + hold`, and each receipt's charge is checked
+//! against its units. [`Agent::send_stream`] takes a streamed (SSE) answer frame by frame and
+//! verifies its receipt, sent as the stream's final event, at [`PaidStream::finish`]; a stream
+//! cut before its receipt has the receipt fetched by resending its voucher
+//! ([`Agent::recover_receipts`], or before the session's next voucher).
+//!
 //! It tops the deposit up when it runs low, records SLA breaches (receipt latency above the
 //! offer's `maxLatencyMs`) and disputes them on chain ([`DisputePolicy::Automatic`]), and keeps
 //! sessions and receipts in a local store ([`AgentConfig::store_path`]).
@@ -58,9 +67,12 @@ pub mod middleware;
 mod store;
 pub mod types;
 
-pub use agent::{Agent, SessionHandover};
-pub use config::{AgentConfig, Budget, DisputePolicy, Sponsorship};
+pub use agent::{Agent, PaidStream, SessionHandover, StreamReceiptError};
+pub use config::{AgentConfig, Budget, DisputePolicy, Sponsorship, DEFAULT_MAX_UNVERIFIED_TAIL};
 pub use error::{ClientError, RefusalCode, StoreError};
 pub use middleware::PaymentMiddleware;
-pub use types::{AgentSessionState, AgentStats, Anchor, DisputeOutcome, SessionInfo};
+pub use types::{
+    AgentSessionState, AgentStats, Anchor, DisputeOutcome, RequestOptions, SessionInfo,
+    StreamOutcome, StreamReceipt,
+};
 pub use x402pp_session::{Progress, ReceiptError};

@@ -15,7 +15,7 @@ use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
-use x402pp_protocol::{Hash32, Offer, Pubkey, Receipt};
+use x402pp_protocol::{Hash32, Offer, Pubkey, Receipt, Voucher};
 
 use crate::error::StoreError;
 use crate::types::AgentSessionState;
@@ -36,6 +36,31 @@ pub(crate) struct BreachRecord {
     /// Whether a dispute was recorded on chain.
     #[serde(default)]
     pub disputed: bool,
+}
+
+/// A streamed answer whose receipt did not arrive (the agent stopped reading, the connection
+/// broke, or the stream ended without its receipt event): what fetching and checking its receipt
+/// takes (`docs/design/metered-streaming.md` §3.7).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub(crate) struct PendingReceipt {
+    /// The voucher that paid the request: resent (same method and URL, empty body) to fetch the
+    /// receipt from `409 voucher_conflict`.
+    pub voucher: Voucher,
+    /// The request's method.
+    pub method: String,
+    /// The request's URL.
+    pub url: String,
+    /// sha256(method ‖ path+query ‖ body) of the request.
+    pub input_hash: Hash32,
+    /// Its body's length.
+    pub input_bytes: u64,
+    /// The answer's HTTP status.
+    pub http_status: u16,
+    /// Bytes of the handler's answer read before the cut.
+    pub bytes_read: u64,
+    /// Their sha256.
+    pub read_hash: Hash32,
 }
 
 /// Everything the agent keeps about one session (the JSON of `<address>.json`).
@@ -81,6 +106,9 @@ pub(crate) struct StoredSession {
     pub state: AgentSessionState,
     /// The URLs (origin + path) this session paid for.
     pub routes: Vec<String>,
+    /// A streamed answer cut before its receipt arrived (fetched before the next voucher).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pending_receipt: Option<PendingReceipt>,
     /// The fee sponsor the provider named for this session (absent: none).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sponsor: Option<x402pp_protocol::sponsor::SponsorInfo>,

@@ -35,14 +35,19 @@ pub struct SessionInfo {
     /// The intent the session's offer answered (the agent's `X-402-Intent`; the offer signed
     /// its id as its `offerId`); `None` when it was opened on an offer that answered none.
     pub intent_id: Option<x402pp_protocol::Id16>,
-    /// Price per request (atomic units).
+    /// Price per request (atomic units); a metered session's base.
     pub price_per_request: u64,
+    /// The most one request may cost: the price, or a metered session's `maxPerRequest` (the
+    /// default hold of its vouchers).
+    pub max_per_request: u64,
+    /// Whether requests are priced by usage (version 3 offer, vouchers and receipts).
+    pub metered: bool,
     /// Total deposited (open + top-ups).
     pub deposit: u64,
     /// Latency penalties the agent's disputes recorded on chain (paid to the agent at
     /// `finalize`, out of the provider's earnings).
     pub refunded: u64,
-    /// Cumulative amount of the last voucher the provider accepted.
+    /// Cumulative charged by the receipts the agent accepted (what the next voucher builds on).
     pub accepted: u64,
     /// seq of the last voucher sent.
     pub seq: u64,
@@ -169,4 +174,75 @@ pub enum Anchor {
         /// The hash of the agent's receipt `count`, when the store has it.
         stored: Option<x402pp_protocol::Hash32>,
     },
+}
+
+/// Per-request options of a paid request ([`crate::Agent::send_with_options`],
+/// [`crate::Agent::send_stream_with_options`], or a `reqwest_middleware` request extension:
+/// `client.post(url).with_extension(RequestOptions::default().with_max_charge(500))`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RequestOptions {
+    /// The most this request may cost (atomic units). On a metered session it is the voucher's
+    /// hold (clamped to the offer's `maxPerRequest`; a value below the base cannot pay the
+    /// request: [`crate::ClientError::BudgetExceeded`]); a fixed price above it is refused the
+    /// same way. `None`: the offer's maximum (within the budget).
+    pub max_charge: Option<u64>,
+}
+
+impl RequestOptions {
+    /// These options with `max_charge` set.
+    #[must_use]
+    pub fn with_max_charge(mut self, max_charge: u64) -> Self {
+        self.max_charge = Some(max_charge);
+        self
+    }
+}
+
+/// What a streamed session answer was charged, from its verified receipt
+/// ([`crate::PaidStream::finish`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StreamReceipt {
+    /// The session.
+    pub session: Pubkey,
+    /// The voucher's seq.
+    pub seq: u64,
+    /// The verified receipt (stored with the session's receipts).
+    pub receipt: x402pp_protocol::Receipt,
+    /// Input units the receipt counts (0 on a fixed-price session).
+    pub units_in: u64,
+    /// Output units the receipt counts (0 on a fixed-price session).
+    pub units_out: u64,
+    /// What the request was charged.
+    pub charged: u64,
+    /// The most it could have been charged: the voucher's hold (the price on a fixed-price
+    /// session).
+    pub hold: u64,
+    /// Voucher accepted → first billable byte (ms): what the latency promise is about.
+    pub ttfb_ms: u32,
+    /// Voucher accepted → last byte or the cut (ms).
+    pub total_ms: u32,
+    /// Whether the receipt was fetched by resending the voucher because the stream lost its
+    /// receipt event (cut, or ended without it): its output was checked against the bytes read
+    /// (`docs/design/metered-streaming.md` §3.7), not the whole answer.
+    pub recovered: bool,
+    /// Whether the receipt shows an SLA breach (recorded; disputed per the dispute policy).
+    pub breach: bool,
+}
+
+/// How a streamed answer ended ([`crate::PaidStream::finish`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StreamOutcome {
+    /// Paid by a session voucher: the receipt was verified against the bytes streamed.
+    Session(Box<StreamReceipt>),
+    /// Not paid by a session (a free route, or x402 `exact`): no receipt follows the body.
+    Unreceipted,
+}
+
+impl StreamOutcome {
+    /// The session receipt, when paid by a session.
+    pub fn receipt(&self) -> Option<&StreamReceipt> {
+        match self {
+            Self::Session(receipt) => Some(receipt),
+            Self::Unreceipted => None,
+        }
+    }
 }

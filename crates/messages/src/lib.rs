@@ -16,6 +16,9 @@
 //! signature, and makes each voucher commit to the last receipt the agent accepted
 //! (`receipt_head`), so the receipt chain a claim anchors on chain is one the agent signed.
 //!
+//! Metered sessions (priced by usage) use the version 3 layouts of the [`metered`] module; the v2
+//! layouts above stay those of fixed-price sessions.
+//!
 //! Hashing (`offer_hash`, `receipt_hash` = sha256 of the encoded message) is left to the caller so
 //! that the program can use the SHA-256 syscall and off-chain code a software hasher.
 //!
@@ -23,8 +26,12 @@
 #![no_std]
 
 mod codec;
+pub mod metered;
 
 use codec::{Reader, Writer};
+pub use metered::{
+    charge, Cut, Metering, OfferMessageV3, ReceiptMessageV3, UnitKind, VoucherMessageV3,
+};
 
 /// Length of an ed25519 public key, a Solana address, or a SHA-256 digest.
 pub const KEY_LEN: usize = 32;
@@ -43,8 +50,16 @@ pub enum MessageError {
     WrongTag,
     /// A receipt status byte that no [`ReceiptStatus`] has.
     UnknownStatus(u8),
-    /// A flag byte (`sla_covered`) other than 0 or 1.
+    /// A flag byte (`sla_covered`) other than 0 or 1, or a v3 `flags` byte with unknown bits.
     InvalidFlag(u8),
+    /// A v3 offer's unit kind byte that no [`UnitKind`] has.
+    UnknownUnitKind(u8),
+    /// A v3 receipt's cut byte that no [`Cut`] has.
+    UnknownCut(u8),
+    /// A v3 voucher whose `accepted` exceeds its `cumulative`.
+    AcceptedAboveCumulative,
+    /// A v3 receipt whose status, cut, output and timings contradict each other.
+    Inconsistent,
 }
 
 impl core::fmt::Display for MessageError {
@@ -55,7 +70,15 @@ impl core::fmt::Display for MessageError {
             }
             Self::WrongTag => f.write_str("message does not start with the expected domain tag"),
             Self::UnknownStatus(byte) => write!(f, "unknown receipt status byte {byte}"),
-            Self::InvalidFlag(byte) => write!(f, "flag byte {byte} is neither 0 nor 1"),
+            Self::InvalidFlag(byte) => write!(f, "flag byte {byte} has a value no flag has"),
+            Self::UnknownUnitKind(byte) => write!(f, "unknown unit kind byte {byte}"),
+            Self::UnknownCut(byte) => write!(f, "unknown cut reason byte {byte}"),
+            Self::AcceptedAboveCumulative => {
+                f.write_str("voucher accepts more than its cumulative authorises")
+            }
+            Self::Inconsistent => {
+                f.write_str("receipt status, cut reason, output and timings contradict each other")
+            }
         }
     }
 }
@@ -198,6 +221,9 @@ pub enum ReceiptStatus {
     HandlerError = 1,
     /// The handler did not answer in time; nothing was charged.
     Timeout = 2,
+    /// (v3 receipts only) The answer stopped before it was complete; charged for what was
+    /// delivered ([`metered::charge`]).
+    Partial = 3,
 }
 
 impl ReceiptStatus {
@@ -212,6 +238,7 @@ impl ReceiptStatus {
             0 => Ok(Self::Ok),
             1 => Ok(Self::HandlerError),
             2 => Ok(Self::Timeout),
+            3 => Ok(Self::Partial),
             other => Err(MessageError::UnknownStatus(other)),
         }
     }
@@ -284,7 +311,12 @@ impl ReceiptMessage {
             amount_charged: r.u64(),
             cumulative_charged: r.u64(),
             latency_ms: r.u32(),
-            status: ReceiptStatus::from_u8(r.u8())?,
+            status: match ReceiptStatus::from_u8(r.u8())? {
+                ReceiptStatus::Partial => {
+                    return Err(MessageError::UnknownStatus(ReceiptStatus::Partial.as_u8()))
+                }
+                status => status,
+            },
             sla_covered: match r.u8() {
                 0 => false,
                 1 => true,
@@ -305,7 +337,7 @@ pub const GENESIS_RECEIPT_HASH: [u8; KEY_LEN] = [0; KEY_LEN];
 mod tests {
     use super::*;
 
-    fn offer() -> OfferMessage {
+    pub(crate) fn offer() -> OfferMessage {
         OfferMessage {
             provider: [1; 32],
             mint: [2; 32],
@@ -426,6 +458,53 @@ mod tests {
             ReceiptMessage::decode(&bytes),
             Err(MessageError::InvalidFlag(2))
         );
+    }
+
+    #[test]
+    fn a_v2_receipt_cannot_be_partial() {
+        let mut bytes = receipt().encode();
+        bytes[17 + 32 + 8 + 24 + 4] = ReceiptStatus::Partial.as_u8();
+        assert_eq!(
+            ReceiptMessage::decode(&bytes),
+            Err(MessageError::UnknownStatus(3))
+        );
+    }
+
+    #[test]
+    fn a_v2_decoder_refuses_every_v3_message_and_the_reverse() {
+        let v3 = OfferMessageV3 {
+            offer: offer(),
+            metering: metered::tests::metering(),
+        };
+        assert!(OfferMessage::decode(&v3.encode()).is_err());
+        assert!(OfferMessageV3::decode(&offer().encode()).is_err());
+        let mut same_length = v3.encode();
+        same_length[..15].copy_from_slice(OfferMessage::TAG);
+        assert_eq!(
+            OfferMessageV3::decode(&same_length),
+            Err(MessageError::WrongTag)
+        );
+        assert!(VoucherMessageV3::decode(&[0; VoucherMessage::LEN]).is_err());
+        assert!(ReceiptMessageV3::decode(&receipt().encode()).is_err());
+    }
+
+    #[test]
+    fn every_v3_message_round_trips() {
+        let o = OfferMessageV3 {
+            offer: offer(),
+            metering: metered::tests::metering(),
+        };
+        assert_eq!(OfferMessageV3::decode(&o.encode()), Ok(o));
+        assert_eq!(o.encode()[15..177], offer().encode()[15..]);
+        let v = VoucherMessageV3 {
+            session: [9; 32],
+            opened_slot: 12,
+            seq: u64::MAX,
+            cumulative: 42,
+            accepted: 40,
+            receipt_head: [10; 32],
+        };
+        assert_eq!(VoucherMessageV3::decode(&v.encode()), Ok(v));
     }
 
     #[test]

@@ -4,7 +4,10 @@
 #![allow(clippy::arithmetic_side_effects, missing_docs)] // test arithmetic on small bounded values
 
 use proptest::prelude::*;
-use x402pp_messages::{MessageError, OfferMessage, ReceiptMessage, ReceiptStatus, VoucherMessage};
+use x402pp_messages::{
+    charge, Cut, MessageError, Metering, OfferMessage, OfferMessageV3, ReceiptMessage,
+    ReceiptMessageV3, ReceiptStatus, UnitKind, VoucherMessage, VoucherMessageV3,
+};
 
 const CASES: u32 = 2_000;
 
@@ -160,9 +163,7 @@ fn check_offer(bytes: &[u8]) {
             assert_eq!(bytes.len(), OfferMessage::LEN);
             assert!(!bytes.starts_with(OfferMessage::TAG));
         }
-        Err(e @ (MessageError::UnknownStatus(_) | MessageError::InvalidFlag(_))) => {
-            panic!("offers have no status or flag: {e}")
-        }
+        Err(e) => panic!("offers have no status or flag: {e}"),
     }
 }
 
@@ -176,9 +177,7 @@ fn check_voucher(bytes: &[u8]) {
             assert_eq!(bytes.len(), VoucherMessage::LEN);
             assert!(!bytes.starts_with(VoucherMessage::TAG));
         }
-        Err(e @ (MessageError::UnknownStatus(_) | MessageError::InvalidFlag(_))) => {
-            panic!("vouchers have no status or flag: {e}")
-        }
+        Err(e) => panic!("vouchers have no status or flag: {e}"),
     }
 }
 
@@ -200,10 +199,32 @@ fn check_receipt(bytes: &[u8]) {
             assert_eq!(bytes.len(), ReceiptMessage::LEN);
             assert!(byte > 1, "flag byte {byte} is a valid flag");
         }
+        Err(e) => panic!("v2 receipts have no v3 fields: {e}"),
+    }
+}
+
+/// The v3 decoders on any input: accepted input re-encodes to the same bytes; refusals are
+/// typed and render.
+fn check_v3(bytes: &[u8]) {
+    if let Ok(m) = OfferMessageV3::decode(bytes) {
+        assert_eq!(m.encode().as_slice(), bytes);
+    }
+    if let Ok(m) = VoucherMessageV3::decode(bytes) {
+        assert_eq!(m.encode().as_slice(), bytes);
+        assert!(m.accepted <= m.cumulative);
+    }
+    match ReceiptMessageV3::decode(bytes) {
+        Ok(m) => {
+            assert_eq!(m.encode().as_slice(), bytes);
+            assert!(m.ttfb_ms <= m.total_ms);
+            assert_eq!(m.status == ReceiptStatus::Ok, m.status == ReceiptStatus::Ok && m.cut == Cut::None);
+        }
+        Err(e) => assert!(!e.to_string().is_empty()),
     }
 }
 
 fn check_all(bytes: &[u8]) {
+    check_v3(bytes);
     check_offer(bytes);
     check_voucher(bytes);
     check_receipt(bytes);
@@ -285,5 +306,56 @@ proptest! {
         prop_assert_eq!(OfferMessage::decode(&offer.encode()), Ok(offer));
         prop_assert_eq!(VoucherMessage::decode(&voucher.encode()), Ok(voucher));
         prop_assert_eq!(ReceiptMessage::decode(&receipt.encode()), Ok(receipt));
+    }
+
+    #[test]
+    fn tagged_random_v3_bodies_never_panic_and_re_encode(
+        body in proptest::collection::vec(any::<u8>(), ReceiptMessageV3::LEN),
+    ) {
+        for (tag, len) in [
+            (OfferMessageV3::TAG.as_slice(), OfferMessageV3::LEN),
+            (VoucherMessageV3::TAG.as_slice(), VoucherMessageV3::LEN),
+            (ReceiptMessageV3::TAG.as_slice(), ReceiptMessageV3::LEN),
+        ] {
+            let mut bytes = tag.to_vec();
+            bytes.extend_from_slice(&body[..len - tag.len()]);
+            check_all(&bytes);
+        }
+    }
+
+    #[test]
+    fn the_charge_never_exceeds_the_hold_nor_overflows_and_rounds_up(
+        base in any::<u64>(),
+        prices in (any::<u64>(), any::<u64>(), 1..=u32::MAX),
+        hold in any::<u64>(),
+        units in (any::<u64>(), any::<u64>()),
+        status in 0u8..4,
+        cut in 0u8..6,
+    ) {
+        let metering = Metering {
+            unit_price_in: prices.0,
+            unit_price_out: prices.1,
+            unit_size: prices.2,
+            max_per_request: u64::MAX,
+            unit_kind: UnitKind::Tokens,
+        };
+        let status = ReceiptStatus::from_u8(status).unwrap();
+        let cut = Cut::from_u8(cut).unwrap();
+        let amount = charge(base, &metering, hold, status, cut, units.0, units.1);
+        prop_assert!(amount <= hold);
+        // Each product fits a u128; their sum may not, and then any hold is reached.
+        let priced = (u128::from(units.0) * u128::from(prices.0))
+            .checked_add(u128::from(units.1) * u128::from(prices.1));
+        let variable = priced.map_or(u128::MAX, |p| p.div_ceil(u128::from(prices.2)));
+        let base_due = match status {
+            ReceiptStatus::Ok => base,
+            ReceiptStatus::Partial if matches!(cut, Cut::ClientGone | Cut::HoldReached) => base,
+            _ => 0,
+        };
+        let expected = match status {
+            ReceiptStatus::HandlerError | ReceiptStatus::Timeout => 0,
+            _ => variable.saturating_add(u128::from(base_due)).min(u128::from(hold)),
+        };
+        prop_assert_eq!(u128::from(amount), expected);
     }
 }

@@ -33,6 +33,9 @@ pub enum ErrorCode {
     RequestInFlight,
     /// The voucher's cumulative amount exceeds what is left of the deposit; top up.
     InsufficientDeposit,
+    /// A metered voucher's hold (`cumulative − accepted`) is below the base or above
+    /// `maxPerRequest`; the voucher was not used. `details: {base, maxPerRequest, hold}`.
+    InvalidHold,
     /// No open session with this id exists for this provider.
     SessionNotFound,
     /// The session is closing, closed or past its expiry.
@@ -88,6 +91,7 @@ impl ErrorCode {
             | Self::InvalidSignature
             | Self::InvalidVoucher
             | Self::InsufficientDeposit
+            | Self::InvalidHold
             | Self::SessionNotFound
             | Self::SessionClosed
             | Self::SessionMismatch
@@ -109,6 +113,7 @@ impl ErrorCode {
             Self::VoucherConflict => "voucher_conflict",
             Self::RequestInFlight => "request_in_flight",
             Self::InsufficientDeposit => "insufficient_deposit",
+            Self::InvalidHold => "invalid_hold",
             Self::SessionNotFound => "session_not_found",
             Self::SessionClosed => "session_closed",
             Self::SessionMismatch => "session_mismatch",
@@ -231,6 +236,15 @@ pub enum ProtocolError {
     /// A receipt does not continue the session's chain.
     #[error("receipt does not continue the chain: {0}")]
     BrokenChain(String),
+    /// A receipt of the other version than the caller handles: a metered (v3) receipt where a
+    /// fixed-price (v2) one is expected, or the reverse.
+    #[error("receipt is version {found}, version {expected} was expected")]
+    ReceiptVersion {
+        /// The version the caller handles.
+        expected: u8,
+        /// The receipt's version.
+        found: u8,
+    },
 }
 
 impl ProtocolError {
@@ -246,7 +260,9 @@ impl ProtocolError {
             | Self::Unsignable { .. }
             | Self::InvalidPublicKey(_) => ErrorCode::MalformedRequest,
             Self::BadSignature { .. } | Self::WrongSigner { .. } => ErrorCode::InvalidSignature,
-            Self::InconsistentReceipt(_) | Self::BrokenChain(_) => ErrorCode::InvalidReceipt,
+            Self::InconsistentReceipt(_) | Self::BrokenChain(_) | Self::ReceiptVersion { .. } => {
+                ErrorCode::InvalidReceipt
+            }
             Self::Serialize(_) => ErrorCode::InternalError,
         }
     }
@@ -275,6 +291,7 @@ mod tests {
             ErrorCode::RateLimited,
             ErrorCode::Overloaded,
             ErrorCode::SponsorRefused,
+            ErrorCode::InvalidHold,
         ] {
             let json = serde_json::to_string(&code).expect("serialises");
             assert_eq!(json, format!("\"{}\"", code.as_str()));
@@ -285,6 +302,7 @@ mod tests {
     fn statuses_follow_the_x402_conventions() {
         assert_eq!(ErrorCode::MalformedRequest.http_status(), 400);
         assert_eq!(ErrorCode::InsufficientDeposit.http_status(), 402);
+        assert_eq!(ErrorCode::InvalidHold.http_status(), 402);
         assert_eq!(ErrorCode::VoucherConflict.http_status(), 409);
         assert_eq!(ErrorCode::PaymentIdConflict.http_status(), 409);
         assert_eq!(ErrorCode::ChainUnavailable.http_status(), 503);

@@ -5,7 +5,8 @@
 //! - [`bazaar`]: the x402 v2 `bazaar` discovery extension (route declarations, the catalog of
 //!   `GET /discovery/resources`); [`payment_id`]: the x402 `payment-identifier` extension
 //!   (idempotent `exact` retries).
-//! - [`Intent`], [`Offer`], [`Voucher`], [`Receipt`], [`SessionSnapshot`]: the x402++ types.
+//! - [`Intent`], [`Offer`], [`Voucher`], [`Receipt`], [`SessionSnapshot`]: the x402++ types;
+//!   [`metering`]: their metered (version 3) form, priced by usage.
 //! - [`headers`]: header names and the base64-JSON codec.
 //! - [`messages`]: the signed binary layouts (shared with the escrow program), and [`crypto`]:
 //!   ed25519 sign and `verify_strict`, request/response hashes.
@@ -35,6 +36,7 @@ pub mod encoding;
 pub mod error;
 pub mod headers;
 pub mod intent;
+pub mod metering;
 pub mod network;
 pub mod offer;
 pub mod payment_id;
@@ -50,9 +52,13 @@ pub use x402pp_messages as messages;
 pub use encoding::{Amount, EncodingError, Hash32, Id16, Pubkey, Signature};
 pub use error::{ErrorBody, ErrorCode, ProtocolError};
 pub use intent::{Intent, IntentSla};
+pub use metering::{MeteringTerms, ReceiptUsage, METERED_VERSION};
 pub use network::Network;
-pub use offer::{Offer, OfferSla, OfferTerms, UptimePercent};
-pub use receipt::{receipt_hash, Receipt, ReceiptBody, ReceiptChain, SlaVerification};
+pub use offer::{AnyOfferMessage, Offer, OfferSla, OfferTerms, UptimePercent};
+pub use receipt::{
+    receipt_hash, AnyReceiptMessage, Receipt, ReceiptBody, ReceiptChain, ReceiptLink,
+    SlaVerification,
+};
 pub use session::{SessionSnapshot, SessionState};
-pub use voucher::{Voucher, VoucherTerms};
-pub use x402pp_messages::ReceiptStatus;
+pub use voucher::{AnyVoucherMessage, Voucher, VoucherTerms};
+pub use x402pp_messages::{Cut, Metering, ReceiptStatus, UnitKind};

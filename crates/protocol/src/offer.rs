@@ -2,18 +2,21 @@
 //!
 //! The signature covers the binary [`OfferMessage`], not the JSON: `network`, `escrowProgram`,
 //! `intentId` are routing information checked by the agent, and `resource` is bound through its
-//! sha256.
+//! sha256. A **metered** offer (`"version": 3` and `metering`, see [`crate::metering`]) is signed
+//! as the [`OfferMessageV3`] instead: the v2 fields (`pricePerRequest` is the base) followed by the
+//! usage prices.
 
 use std::fmt;
 
 use ed25519_dalek::SigningKey;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
-use x402pp_messages::OfferMessage;
+use x402pp_messages::{OfferMessage, OfferMessageV3};
 
 use crate::crypto::{pubkey_of, sha256, sign, verify};
 use crate::encoding::{Amount, Hash32, Id16, Pubkey, Signature};
 use crate::error::ProtocolError;
 use crate::intent::Intent;
+use crate::metering::{offer_fields, MeteringTerms};
 use crate::network::Network;
 
 /// An uptime percentage with at most two decimals, held as basis points (99.5 % = 9 950).
@@ -111,7 +114,8 @@ pub struct OfferTerms {
     pub asset: Pubkey,
     /// The escrow program id.
     pub escrow_program: Pubkey,
-    /// Price per successful request, atomic units.
+    /// Price per successful request, atomic units; the **base** of a metered offer (charged per
+    /// successful request on top of the units).
     pub price_per_request: Amount,
     /// Smallest accepted deposit, atomic units.
     pub min_deposit: Amount,
@@ -123,10 +127,56 @@ pub struct OfferTerms {
     pub sla: OfferSla,
     /// Unix seconds after which the offer cannot open a session.
     pub expires_at: i64,
+    /// The usage prices of a metered offer (JSON `"version": 3` and `metering`); `None` for a
+    /// fixed-price (v2) offer, whose JSON has neither key.
+    #[serde(
+        flatten,
+        serialize_with = "offer_fields::serialize",
+        deserialize_with = "offer_fields::deserialize"
+    )]
+    pub metering: Option<MeteringTerms>,
+}
+
+/// The binary message an offer's signature covers: v2 for a fixed-price offer, v3 for a metered
+/// one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AnyOfferMessage {
+    /// A fixed-price offer (177 bytes).
+    V2(OfferMessage),
+    /// A metered offer (206 bytes).
+    V3(OfferMessageV3),
+}
+
+impl AnyOfferMessage {
+    /// The v2 fields (for a metered offer, `price_per_request` is the base).
+    pub const fn offer(&self) -> &OfferMessage {
+        match self {
+            Self::V2(offer) => offer,
+            Self::V3(metered) => &metered.offer,
+        }
+    }
+
+    /// The usage prices of a metered offer.
+    pub const fn metering(&self) -> Option<&x402pp_messages::Metering> {
+        match self {
+            Self::V2(_) => None,
+            Self::V3(metered) => Some(&metered.metering),
+        }
+    }
+
+    /// The signed bytes.
+    pub fn encode(&self) -> Vec<u8> {
+        match self {
+            Self::V2(offer) => offer.encode().to_vec(),
+            Self::V3(metered) => metered.encode().to_vec(),
+        }
+    }
 }
 
 impl OfferTerms {
-    /// The binary message the provider signs.
+    /// The v2 fields of the signed message: the whole message of a fixed-price offer, and the
+    /// first part (with the v3 tag left out) of a metered one, whose signed bytes are
+    /// [`Self::signed_message`]'s.
     pub fn message(&self) -> Result<OfferMessage, ProtocolError> {
         if self.sla.latency_penalty_bps > 10_000 {
             return Err(ProtocolError::Unsignable {
@@ -150,6 +200,36 @@ impl OfferTerms {
         })
     }
 
+    /// The binary message the provider signs: [`OfferMessage`] for a fixed-price offer,
+    /// [`OfferMessageV3`] for a metered one, whose terms must be usable (a unit size above 0, a
+    /// maximum above 0 and at least the base).
+    pub fn signed_message(&self) -> Result<AnyOfferMessage, ProtocolError> {
+        let offer = self.message()?;
+        let Some(terms) = self.metering else {
+            return Ok(AnyOfferMessage::V2(offer));
+        };
+        let metering = terms.metering();
+        if !metering.is_valid(offer.price_per_request) {
+            return Err(ProtocolError::Unsignable {
+                field: "metering",
+                reason: format!(
+                    "unitSize {} must be above 0 and maxPerRequest {} above 0 and at least the \
+                     base {}",
+                    metering.unit_size, metering.max_per_request, offer.price_per_request
+                ),
+            });
+        }
+        Ok(AnyOfferMessage::V3(OfferMessageV3 { offer, metering }))
+    }
+
+    /// The most one request can cost: `maxPerRequest` of a metered offer, the price of a
+    /// fixed-price one. It is the request's price for x402 (the `session` option's `amount`) and
+    /// what an intent's `maxPricePerRequest` must cover.
+    pub fn max_per_request(&self) -> Amount {
+        self.metering
+            .map_or(self.price_per_request, |m| m.max_per_request)
+    }
+
     /// Whether this offer answers `intent`: it echoes the intent's id and took it as its own
     /// signed `offer_id`, so the provider's signature covers the binding.
     pub fn answers(&self, intent: &Intent) -> bool {
@@ -167,11 +247,17 @@ impl OfferTerms {
         if self.asset != intent.asset {
             return Some(format!("asset {} is not {}", self.asset, intent.asset));
         }
-        if self.price_per_request > intent.max_price_per_request {
-            return Some(format!(
-                "price {} exceeds the intent's maximum {}",
-                self.price_per_request, intent.max_price_per_request
-            ));
+        if self.max_per_request() > intent.max_price_per_request {
+            return Some(match self.metering {
+                None => format!(
+                    "price {} exceeds the intent's maximum {}",
+                    self.price_per_request, intent.max_price_per_request
+                ),
+                Some(m) => format!(
+                    "metered maximum price per request {} exceeds the intent's maximum {}",
+                    m.max_per_request, intent.max_price_per_request
+                ),
+            });
         }
         if self.sla.max_latency_ms > intent.sla.max_latency_ms {
             return Some(format!(
@@ -189,7 +275,8 @@ pub struct Offer {
     /// The terms.
     #[serde(flatten)]
     pub terms: OfferTerms,
-    /// The provider's ed25519 signature over the [`OfferMessage`].
+    /// The provider's ed25519 signature over the [`OfferMessage`] ([`OfferMessageV3`] for a
+    /// metered offer).
     pub signature: Signature,
 }
 
@@ -203,20 +290,27 @@ impl Offer {
                 actual: signer.to_string(),
             });
         }
-        let signature = sign(key, &terms.message()?.encode());
+        let signature = sign(key, &terms.signed_message()?.encode());
         Ok(Self { terms, signature })
     }
 
-    /// Verifies the provider's signature (strictly) and returns the signed message.
+    /// Verifies the provider's signature (strictly) and returns the v2 fields of the signed
+    /// message (for a metered offer: the base fields; [`Self::verify_any`] gives the metering).
     pub fn verify(&self) -> Result<OfferMessage, ProtocolError> {
-        let message = self.terms.message()?;
+        Ok(*self.verify_any()?.offer())
+    }
+
+    /// Verifies the provider's signature (strictly) over the message of the offer's version
+    /// and returns that message.
+    pub fn verify_any(&self) -> Result<AnyOfferMessage, ProtocolError> {
+        let message = self.terms.signed_message()?;
         verify(&self.terms.provider, &message.encode(), &self.signature)?;
         Ok(message)
     }
 
-    /// sha256 of the signed message: what the escrow stores as `offer_hash`.
+    /// sha256 of the signed message (177 or 206 bytes): what the escrow stores as `offer_hash`.
     pub fn offer_hash(&self) -> Result<Hash32, ProtocolError> {
-        Ok(Hash32(sha256(&[&self.terms.message()?.encode()])))
+        Ok(Hash32(sha256(&[&self.terms.signed_message()?.encode()])))
     }
 
     /// Whether the offer can no longer open a session at `now` (unix seconds).

@@ -12,9 +12,13 @@ use std::path::PathBuf;
 
 use serde_json::{json, Value};
 use x402pp_protocol::crypto::{pubkey_of, sha256, verify};
-use x402pp_protocol::messages::{OfferMessage, ReceiptMessage, VoucherMessage};
+use x402pp_protocol::messages::{
+    OfferMessage, OfferMessageV3, ReceiptMessage, ReceiptMessageV3, VoucherMessage,
+    VoucherMessageV3,
+};
 use x402pp_protocol::{
-    headers, Amount, ErrorCode, Hash32, Offer, Pubkey, Receipt, ReceiptChain, Signature, Voucher,
+    headers, Amount, AnyOfferMessage, AnyReceiptMessage, AnyVoucherMessage, Cut, ErrorCode, Hash32,
+    Offer, Pubkey, Receipt, ReceiptChain, ReceiptLink, ReceiptStatus, Signature, Voucher,
 };
 
 fn vectors_path() -> PathBuf {
@@ -80,6 +84,63 @@ fn build() -> Value {
         receipts.push(receipt);
     }
 
+    // Metered (v3): the worked example's offer, the voucher of request 3 (accepted 1 340, hold
+    // 1 000) and two receipts: request 2 complete (420 tokens: 100 + 840) and request 3 cut by
+    // the agent after 37 tokens (100 + 74).
+    let offer_v3 = Offer::sign(common::metered_offer_terms(), &common::provider()).expect("signs");
+    let offer_v3_message = offer_v3
+        .terms
+        .signed_message()
+        .expect("valid terms")
+        .encode();
+    let voucher_v3 = Voucher::sign_metered(
+        x402pp_protocol::VoucherTerms {
+            session: common::session(),
+            opened_slot: 42,
+            seq: 3,
+            cumulative: Amount(2_340),
+            receipt_head: Hash32([0xab; 32]),
+        },
+        Amount(1_340),
+        &signer,
+    );
+    let receipt_v3_ok = Receipt::sign(
+        common::metered_receipt_body(
+            2,
+            940,
+            1_340,
+            (12, 420, 1_890),
+            ReceiptStatus::Ok,
+            Cut::None,
+            true,
+            Hash32([0xcd; 32]),
+        ),
+        &common::provider(),
+    )
+    .expect("signs");
+    let receipt_v3_partial = Receipt::sign(
+        common::metered_receipt_body(
+            3,
+            174,
+            1_514,
+            (12, 37, 166),
+            ReceiptStatus::Partial,
+            Cut::ClientGone,
+            true,
+            receipt_v3_ok.receipt_id,
+        ),
+        &common::provider(),
+    )
+    .expect("signs");
+    let metered_receipt = |r: &Receipt| {
+        json!({
+            "json": r,
+            "messageHex": hex::encode(r.body.signed_message().signed_bytes()),
+            "receiptHash": r.receipt_id.to_string(),
+            "header": headers::encode(r).expect("encodes"),
+        })
+    };
+
     let voucher_bytes = vouchers[0].message().encode();
     let weak_key = Pubkey({
         let mut identity = [0u8; 32];
@@ -118,6 +179,19 @@ fn build() -> Value {
             "receiptHash": r.receipt_id.to_string(),
             "header": headers::encode(r).expect("encodes"),
         })).collect::<Vec<_>>(),
+        "offer_v3": {
+            "json": offer_v3,
+            "messageHex": hex::encode(&offer_v3_message),
+            "offerHash": hex::encode(sha256(&[&offer_v3_message])),
+            "header": headers::encode(&offer_v3).expect("encodes"),
+        },
+        "voucher_v3": {
+            "json": voucher_v3,
+            "messageHex": hex::encode(voucher_v3.signed_message().encode()),
+            "header": headers::encode(&voucher_v3).expect("encodes"),
+        },
+        "receipt_v3_ok": metered_receipt(&receipt_v3_ok),
+        "receipt_v3_partial": metered_receipt(&receipt_v3_partial),
         "inputHash": {
             "method": "POST", "pathAndQuery": "/v1/inference", "body": "{\"prompt\":\"hi\"}",
             "hash": x402pp_protocol::crypto::input_hash("POST", "/v1/inference", b"{\"prompt\":\"hi\"}").to_string(),
@@ -294,4 +368,105 @@ fn small_order_vector_is_accepted_by_lax_verification_so_strictness_matters() {
         key.verify(&bytes(&case["messageHex"]), &sig).is_ok(),
         "lax verify accepts the weak key"
     );
+}
+
+#[test]
+fn the_v3_offer_vector_verifies_as_its_206_bytes() {
+    let v = load();
+    let entry = &v["offer_v3"];
+    let offer: Offer = serde_json::from_value(entry["json"].clone()).expect("offer JSON");
+    assert_eq!(entry["json"]["version"], 3);
+    let message = bytes(&entry["messageHex"]);
+    assert_eq!(message.len(), OfferMessageV3::LEN);
+    let AnyOfferMessage::V3(signed) = offer.verify_any().expect("verifies") else {
+        panic!("a metered offer is signed as v3");
+    };
+    assert_eq!(signed.encode().to_vec(), message);
+    assert_eq!(OfferMessageV3::decode(&message), Ok(signed));
+    assert_eq!(
+        (
+            signed.offer.price_per_request,
+            signed.metering.max_per_request
+        ),
+        (100, 1_000)
+    );
+    assert_eq!(
+        offer.offer_hash().expect("hashes").to_string(),
+        entry["offerHash"]
+    );
+    let from_header: Offer = headers::decode(
+        headers::X402_OFFER,
+        entry["header"].as_str().expect("str").as_bytes(),
+    )
+    .expect("header decodes");
+    assert_eq!(from_header, offer);
+}
+
+#[test]
+fn the_v3_voucher_vector_verifies_as_its_113_bytes() {
+    let v = load();
+    let entry = &v["voucher_v3"];
+    let signer: Pubkey = v["keys"]["voucherSigner"]["pubkey"]
+        .as_str()
+        .expect("str")
+        .parse()
+        .expect("key");
+    let voucher: Voucher = serde_json::from_value(entry["json"].clone()).expect("voucher JSON");
+    assert_eq!(entry["json"]["accepted"], "1340");
+    let AnyVoucherMessage::V3(signed) = voucher.verify_any(&signer).expect("verifies") else {
+        panic!("a voucher with accepted is signed as v3");
+    };
+    let message = bytes(&entry["messageHex"]);
+    assert_eq!(message.len(), VoucherMessageV3::LEN);
+    assert_eq!(signed.encode().to_vec(), message);
+    assert_eq!(VoucherMessageV3::decode(&message), Ok(signed));
+    assert_eq!(signed.hold(), 1_000);
+}
+
+#[test]
+fn the_v3_receipt_vectors_verify_as_their_221_bytes_and_link() {
+    let v = load();
+    let provider: Pubkey = v["keys"]["provider"]["pubkey"]
+        .as_str()
+        .expect("str")
+        .parse()
+        .expect("key");
+    // The chain as it stood after receipt 1 (the vectors start at receipt 2).
+    let mut chain = ReceiptChain {
+        session: common::session(),
+        last_seq: 1,
+        head: Hash32([0xcd; 32]),
+        cumulative_charged: 400,
+    };
+    for (name, status) in [
+        ("receipt_v3_ok", ReceiptStatus::Ok),
+        ("receipt_v3_partial", ReceiptStatus::Partial),
+    ] {
+        let entry = &v[name];
+        let receipt: Receipt = serde_json::from_value(entry["json"].clone()).expect("JSON");
+        let AnyReceiptMessage::V3(signed) = receipt.verify_any(&provider).expect("verifies") else {
+            panic!("{name} is signed as v3");
+        };
+        let message = bytes(&entry["messageHex"]);
+        assert_eq!(message.len(), ReceiptMessageV3::LEN, "{name}");
+        assert_eq!(signed.encode().to_vec(), message, "{name}");
+        assert_eq!(ReceiptMessageV3::decode(&message), Ok(signed), "{name}");
+        assert_eq!(signed.status, status);
+        assert_eq!(
+            Hash32(sha256(&[&message])).to_string(),
+            entry["receiptHash"],
+            "the receipt hash is the sha256 of the 221 bytes"
+        );
+        assert_eq!(
+            chain.append(&signed).expect("links").to_string(),
+            entry["receiptHash"]
+        );
+        let from_header: Receipt = headers::decode(
+            headers::X402_RECEIPT,
+            entry["header"].as_str().expect("str").as_bytes(),
+        )
+        .expect("header decodes");
+        assert_eq!(from_header, receipt);
+    }
+    assert_eq!((chain.last_seq, chain.cumulative_charged), (3, 1_514));
 }

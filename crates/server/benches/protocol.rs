@@ -81,6 +81,7 @@ impl Fixture {
             closing_started_at: 0,
             grace_secs: 3_600,
             state: SessionState::Open,
+            metering: None,
         };
         Self {
             agent_voucher_key,
@@ -154,6 +155,7 @@ fn compute(fixture: &Fixture, session_header: &str, voucher_header: &str) -> Com
         prev_receipt_hash: Hash32(record.receipts_head),
         sla_verification: SlaVerification::latency(record.chain.max_latency_ms, 1),
         provider: pk(&fixture.provider_key),
+        usage: None,
     };
     let receipt = Receipt::sign(body, &fixture.provider_key).unwrap();
     let json = serde_json::to_string(&receipt).unwrap();
@@ -184,6 +186,7 @@ fn compute(fixture: &Fixture, session_header: &str, voucher_header: &str) -> Com
             seq: voucher.seq,
             cumulative: voucher.cumulative.0,
             signature: voucher.signature.0,
+            accepted: None,
         },
         stored_receipt,
         receipt_header,

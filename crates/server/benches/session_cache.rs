@@ -45,6 +45,7 @@ fn record(n: u64) -> SessionRecord {
             closing_started_at: 0,
             grace_secs: 3_600,
             state: SessionState::Open,
+            metering: None,
         },
         last_seq: 7,
         accepted: 7_000,

@@ -4,6 +4,7 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use x402pp_protocol::bazaar::{DeclarationError, DiscoveryDeclaration};
+use x402pp_protocol::messages::Metering;
 use x402pp_protocol::{Network, OfferSla};
 
 use crate::limits::{RateLimit, RequestLimits};
@@ -48,6 +49,12 @@ pub struct RoutePrice {
     /// `price_per_request` and ask more than `min_deposit` ([`ServerConfig::validate`]). Empty
     /// (the default): one price for everyone.
     pub tiers: Vec<PriceTier>,
+    /// Usage pricing (`None`: a fixed price). When set, `price_per_request` is the base charged
+    /// per request and the route opens metered sessions (offer, voucher and receipt v3): each
+    /// request is charged its units at these prices, at most `max_per_request`, which is also
+    /// the route's x402 price (the `session` option's amount) and its `exact` price. Handlers
+    /// report units through [`crate::UsageReporter`]; SSE answers are counted by the layer.
+    pub metering: Option<Metering>,
 }
 
 /// A commitment price tier of a route: sessions that lock at least `min_deposit` pay
@@ -130,7 +137,24 @@ impl RoutePrice {
             capability: None,
             discovery: None,
             tiers: Vec::new(),
+            metering: None,
         }
+    }
+
+    /// A metered route: `base` per request plus `metering`'s unit prices, at most
+    /// `metering.max_per_request` per request; the deposit defaults to 100 × that maximum.
+    pub fn metered(base: u64, metering: Metering) -> Self {
+        Self {
+            min_deposit: metering.max_per_request.saturating_mul(100),
+            metering: Some(metering),
+            ..Self::new(base)
+        }
+    }
+
+    /// The most one request can cost: `max_per_request` when metered, else the price.
+    pub fn max_per_request(&self) -> u64 {
+        self.metering
+            .map_or(self.price_per_request, |m| m.max_per_request)
     }
 
     /// The same route with commitment price tier `tier` added.
@@ -213,6 +237,15 @@ pub struct ServerConfig {
     /// and which still has no receipt was cut off by a crash: it gets a zero-charge
     /// `handler_error` receipt when its session is next used (see docs/reliability.md).
     pub orphan_grace: Duration,
+    /// A streamed answer (an SSE answer on a metered session) that sends nothing for this long
+    /// is cut and charged what it delivered (`partial`, `idle_timeout`; nothing delivered:
+    /// `timeout`, 0).
+    pub stream_idle_timeout: Duration,
+    /// A streamed answer running longer than this (from its voucher's acceptance) is cut and
+    /// charged what it delivered (`partial`, `max_duration`). It also bounds how long a request
+    /// on a metered session may go without a receipt before another replica takes it for one a
+    /// crash cut off.
+    pub stream_max_duration: Duration,
     /// Cached sessions are refreshed from the chain after this long: a session whose agent
     /// asked to close is served from the cache for up to this long after the request (see
     /// [`ServerConfig::min_grace_secs`]).
@@ -257,6 +290,8 @@ impl ServerConfig {
             max_response_body: 16 * 1024 * 1024,
             handler_timeout: Duration::from_secs(30),
             orphan_grace: Duration::from_secs(5),
+            stream_idle_timeout: Duration::from_secs(30),
+            stream_max_duration: Duration::from_secs(600),
             session_refresh: Duration::from_secs(30),
             claim_lead: Duration::from_secs(30),
             max_cached_sessions: 100_000,
@@ -301,6 +336,25 @@ impl ServerConfig {
                         route: route.clone(),
                         source,
                     })?;
+            }
+            if let Some(metering) = &price.metering {
+                let reason = if !metering.is_valid(price.price_per_request) {
+                    Some(format!(
+                        "unit size {} must be above 0, max_per_request {} above 0 and at least \
+                         the base {}",
+                        metering.unit_size, metering.max_per_request, price.price_per_request
+                    ))
+                } else if !price.tiers.is_empty() {
+                    Some("commitment tiers are for fixed-price routes".to_owned())
+                } else {
+                    None
+                };
+                if let Some(reason) = reason {
+                    return Err(ConfigError::InvalidMetering {
+                        route: route.clone(),
+                        reason,
+                    });
+                }
             }
             for tier in &price.tiers {
                 let reason = if tier.price_per_request >= price.price_per_request {
@@ -386,6 +440,14 @@ pub enum ConfigError {
         route: String,
         /// The tier.
         tier: PriceTier,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// A metered route's terms cannot be signed.
+    #[error("route {route}: metering: {reason}")]
+    InvalidMetering {
+        /// The route's path.
+        route: String,
         /// What is wrong with it.
         reason: String,
     },

@@ -33,4 +33,4 @@ pub use facilitator::{Facilitator, FacilitatorError, HttpFacilitator, SharedFaci
 pub use layer::{PaymentLayer, PaymentService};
 pub use limits::{RateLimit, RequestLimits, RequestLimitsLayer};
 pub use metrics::Metrics;
-pub use provider::{PaymentContext, Provider};
+pub use provider::{PaymentContext, Provider, ReportedUsage, UsageReporter};

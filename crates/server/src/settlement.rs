@@ -43,7 +43,7 @@ use x402pp_solana::ChainError;
 
 use crate::ledger::{
     Address, ChainSession, ClaimRecord, ClaimStatus, Ledger, LedgerError, SessionRecord,
-    SettlementPolicy, StoredVoucher,
+    SettlementPolicy,
 };
 
 mod claim;
@@ -500,10 +500,12 @@ pub const WATCH_BATCH: usize = 100;
 /// A pending claim without a recorded blockhash is taken as expired after this long.
 const UNKNOWN_EXPIRY_SECS: i64 = 300;
 
-/// What claiming `voucher` would add to what the provider earned on `account` (the program's
-/// `Session::earned`): 0 unless the voucher is newer than the settled one.
-pub fn unclaimed(account: &Session, voucher: &StoredVoucher) -> u64 {
-    if voucher.seq <= account.settled_seq {
+/// What a claim proving `amount` for requests `1 ..= seq` would add to what the provider earned on
+/// `account` (the program's `Session::earned`): 0 unless it is newer than the settled one. A v2
+/// voucher proves its cumulative for its seq; a metered voucher with its receipt the receipt's
+/// cumulative.
+pub fn unclaimed(account: &Session, seq: u64, amount: u64) -> u64 {
+    if seq <= account.settled_seq {
         return 0;
     }
     let books = x402pp_session::Books {
@@ -515,7 +517,7 @@ pub fn unclaimed(account: &Session, voucher: &StoredVoucher) -> u64 {
         overclaim_cap_seq: account.overclaim_cap_seq,
     };
     books
-        .earned(voucher.seq, voucher.cumulative)
+        .earned(seq, amount)
         .saturating_sub(account.earned())
 }
 
@@ -544,6 +546,7 @@ pub fn chain_session(address: &Pubkey, account: &Session, token_program: &Pubkey
             ProgramStatus::Open => SessionState::Open,
             ProgramStatus::Closing => SessionState::Closing,
         },
+        metering: account.metering(),
     }
 }
 

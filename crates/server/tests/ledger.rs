@@ -94,6 +94,7 @@ fn chain_session(address: Address) -> ChainSession {
         closing_started_at: 0,
         grace_secs: 600,
         state: SessionState::Open,
+        metering: None,
     }
 }
 
@@ -119,6 +120,7 @@ fn voucher(seq: u64) -> StoredVoucher {
         seq,
         cumulative: seq * PRICE,
         signature,
+        accepted: None,
     }
 }
 
@@ -326,6 +328,7 @@ async fn receipts_move_the_head_and_only_ok_ones_move_accepted_and_the_best_vouc
             seq: 4,
             cumulative: 3 * PRICE,
             signature: [4; 64],
+            accepted: None,
         };
         ledger.accept_voucher(&address, &next).await.unwrap();
         ledger
@@ -526,6 +529,7 @@ async fn values_above_i64_max_are_refused_and_never_wrapped() {
             seq: 1,
             cumulative: u64::MAX,
             signature: [1; 64],
+            accepted: None,
         };
         assert!(matches!(
             ledger.accept_voucher(&address, &huge).await,
@@ -538,8 +542,7 @@ async fn values_above_i64_max_are_refused_and_never_wrapped() {
                     &StoredVoucher {
                         seq: big,
                         cumulative: 1,
-                        signature: [1; 64]
-                    }
+                        signature: [1; 64], accepted: None }
                 )
                 .await,
             Err(LedgerError::OutOfRange { .. })

@@ -1032,6 +1032,7 @@ async fn a_resent_voucher_gets_its_receipt_and_a_request_cut_off_by_a_crash_is_r
                 seq: orphan.seq,
                 cumulative: orphan.cumulative.get(),
                 signature: orphan.signature.0,
+                accepted: None,
             },
         )
         .await

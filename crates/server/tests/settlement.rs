@@ -149,6 +149,7 @@ impl Fixture {
             seq,
             cumulative: voucher.cumulative.0,
             signature: voucher.signature.0,
+            accepted: None,
         };
         self.ledger
             .accept_voucher(&self.address(), &stored)
@@ -176,6 +177,7 @@ impl Fixture {
             prev_receipt_hash: self.chain.head,
             sla_verification: SlaVerification::latency(MAX_LATENCY_MS, latency_ms),
             provider: x402pp_protocol::Pubkey(self.provider.pubkey().to_bytes()),
+            usage: None,
         };
         let receipt = Receipt::sign(body, &signing_key(&self.provider)).unwrap();
         let head = self.chain.append(&receipt.body.message()).unwrap();
@@ -266,6 +268,7 @@ fn offer(localnet: &Localnet, provider: &Keypair) -> Offer {
             latency_penalty_bps: PENALTY_BPS,
         },
         expires_at: localnet.unix_timestamp() + 600,
+        metering: None,
     };
     Offer::sign(terms, &signing_key(provider)).unwrap()
 }

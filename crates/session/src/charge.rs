@@ -13,11 +13,12 @@ pub fn status_of_http(http_status: u16) -> ReceiptStatus {
     }
 }
 
-/// What a request that ended with `status` is charged at `price`.
+/// What a request that ended with `status` is charged at a fixed `price`. (`partial` exists only
+/// in metered receipts, priced by the messages crate's `charge`; a fixed-price one charges 0.)
 pub fn charged(status: ReceiptStatus, price: u64) -> u64 {
     match status {
         ReceiptStatus::Ok => price,
-        ReceiptStatus::HandlerError | ReceiptStatus::Timeout => 0,
+        ReceiptStatus::HandlerError | ReceiptStatus::Timeout | ReceiptStatus::Partial => 0,
     }
 }
 

@@ -3,10 +3,10 @@
 //!
 //! | rule | here | used by |
 //! |---|---|---|
-//! | the next voucher (seq + 1, accepted + price) | [`Progress::next_voucher`] | agent |
+//! | the next voucher (seq + 1, accepted + price; metered: accepted + hold) | [`Progress::next_voucher`], [`Progress::next_metered_voucher`], [`Progress::next_voucher_at`] | agent |
 //! | the check of a voucher → a wire code | [`Progress::check_voucher`], [`VoucherRejection::code`] | provider |
-//! | what a status is charged | [`status_of_http`], [`charged`], [`Progress::charge`] | both |
-//! | the receipt body | [`SessionTerms::receipt_body`] | provider |
+//! | what a status (metered: its units) is charged | [`status_of_http`], [`charged`], [`Progress::charge`], [`Pricing::charge`], [`charge`] | both |
+//! | the receipt body | [`SessionTerms::receipt_body`], [`SessionTerms::metered_receipt_body`] | provider |
 //! | the check of a receipt → a typed error | [`SessionTerms::check_receipt`], [`ReceiptError`] | agent |
 //! | what settlement pays, and the deadlines | [`Books::payout`], [`Window::claim_deadline`], [`Window::dispute_deadline`] | provider's settler, ledger, agent |
 //!
@@ -31,18 +31,30 @@
 
 mod books;
 mod charge;
+mod pricing;
 mod progress;
 mod receipt;
 
 pub use books::{Books, Window};
 pub use charge::{charged, status_of_http};
+pub use pricing::{Pricing, Units};
 pub use progress::{Charge, NextVoucher, Progress, VoucherRejection};
-pub use receipt::{Exchange, ReceiptError, Served, SessionTerms};
+pub use receipt::{Exchange, ReceiptError, Served, ServedUsage, SessionTerms};
+/// The metered charge rule (one definition, shared with the escrow program).
+pub use x402pp_protocol::messages::charge;
+pub use x402pp_protocol::{Cut, Metering, UnitKind};
 
-/// Arithmetic that does not fit: a session at the edge of `u64`.
+/// A session's arithmetic or pricing does not fit the request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum SessionError {
     /// The named quantity would overflow.
     #[error("the session's {0} would overflow")]
     Overflow(&'static str),
+    /// A fixed-price receipt asked of a metered session, or a metered one of a fixed-price
+    /// session.
+    #[error("the session is {}: its receipts are version {}", if *metered { "metered" } else { "fixed-price" }, if *metered { 3 } else { 2 })]
+    WrongPricing {
+        /// Whether the session is metered.
+        metered: bool,
+    },
 }

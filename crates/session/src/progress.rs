@@ -1,9 +1,14 @@
 //! Where a session's requests stand, and the voucher rules on it: which voucher comes next (the
 //! agent signs it) and whether a voucher is that one (the provider checks it).
+//!
+//! A fixed-price session's voucher adds the price to what was accepted. A metered session's
+//! voucher (v3) states `accepted` (the last receipt's cumulative) and adds a **hold** the agent
+//! chooses, `base ≤ hold ≤ max_per_request`: the most the request may cost.
 
 use x402pp_protocol::{ErrorCode, Hash32, ReceiptStatus};
 
 use crate::charge::charged;
+use crate::pricing::Pricing;
 use crate::SessionError;
 
 /// Where a session's requests stand, as both sides track it.
@@ -24,15 +29,27 @@ pub struct Progress {
 }
 
 /// The voucher that pays the next request: its seq, cumulative amount and the receipt head it
-/// commits to.
+/// commits to (and for a metered session the accepted amount it states).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct NextVoucher {
     /// `last_seq + 1`.
     pub seq: u64,
-    /// `accepted + price`.
+    /// `accepted + price` (metered: `accepted + hold`).
     pub cumulative: u64,
     /// Hash of the last receipt accepted (zeros before the first).
     pub receipt_head: Hash32,
+    /// The accepted amount a metered (v3) voucher states: the last receipt's cumulative charged.
+    /// `None` for a fixed-price (v2) voucher.
+    pub accepted: Option<u64>,
+}
+
+impl NextVoucher {
+    /// The hold of a metered voucher: `cumulative − accepted` (`None` for a v2 voucher, or when
+    /// `accepted` exceeds `cumulative`).
+    pub fn hold(&self) -> Option<u64> {
+        self.accepted
+            .and_then(|accepted| self.cumulative.checked_sub(accepted))
+    }
 }
 
 /// Why a provider refuses a voucher (before it runs anything).
@@ -84,6 +101,42 @@ pub enum VoucherRejection {
         /// The voucher's cumulative.
         got: u64,
     },
+    /// A metered voucher does not state the last receipt's cumulative as `accepted`.
+    #[error("voucher accepted must be {expected} (the last receipt's cumulative), got {got}")]
+    WrongAccepted {
+        /// The cumulative charged of the session's last receipt.
+        expected: u64,
+        /// The voucher's accepted.
+        got: u64,
+    },
+    /// A metered voucher accepts more than it authorises (`accepted > cumulative`).
+    #[error("voucher accepted {accepted} exceeds its cumulative {cumulative}")]
+    AcceptedAboveCumulative {
+        /// The voucher's accepted.
+        accepted: u64,
+        /// The voucher's cumulative.
+        cumulative: u64,
+    },
+    /// A fixed-price (v2) voucher on a metered session, or a metered (v3) one on a fixed-price
+    /// session.
+    #[error("a {} voucher on a {} session", if *metered_session { "fixed-price" } else { "metered" }, if *metered_session { "metered" } else { "fixed-price" })]
+    WrongVersion {
+        /// Whether the session is metered.
+        metered_session: bool,
+    },
+    /// A metered voucher's hold (`cumulative − accepted`) is below the base or above the
+    /// maximum per request.
+    #[error(
+        "hold {hold} is not between the base {base} and the maximum per request {max_per_request}"
+    )]
+    InvalidHold {
+        /// The session's base.
+        base: u64,
+        /// The session's maximum per request.
+        max_per_request: u64,
+        /// The voucher's hold.
+        hold: u64,
+    },
     /// The deposit does not cover the voucher.
     #[error("the deposit left ({cap}) does not cover {required}; top up at least {top_up}")]
     InsufficientDeposit {
@@ -107,7 +160,11 @@ impl VoucherRejection {
             Self::ZeroSeq
             | Self::WrongSeq { .. }
             | Self::WrongReceiptHead { .. }
-            | Self::WrongCumulative { .. } => ErrorCode::InvalidVoucher,
+            | Self::WrongCumulative { .. }
+            | Self::WrongAccepted { .. }
+            | Self::AcceptedAboveCumulative { .. }
+            | Self::WrongVersion { .. } => ErrorCode::InvalidVoucher,
+            Self::InvalidHold { .. } => ErrorCode::InvalidHold,
             Self::InsufficientDeposit { .. } => ErrorCode::InsufficientDeposit,
             Self::Arithmetic(_) => ErrorCode::InternalError,
         }
@@ -133,7 +190,36 @@ impl Progress {
                 .checked_add(price)
                 .ok_or(SessionError::Overflow("cumulative"))?,
             receipt_head: self.head,
+            accepted: None,
         })
+    }
+
+    /// The metered (v3) voucher that pays the next request with `hold`: it states `accepted`
+    /// (the last receipt's cumulative) and authorises `accepted + hold`. The deposit must cover
+    /// that whole sum, not only what the request will likely cost.
+    pub fn next_metered_voucher(&self, hold: u64) -> Result<NextVoucher, SessionError> {
+        Ok(NextVoucher {
+            accepted: Some(self.accepted),
+            ..self.next_voucher(hold)?
+        })
+    }
+
+    /// The voucher that pays the next request under `pricing`: the fixed price's, or a metered
+    /// voucher with `hold` (by default the maximum per request), which must be within the
+    /// pricing's range ([`VoucherRejection::InvalidHold`]).
+    pub fn next_voucher_at(
+        &self,
+        pricing: Pricing,
+        hold: Option<u64>,
+    ) -> Result<NextVoucher, VoucherRejection> {
+        match pricing {
+            Pricing::Fixed { price } => Ok(self.next_voucher(price)?),
+            Pricing::Metered { .. } => {
+                let hold = hold.unwrap_or_else(|| pricing.max_per_request());
+                pricing.check_hold(hold)?;
+                Ok(self.next_metered_voucher(hold)?)
+            }
+        }
     }
 
     /// Whether a voucher for `cumulative` is within `cap` (the deposit).
@@ -148,11 +234,89 @@ impl Progress {
         }
     }
 
-    /// The provider's check of a voucher at `price` against a deposit cap: it must be exactly
-    /// [`Self::next_voucher`] (seq, cumulative, and the receipt head it commits to), no request
-    /// may be in flight, and the deposit must cover it. The signature and the session's
-    /// incarnation are checked separately (they need the session account).
+    /// The provider's check of a voucher at `pricing` (a fixed price, as a `u64`, or
+    /// [`Pricing::Metered`]) against a deposit cap: it must be exactly [`Self::next_voucher`]
+    /// (seq, cumulative, and the receipt head it commits to), no request may be in flight, and
+    /// the deposit must cover it. The signature and the session's incarnation are checked
+    /// separately (they need the session account).
+    ///
+    /// A metered session takes only metered vouchers (and a fixed-price one only v2 vouchers):
+    /// `accepted` must be the last receipt's cumulative, the hold `cumulative − accepted` within
+    /// `base ..= max_per_request`, and the deposit must cover `accepted + hold`.
     pub fn check_voucher(
+        &self,
+        voucher: NextVoucher,
+        pricing: impl Into<Pricing>,
+        cap: u64,
+    ) -> Result<(), VoucherRejection> {
+        match (pricing.into(), voucher.accepted) {
+            (Pricing::Fixed { price }, None) => self.check_fixed_voucher(voucher, price, cap),
+            (pricing @ Pricing::Metered { .. }, Some(accepted)) => {
+                self.check_metered_voucher(voucher, accepted, pricing, cap)
+            }
+            (pricing, _) => {
+                self.check_place(&voucher)?;
+                Err(VoucherRejection::WrongVersion {
+                    metered_session: pricing.is_metered(),
+                })
+            }
+        }
+    }
+
+    /// The seq and receipt-head rules every voucher follows.
+    fn check_place(&self, voucher: &NextVoucher) -> Result<(), VoucherRejection> {
+        let seq = voucher.seq;
+        if seq == 0 {
+            return Err(VoucherRejection::ZeroSeq);
+        }
+        if seq <= self.last_seq {
+            return Err(VoucherRejection::AlreadyUsed { seq });
+        }
+        if self.in_flight() {
+            return Err(VoucherRejection::PreviousInFlight { seq: self.last_seq });
+        }
+        let expected = self
+            .last_seq
+            .checked_add(1)
+            .ok_or(SessionError::Overflow("seq"))?;
+        if seq != expected {
+            return Err(VoucherRejection::WrongSeq { expected, got: seq });
+        }
+        if voucher.receipt_head != self.head {
+            return Err(VoucherRejection::WrongReceiptHead {
+                expected: self.head,
+                got: voucher.receipt_head,
+            });
+        }
+        Ok(())
+    }
+
+    fn check_metered_voucher(
+        &self,
+        voucher: NextVoucher,
+        accepted: u64,
+        pricing: Pricing,
+        cap: u64,
+    ) -> Result<(), VoucherRejection> {
+        self.check_place(&voucher)?;
+        if accepted != self.accepted {
+            return Err(VoucherRejection::WrongAccepted {
+                expected: self.accepted,
+                got: accepted,
+            });
+        }
+        let hold = voucher.cumulative.checked_sub(accepted).ok_or(
+            VoucherRejection::AcceptedAboveCumulative {
+                accepted,
+                cumulative: voucher.cumulative,
+            },
+        )?;
+        pricing.check_hold(hold)?;
+        Self::check_cover(voucher.cumulative, cap)
+    }
+
+    /// The v2 rule, unchanged.
+    fn check_fixed_voucher(
         &self,
         voucher: NextVoucher,
         price: u64,
@@ -162,6 +326,7 @@ impl Progress {
             seq,
             cumulative,
             receipt_head,
+            accepted: _,
         } = voucher;
         if seq == 0 {
             return Err(VoucherRejection::ZeroSeq);
@@ -300,6 +465,7 @@ mod tests {
                 seq,
                 cumulative,
                 receipt_head: Hash32::ZERO,
+                accepted: None,
             };
             assert_eq!(
                 progress.check_voucher(voucher, price, cap),

@@ -26,6 +26,7 @@ fn terms() -> SessionTerms {
         price_per_request: PRICE,
         max_latency_ms: 500,
         max_input_bytes: 1_024,
+        metering: None,
     }
 }
 
@@ -34,6 +35,7 @@ fn http_of(status: ReceiptStatus) -> u16 {
         ReceiptStatus::Ok => 200,
         ReceiptStatus::HandlerError => 500,
         ReceiptStatus::Timeout => 504,
+        ReceiptStatus::Partial => 200,
     }
 }
 
@@ -53,7 +55,9 @@ fn answered(served: &Served, http_status: u16) -> Exchange {
         input_hash: served.input_hash,
         input_bytes: served.input_bytes.unwrap_or(0),
         output_hash: served.output_hash,
+        output_bytes: 0,
         http_status,
+        streamed: false,
     }
 }
 
@@ -237,6 +241,7 @@ fn every_tampered_receipt_is_refused_with_its_own_error() {
         seq: 1,
         cumulative: PRICE - 1,
         receipt_head: Hash32::ZERO,
+        accepted: None,
     };
     assert_eq!(
         terms().check_receipt(&start, cheap, &receipt, exchange),

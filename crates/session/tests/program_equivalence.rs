@@ -46,6 +46,12 @@ fn program_session(
         bump: 255,
         vault_bump: 255,
         rent_payer: Pubkey::default(),
+        terms_version: 2,
+        unit_price_in: 0,
+        unit_price_out: 0,
+        unit_size: 0,
+        max_per_request: 0,
+        unit_kind: 0,
     }
 }
 

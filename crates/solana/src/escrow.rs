@@ -6,7 +6,7 @@
 //! the program verifies are exactly the bytes that were signed.
 
 use anchor_lang::{AccountDeserialize, Discriminator, InstructionData, ToAccountMetas};
-use session_escrow::instructions::{CloseArgs, OfferTerms, OpenSessionArgs};
+use session_escrow::instructions::{CloseArgs, MeteringTerms, OfferTerms, OpenSessionArgs};
 use session_escrow::state::{Dispute, Session, SessionStatus as ProgramStatus};
 use solana_client::nonblocking::rpc_client::RpcClient;
 use solana_sdk::instruction::Instruction;
@@ -188,7 +188,8 @@ pub fn open_session(
     deposit: u64,
     voucher_signer: Pubkey,
 ) -> Result<[Instruction; 2], ProtocolError> {
-    let message = offer.verify()?;
+    let signed = offer.verify_any()?;
+    let message = signed.offer();
     let terms = OfferTerms {
         price_per_request: message.price_per_request,
         min_deposit: message.min_deposit,
@@ -200,8 +201,15 @@ pub fn open_session(
         expires_at: message.expires_at,
         offer_id: message.offer_id,
         resource_hash: message.resource_hash,
+        metering: signed.metering().map(|m| MeteringTerms {
+            unit_price_in: m.unit_price_in,
+            unit_price_out: m.unit_price_out,
+            unit_size: m.unit_size,
+            max_per_request: m.max_per_request,
+            unit_kind: m.unit_kind as u8,
+        }),
     };
-    let verify = verify_instruction(&message.provider, &offer.signature.0, &message.encode());
+    let verify = verify_instruction(&message.provider, &offer.signature.0, &signed.encode());
     let open = build(
         session_escrow::accounts::OpenSession {
             agent: keys.agent,
@@ -246,7 +254,16 @@ fn voucher_instruction(voucher: &Voucher, voucher_signer: &Pubkey) -> Instructio
     verify_instruction(
         &voucher_signer.to_bytes(),
         &voucher.signature.0,
-        &voucher.message().encode(),
+        &voucher.signed_message().encode(),
+    )
+}
+
+/// The Ed25519 instruction over a receipt's signed bytes (v2 or v3), as its provider signed them.
+fn receipt_instruction(receipt: &Receipt) -> Instruction {
+    verify_instruction(
+        &receipt.body.provider.0,
+        &receipt.signature.0,
+        &x402pp_protocol::ReceiptLink::signed_bytes(&receipt.body.signed_message()),
     )
 }
 
@@ -262,6 +279,19 @@ pub fn claim(keys: &SessionKeys, voucher: &Voucher, voucher_signer: &Pubkey) -> 
         session_escrow::instruction::Claim {},
     );
     [voucher_instruction(voucher, voucher_signer), claim]
+}
+
+/// `claim` on a metered session with the voucher **and the provider's receipt for it**: settles
+/// the receipt's `cumulativeCharged` (a metered voucher alone settles only its `accepted`; see
+/// docs/program.md, "Metered sessions").
+pub fn claim_with_receipt(
+    keys: &SessionKeys,
+    voucher: &Voucher,
+    voucher_signer: &Pubkey,
+    receipt: &Receipt,
+) -> [Instruction; 3] {
+    let [verify, claim] = claim(keys, voucher, voucher_signer);
+    [verify, receipt_instruction(receipt), claim]
 }
 
 /// `request_close` by the agent.
@@ -282,15 +312,26 @@ pub struct FinalVoucher<'a> {
     pub voucher: &'a Voucher,
     /// The session's voucher signer.
     pub voucher_signer: &'a Pubkey,
+    /// Metered sessions: the provider's receipt for the voucher, so the close settles the
+    /// receipt's cumulative rather than the voucher's `accepted`.
+    pub receipt: Option<&'a Receipt>,
+}
+
+impl FinalVoucher<'_> {
+    fn instructions(&self) -> Vec<Instruction> {
+        let mut instructions = vec![voucher_instruction(self.voucher, self.voucher_signer)];
+        instructions.extend(self.receipt.map(receipt_instruction));
+        instructions
+    }
 }
 
 /// `close` by the provider: records the final voucher if given and ends the session now. Nothing
 /// is paid or deleted before the dispute window has passed ([`finalize`]).
 pub fn close(keys: &SessionKeys, final_voucher: Option<FinalVoucher<'_>>) -> Vec<Instruction> {
-    let mut instructions = Vec::with_capacity(2);
-    if let Some(last) = &final_voucher {
-        instructions.push(voucher_instruction(last.voucher, last.voucher_signer));
-    }
+    let mut instructions = final_voucher
+        .as_ref()
+        .map(FinalVoucher::instructions)
+        .unwrap_or_default();
     instructions.push(build(
         session_escrow::accounts::CloseSession {
             provider: keys.provider,
@@ -353,10 +394,10 @@ pub fn cooperative_close(
     keys: &SessionKeys,
     final_voucher: Option<FinalVoucher<'_>>,
 ) -> Vec<Instruction> {
-    let mut instructions = Vec::with_capacity(2);
-    if let Some(last) = &final_voucher {
-        instructions.push(voucher_instruction(last.voucher, last.voucher_signer));
-    }
+    let mut instructions = final_voucher
+        .as_ref()
+        .map(FinalVoucher::instructions)
+        .unwrap_or_default();
     let close = build(
         session_escrow::accounts::CooperativeClose {
             agent: keys.agent,
@@ -383,22 +424,19 @@ pub fn cooperative_close(
 /// `dispute` by the agent with a provider-signed receipt; `payer` (the agent, or a fee sponsor;
 /// a signer) pays the dispute record's rent, which stays with the record.
 pub fn dispute(keys: &SessionKeys, receipt: &Receipt, payer: &Pubkey) -> [Instruction; 2] {
-    let message = receipt.body.message();
-    let verify = verify_instruction(
-        &receipt.body.provider.0,
-        &receipt.signature.0,
-        &message.encode(),
-    );
+    let verify = receipt_instruction(receipt);
+    let opened_slot = receipt.body.opened_slot;
+    let seq = receipt.body.request_number;
     let dispute = build(
         session_escrow::accounts::DisputeReceipt {
             agent: keys.agent,
             payer: *payer,
             session: keys.session,
-            dispute: dispute_address(&keys.session, message.opened_slot, message.seq),
+            dispute: dispute_address(&keys.session, opened_slot, seq),
             instructions_sysvar: INSTRUCTIONS_SYSVAR,
             system_program: token::SYSTEM_PROGRAM_ID,
         },
-        session_escrow::instruction::Dispute { seq: message.seq },
+        session_escrow::instruction::Dispute { seq },
     );
     [verify, dispute]
 }

@@ -69,6 +69,7 @@ fn offer(localnet: &Localnet, provider: &Keypair, now: i64) -> Offer {
             latency_penalty_bps: PENALTY_BPS,
         },
         expires_at: now + 600,
+        metering: None,
     };
     Offer::sign(terms, &signing_key(provider)).unwrap()
 }
@@ -96,6 +97,7 @@ fn receipt(
         cumulative_charged: Amount(chain.cumulative_charged + PRICE),
         prev_receipt_hash: chain.head,
         sla_verification: SlaVerification::latency(MAX_LATENCY_MS, latency_ms),
+        usage: None,
         provider: x402pp_protocol::Pubkey(provider.pubkey().to_bytes()),
     };
     Receipt::sign(body, &signing_key(provider)).unwrap()
@@ -203,6 +205,7 @@ async fn a_whole_session_over_rpc_conserves_every_token() {
         Some(FinalVoucher {
             voucher: &last,
             voucher_signer: &voucher_key.pubkey(),
+            receipt: None,
         }),
     );
     send(&rpc, &close, &provider, &[&provider]).await;
@@ -356,6 +359,7 @@ async fn budgeted_transactions_of_every_instruction_land_within_their_limits() {
         Some(FinalVoucher {
             voucher: &last,
             voucher_signer: &voucher_key.pubkey(),
+            receipt: None,
         }),
     );
     send_budgeted(&rpc, &close, &keys, &provider).await;
@@ -386,6 +390,7 @@ async fn budgeted_transactions_of_every_instruction_land_within_their_limits() {
             Some(FinalVoucher {
                 voucher: &last,
                 voucher_signer: &voucher_key.pubkey(),
+                receipt: None,
             }),
         ),
         &keys,

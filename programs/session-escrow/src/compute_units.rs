@@ -20,20 +20,21 @@ use anchor_lang::Discriminator;
 
 use crate::instruction;
 
-/// `open_session`.
-pub const OPEN_SESSION: u32 = 56_000;
+/// `open_session` (a metered offer's 206 bytes cost ≈ 3 300 more than a fixed-price one's).
+pub const OPEN_SESSION: u32 = 61_000;
 /// `top_up`.
 pub const TOP_UP: u32 = 32_500;
-/// `claim` (records the voucher; no token CPI).
-pub const CLAIM: u32 = 15_500;
+/// `claim` (records the voucher; no token CPI). Sized for a metered claim with its receipt
+/// (a second Ed25519 instruction read and checked: ≈ 5 000 more than a voucher alone).
+pub const CLAIM: u32 = 22_500;
 /// `request_close`.
 pub const REQUEST_CLOSE: u32 = 10_500;
-/// `close` (with a final voucher; no token CPI).
-pub const CLOSE: u32 = 16_500;
+/// `close` (with a final voucher, and on a metered session its receipt; no token CPI).
+pub const CLOSE: u32 = 23_500;
 /// `finalize` (two payouts, vault closed).
 pub const FINALIZE: u32 = 56_500;
-/// `cooperative_close` (final voucher, two payouts, vault closed).
-pub const COOPERATIVE_CLOSE: u32 = 62_000;
+/// `cooperative_close` (final voucher, metered: and its receipt; two payouts, vault closed).
+pub const COOPERATIVE_CLOSE: u32 = 69_000;
 /// `dispute` (records the debt and the dispute account; no token CPI).
 pub const DISPUTE: u32 = 32_000;
 

@@ -57,6 +57,22 @@ pub fn load_verified_message(
     instructions_sysvar: &AccountInfo,
     expected_len: usize,
 ) -> Result<VerifiedMessage> {
+    let verified = load_verified_message_at(instructions_sysvar, 1)?;
+    require!(
+        verified.message.len() == expected_len,
+        EscrowError::Ed25519MessageLength
+    );
+    Ok(verified)
+}
+
+/// Loads the instruction `back` places before the current one (1: the one just before) and
+/// returns its single verified `(signer, message)`, of whatever length its strict header
+/// declares; the caller decides which lengths it accepts. A metered claim reads its receipt at
+/// 1 and its voucher at 2 this way.
+pub fn load_verified_message_at(
+    instructions_sysvar: &AccountInfo,
+    back: u16,
+) -> Result<VerifiedMessage> {
     require_keys_eq!(
         *instructions_sysvar.key,
         solana_sdk_ids::sysvar::instructions::ID,
@@ -64,10 +80,10 @@ pub fn load_verified_message(
     );
     let current = load_current_index_checked(instructions_sysvar)
         .map_err(|_| error!(EscrowError::InvalidInstructionsSysvar))?;
-    let previous = current
-        .checked_sub(1)
+    let at = current
+        .checked_sub(back)
         .ok_or_else(|| error!(EscrowError::MissingEd25519Instruction))?;
-    let instruction = load_instruction_at_checked(usize::from(previous), instructions_sysvar)
+    let instruction = load_instruction_at_checked(usize::from(at), instructions_sysvar)
         .map_err(|_| error!(EscrowError::MissingEd25519Instruction))?;
     require_keys_eq!(
         instruction.program_id,
@@ -78,7 +94,14 @@ pub fn load_verified_message(
         instruction.accounts.is_empty(),
         EscrowError::MalformedEd25519Instruction
     );
-    parse_single_signature(&instruction.data, expected_len)
+    // The declared message size (0 if the header is cut short: the parser then names what is
+    // wrong with it, the signature count first).
+    let declared = instruction
+        .data
+        .get(12..14)
+        .and_then(|size| <[u8; 2]>::try_from(size).ok())
+        .map_or(0, |size| usize::from(u16::from_le_bytes(size)));
+    parse_single_signature(&instruction.data, declared)
 }
 
 /// Parses Ed25519SigVerify instruction data under the strict rules of this module.

@@ -139,4 +139,22 @@ pub enum EscrowError {
     /// The account passed to receive the session's rent is not the one that paid it at open.
     #[msg("the rent goes back to the session's rent payer")]
     NotRentPayer,
+
+    // --- Metered sessions (v3) ------------------------------------------------------------------
+    /// A v2 voucher or receipt on a metered session, or a v3 one on a fixed-price session.
+    #[msg("the signed message's version does not match the session's terms")]
+    WrongMessageVersion,
+    /// The claim's receipt does not follow the voucher's receipt head.
+    #[msg("the receipt does not follow the voucher's receipt head")]
+    ReceiptNotInVoucherChain,
+    /// The claim's receipt's cumulative is not the voucher's accepted plus the receipt's amount.
+    #[msg("the receipt's cumulative is not the voucher's accepted amount plus its charge")]
+    ReceiptCumulativeMismatch,
+    /// The receipt's amount is not the charge of its units, status and cut under the signed
+    /// terms and the voucher's hold.
+    #[msg("the receipt's amount is not the charge of its units under the session's terms")]
+    ReceiptChargeMismatch,
+    /// The receipt reports more output units than output bytes.
+    #[msg("the receipt reports more output units than output bytes")]
+    ReceiptUnitsExceedOutput,
 }

@@ -9,10 +9,10 @@ use anyhow::Context as _;
 use solana_client::nonblocking::rpc_client::RpcClient;
 use solana_client::rpc_config::CommitmentConfig;
 use solana_sdk::pubkey::Pubkey;
-use x402pp_protocol::Network;
+use x402pp_protocol::{Metering, Network, UnitKind};
 use x402pp_server::ledger::types::SettlementPolicy;
 use x402pp_server::ledger::Ledger;
-use x402pp_server::settlement::{Settler, SettlerConfig};
+use x402pp_server::settlement::{Settler, SettlerConfig, SettlerHandle};
 use x402pp_server::{
     HttpFacilitator, PriceTier, Provider, RateLimit, RequestLimits, RoutePrice, ServerConfig,
     SharedFacilitator,
@@ -39,9 +39,26 @@ pub struct Args {
     /// Price per request in atomic units.
     #[arg(long, env = "X402PP_PRICE", default_value_t = 1_000)]
     pub price: u64,
-    /// Smallest deposit accepted (default 100 × price).
+    /// Smallest deposit accepted on `/v1/inference` (default 100 × price).
     #[arg(long)]
     pub min_deposit: Option<u64>,
+    /// Base price of a chat completion (`/v1/chat/completions`, metered), atomic units per
+    /// request, charged on top of its tokens.
+    #[arg(long, env = "X402PP_BASE_PRICE", default_value_t = 100)]
+    pub base_price: u64,
+    /// Price of `--unit-size` prompt tokens on the chat route, atomic units (0: prompts free).
+    #[arg(long, env = "X402PP_PRICE_IN", default_value_t = 0)]
+    pub price_in: u64,
+    /// Price of `--unit-size` completion tokens on the chat route, atomic units.
+    #[arg(long, env = "X402PP_PRICE_OUT", default_value_t = 2_000)]
+    pub price_out: u64,
+    /// How many tokens `--price-in` and `--price-out` are for.
+    #[arg(long, env = "X402PP_UNIT_SIZE", default_value_t = 1_000, value_parser = clap::value_parser!(u32).range(1..))]
+    pub unit_size: u32,
+    /// The most one chat completion may cost (the voucher's hold at most, the x402 price of the
+    /// chat route, and its `exact` price), atomic units; at least `--base-price`.
+    #[arg(long, env = "X402PP_MAX_PER_REQUEST", default_value_t = 1_000)]
+    pub max_per_request: u64,
     /// A commitment price tier, MIN_DEPOSIT:PRICE in atomic units (repeat the flag, or separate
     /// tiers with commas): an agent whose intent commits at least MIN_DEPOSIT is offered PRICE
     /// per request, with MIN_DEPOSIT as the offer's signed minimum deposit (the cheapest tier
@@ -153,6 +170,22 @@ pub struct Args {
 }
 
 impl Args {
+    /// The metered price of `/v1/chat/completions` the flags describe: `--base-price` per
+    /// request plus `--price-in`/`--price-out` per `--unit-size` tokens, at most
+    /// `--max-per-request`.
+    pub fn chat_route(&self) -> RoutePrice {
+        RoutePrice::metered(
+            self.base_price,
+            Metering {
+                unit_price_in: self.price_in,
+                unit_price_out: self.price_out,
+                unit_size: self.unit_size,
+                max_per_request: self.max_per_request,
+                unit_kind: UnitKind::Tokens,
+            },
+        )
+    }
+
     /// The request limits the flags describe.
     pub fn request_limits(&self) -> RequestLimits {
         RequestLimits {
@@ -179,10 +212,28 @@ pub fn init_tracing(json: bool) {
     }
 }
 
-/// Runs the provider until Ctrl-C.
-pub async fn run(args: Args) -> anyhow::Result<()> {
-    init_tracing(args.log_json);
+/// A provider built from the flags, its settler running: what [`run`] serves, and what another
+/// front end (the gateway) serves its own routes with.
+pub struct Started {
+    /// The provider (payment layer state).
+    pub provider: Arc<Provider>,
+    /// The settler claiming its sessions; stopped by [`serve`].
+    pub settler: SettlerHandle,
+    /// The network it announces.
+    pub network: Network,
+    /// The base URL in its offers.
+    pub public_url: String,
+}
 
+/// Everything [`run`] does before serving: reads the keypair, connects to the RPC, finds the
+/// network, sets up the facilitator, the ledger and the settler, and builds the provider whose
+/// config `routes` prices (the flags' limits, timeouts and sponsor policy applied;
+/// `sponsor_min_deposit` is the sponsored deposit floor unless `--sponsor-min-deposit` says).
+pub async fn start(
+    args: &Args,
+    routes: impl FnOnce(ServerConfig) -> ServerConfig,
+    sponsor_min_deposit: u64,
+) -> anyhow::Result<Started> {
     let keypair = Arc::new(x402pp_solana::keys::read_keypair(&args.keypair)?);
     let rpc = Arc::new(RpcClient::new_with_timeout_and_commitment(
         args.rpc_url.clone(),
@@ -210,26 +261,18 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
             )))
         }
     };
-    let mut route = RoutePrice::new(args.price);
-    route.description = "toy text inference".into();
-    route.capability = Some("inference".into());
-    route.min_deposit = args.min_deposit.unwrap_or(route.min_deposit);
-    let min_deposit = route.min_deposit;
-    route.tiers = args.tiers.clone();
-    route.sla.max_latency_ms = args.max_latency_ms;
-    route.sla.max_input_bytes = args.max_input_bytes;
-    route.max_in_flight = args.max_in_flight;
-    route.exact = !args.no_exact;
-    route.discovery = Some(crate::inference_discovery());
     let public_url = args
         .public_url
         .clone()
         .unwrap_or_else(|| format!("http://{}", args.listen));
-    let mut config = ServerConfig::new(network.clone(), args.mint, public_url.clone())
-        .route(crate::INFERENCE_PATH, route);
+    let mut config = routes(ServerConfig::new(
+        network.clone(),
+        args.mint,
+        public_url.clone(),
+    ));
     config.limits = args.request_limits();
     config.sponsor = args.sponsor.then(|| SponsorPolicy {
-        min_deposit: args.sponsor_min_deposit.unwrap_or(min_deposit),
+        min_deposit: args.sponsor_min_deposit.unwrap_or(sponsor_min_deposit),
         per_agent: args.sponsor_per_agent,
         ..SponsorPolicy::default()
     });
@@ -256,19 +299,39 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         },
     )
     .spawn();
-    let provider = Provider::new(config, keypair, ledger, rpc, facilitator)
-        .await
-        .map_err(|e| anyhow::anyhow!("{e}"))?;
-    let app = crate::app(
-        provider.clone(),
-        crate::AppOptions {
-            allow_injected_latency: args.allow_injected_latency,
-        },
-    );
-    let listener = tokio::net::TcpListener::bind(args.listen).await?;
-    tracing::info!(addr = %listener.local_addr()?, %network, provider = %provider.address(), "provider listening");
+    let provider = match Provider::new(config, keypair, ledger, rpc, facilitator).await {
+        Ok(provider) => provider,
+        Err(e) => {
+            settler.shutdown().await;
+            return Err(anyhow::anyhow!("{e}"));
+        }
+    };
+    Ok(Started {
+        provider,
+        settler,
+        network,
+        public_url,
+    })
+}
+
+/// Serves `app` on `listen` until Ctrl-C (with the peer address, for the per-IP limit), then
+/// stops the settler. `what` names the service in the first line printed.
+pub async fn serve(
+    started: Started,
+    app: axum::Router,
+    listen: SocketAddr,
+    what: &str,
+) -> anyhow::Result<()> {
+    let Started {
+        provider,
+        settler,
+        network,
+        public_url,
+    } = started;
+    let listener = tokio::net::TcpListener::bind(listen).await?;
+    tracing::info!(addr = %listener.local_addr()?, %network, provider = %provider.address(), "{what} listening");
     println!(
-        "x402pp provider on {public_url} (network {network}, provider {})",
+        "x402pp {what} on {public_url} (network {network}, provider {})",
         provider.address()
     );
     // The peer address feeds the per-IP rate limit.
@@ -282,6 +345,48 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     .await?;
     settler.shutdown().await;
     Ok(())
+}
+
+/// Runs the provider until Ctrl-C.
+pub async fn run(args: Args) -> anyhow::Result<()> {
+    init_tracing(args.log_json);
+
+    let mut route = RoutePrice::new(args.price);
+    route.description = "toy text inference".into();
+    route.capability = Some("inference".into());
+    route.min_deposit = args.min_deposit.unwrap_or(route.min_deposit);
+    let min_deposit = route.min_deposit;
+    route.tiers = args.tiers.clone();
+    route.sla.max_latency_ms = args.max_latency_ms;
+    route.sla.max_input_bytes = args.max_input_bytes;
+    route.max_in_flight = args.max_in_flight;
+    route.exact = !args.no_exact;
+    route.discovery = Some(crate::inference_discovery());
+    let mut chat = args.chat_route();
+    chat.description = "toy chat completions (OpenAI-compatible), metered per token".into();
+    chat.capability = Some("inference".into());
+    chat.sla.max_latency_ms = args.max_latency_ms;
+    chat.sla.max_input_bytes = args.max_input_bytes;
+    chat.max_in_flight = args.max_in_flight;
+    chat.exact = !args.no_exact;
+    chat.discovery = Some(crate::chat_discovery());
+    let started = start(
+        &args,
+        |config| {
+            config
+                .route(crate::INFERENCE_PATH, route)
+                .route(crate::CHAT_PATH, chat)
+        },
+        min_deposit,
+    )
+    .await?;
+    let app = crate::app(
+        started.provider.clone(),
+        crate::AppOptions {
+            allow_injected_latency: args.allow_injected_latency,
+        },
+    );
+    serve(started, app, args.listen, "provider").await
 }
 
 #[cfg(test)]
@@ -301,6 +406,49 @@ mod tests {
         let mut argv = vec!["x402pp-provider", "--keypair", "id.json", "--mint", &mint];
         argv.extend_from_slice(extra);
         Cli::try_parse_from(argv).map(|cli| cli.args)
+    }
+
+    #[test]
+    fn the_chat_route_is_metered_by_the_flags_and_defaults_to_the_documented_prices() {
+        let defaults = parse(&[]).unwrap_or_else(|e| panic!("{e}")).chat_route();
+        assert_eq!(defaults.price_per_request, 100);
+        assert_eq!(
+            defaults.metering,
+            Some(Metering {
+                unit_price_in: 0,
+                unit_price_out: 2_000,
+                unit_size: 1_000,
+                max_per_request: 1_000,
+                unit_kind: UnitKind::Tokens,
+            })
+        );
+        assert_eq!(defaults.max_per_request(), 1_000);
+        let set = parse(&[
+            "--base-price",
+            "7",
+            "--price-in",
+            "3",
+            "--price-out",
+            "9",
+            "--unit-size",
+            "100",
+            "--max-per-request",
+            "5000",
+        ])
+        .unwrap_or_else(|e| panic!("{e}"))
+        .chat_route();
+        assert_eq!(set.price_per_request, 7);
+        assert_eq!(set.max_per_request(), 5_000);
+        let metering = set.metering.unwrap_or_else(|| panic!("metered"));
+        assert_eq!(
+            (
+                metering.unit_price_in,
+                metering.unit_price_out,
+                metering.unit_size
+            ),
+            (3, 9, 100)
+        );
+        assert!(parse(&["--unit-size", "0"]).is_err());
     }
 
     #[test]

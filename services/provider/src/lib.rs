@@ -1,8 +1,18 @@
-//! x402pp-provider: a reference paid API — `POST /v1/inference`, a deterministic toy text model
-//! whose work grows with its input — behind the x402pp-server payment layer, with free
-//! `GET /health` and `GET /metrics`.
+//! x402pp-provider: a reference paid API behind the x402pp-server payment layer.
+//!
+//! | route | paid | what |
+//! |---|---|---|
+//! | `POST /v1/inference` | fixed price | a deterministic toy text model whose work grows with its input ([`infer`]) |
+//! | `POST /v1/chat/completions` | metered per token | the same model (`x402pp-toy-1`) behind an OpenAI-compatible route, JSON or server-sent events ([`chat`]) |
+//! | `GET /health`, `GET /metrics` | free | liveness, OpenMetrics |
+//! | `POST /x402pp/sponsor` | free | the provider pays its agents' escrow fees (`--sponsor`) |
+//!
+//! Modules: [`chat`] (the chat route), [`cli`] (flags and `run`).
 
+pub mod chat;
 pub mod cli;
+
+pub use chat::{chat_discovery, chat_router, ChatOptions, CHAT_PATH};
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -121,7 +131,8 @@ pub fn inference_discovery() -> DiscoveryDeclaration {
 /// Options of the reference app.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct AppOptions {
-    /// Honour `delay_ms` in requests (for demos and SLA tests; off in production).
+    /// Honour `delay_ms` (and `token_delay_ms` on the chat route) in requests (for demos and
+    /// SLA tests; off in production).
     pub allow_injected_latency: bool,
 }
 
@@ -131,7 +142,18 @@ struct AppState {
     options: AppOptions,
 }
 
-/// The provider's router, with the payment layer around the paid route and the provider's
+impl axum::extract::FromRef<AppState> for ChatOptions {
+    fn from_ref(state: &AppState) -> Self {
+        ChatOptions::for_route(
+            state.provider.route(CHAT_PATH),
+            state.options.allow_injected_latency,
+        )
+    }
+}
+
+/// The provider's router, with the payment layer around the paid routes (those the provider's
+/// config prices: `/v1/inference`, and `/v1/chat/completions` when it is configured; an
+/// unpriced chat route is served free) and the provider's
 /// [`x402pp_server::RequestLimits`] (header bytes, body bytes, read timeout, per-IP rate) around
 /// every route. Serve it with `into_make_service_with_connect_info::<SocketAddr>()` for the
 /// per-IP limit to apply.
@@ -143,6 +165,7 @@ pub fn app(provider: Arc<Provider>, options: AppOptions) -> Router {
     };
     Router::new()
         .route(INFERENCE_PATH, post(inference))
+        .route(CHAT_PATH, post(chat::chat_completions))
         .route("/health", get(health))
         .route("/metrics", get(metrics))
         .route(x402pp_server::sponsor::SPONSOR_PATH, post(sponsor))

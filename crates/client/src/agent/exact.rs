@@ -16,6 +16,7 @@ impl Agent {
         challenge: &Challenge,
         request: &Request,
         transport: &mut Transport<'_>,
+        options: RequestOptions,
     ) -> Result<Response, ClientError> {
         let budget = &self.inner.config.budget;
         let option = challenge
@@ -35,6 +36,11 @@ impl Agent {
             return Err(ClientError::BudgetExceeded(format!(
                 "price {price} per request is above the budget's {}",
                 budget.max_price_per_request
+            )));
+        }
+        if let Some(max_charge) = options.max_charge.filter(|&max| price > max) {
+            return Err(ClientError::BudgetExceeded(format!(
+                "exact price {price} is above the request's max_charge {max_charge}"
             )));
         }
         let mut payload = x402pp_solana::exact::client::build_payment(

@@ -69,7 +69,9 @@ impl SessionHandover {
 impl Agent {
     /// Gives up `session` and returns what paying its next requests takes, for a tool that
     /// drives the session itself (a load generator); `None` when the agent does not know the
-    /// session or it is not open (closing, closed, abandoned, or its open still in doubt).
+    /// session or it is not open (closing, closed, abandoned, or its open still in doubt), or it
+    /// is metered (its vouchers are not the fixed-price ones a handover signs) or owes a cut
+    /// stream's receipt.
     ///
     /// Waits for the session's request in flight, if any. The agent then marks the session
     /// [`AgentSessionState::Abandoned`] (stored as such) and forgets its routes: it never signs
@@ -79,7 +81,13 @@ impl Agent {
         let _turn = handle.turn.lock().await;
         let handover = {
             let mut data = lock(&handle.data);
-            if data.state != AgentSessionState::Open || handle.keys.opened_slot == OPEN_IN_DOUBT {
+            // A metered session's vouchers carry a hold and the receipts' total, which a
+            // handover's fixed-price vouchers do not: not handed over.
+            if data.state != AgentSessionState::Open
+                || handle.keys.opened_slot == OPEN_IN_DOUBT
+                || handle.offer.terms.metering.is_some()
+                || data.pending.is_some()
+            {
                 return None;
             }
             data.state = AgentSessionState::Abandoned;

@@ -2,6 +2,7 @@
 //! over the session core (`x402pp_session`): the core says which voucher comes next and whether
 //! a receipt is valid; this module does the HTTP, the chain and the store around it.
 
+mod block;
 mod dispute;
 mod exact;
 mod handover;
@@ -11,6 +12,7 @@ mod pay;
 mod receipts;
 mod session;
 mod sponsor;
+mod stream;
 mod tx;
 
 use std::collections::{HashMap, VecDeque};
@@ -36,20 +38,23 @@ use x402pp_protocol::ErrorCode;
 use x402pp_protocol::{
     headers, Amount, Hash32, Network, Offer, Receipt, ReceiptStatus, Voucher, VoucherTerms,
 };
-use x402pp_session::{Exchange, NextVoucher, Progress, ReceiptError, SessionTerms};
+use x402pp_session::{Exchange, NextVoucher, Pricing, Progress, ReceiptError, SessionTerms, UnitKind};
 use x402pp_solana::compute;
 use x402pp_solana::escrow::{self, SessionKeys};
 use x402pp_solana::ChainError;
 
 use crate::error::RefusalCode;
-use crate::store::{BreachRecord, Store, StoredSession};
+use crate::store::{BreachRecord, PendingReceipt, Store, StoredSession};
 use crate::types::{uptime_bps, AgentSessionState};
 use crate::{
-    AgentConfig, AgentStats, Anchor, ClientError, DisputeOutcome, DisputePolicy, SessionInfo,
+    AgentConfig, AgentStats, Anchor, ClientError, DisputeOutcome, DisputePolicy, RequestOptions,
+    SessionInfo,
 };
+pub use block::StreamReceiptError;
 pub use handover::SessionHandover;
 use offer::Challenge;
-use pay::{clone_request, SessionOutcome};
+use pay::{clone_request, Delivery, SessionOutcome, StreamStart};
+pub use stream::PaidStream;
 use session::{SessionData, SessionHandle, TermsKey};
 use sponsor::VAULT_SPACE;
 use x402pp_protocol::sponsor::SponsorInfo;
@@ -73,6 +78,17 @@ const MAX_IN_FLIGHT_WAIT: Duration = Duration::from_secs(60);
 const MAX_RETRY_AFTER: Duration = Duration::from_secs(40);
 /// How many sent transaction signatures are remembered to avoid resending an identical one.
 const RECENT_SIGNATURES: usize = 64;
+
+/// What a paid request came back with.
+enum Answer {
+    /// Not paid by a session (no payment needed, or `exact`).
+    Plain(Response),
+    /// A session answer whose receipt (in its headers, when the voucher was accepted) was
+    /// verified and recorded, and the voucher's hold.
+    Receipted(Response, Arc<SessionHandle>, u64),
+    /// A streamed session answer; its receipt follows the body.
+    Streaming(Box<StreamStart>, Arc<SessionHandle>, RequestInput),
+}
 
 /// Where a request attempt goes: a plain reqwest client, or the rest of a middleware chain.
 pub(crate) enum Transport<'a> {
@@ -245,7 +261,7 @@ impl Agent {
                 offer: record.offer,
                 voucher_key: SigningKey::from_bytes(&record.voucher_secret.0),
                 sponsor: record.sponsor,
-                turn: tokio::sync::Mutex::new(()),
+                turn: Arc::default(),
                 data: Mutex::new(SessionData {
                     deposit: record.deposit,
                     refunded: record.refunded,
@@ -258,6 +274,7 @@ impl Agent {
                     failed_requests: record.failed_requests,
                     state: record.state,
                     routes: record.routes,
+                    pending: record.pending_receipt,
                 }),
             }));
         }
@@ -348,7 +365,8 @@ impl Agent {
     /// The request must have a buffered body (it is cloned for the paid retry and hashed).
     pub async fn send(&self, request: Request) -> Result<Response, ClientError> {
         let mut transport = Transport::Client(self.inner.http.clone());
-        self.send_with(request, &mut transport).await
+        self.send_with(request, &mut transport, RequestOptions::default())
+            .await
     }
 
     /// A reqwest-middleware client whose requests pay transparently.
@@ -358,11 +376,40 @@ impl Agent {
             .build()
     }
 
+    /// Sends `request` like [`Agent::send`], with per-request `options` (the most it may cost).
+    pub async fn send_with_options(
+        &self,
+        request: Request,
+        options: RequestOptions,
+    ) -> Result<Response, ClientError> {
+        let mut transport = Transport::Client(self.inner.http.clone());
+        self.send_with(request, &mut transport, options).await
+    }
+
     pub(crate) async fn send_with(
         &self,
         request: Request,
         transport: &mut Transport<'_>,
+        options: RequestOptions,
     ) -> Result<Response, ClientError> {
+        match self
+            .send_paid(request, transport, options, Delivery::Buffered)
+            .await?
+        {
+            Answer::Plain(response) | Answer::Receipted(response, ..) => Ok(response),
+            // Not asked for: a buffered request does not send `X-402-Receipt-Mode`.
+            Answer::Streaming(start, ..) => Ok(start.response),
+        }
+    }
+
+    /// Pays `request` (see [`Agent::send`]) and returns the answer as `delivery` asks.
+    async fn send_paid(
+        &self,
+        request: Request,
+        transport: &mut Transport<'_>,
+        options: RequestOptions,
+        delivery: Delivery,
+    ) -> Result<Answer, ClientError> {
         bump(&self.inner.stats.requests, 1);
         let body: Vec<u8> = match request.body() {
             None => Vec::new(),
@@ -385,12 +432,15 @@ impl Agent {
         if self.inner.config.prefer_session {
             if let Some(session) = self.route_session(&route) {
                 match self
-                    .pay_session(&session, &request, input, transport)
+                    .pay_session(&session, &request, input, transport, options, delivery)
                     .await?
                 {
-                    SessionOutcome::Done(response, breach) => {
+                    SessionOutcome::Done(response, breach, hold) => {
                         self.after_breach(&session, breach).await;
-                        return Ok(response);
+                        return Ok(Answer::Receipted(response, session, hold));
+                    }
+                    SessionOutcome::Streaming(start) => {
+                        return Ok(Answer::Streaming(Box::new(start), session, input));
                     }
                     SessionOutcome::Reopen => {
                         lock(&self.inner.routes).remove(&route);
@@ -405,7 +455,7 @@ impl Agent {
         let intent = self.state_intent(&mut unpaid)?;
         let response = transport.execute(unpaid).await?;
         if response.status() != StatusCode::PAYMENT_REQUIRED {
-            return Ok(response);
+            return Ok(Answer::Plain(response));
         }
         let challenge = Self::challenge(&response)?;
         // No offer meets the intent: the provider's reason, for the error when there is no
@@ -430,13 +480,14 @@ impl Agent {
                 let sponsor = Self::sponsor_of(&challenge, &self.inner.network);
                 let session = self.session_for(offer, sponsor, &route).await?;
                 match self
-                    .pay_session(&session, &request, input, transport)
+                    .pay_session(&session, &request, input, transport, options, delivery)
                     .await?
                 {
-                    SessionOutcome::Done(response, breach) => {
+                    SessionOutcome::Done(response, breach, hold) => {
                         self.after_breach(&session, breach).await;
-                        Ok(response)
+                        Ok(Answer::Receipted(response, session, hold))
                     }
+                    SessionOutcome::Streaming(start) => Ok(Answer::Streaming(Box::new(start), session, input)),
                     SessionOutcome::Reopen => Err(ClientError::PaymentRefused {
                         status: 402,
                         code: RefusalCode::Known(ErrorCode::SessionClosed),
@@ -454,7 +505,9 @@ impl Agent {
                     .is_some()
                 {
                     tracing::debug!(reason = %session_error, "paying exact");
-                    self.pay_exact(&challenge, &request, transport).await
+                    self.pay_exact(&challenge, &request, transport, options)
+                        .await
+                        .map(Answer::Plain)
                 } else if let Some((status, code, message)) = unmet {
                     Err(ClientError::PaymentRefused {
                         status,

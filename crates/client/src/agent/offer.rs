@@ -60,10 +60,16 @@ impl Agent {
             Some(sol_key(&terms.asset)),
             &terms.asset.to_string(),
         )?;
-        let price = terms.price_per_request.0;
+        // A metered offer's requests cost up to its maximum per request: that is its price.
+        let price = terms.max_per_request().0;
         if price > budget.max_price_per_request {
             return Err(ClientError::BudgetExceeded(format!(
-                "price {price} per request is above the budget's {}",
+                "{} {price} per request is above the budget's {}",
+                if terms.metering.is_some() {
+                    "metered maximum"
+                } else {
+                    "price"
+                },
                 budget.max_price_per_request
             )));
         }
@@ -73,8 +79,10 @@ impl Agent {
                 terms.min_deposit.0, budget.max_deposit
             )));
         }
+        // Strict, over the message of the offer's version (v3 for a metered offer, whose terms
+        // must be usable: a unit size, a maximum of at least the base).
         offer
-            .verify()
+            .verify_any()
             .map_err(|e| ClientError::OfferRejected(format!("offer signature: {e}")))?;
         let reject = |why: String| Err(ClientError::OfferRejected(why));
         if let Some(intent) = intent {
@@ -98,9 +106,14 @@ impl Agent {
         if terms.escrow_program.0 != escrow::PROGRAM_ID.to_bytes() {
             return reject(format!("unknown escrow program {}", terms.escrow_program));
         }
+        // The option's amount is the request's price: a metered offer's maximum per request
+        // (a provider may also name its base there; either is bound by the signed offer).
+        let amount = option.amount_atomic().ok();
+        let amount_matches = amount == Some(terms.max_per_request())
+            || (terms.metering.is_some() && amount == Some(terms.price_per_request));
         if option.asset_pubkey().ok() != Some(terms.asset)
             || option.pay_to_pubkey().ok() != Some(terms.provider)
-            || option.amount_atomic().ok() != Some(terms.price_per_request)
+            || !amount_matches
         {
             return reject("offer does not match the session option (asset, payTo, amount)".into());
         }

@@ -4,10 +4,46 @@ use super::*;
 
 /// What a session attempt ended with.
 pub(super) enum SessionOutcome {
-    /// The provider answered (paid, or a handler failure with its receipt).
-    Done(Response, Option<u64>),
+    /// The provider answered (paid, or a handler failure with its receipt): the answer, the seq
+    /// of a breach receipt, and the voucher's hold (the price on a fixed-price session).
+    Done(Response, Option<u64>, u64),
+    /// The provider streams the answer; its receipt follows the body (asked for with
+    /// [`Delivery::Stream`]).
+    Streaming(StreamStart),
     /// The session is gone (closed, expired, unknown to the provider): open another.
     Reopen,
+}
+
+/// How the caller takes the answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Delivery {
+    /// Whole, with the receipt in the `X-402-Receipt` header (v2 behaviour).
+    Buffered,
+    /// As a stream when the handler streams (SSE): `X-402-Receipt-Mode: sse-event` is sent and
+    /// the receipt comes as the stream's final event.
+    Stream,
+}
+
+/// A streamed answer whose receipt is still to come, and the session's turn it holds.
+pub(super) struct StreamStart {
+    pub(super) response: Response,
+    pub(super) voucher: Voucher,
+    pub(super) turn: tokio::sync::OwnedMutexGuard<()>,
+}
+
+/// The request header asking for a streamed answer's receipt as its final SSE event.
+pub(super) const RECEIPT_MODE: &str = "X-402-Receipt-Mode";
+/// Its value.
+pub(super) const SSE_EVENT: &str = "sse-event";
+
+/// Whether `response` is a streamed answer whose receipt follows its body.
+pub(super) fn streams_its_receipt(response: &Response) -> bool {
+    !response.headers().contains_key(headers::X402_RECEIPT)
+        && response
+            .headers()
+            .get(RECEIPT_MODE)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.trim().eq_ignore_ascii_case(SSE_EVENT))
 }
 
 pub(super) fn clone_request(request: &Request) -> Result<Request, ClientError> {
@@ -53,16 +89,42 @@ pub(super) async fn error_of(response: Response) -> (u16, RefusalCode, String) {
 }
 
 impl Agent {
-    /// One paid request on `session` (serialised with its other requests).
+    /// The hold of a metered request under `options` (`None`: the default, the maximum), or
+    /// the refusal of a `max_charge` that cannot pay the request.
+    fn hold_for(
+        session: &SessionHandle,
+        options: RequestOptions,
+    ) -> Result<Option<u64>, ClientError> {
+        let Some(max_charge) = options.max_charge else {
+            return Ok(None);
+        };
+        let pricing = session.pricing();
+        if max_charge < pricing.base() {
+            return Err(ClientError::BudgetExceeded(format!(
+                "max_charge {max_charge} is below the {} the request costs at least on session {}",
+                pricing.base(),
+                session.address()
+            )));
+        }
+        Ok(pricing
+            .is_metered()
+            .then(|| max_charge.min(pricing.max_per_request())))
+    }
+
+    /// One paid request on `session` (serialised with its other requests). A cut stream's
+    /// receipt still owed on the session is fetched first.
     pub(super) async fn pay_session(
         &self,
-        session: &SessionHandle,
+        session: &Arc<SessionHandle>,
         request: &Request,
         input: RequestInput,
         transport: &mut Transport<'_>,
+        options: RequestOptions,
+        delivery: Delivery,
     ) -> Result<SessionOutcome, ClientError> {
-        let _turn = session.turn.lock().await;
-        let price = session.price();
+        let turn = session.turn.clone().lock_owned().await;
+        let pricing = session.pricing();
+        let hold = Self::hold_for(session, options)?;
         let mut topped_up = false;
         let mut waited = Duration::ZERO;
         // Receipts adopted from `409 voucher_conflict` in this request: at most one. Only the
@@ -72,14 +134,22 @@ impl Agent {
         // let it spend the deposit one voucher at a time with nothing served.
         let mut recovered = false;
         loop {
-            let (next, cap) = {
+            let owed = {
                 let data = lock(&session.data);
                 if data.state != AgentSessionState::Open {
                     return Ok(SessionOutcome::Reopen);
                 }
+                data.pending.is_some()
+            };
+            if owed {
+                self.recover_pending(session).await?;
+                continue;
+            }
+            let (next, cap) = {
+                let data = lock(&session.data);
                 let next = data
                     .progress
-                    .next_voucher(price)
+                    .next_voucher_at(pricing, hold)
                     .map_err(|e| ClientError::BudgetExceeded(e.to_string()))?;
                 (next, data.deposit)
             };
@@ -99,17 +169,25 @@ impl Agent {
                 topped_up = true;
                 continue;
             }
-            let voucher = Voucher::sign(
-                VoucherTerms {
-                    session: proto_key(&session.address()),
-                    opened_slot: session.keys.opened_slot,
-                    seq: next.seq,
-                    cumulative: Amount(next.cumulative),
-                    receipt_head: next.receipt_head,
-                },
-                &session.voucher_key,
-            );
+            let terms = VoucherTerms {
+                session: proto_key(&session.address()),
+                opened_slot: session.keys.opened_slot,
+                seq: next.seq,
+                cumulative: Amount(next.cumulative),
+                receipt_head: next.receipt_head,
+            };
+            let voucher = match next.accepted {
+                // Metered: states the receipts' total it accepted; the rest is the hold.
+                Some(accepted) => {
+                    Voucher::sign_metered(terms, Amount(accepted), &session.voucher_key)
+                }
+                None => Voucher::sign(terms, &session.voucher_key),
+            };
             let mut paid = clone_request(request)?;
+            if delivery == Delivery::Stream {
+                paid.headers_mut()
+                    .insert(RECEIPT_MODE, HeaderValue::from_static(SSE_EVENT));
+            }
             paid.headers_mut().insert(
                 headers::X402_SESSION_ID,
                 header_value(&session.address().to_string())?,
@@ -154,11 +232,19 @@ impl Agent {
                     }
                 }
             }
+            if delivery == Delivery::Stream && streams_its_receipt(&response) {
+                return Ok(SessionOutcome::Streaming(StreamStart {
+                    response,
+                    voucher,
+                    turn,
+                }));
+            }
             if response.headers().contains_key(headers::X402_RECEIPT) {
                 let (response, breach) = self
                     .accept_receipt(session, &voucher, input, response)
                     .await?;
-                return Ok(SessionOutcome::Done(response, breach));
+                let hold = voucher.hold().unwrap_or(pricing.base());
+                return Ok(SessionOutcome::Done(response, breach, hold));
             }
             let status = response.status();
             if status.is_success() || status.is_redirection() {
@@ -180,7 +266,8 @@ impl Agent {
                     let mut data = lock(&session.data);
                     data.failed_requests = data.failed_requests.saturating_add(1);
                 }
-                return Ok(SessionOutcome::Done(response, None));
+                let hold = voucher.hold().unwrap_or(pricing.base());
+                return Ok(SessionOutcome::Done(response, None, hold));
             }
             let (status, code, message) = error_of(response).await;
             match code {

@@ -12,6 +12,32 @@ pub(super) enum Outcome {
     /// A receipt adopted from a `409 voucher_conflict`: its answer was lost, so nothing shows
     /// the request was served. Counted as failed, kept apart from the verified receipts.
     Recovered,
+    /// The receipt of a streamed answer that lost its receipt event (the agent stopped reading,
+    /// or the connection or the provider broke), fetched by resending the voucher and checked
+    /// against the bytes read: served when `ok`, or `partial` because the agent cut it.
+    Cut,
+}
+
+/// Whether `receipt` shows a breach of the offer's latency promise that a dispute records: a
+/// charged request the promise covered, slower than promised (a metered receipt's latency is
+/// its time to the first billable byte, and its penalty a share of its charge, which must not
+/// round to nothing).
+pub(super) fn breaches(offer: &Offer, receipt: &Receipt) -> bool {
+    let sla = &offer.terms.sla;
+    let body = &receipt.body;
+    if !body.sla_covered || body.latency_ms <= sla.max_latency_ms {
+        return false;
+    }
+    match body.usage {
+        None => body.status == ReceiptStatus::Ok,
+        Some(_) => {
+            matches!(body.status, ReceiptStatus::Ok | ReceiptStatus::Partial)
+                && u128::from(body.amount_charged.0)
+                    .checked_mul(u128::from(sla.latency_penalty_bps))
+                    .and_then(|share| share.checked_div(10_000))
+                    .is_some_and(|penalty| penalty > 0)
+        }
+    }
 }
 
 impl Agent {
@@ -33,7 +59,9 @@ impl Agent {
             input_hash: input.hash,
             input_bytes: input.bytes,
             output_hash: output_hash(&body),
+            output_bytes: u64::try_from(body.len()).unwrap_or(u64::MAX),
             http_status: status.as_u16(),
+            streamed: false,
         };
         let checked = Self::decode_receipt(&response_headers).and_then(|receipt| {
             let progress = self.check_receipt(session, voucher, &receipt, exchange)?;
@@ -107,13 +135,22 @@ impl Agent {
         progress: Progress,
         outcome: Outcome,
     ) -> bool {
-        let ok = outcome == Outcome::Served;
+        let ok = match outcome {
+            Outcome::Served => true,
+            Outcome::Cut => {
+                receipt.body.status == ReceiptStatus::Ok
+                    || (receipt.body.status == ReceiptStatus::Partial
+                        && receipt
+                            .body
+                            .usage
+                            .is_some_and(|u| u.cut == x402pp_protocol::Cut::ClientGone))
+            }
+            Outcome::Failed | Outcome::Recovered => false,
+        };
         let seq = receipt.body.request_number;
         // Only a request the promise covers can breach it (an uncovered receipt is not
         // disputable: the program refuses it with NoBreach).
-        let breach = receipt.body.status == ReceiptStatus::Ok
-            && receipt.body.sla_covered
-            && receipt.body.latency_ms > session.offer.terms.sla.max_latency_ms;
+        let breach = breaches(&session.offer, &receipt);
         {
             let mut data = lock(&session.data);
             data.progress = progress;
@@ -197,6 +234,7 @@ impl Agent {
             seq: voucher.seq,
             cumulative: voucher.cumulative.0,
             receipt_head: voucher.receipt_head,
+            accepted: voucher.accepted.map(|a| a.0),
         };
         session
             .session_terms()

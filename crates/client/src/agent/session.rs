@@ -12,6 +12,8 @@ pub(super) struct TermsKey {
     pub(super) max_latency_ms: u32,
     pub(super) max_input_bytes: u32,
     pub(super) latency_penalty_bps: u16,
+    /// A metered offer's unit prices, unit size, maximum per request and unit kind (bytes: 1).
+    pub(super) metering: Option<[u64; 5]>,
 }
 
 impl TermsKey {
@@ -24,6 +26,15 @@ impl TermsKey {
             max_latency_ms: offer.terms.sla.max_latency_ms,
             max_input_bytes: offer.terms.sla.max_input_bytes,
             latency_penalty_bps: offer.terms.sla.latency_penalty_bps,
+            metering: offer.terms.metering.map(|m| {
+                [
+                    m.unit_price_in.0,
+                    m.unit_price_out.0,
+                    u64::from(m.unit_size),
+                    m.max_per_request.0,
+                    u64::from(m.unit == UnitKind::Bytes),
+                ]
+            }),
         }
     }
 }
@@ -47,6 +58,9 @@ pub(super) struct SessionData {
     pub(super) failed_requests: u64,
     pub(super) state: AgentSessionState,
     pub(super) routes: Vec<String>,
+    /// A streamed answer cut before its receipt arrived: fetched (by resending its voucher)
+    /// before the session's next voucher is signed.
+    pub(super) pending: Option<PendingReceipt>,
 }
 
 /// One session: fixed keys and terms, a turn lock that serialises its requests, and its data.
@@ -58,7 +72,9 @@ pub(super) struct SessionHandle {
     pub(super) voucher_key: SigningKey,
     /// The fee sponsor the provider named for this session, if any.
     pub(super) sponsor: Option<SponsorInfo>,
-    pub(super) turn: tokio::sync::Mutex<()>,
+    /// Serialises the session's requests; a streamed answer holds it (owned) until it is
+    /// finished or dropped.
+    pub(super) turn: Arc<tokio::sync::Mutex<()>>,
     pub(super) data: Mutex<SessionData>,
 }
 
@@ -67,8 +83,23 @@ impl SessionHandle {
         self.keys.session
     }
 
+    /// The fixed price, or a metered session's base.
     pub(super) fn price(&self) -> u64 {
         self.offer.terms.price_per_request.0
+    }
+
+    /// How the session's requests are priced (fixed, or metered with a hold).
+    pub(super) fn pricing(&self) -> Pricing {
+        Pricing::of(
+            self.price(),
+            self.offer.terms.metering.map(|m| m.metering()),
+        )
+    }
+
+    /// The most one request may cost: the price, or a metered session's maximum per request
+    /// (what a voucher's hold defaults to and what deposits are sized by).
+    pub(super) fn max_per_request(&self) -> u64 {
+        self.offer.terms.max_per_request().0
     }
 
     /// The terms the session core checks receipts under.
@@ -80,6 +111,7 @@ impl SessionHandle {
             price_per_request: self.price(),
             max_latency_ms: self.offer.terms.sla.max_latency_ms,
             max_input_bytes: self.offer.terms.sla.max_input_bytes,
+            metering: self.offer.terms.metering.map(|m| m.metering()),
         }
     }
 
@@ -110,6 +142,7 @@ impl SessionHandle {
             failed_requests: data.failed_requests,
             state: data.state,
             routes: data.routes.clone(),
+            pending_receipt: data.pending.clone(),
             sponsor: self.sponsor.clone(),
             rent_payer: (self.keys.rent_payer != self.keys.agent)
                 .then(|| proto_key(&self.keys.rent_payer)),
@@ -125,6 +158,8 @@ impl SessionHandle {
             resource: self.offer.terms.resource.clone(),
             intent_id: self.offer.terms.intent_id,
             price_per_request: self.price(),
+            max_per_request: self.max_per_request(),
+            metered: self.offer.terms.metering.is_some(),
             deposit: data.deposit,
             refunded: data.refunded,
             accepted: data.progress.accepted,
@@ -240,6 +275,7 @@ impl Agent {
                 failed_requests: data.failed_requests,
                 state: data.state,
                 routes: data.routes.clone(),
+                pending: data.pending.clone(),
             }
         };
         let resolved = Arc::new(SessionHandle {
@@ -249,7 +285,7 @@ impl Agent {
             terms: session.terms.clone(),
             voucher_key: session.voucher_key.clone(),
             sponsor: session.sponsor.clone(),
-            turn: tokio::sync::Mutex::new(()),
+            turn: Arc::default(),
             data: Mutex::new(data),
         });
         {
@@ -302,7 +338,8 @@ impl Agent {
         terms: TermsKey,
     ) -> Result<Arc<SessionHandle>, ClientError> {
         let config = &self.inner.config;
-        let price = offer.terms.price_per_request.0;
+        // A metered session's requests each need their hold covered: sized by the maximum.
+        let price = offer.terms.max_per_request().0;
         let deposit = price
             .saturating_mul(config.deposit_requests.max(1))
             .max(offer.terms.min_deposit.0)
@@ -391,7 +428,7 @@ impl Agent {
             terms,
             voucher_key,
             sponsor,
-            turn: tokio::sync::Mutex::new(()),
+            turn: Arc::default(),
             data: Mutex::new(SessionData {
                 deposit: account_deposit,
                 refunded,
@@ -404,6 +441,7 @@ impl Agent {
                 failed_requests: 0,
                 state: AgentSessionState::Open,
                 routes: Vec::new(),
+                pending: None,
             }),
             offer,
         });
@@ -429,7 +467,7 @@ impl Agent {
         cumulative: u64,
     ) -> Result<u64, ClientError> {
         let config = &self.inner.config;
-        let price = session.price();
+        let price = session.max_per_request();
         let (shortfall, remaining) = {
             let data = lock(&session.data);
             let cap = data.deposit;

@@ -4,8 +4,8 @@
 use ed25519_dalek::SigningKey;
 use x402pp_protocol::crypto::pubkey_of;
 use x402pp_protocol::{
-    Amount, Hash32, Id16, Network, OfferSla, OfferTerms, Pubkey, ReceiptBody, ReceiptStatus,
-    SlaVerification,
+    Amount, Cut, Hash32, Id16, MeteringTerms, Network, OfferSla, OfferTerms, Pubkey, ReceiptBody,
+    ReceiptStatus, ReceiptUsage, SlaVerification, UnitKind,
 };
 
 pub const PROVIDER_SEED: [u8; 32] = [0x11; 32];
@@ -61,6 +61,7 @@ pub fn offer_terms() -> OfferTerms {
             latency_penalty_bps: 5_000,
         },
         expires_at: 1_800_000_000,
+        metering: None,
     }
 }
 
@@ -97,5 +98,56 @@ pub fn receipt_body(
         prev_receipt_hash: prev,
         sla_verification: SlaVerification::latency(250, latency_ms),
         provider: pubkey_of(&provider()),
+        usage: None,
     }
+}
+
+/// The metering terms of the design's worked example: base 100 (the offer's price), 2 000 per
+/// 1 000 output tokens, input free, at most 1 000 per request.
+pub fn metering() -> MeteringTerms {
+    MeteringTerms {
+        unit: UnitKind::Tokens,
+        unit_size: 1_000,
+        unit_price_in: Amount(0),
+        unit_price_out: Amount(2_000),
+        max_per_request: Amount(1_000),
+    }
+}
+
+/// A metered offer: [`offer_terms`] with base 100 and [`metering`].
+pub fn metered_offer_terms() -> OfferTerms {
+    OfferTerms {
+        price_per_request: Amount(100),
+        metering: Some(metering()),
+        ..offer_terms()
+    }
+}
+
+/// The body of metered receipt `seq`, chained after `prev`: `units_out` tokens over
+/// `output_bytes` bytes, `status` and `cut`, charging `amount` to `cumulative`.
+#[allow(clippy::too_many_arguments)]
+pub fn metered_receipt_body(
+    seq: u64,
+    amount: u64,
+    cumulative: u64,
+    (units_in, units_out, output_bytes): (u64, u64, u64),
+    status: ReceiptStatus,
+    cut: Cut,
+    streamed: bool,
+    prev: Hash32,
+) -> ReceiptBody {
+    let ttfb = 40;
+    let mut body = receipt_body(seq, amount, cumulative, ttfb, prev);
+    body.status = status;
+    body.usage = Some(ReceiptUsage {
+        units_in,
+        units_out,
+        output_bytes,
+        ttfb_ms: ttfb,
+        total_ms: 900,
+        cut,
+        streamed,
+        units_estimated: cut != Cut::None,
+    });
+    body
 }

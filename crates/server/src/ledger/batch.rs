@@ -38,6 +38,8 @@ pub(super) struct VoucherRow {
     pub seq: i64,
     pub cumulative: i64,
     pub signature: [u8; 64],
+    /// A v3 voucher's `accepted` (NULL for v2).
+    pub accepted: Option<i64>,
     pub accepted_at: i64,
 }
 
@@ -228,7 +230,8 @@ impl BatchRow for VoucherRow {
         macro_rules! insert {
             ($pool:expr) => {{
                 let mut query = QueryBuilder::new(
-                    "INSERT INTO vouchers (session, seq, cumulative, signature, accepted_at) ",
+                    "INSERT INTO vouchers (session, seq, cumulative, signature, accepted_at, \
+                     accepted) ",
                 );
                 query.push_values(rows, |mut values, row| {
                     values
@@ -236,7 +239,8 @@ impl BatchRow for VoucherRow {
                         .push_bind(row.seq)
                         .push_bind(row.cumulative)
                         .push_bind(row.signature.as_slice())
-                        .push_bind(row.accepted_at);
+                        .push_bind(row.accepted_at)
+                        .push_bind(row.accepted);
                 });
                 query.push(" RETURNING session, seq");
                 returned(&query.build().fetch_all($pool).await?)

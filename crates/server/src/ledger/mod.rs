@@ -127,8 +127,9 @@ macro_rules! select_session {
          s.opened_slot, s.deposit, s.penalties, s.settled, s.settled_seq, s.price_per_request, \
          s.max_latency_ms, s.max_input_bytes, s.latency_penalty_bps, \
          s.expires_at, s.closing_started_at, s.grace_secs, s.state, s.last_seq, s.accepted, \
-         s.receipts_head, s.receipt_count, s.best_seq, s.last_claim_at, \
-         v.cumulative AS best_cumulative, v.signature AS best_signature \
+         s.receipts_head, s.receipt_count, s.best_seq, s.last_claim_at, s.metering, \
+         v.cumulative AS best_cumulative, v.signature AS best_signature, \
+         v.accepted AS best_accepted \
          FROM sessions s LEFT JOIN vouchers v ON v.session = s.address AND v.seq = s.best_seq "
     };
 }
@@ -322,8 +323,15 @@ pub fn estimated_unclaimed(record: &SessionRecord) -> u64 {
     if best.seq <= books.settled_seq {
         return 0;
     }
+    // A metered voucher is claimed with its receipt, which proves the receipt's cumulative:
+    // the session's `accepted` (the best voucher is the last one whose receipt charged).
+    let proven = if best.accepted.is_some() {
+        record.accepted
+    } else {
+        best.cumulative
+    };
     books
-        .earned(best.seq, best.cumulative)
+        .earned(best.seq, proven)
         .saturating_sub(books.earned(0, 0))
 }
 

@@ -5,7 +5,8 @@ use x402pp_protocol::SessionState;
 
 use super::error::LedgerError;
 use super::types::{
-    ChainSession, ClaimRecord, ClaimStatus, ReceiptRecord, SessionRecord, StoredVoucher,
+    decode_metering, ChainSession, ClaimRecord, ClaimStatus, ReceiptRecord, SessionRecord,
+    StoredVoucher,
 };
 
 /// A u64 as the database stores it: refused above `i64::MAX`, never wrapped.
@@ -46,6 +47,10 @@ pub(crate) trait RowExt {
                 seq: from_db("best_seq", seq)?,
                 cumulative: from_db("best_cumulative", cumulative)?,
                 signature: fixed("best_signature", signature)?,
+                accepted: self
+                    .opt_int("best_accepted")?
+                    .map(|accepted| from_db("best_accepted", accepted))
+                    .transpose()?,
             }),
             (None, _, _) => None,
             (Some(seq), _, _) => {
@@ -84,6 +89,12 @@ pub(crate) trait RowExt {
                     "closed" => SessionState::Closed,
                     other => return Err(LedgerError::Corrupt(format!("session state {other:?}"))),
                 },
+                metering: match self.opt_bytes("metering")? {
+                    None => None,
+                    Some(bytes) => Some(decode_metering(&bytes).ok_or_else(|| {
+                        LedgerError::Corrupt("session metering terms".into())
+                    })?),
+                },
             },
             last_seq: self.u64("last_seq")?,
             accepted: self.u64("accepted")?,
@@ -112,6 +123,7 @@ pub(crate) trait RowExt {
                 seq: self.u64("voucher_seq")?,
                 cumulative: self.u64("voucher_cumulative")?,
                 signature: self.array("voucher_signature")?,
+                accepted: None,
             },
             receipts_head: self.array("receipts_head")?,
             receipt_count: self.u64("receipt_count")?,

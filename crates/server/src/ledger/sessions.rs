@@ -1,8 +1,9 @@
 //! The session rows: reading them, refreshing them from the chain, the voucher compare-and-set,
 //! receipts, and the vouchers stored with them.
 
+use super::types::encode_metering;
 use super::{
-    now_unix, show, state_text, to_db, Address, ChainSession, Ledger, LedgerError, Pool,
+    from_db, now_unix, show, state_text, to_db, Address, ChainSession, Ledger, LedgerError, Pool,
     ReceiptRecord, ReceiptRow, RowExt, SessionRecord, StoredVoucher, VoucherRow,
 };
 
@@ -37,15 +38,16 @@ impl Ledger {
             i64::from(chain.max_input_bytes),
             i64::from(chain.latency_penalty_bps),
         ];
+        let metering = chain.metering.as_ref().map(encode_metering);
         on_writer!(self, |pool| {
             sqlx::query(
                 "INSERT INTO sessions (address, agent, provider, mint, token_program, \
                  voucher_signer, deposit, penalties, settled, settled_seq, price_per_request, \
                  max_latency_ms, expires_at, closing_started_at, grace_secs, state, last_seq, \
                  accepted, receipts_head, receipt_count, best_seq, created_at, last_claim_at, \
-                 opened_slot, max_input_bytes, latency_penalty_bps) \
+                 opened_slot, max_input_bytes, latency_penalty_bps, metering) \
                  VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, \
-                 0, 0, $17, 0, NULL, $18, $18, $19, $20, $21) \
+                 0, 0, $17, 0, NULL, $18, $18, $19, $20, $21, $22) \
                  ON CONFLICT (address) DO UPDATE SET deposit = excluded.deposit, \
                  penalties = excluded.penalties, settled = excluded.settled, \
                  settled_seq = excluded.settled_seq, \
@@ -75,6 +77,7 @@ impl Ledger {
             .bind(values[7])
             .bind(values[8])
             .bind(values[9])
+            .bind(metering.as_ref().map(|m| m.as_slice()))
             .execute(pool)
             .await?;
         });
@@ -117,11 +120,16 @@ impl Ledger {
         if seq < 1 {
             return Err(LedgerError::Conflict);
         }
+        let accepted = voucher
+            .accepted
+            .map(|accepted| to_db("voucher accepted", accepted))
+            .transpose()?;
         let row = VoucherRow {
             session: *address,
             seq,
             cumulative,
             signature: voucher.signature,
+            accepted,
             accepted_at: now_unix(),
         };
         if self.batcher.voucher(row).await? {
@@ -241,7 +249,8 @@ impl Ledger {
         let seq = to_db("voucher seq", seq)?;
         on_pool!(self, |pool| {
             let row = sqlx::query(
-                "SELECT seq, cumulative, signature FROM vouchers WHERE session = $1 AND seq = $2",
+                "SELECT seq, cumulative, signature, accepted FROM vouchers \
+                 WHERE session = $1 AND seq = $2",
             )
             .bind(address.as_slice())
             .bind(seq)
@@ -252,6 +261,10 @@ impl Ledger {
                     seq: row.u64("seq")?,
                     cumulative: row.u64("cumulative")?,
                     signature: row.array("signature")?,
+                    accepted: row
+                        .opt_int("accepted")?
+                        .map(|accepted| from_db("accepted", accepted))
+                        .transpose()?,
                 })
             })
             .transpose()

@@ -1,5 +1,6 @@
 //! Records of the ledger, shared by the request path and the settlement task.
 
+use x402pp_protocol::messages::{Metering, UnitKind};
 use x402pp_protocol::{Hash32, SessionState};
 use x402pp_session::{Books, Progress, Window};
 
@@ -50,6 +51,57 @@ pub struct ChainSession {
     pub grace_secs: u64,
     /// Open, closing or closed (account gone).
     pub state: SessionState,
+    /// The signed usage prices of a metered session (`price_per_request` is then the base);
+    /// `None` for a fixed price.
+    pub metering: Option<Metering>,
+}
+
+/// Length of [`encode_metering`]'s bytes, as the ledger's `sessions.metering` column holds them.
+pub const METERING_BYTES: usize = 29;
+
+/// The metering terms as the ledger stores them: unit_price_in u64 ‖ unit_price_out u64 ‖
+/// unit_size u32 ‖ max_per_request u64 ‖ unit_kind u8, little-endian.
+pub fn encode_metering(m: &Metering) -> [u8; METERING_BYTES] {
+    let mut out = [0u8; METERING_BYTES];
+    let fields: [&[u8]; 5] = [
+        &m.unit_price_in.to_le_bytes(),
+        &m.unit_price_out.to_le_bytes(),
+        &m.unit_size.to_le_bytes(),
+        &m.max_per_request.to_le_bytes(),
+        &[m.unit_kind as u8],
+    ];
+    let mut at: usize = 0;
+    for field in fields {
+        let end = at.saturating_add(field.len());
+        if let Some(slot) = out.get_mut(at..end) {
+            slot.copy_from_slice(field);
+        }
+        at = end;
+    }
+    out
+}
+
+/// The inverse of [`encode_metering`]; `None` for bytes of another length or an unknown unit.
+pub fn decode_metering(bytes: &[u8]) -> Option<Metering> {
+    let u64_at = |at: usize| {
+        bytes
+            .get(at..at.checked_add(8)?)
+            .and_then(|b| <[u8; 8]>::try_from(b).ok())
+            .map(u64::from_le_bytes)
+    };
+    if bytes.len() != METERING_BYTES {
+        return None;
+    }
+    Some(Metering {
+        unit_price_in: u64_at(0)?,
+        unit_price_out: u64_at(8)?,
+        unit_size: bytes
+            .get(16..20)
+            .and_then(|b| <[u8; 4]>::try_from(b).ok())
+            .map(u32::from_le_bytes)?,
+        max_per_request: u64_at(20)?,
+        unit_kind: UnitKind::from_u8(*bytes.get(28)?).ok()?,
+    })
 }
 
 impl ChainSession {
@@ -86,6 +138,9 @@ pub struct StoredVoucher {
     pub cumulative: u64,
     /// ed25519 signature by the voucher signer.
     pub signature: [u8; 64],
+    /// Metered sessions: the `accepted` the voucher signs (`cumulative − accepted` is its
+    /// request's hold); `None` for a v2 voucher.
+    pub accepted: Option<u64>,
 }
 
 /// The ledger's view of a session: the chain's terms plus the provider's accepted state.

@@ -46,7 +46,7 @@ use super::batch::{ReceiptRow, Reply, VoucherRow, Write};
 use super::error::LedgerError;
 
 const INSERT_VOUCHER: &str = "INSERT INTO vouchers (session, seq, cumulative, signature, \
-                              accepted_at) VALUES (?1, ?2, ?3, ?4, ?5)";
+                              accepted_at, accepted) VALUES (?1, ?2, ?3, ?4, ?5, ?6)";
 const INSERT_RECEIPT: &str = "INSERT INTO receipts (session, seq, hash, ok, amount_charged, \
                               cumulative_charged, json, recorded_at) \
                               VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)";
@@ -277,6 +277,7 @@ impl Insert {
                 row.cumulative,
                 row.signature.as_slice(),
                 row.accepted_at,
+                row.accepted,
             ])?,
             Self::Receipt(row) => connection.prepare_cached(INSERT_RECEIPT)?.execute(params![
                 row.session.as_slice(),

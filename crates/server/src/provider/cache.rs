@@ -104,6 +104,7 @@ mod tests {
                 closing_started_at: 0,
                 grace_secs: 0,
                 state: SessionState::Open,
+                metering: None,
             },
             last_seq: 0,
             accepted: 0,

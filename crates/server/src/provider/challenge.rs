@@ -7,6 +7,7 @@ use x402pp_protocol::x402::{
     ExactSvmExtra, PaymentRequired, PaymentRequirements, ResourceInfo, SessionExtra, X402Version2,
     SCHEME_EXACT, SCHEME_SESSION,
 };
+use x402pp_protocol::metering::MeteringTerms;
 use x402pp_protocol::{headers, Amount, ErrorCode, Id16, Intent, Offer, OfferTerms};
 use x402pp_solana::escrow;
 
@@ -49,6 +50,7 @@ impl Provider {
             grace_secs: route.grace_secs,
             sla: route.sla,
             expires_at: now.saturating_add(i64::try_from(route.offer_ttl_secs).unwrap_or(i64::MAX)),
+            metering: route.metering.map(MeteringTerms::from),
         }
     }
 
@@ -75,7 +77,7 @@ impl Provider {
         Some(PaymentRequirements {
             scheme: SCHEME_EXACT.to_owned(),
             network: self.config.network.clone(),
-            amount: route.price_per_request.to_string(),
+            amount: route.max_per_request().to_string(),
             asset: self.config.mint.to_string(),
             pay_to: self.address.to_string(),
             max_timeout_seconds: 60,
@@ -156,9 +158,10 @@ impl Provider {
         };
         let mut accepts = Vec::with_capacity(2);
         if unmet.is_none() {
-            // The session option's amount is the offer's price (a tier's, when the intent's
-            // commitment reached one): agents check that they are equal.
-            let price = terms.price_per_request;
+            // The session option's amount is the most a request can cost: the offer's price (a
+            // tier's, when the intent's commitment reached one), or a metered offer's
+            // `maxPerRequest`; agents check that they are equal.
+            let price = terms.max_per_request();
             let offer = match Offer::sign(terms, &self.signing_key) {
                 Ok(offer) => offer,
                 Err(e) => return ServerError::internal(e),

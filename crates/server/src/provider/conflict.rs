@@ -6,7 +6,7 @@ use std::time::Duration;
 use solana_sdk::pubkey::Pubkey;
 use x402pp_protocol::crypto::output_hash;
 use x402pp_protocol::{headers, ErrorCode, Hash32, Receipt, ReceiptStatus, Voucher};
-use x402pp_session::Served;
+use x402pp_session::{Cut, Served, ServedUsage};
 
 use super::{now_ms, status_name, Provider};
 use crate::error::ServerError;
@@ -47,11 +47,13 @@ impl Provider {
                 .await
                 .map_err(ServerError::internal)?
                 .unwrap_or(0);
-            let deadline = self
-                .config
-                .handler_timeout
-                .saturating_add(self.config.orphan_grace)
-                .as_secs();
+            // A metered session's answer may stream for up to `stream_max_duration`.
+            let serving = if row.chain.metering.is_some() {
+                self.config.handler_timeout.max(self.config.stream_max_duration)
+            } else {
+                self.config.handler_timeout
+            };
+            let deadline = serving.saturating_add(self.config.orphan_grace).as_secs();
             let deadline = accepted_at.saturating_add(i64::try_from(deadline).unwrap_or(i64::MAX));
             let now = now_ms() / 1_000;
             if now < deadline {
@@ -137,10 +139,33 @@ impl Provider {
             latency_ms,
             completed_at_ms: completed,
         };
-        let body = self
-            .terms_of(&row.chain)
-            .receipt_body(&row.progress(), row.last_seq, served)
-            .map_err(ServerError::internal)?;
+        let terms = self.terms_of(&row.chain);
+        let body = match row.chain.metering {
+            None => terms.receipt_body(&row.progress(), row.last_seq, served),
+            Some(metering) => {
+                // A metered orphan is a v3 receipt charging 0 under its voucher's hold.
+                let voucher = self
+                    .ledger
+                    .voucher(&row.chain.address, row.last_seq)
+                    .await
+                    .map_err(ServerError::internal)?;
+                let hold = voucher
+                    .and_then(|v| v.cumulative.checked_sub(v.accepted?))
+                    .unwrap_or(metering.max_per_request);
+                let usage = ServedUsage {
+                    hold,
+                    units_in: 0,
+                    units_out: 0,
+                    output_bytes: 0,
+                    total_ms: latency_ms,
+                    cut: Cut::None,
+                    streamed: false,
+                    units_estimated: true,
+                };
+                terms.metered_receipt_body(&row.progress(), row.last_seq, served, usage)
+            }
+        }
+        .map_err(ServerError::internal)?;
         let (_, _, stored) = self.sign_receipt(body)?;
         match self
             .ledger

@@ -133,7 +133,7 @@ impl Provider {
         let record = ExactSettlementRecord {
             tx_signature: settled.transaction.clone(),
             payer: settled.payer.clone().unwrap_or_default(),
-            amount: route.price_per_request,
+            amount: route.max_per_request(),
             resource: path.to_owned(),
             settled_at_ms: now_ms(),
         };

@@ -6,8 +6,11 @@ mod cache;
 mod challenge;
 mod conflict;
 mod exact;
+mod metered;
 mod run;
 mod session;
+pub mod stream;
+mod usage;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -29,6 +32,7 @@ use crate::ledger::types::Address;
 use crate::ledger::Ledger;
 use crate::metrics::Metrics;
 pub use cache::SessionCache;
+pub use usage::{ReportedUsage, UsageReporter};
 
 /// What a handler behind the layer learns about the payment, from the request extensions.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -41,6 +45,11 @@ pub enum PaymentContext {
         seq: u64,
         /// Cumulative amount the voucher authorises.
         cumulative: u64,
+        /// Metered sessions: the most this request may cost (the voucher's hold); a handler
+        /// bounds its work by it (e.g. `max_tokens`). `None` on a fixed-price session.
+        hold: Option<u64>,
+        /// Metered sessions: where the handler reports the units the request used.
+        usage: UsageReporter,
     },
     /// Paid by an `exact` transfer that settled.
     Exact {
@@ -235,7 +244,7 @@ impl Provider {
 
     /// Handles a request to the paid route `path`: serves it through `inner` once paid.
     pub(crate) async fn handle<F, Fut>(
-        &self,
+        self: &Arc<Self>,
         path: &str,
         request: Request<Body>,
         inner: F,
@@ -287,5 +296,6 @@ fn status_name(status: ReceiptStatus) -> &'static str {
         ReceiptStatus::Ok => "ok",
         ReceiptStatus::HandlerError => "handler_error",
         ReceiptStatus::Timeout => "timeout",
+        ReceiptStatus::Partial => "partial",
     }
 }

@@ -1,6 +1,9 @@
 //! Serving a request on a session voucher: load and check the session, check the voucher with the
 //! session core, accept it durably, run the handler, sign and store the receipt.
 
+use std::sync::Arc;
+use std::time::Instant;
+
 use axum::body::Body;
 use axum::http::{HeaderValue, Request, Response};
 use solana_sdk::pubkey::Pubkey;
@@ -10,9 +13,13 @@ use x402pp_protocol::{
     headers, Amount, ErrorCode, Receipt, ReceiptBody, ReceiptStatus, SessionSnapshot, SessionState,
     Voucher,
 };
-use x402pp_session::{NextVoucher, Served, SessionTerms, VoucherRejection};
+use x402pp_session::{
+    Cut, NextVoucher, Pricing, Served, ServedUsage, SessionTerms, VoucherRejection,
+};
 use x402pp_solana::{escrow, ChainError};
 
+use super::run::Answer;
+use super::stream::{MeteredBody, Pending, RECEIPT_MODE_HEADER, RECEIPT_MODE_SSE};
 use super::{header_str, now_ms, status_name, PaymentContext, Provider};
 use crate::config::RoutePrice;
 use crate::error::ServerError;
@@ -123,6 +130,27 @@ impl Provider {
             sla.max_input_bytes,
             sla.latency_penalty_bps,
         );
+        if chain.metering != route.metering {
+            let terms = |metering: Option<x402pp_protocol::Metering>| {
+                metering.map_or_else(
+                    || "a fixed price".to_owned(),
+                    |m| {
+                        format!(
+                            "metered prices (in {}, out {} per {} units, at most {})",
+                            m.unit_price_in, m.unit_price_out, m.unit_size, m.max_per_request
+                        )
+                    },
+                )
+            };
+            return Err(ServerError::new(
+                ErrorCode::SessionMismatch,
+                format!(
+                    "the session was opened with {}, this route charges {}",
+                    terms(chain.metering),
+                    terms(route.metering)
+                ),
+            ));
+        }
         if signed != offered || !route.prices(chain.price_per_request, chain.deposit) {
             let message = match route.deposit_for_price(chain.price_per_request) {
                 Some(min_deposit) if signed == offered => format!(
@@ -212,10 +240,11 @@ impl Provider {
             seq: voucher.seq,
             cumulative: voucher.cumulative.get(),
             receipt_head: voucher.receipt_head,
+            accepted: voucher.accepted.map(Amount::get),
         };
         let rejection = match record.progress().check_voucher(
             next,
-            chain.price_per_request,
+            Pricing::of(chain.price_per_request, chain.metering),
             chain.books().voucher_cap(),
         ) {
             Ok(()) => return Ok(()),
@@ -232,6 +261,15 @@ impl Provider {
                 "required": required.to_string(),
                 "topUp": top_up.to_string(),
             })),
+            VoucherRejection::InvalidHold {
+                base,
+                max_per_request,
+                hold,
+            } => error.with_details(serde_json::json!({
+                "base": base.to_string(),
+                "maxPerRequest": max_per_request.to_string(),
+                "hold": hold.to_string(),
+            })),
             _ => error,
         })
     }
@@ -245,6 +283,7 @@ impl Provider {
             price_per_request: chain.price_per_request,
             max_latency_ms: chain.max_latency_ms,
             max_input_bytes: chain.max_input_bytes,
+            metering: chain.metering,
         }
     }
 
@@ -268,7 +307,7 @@ impl Provider {
     }
 
     pub(super) async fn serve_session<F, Fut>(
-        &self,
+        self: &Arc<Self>,
         path: &str,
         route: &RoutePrice,
         request: Request<Body>,
@@ -359,6 +398,7 @@ impl Provider {
         }
         // The body is read (and bounded) before the voucher is accepted, so a bad body cannot
         // leave an accepted voucher without a receipt.
+        let sse_receipt = wants_sse_receipt(request.headers());
         let (parts, body) = request.into_parts();
         let body = axum::body::to_bytes(body, self.config.max_request_body)
             .await
@@ -385,13 +425,14 @@ impl Provider {
         // Shed what the route cannot serve within its promise: before the voucher is accepted,
         // so nothing is charged and the voucher stays unused. The slot is held until the
         // receipt is signed.
-        let _slot = self.route_slot(path)?;
+        let slot = self.route_slot(path)?;
 
         // 5. Record it durably: of concurrent requests with this voucher, one wins.
         let stored = StoredVoucher {
             seq: voucher.seq,
             cumulative: voucher.cumulative.get(),
             signature: voucher.signature.0,
+            accepted: voucher.accepted.map(Amount::get),
         };
         let mut accepted = self
             .ledger
@@ -422,6 +463,7 @@ impl Provider {
         record.last_seq = voucher.seq;
         self.sessions
             .update(&record.chain.address, |r| r.last_seq = voucher.seq);
+        let usage = super::UsageReporter::default();
 
         // 6. Run the handler, timed, with the payment in the extensions.
         let mut request = Request::from_parts(parts, Body::from(body));
@@ -429,57 +471,166 @@ impl Provider {
             session,
             seq: voucher.seq,
             cumulative: voucher.cumulative.get(),
+            hold: voucher.hold(),
+            usage: usage.clone(),
         });
-        let (status, response_parts, output, latency) = self.run(request, inner).await;
+        let accepted_at = Instant::now();
+        let (status, response_parts, answer) = self.run_head(request, inner).await;
+
+        // A metered session's SSE answer to an agent that takes the receipt as a final event
+        // streams through; its receipt is signed after the last byte (stream.rs).
+        let answer = match (sse_receipt, record.chain.metering, voucher.hold(), answer) {
+            (true, Some(metering), Some(hold), Answer::Body(inner_body))
+                if status == ReceiptStatus::Ok && is_event_stream(&response_parts.headers) =>
+            {
+                return Ok(self.stream_answer(
+                    response_parts,
+                    inner_body,
+                    Pending {
+                        provider: self.clone(),
+                        record,
+                        stored,
+                        metering,
+                        hold,
+                        input_hash: input,
+                        input_bytes,
+                        accepted_at,
+                        usage,
+                        slot,
+                    },
+                ));
+            }
+            (_, _, _, answer) => answer,
+        };
+        let (status, response_parts, output) = self.buffer(status, response_parts, answer).await;
+        let latency = accepted_at.elapsed();
 
         // 7. Sign and store the receipt, then answer.
+        let latency_ms = u32::try_from(latency.as_millis()).unwrap_or(u32::MAX);
         let served = Served {
             status,
             input_hash: input,
             input_bytes: Some(input_bytes),
             output_hash: output_hash(&output),
-            latency_ms: u32::try_from(latency.as_millis()).unwrap_or(u32::MAX),
+            latency_ms,
             completed_at_ms: now_ms(),
         };
-        let body = self
-            .terms_of(&record.chain)
-            .receipt_body(&record.progress(), voucher.seq, served)
-            .map_err(ServerError::internal)?;
-        let breached = !body.sla_verification.met;
-        let (receipt, receipt_header, stored_receipt) = self.sign_receipt(body)?;
-        self.ledger
-            .record_receipt(&record.chain.address, &stored_receipt)
-            .await
-            .map_err(ServerError::internal)?;
-        let mut progress = record.progress();
-        progress.record(
-            voucher.seq,
-            receipt.body.cumulative_charged.0,
-            receipt.receipt_id,
-        );
-        record.set_progress(progress);
-        if status == ReceiptStatus::Ok {
-            record.best_voucher = Some(stored);
+        let terms = self.terms_of(&record.chain);
+        let output_bytes = u64::try_from(output.len()).unwrap_or(u64::MAX);
+        let body = match (record.chain.metering, voucher.hold()) {
+            (Some(metering), Some(hold)) => {
+                let units = super::metered::units_of_answer(
+                    &metering,
+                    usage.reported(),
+                    input_bytes,
+                    &response_parts.headers,
+                    &output,
+                );
+                let usage = ServedUsage {
+                    hold,
+                    units_in: units.units_in,
+                    // The program refuses more output units than output bytes.
+                    units_out: units.units_out.min(output_bytes),
+                    output_bytes,
+                    total_ms: latency_ms,
+                    cut: Cut::None,
+                    streamed: false,
+                    units_estimated: units.estimated,
+                };
+                terms.metered_receipt_body(&record.progress(), voucher.seq, served, usage)
+            }
+            _ => terms.receipt_body(&record.progress(), voucher.seq, served),
         }
-        let cached = record.clone();
-        self.sessions
-            .update(&record.chain.address, move |r| *r = cached);
-        self.metrics.receipt(status_name(status), breached, latency);
-        if status == ReceiptStatus::Ok {
-            self.metrics.paid(SCHEME_SESSION);
-        }
+        .map_err(ServerError::internal)?;
+        let (receipt_header, status_header) = self
+            .complete_request(&mut record, stored, body, status, latency)
+            .await?;
+        drop(slot);
 
         let mut response = Response::from_parts(response_parts, Body::from(output));
         let headers = response.headers_mut();
         if let Ok(value) = HeaderValue::from_str(&receipt_header) {
             headers.insert(headers::X402_RECEIPT, value);
         }
-        if let Some(status) =
-            Self::session_status_header(&record).and_then(|s| HeaderValue::from_str(&s).ok())
-        {
+        if let Some(status) = status_header.and_then(|s| HeaderValue::from_str(&s).ok()) {
             headers.insert(headers::X402_SESSION_STATUS, status);
         }
         Ok(response)
+    }
+
+    /// The response of a streamed answer: the handler's status and headers (less a length; plus
+    /// the receipt mode and what keeps proxies from buffering), its body wrapped in a
+    /// [`MeteredBody`].
+    fn stream_answer(
+        &self,
+        mut parts: http::response::Parts,
+        body: Body,
+        pending: Pending,
+    ) -> Response<Body> {
+        let headers = &mut parts.headers;
+        headers.remove(http::header::CONTENT_LENGTH);
+        headers.insert(
+            RECEIPT_MODE_HEADER,
+            HeaderValue::from_static(RECEIPT_MODE_SSE),
+        );
+        headers.insert(http::header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+        headers.insert("x-accel-buffering", HeaderValue::from_static("no"));
+        Response::from_parts(parts, Body::new(MeteredBody::new(body, pending)))
+    }
+
+    /// Signs and stores a request's receipt and moves the session past it (ledger, cache,
+    /// metrics). Returns the `X-402-Receipt` and `X-402-Session-Status` values. When another
+    /// replica stored a receipt for this seq first (it judged the request cut off by a crash),
+    /// that stored receipt is the request's and is the one returned.
+    pub(super) async fn complete_request(
+        &self,
+        record: &mut SessionRecord,
+        stored: StoredVoucher,
+        body: ReceiptBody,
+        status: ReceiptStatus,
+        latency: std::time::Duration,
+    ) -> Result<(String, Option<String>), ServerError> {
+        let seq = stored.seq;
+        let breached = !body.sla_verification.met;
+        let (receipt, receipt_header, stored_receipt) = self.sign_receipt(body)?;
+        match self
+            .ledger
+            .record_receipt(&record.chain.address, &stored_receipt)
+            .await
+        {
+            Ok(()) => {}
+            Err(LedgerError::Conflict) => {
+                let winner = self
+                    .ledger
+                    .receipt(&record.chain.address, seq)
+                    .await
+                    .map_err(ServerError::internal)?
+                    .ok_or_else(|| ServerError::internal("the receipt of a conflict is gone"))?;
+                let winner: Receipt =
+                    serde_json::from_str(&winner.json).map_err(ServerError::internal)?;
+                if let Some(row) = self.ledger_row(&record.chain.address).await? {
+                    *record = row;
+                    self.sessions.insert(record.clone());
+                }
+                let header = headers::encode(&winner).map_err(ServerError::internal)?;
+                return Ok((header, Self::session_status_header(record)));
+            }
+            Err(e) => return Err(ServerError::internal(e)),
+        }
+        let mut progress = record.progress();
+        progress.record(seq, receipt.body.cumulative_charged.0, receipt.receipt_id);
+        record.set_progress(progress);
+        if stored_receipt_charges(&receipt) {
+            record.best_voucher = Some(stored);
+        }
+        let cached = record.clone();
+        self.sessions
+            .update(&record.chain.address, move |r| *r = cached);
+        self.metrics.receipt(status_name(status), breached, latency);
+        if status == ReceiptStatus::Ok || stored_receipt_charges(&receipt) {
+            self.metrics.paid(SCHEME_SESSION);
+        }
+        Ok((receipt_header, Self::session_status_header(record)))
     }
 
     /// Signs a receipt body; returns the receipt, its `X-402-Receipt` header and its ledger row.
@@ -494,7 +645,7 @@ impl Provider {
         let record = ReceiptRecord {
             seq: receipt.body.request_number,
             hash: receipt.receipt_id.0,
-            ok: receipt.body.status == ReceiptStatus::Ok,
+            ok: stored_receipt_charges(&receipt),
             amount_charged: receipt.body.amount_charged.0,
             cumulative_charged: receipt.body.cumulative_charged.0,
             json,
@@ -504,4 +655,30 @@ impl Provider {
     pub(super) fn session_status_header(record: &SessionRecord) -> Option<String> {
         headers::encode(&Self::status_of(record)).ok()
     }
+}
+
+/// Whether a receipt is stored `ok` (its voucher becomes the best voucher and `accepted` moves to
+/// its cumulative): a fixed-price receipt when its status is `ok`; a metered one when it charged
+/// anything (an `ok` or `partial` answer).
+fn stored_receipt_charges(receipt: &Receipt) -> bool {
+    match receipt.body.usage {
+        None => receipt.body.status == ReceiptStatus::Ok,
+        Some(_) => receipt.body.amount_charged.0 > 0,
+    }
+}
+
+/// Whether an answer is a server-sent event stream.
+fn is_event_stream(headers: &http::HeaderMap) -> bool {
+    headers
+        .get(http::header::CONTENT_TYPE)
+        .and_then(|value| value.to_str().ok())
+        .is_some_and(|value| value.trim_start().starts_with("text/event-stream"))
+}
+
+/// Whether the request asks for a streamed answer's receipt as a final SSE event.
+fn wants_sse_receipt(headers: &http::HeaderMap) -> bool {
+    headers
+        .get(RECEIPT_MODE_HEADER)
+        .and_then(|value| value.to_str().ok())
+        .is_some_and(|value| value.trim().eq_ignore_ascii_case(RECEIPT_MODE_SSE))
 }

@@ -9,7 +9,7 @@ use solana_sdk::instruction::Instruction;
 use solana_sdk::pubkey::Pubkey;
 use solana_sdk::signature::{Signature, Signer};
 use solana_sdk::transaction::Transaction;
-use x402pp_protocol::{Amount, Hash32, Voucher};
+use x402pp_protocol::{Amount, Hash32, Receipt, Voucher};
 use x402pp_solana::escrow::{self, SessionKeys};
 use x402pp_solana::{compute, ChainError};
 
@@ -50,13 +50,37 @@ impl Settler {
             tracing::warn!(session = %pubkey(&address), "claim window closed");
             return Ok(());
         }
-        let adds = unclaimed(&account, &voucher);
+        // A metered voucher is claimed with the provider's receipt for it: alone it would settle
+        // only its `accepted` (docs/program.md, "Metered sessions").
+        let receipt = match voucher.accepted {
+            None => None,
+            Some(_) => match self.ledger.receipt(&address, voucher.seq).await? {
+                Some(stored) => match serde_json::from_str::<Receipt>(&stored.json) {
+                    Ok(receipt) => Some(receipt),
+                    Err(error) => {
+                        tracing::warn!(session = %pubkey(&address), seq = voucher.seq, %error,
+                            "the stored receipt does not parse; not claiming");
+                        return Ok(());
+                    }
+                },
+                None => {
+                    tracing::warn!(session = %pubkey(&address), seq = voucher.seq,
+                        "no receipt stored for the best metered voucher; not claiming");
+                    return Ok(());
+                }
+            },
+        };
+        let proven = receipt
+            .as_ref()
+            .map_or(voucher.cumulative, |r| r.body.cumulative_charged.0);
+        let adds = unclaimed(&account, voucher.seq, proven);
         if adds == 0 {
             tracing::debug!(session = %pubkey(&address), "nothing to claim");
             return Ok(());
         }
-        // The voucher of request n commits to receipt n − 1 (zeros for the first request).
-        let Some((receipts_head, receipt_count)) =
+        // The voucher of request n commits to receipt n − 1 (zeros for the first request); with
+        // its own receipt, the claim anchors receipt n.
+        let Some((voucher_head, voucher_count)) =
             self.ledger.voucher_head(&address, voucher.seq).await?
         else {
             tracing::warn!(
@@ -74,11 +98,24 @@ impl Settler {
             opened_slot: account.opened_slot,
             seq: voucher.seq,
             cumulative: Amount(voucher.cumulative),
-            receipt_head: Hash32(receipts_head),
+            accepted: voucher.accepted.map(Amount),
+            receipt_head: Hash32(voucher_head),
             signature: x402pp_protocol::Signature(voucher.signature),
         };
         let payer = self.provider.pubkey();
-        let instructions = escrow::claim(&keys, &signed, &account.voucher_signer);
+        let (instructions, receipts_head, receipt_count) = match &receipt {
+            None => (
+                escrow::claim(&keys, &signed, &account.voucher_signer).to_vec(),
+                voucher_head,
+                voucher_count,
+            ),
+            Some(receipt) => (
+                escrow::claim_with_receipt(&keys, &signed, &account.voucher_signer, receipt)
+                    .to_vec(),
+                receipt.receipt_id.0,
+                voucher.seq,
+            ),
+        };
         let Signed {
             tx,
             signature,

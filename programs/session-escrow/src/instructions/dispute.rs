@@ -3,10 +3,10 @@
 //! payout; no tokens move here (docs/program.md, "Trust v2").
 
 use anchor_lang::prelude::*;
-use x402pp_messages::{ReceiptMessage, ReceiptStatus};
+use x402pp_messages::{ReceiptMessage, ReceiptMessageV3, ReceiptStatus};
 
 use crate::constants::{DISPUTE_SEED, SESSION_SEED};
-use crate::ed25519::load_verified_message;
+use crate::ed25519::load_verified_message_at;
 use crate::error::EscrowError;
 use crate::events::ReceiptDisputed;
 use crate::pda::{create_pda_account, write_account};
@@ -47,11 +47,55 @@ pub struct DisputeReceipt<'info> {
     pub system_program: Program<'info, System>,
 }
 
+/// The fields of a receipt (v2 or v3) that a dispute judges.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Disputed {
+    /// The receipt's seq.
+    pub seq: u64,
+    /// Its status.
+    pub status: ReceiptStatus,
+    /// Whether the offer's promise covered the request.
+    pub sla_covered: bool,
+    /// The latency the promise is about: v2 `latency_ms`, v3 `ttfb_ms`.
+    pub latency_ms: u32,
+    /// What the request was charged.
+    pub amount_charged: u64,
+    /// The session's total charged up to it.
+    pub cumulative_charged: u64,
+}
+
+impl From<&ReceiptMessage> for Disputed {
+    fn from(receipt: &ReceiptMessage) -> Self {
+        Self {
+            seq: receipt.seq,
+            status: receipt.status,
+            sla_covered: receipt.sla_covered,
+            latency_ms: receipt.latency_ms,
+            amount_charged: receipt.amount_charged,
+            cumulative_charged: receipt.cumulative_charged,
+        }
+    }
+}
+
+impl From<&ReceiptMessageV3> for Disputed {
+    fn from(receipt: &ReceiptMessageV3) -> Self {
+        Self {
+            seq: receipt.seq,
+            status: receipt.status,
+            sla_covered: receipt.sla_covered,
+            latency_ms: receipt.ttfb_ms,
+            amount_charged: receipt.amount_charged,
+            cumulative_charged: receipt.cumulative_charged,
+        }
+    }
+}
+
 /// What a receipt proves against a session.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct Breach {
-    /// `price × latency_penalty_bps / 10 000` when a charged request that the promise covered was
-    /// slower than promised.
+    /// When a charged request that the promise covered was slower than promised: `price ×
+    /// latency_penalty_bps / 10 000` on a fixed-price session, the same share of the receipt's
+    /// actual charge on a metered one.
     pub latency_penalty: u64,
     /// `settled − receipt.cumulative_charged` when the settled voucher is at or before the
     /// receipt and the provider took more than the receipt shows.
@@ -60,15 +104,20 @@ pub struct Breach {
 
 impl Breach {
     /// Evaluates `receipt` against the session's terms and books.
-    pub fn of(session: &Session, receipt: &ReceiptMessage) -> Result<Self> {
-        let latency_penalty = if receipt.status == ReceiptStatus::Ok
-            && receipt.sla_covered
-            && receipt.latency_ms > session.max_latency_ms
-        {
-            session.latency_penalty()?
-        } else {
-            0
+    pub fn of(session: &Session, receipt: &Disputed) -> Result<Self> {
+        let charged = match receipt.status {
+            ReceiptStatus::Ok | ReceiptStatus::Partial => true,
+            ReceiptStatus::HandlerError | ReceiptStatus::Timeout => false,
         };
+        let latency_penalty =
+            if charged && receipt.sla_covered && receipt.latency_ms > session.max_latency_ms {
+                match session.metering() {
+                    None => session.latency_penalty()?,
+                    Some(_) => session.latency_penalty_of(receipt.amount_charged)?,
+                }
+            } else {
+                0
+            };
         let overclaim = if session.settled_seq <= receipt.seq {
             session.settled.saturating_sub(receipt.cumulative_charged)
         } else {
@@ -82,7 +131,7 @@ impl Breach {
 
     /// Records the breach in the session's books: the penalty adds up; an over-claim receipt
     /// becomes the cap when it is lower than the cap in force (or that cap no longer applies).
-    pub fn record(&self, session: &mut Session, receipt: &ReceiptMessage) -> Result<()> {
+    pub fn record(&self, session: &mut Session, receipt: &Disputed) -> Result<()> {
         session.penalties = session
             .penalties
             .checked_add(self.latency_penalty)
@@ -112,20 +161,36 @@ pub fn handler(ctx: Context<DisputeReceipt>, seq: u64) -> Result<()> {
         EscrowError::DisputeWindowClosed
     );
 
-    let verified = load_verified_message(&accounts.instructions_sysvar, ReceiptMessage::LEN)?;
+    // A fixed-price session's receipts are v2 (191 bytes), a metered one's v3 (221 bytes).
+    let metered = accounts.session.metering().is_some();
+    let verified = load_verified_message_at(&accounts.instructions_sysvar, 1)?;
+    match (metered, verified.message.len()) {
+        (false, ReceiptMessage::LEN) | (true, ReceiptMessageV3::LEN) => {}
+        (false, ReceiptMessageV3::LEN) | (true, ReceiptMessage::LEN) => {
+            return err!(EscrowError::WrongMessageVersion)
+        }
+        _ => return err!(EscrowError::Ed25519MessageLength),
+    }
     require_keys_eq!(
         verified.signer,
         accounts.session.provider,
         EscrowError::ReceiptNotSignedByProvider
     );
-    let receipt = ReceiptMessage::decode(&verified.message)
-        .map_err(|_| error!(EscrowError::MalformedMessage))?;
+    let (receipt_session, receipt_opened_slot, receipt) = if metered {
+        let receipt = ReceiptMessageV3::decode(&verified.message)
+            .map_err(|_| error!(EscrowError::MalformedMessage))?;
+        (receipt.session, receipt.opened_slot, Disputed::from(&receipt))
+    } else {
+        let receipt = ReceiptMessage::decode(&verified.message)
+            .map_err(|_| error!(EscrowError::MalformedMessage))?;
+        (receipt.session, receipt.opened_slot, Disputed::from(&receipt))
+    };
     require!(
-        receipt.session == session_key.to_bytes(),
+        receipt_session == session_key.to_bytes(),
         EscrowError::ReceiptSessionMismatch
     );
     require!(
-        receipt.opened_slot == accounts.session.opened_slot,
+        receipt_opened_slot == accounts.session.opened_slot,
         EscrowError::WrongIncarnation
     );
     require!(receipt.seq == seq, EscrowError::ReceiptSeqMismatch);

@@ -2,14 +2,14 @@
 
 use anchor_lang::prelude::*;
 use anchor_spl::token_interface::{self, Mint, TokenAccount, TokenInterface, TransferChecked};
-use x402pp_messages::OfferMessage;
+use x402pp_messages::{Metering, OfferMessage, OfferMessageV3, UnitKind};
 
 use crate::constants::{BPS_DENOMINATOR, MIN_GRACE_SECS, SESSION_SEED, VAULT_SEED};
 use crate::ed25519::load_verified_message;
 use crate::error::EscrowError;
 use crate::events::SessionOpened;
 use crate::pda::{create_pda_account, write_account};
-use crate::state::{Session, SessionStatus};
+use crate::state::{Session, SessionStatus, FIXED_PRICE_TERMS, METERED_TERMS};
 use crate::vault::{initialize_vault, token_account_space, token_amount};
 
 /// The offer terms the agent expects; they must equal the provider-signed offer message.
@@ -35,6 +35,36 @@ pub struct OfferTerms {
     pub offer_id: [u8; 16],
     /// sha256 of the offered resource URL.
     pub resource_hash: [u8; 32],
+    /// The usage prices of a metered offer (signed as an offer v3); `None` for a fixed price.
+    pub metering: Option<MeteringTerms>,
+}
+
+/// The usage prices of a metered offer (`price_per_request` is then the base per request).
+#[derive(AnchorSerialize, AnchorDeserialize, Clone, Copy, Debug, PartialEq, Eq)]
+pub struct MeteringTerms {
+    /// Atomic units per `unit_size` input units.
+    pub unit_price_in: u64,
+    /// Atomic units per `unit_size` output units.
+    pub unit_price_out: u64,
+    /// How many units the prices are for (> 0).
+    pub unit_size: u32,
+    /// The most one request may cost (> 0, ≥ the base).
+    pub max_per_request: u64,
+    /// What is counted: 0 tokens, 1 bytes.
+    pub unit_kind: u8,
+}
+
+impl MeteringTerms {
+    /// The terms as the messages crate has them; `None` for an unknown unit kind.
+    pub fn metering(&self) -> Option<Metering> {
+        Some(Metering {
+            unit_price_in: self.unit_price_in,
+            unit_price_out: self.unit_price_out,
+            unit_size: self.unit_size,
+            max_per_request: self.max_per_request,
+            unit_kind: UnitKind::from_u8(self.unit_kind).ok()?,
+        })
+    }
 }
 
 impl OfferTerms {
@@ -121,14 +151,33 @@ pub fn handler(ctx: Context<OpenSession>, args: OpenSessionArgs) -> Result<()> {
     let mint = accounts.mint.key();
     let agent = accounts.agent.key();
 
-    let verified = load_verified_message(&accounts.instructions_sysvar, OfferMessage::LEN)?;
+    // A fixed-price offer is signed as v2 (177 bytes), a metered one as v3 (206 bytes): the
+    // terms the agent passes say which, and the signed bytes must be exactly that message.
+    let metering = match args.terms.metering {
+        None => None,
+        Some(terms) => Some(
+            terms
+                .metering()
+                .ok_or_else(|| error!(EscrowError::InvalidOfferTerms))?,
+        ),
+    };
+    let signed_len = if metering.is_some() {
+        OfferMessageV3::LEN
+    } else {
+        OfferMessage::LEN
+    };
+    let verified = load_verified_message(&accounts.instructions_sysvar, signed_len)?;
     require_keys_eq!(
         verified.signer,
         provider,
         EscrowError::OfferNotSignedByProvider
     );
-    let offer = OfferMessage::decode(&verified.message)
-        .map_err(|_| error!(EscrowError::MalformedMessage))?;
+    let (offer, signed_metering) = match metering {
+        None => OfferMessage::decode(&verified.message).map(|offer| (offer, None)),
+        Some(_) => OfferMessageV3::decode(&verified.message)
+            .map(|signed| (signed.offer, Some(signed.metering))),
+    }
+    .map_err(|_| error!(EscrowError::MalformedMessage))?;
     require!(
         offer.provider == provider.to_bytes(),
         EscrowError::OfferProviderMismatch
@@ -138,9 +187,15 @@ pub fn handler(ctx: Context<OpenSession>, args: OpenSessionArgs) -> Result<()> {
         EscrowError::OfferMintMismatch
     );
     require!(
-        offer == args.terms.message(&provider, &mint),
+        offer == args.terms.message(&provider, &mint) && signed_metering == metering,
         EscrowError::OfferTermsMismatch
     );
+    if let Some(metering) = metering {
+        require!(
+            metering.is_valid(offer.price_per_request),
+            EscrowError::InvalidOfferTerms
+        );
+    }
 
     let clock = Clock::get()?;
     let now = clock.unix_timestamp;
@@ -266,6 +321,16 @@ pub fn handler(ctx: Context<OpenSession>, args: OpenSessionArgs) -> Result<()> {
             bump: ctx.bumps.session,
             vault_bump: ctx.bumps.vault,
             rent_payer: accounts.payer.key(),
+            terms_version: if metering.is_some() {
+                METERED_TERMS
+            } else {
+                FIXED_PRICE_TERMS
+            },
+            unit_price_in: metering.map_or(0, |m| m.unit_price_in),
+            unit_price_out: metering.map_or(0, |m| m.unit_price_out),
+            unit_size: metering.map_or(0, |m| m.unit_size),
+            max_per_request: metering.map_or(0, |m| m.max_per_request),
+            unit_kind: metering.map_or(0, |m| m.unit_kind as u8),
         },
     )?;
 

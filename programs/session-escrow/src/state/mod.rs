@@ -4,4 +4,4 @@ mod dispute;
 mod session;
 
 pub use dispute::Dispute;
-pub use session::{Payout, Session, SessionStatus};
+pub use session::{Payout, Session, SessionStatus, FIXED_PRICE_TERMS, METERED_TERMS};

@@ -90,7 +90,24 @@ pub struct Session {
     /// Who paid the rent of the session and the vault at open (the agent, or its fee sponsor);
     /// `finalize` and `cooperative_close` return that rent here.
     pub rent_payer: Pubkey,
+    /// The version of the signed messages the session takes: 2 (fixed price) or 3 (metered).
+    pub terms_version: u8,
+    /// Metered sessions: atomic units per `unit_size` input units (0 for fixed price).
+    pub unit_price_in: u64,
+    /// Metered sessions: atomic units per `unit_size` output units.
+    pub unit_price_out: u64,
+    /// Metered sessions: how many units the prices are for (0 for fixed price).
+    pub unit_size: u32,
+    /// Metered sessions: the most one request may cost (0 for fixed price).
+    pub max_per_request: u64,
+    /// Metered sessions: what is counted (0 tokens, 1 bytes).
+    pub unit_kind: u8,
 }
+
+/// `Session::terms_version` of a fixed-price session (v2 messages).
+pub const FIXED_PRICE_TERMS: u8 = 2;
+/// `Session::terms_version` of a metered session (v3 messages).
+pub const METERED_TERMS: u8 = 3;
 
 /// How `finalize` splits the vault.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -138,7 +155,13 @@ impl Session {
     /// The latency penalty one breached receipt records:
     /// `price_per_request × latency_penalty_bps / 10 000`, rounded down.
     pub fn latency_penalty(&self) -> Result<u64> {
-        let penalty = u128::from(self.price_per_request)
+        self.latency_penalty_of(self.price_per_request)
+    }
+
+    /// The latency penalty on a request that charged `amount`: `amount × latency_penalty_bps /
+    /// 10 000`, rounded down (a metered receipt's penalty is a share of its actual charge).
+    pub fn latency_penalty_of(&self, amount: u64) -> Result<u64> {
+        let penalty = u128::from(amount)
             .checked_mul(u128::from(self.latency_penalty_bps))
             .and_then(|product| product.checked_div(u128::from(BPS_DENOMINATOR)))
             .ok_or_else(overflow)?;
@@ -165,6 +188,20 @@ impl Session {
             provider: earned.saturating_sub(covered),
             penalty_shortfall: self.penalties.saturating_sub(covered),
         }
+    }
+
+    /// The signed metering terms of a metered session (`None` for a fixed-price one).
+    pub fn metering(&self) -> Option<x402pp_messages::Metering> {
+        if self.terms_version != METERED_TERMS {
+            return None;
+        }
+        Some(x402pp_messages::Metering {
+            unit_price_in: self.unit_price_in,
+            unit_price_out: self.unit_price_out,
+            unit_size: self.unit_size,
+            max_per_request: self.max_per_request,
+            unit_kind: x402pp_messages::UnitKind::from_u8(self.unit_kind).ok()?,
+        })
     }
 
     /// Signer seeds of the session PDA, for CPIs where the session signs.
@@ -215,12 +252,18 @@ mod tests {
             bump: 255,
             vault_bump: 255,
             rent_payer: Pubkey::new_from_array([4; 32]),
+            terms_version: FIXED_PRICE_TERMS,
+            unit_price_in: 0,
+            unit_price_out: 0,
+            unit_size: 0,
+            max_per_request: 0,
+            unit_kind: 0,
         }
     }
 
     #[test]
     fn account_sizes_and_filter_offsets_are_stable() {
-        assert_eq!(Session::SPACE, 397);
+        assert_eq!(Session::SPACE, 427);
         assert_eq!(Dispute::SPACE, 189);
         let mut data = Vec::new();
         session().try_serialize(&mut data).expect("serializes");

@@ -12,6 +12,9 @@ use session_escrow::compute_units as budget;
 use solana_sdk::signature::Signer;
 
 use crate::harness::*;
+use crate::metered::{
+    claim_metered, close_metered, dispute_metered, open_metered, proof, receipt_hash, Play,
+};
 
 /// One measured instruction.
 struct Row {
@@ -29,15 +32,20 @@ struct Row {
 }
 
 /// The instructions in the order the table lists them.
-const INSTRUCTIONS: [&str; 8] = [
+const INSTRUCTIONS: [&str; 13] = [
     "open_session",
+    "open_session (metered offer)",
     "top_up",
     "claim",
+    "claim (metered, voucher + receipt)",
     "dispute",
+    "dispute (metered receipt)",
     "close (final voucher)",
+    "close (metered, voucher + receipt)",
     "finalize",
     "request_close",
     "cooperative_close (final voucher)",
+    "cooperative_close (metered, voucher + receipt)",
 ];
 
 /// Measures the last transaction `env` sent, whose escrow instruction on `s` has `budget`.
@@ -124,6 +132,75 @@ async fn measure(kind: MintKind, path: &'static str) -> Vec<Row> {
         &mut env,
         &s,
         "cooperative_close (final voucher)",
+        path,
+        budget::COOPERATIVE_CLOSE,
+    ));
+
+    // Session 3, metered: open on a v3 offer, claim with the voucher and its receipt, dispute a
+    // v3 receipt (latency breach and over-claim), close with the last voucher and its receipt.
+    let s = open_metered(&mut env, 3).await;
+    rows.push(row(
+        &mut env,
+        &s,
+        "open_session (metered offer)",
+        path,
+        budget::OPEN_SESSION,
+    ));
+    let mut play = Play::new(s);
+    let mut slow = play.ok(150);
+    slow.receipt.ttfb_ms = MAX_LATENCY_MS + 1;
+    slow.receipt.total_ms = MAX_LATENCY_MS + 1;
+    play.head = receipt_hash(&slow.receipt);
+    let second = play.ok(10);
+    assert_ok(claim_metered(&mut env, &s, &second.voucher, Some(&second.receipt)).await);
+    rows.push(row(
+        &mut env,
+        &s,
+        "claim (metered, voucher + receipt)",
+        path,
+        budget::CLAIM,
+    ));
+    let mut low = slow.receipt;
+    low.seq = 2;
+    low.cumulative_charged = 0;
+    assert_ok(dispute_metered(&mut env, &s, &low).await);
+    rows.push(row(
+        &mut env,
+        &s,
+        "dispute (metered receipt)",
+        path,
+        budget::DISPUTE,
+    ));
+    let third = play.ok(300);
+    assert_ok(close_metered(&mut env, &s, &third.voucher, Some(&third.receipt)).await);
+    rows.push(row(
+        &mut env,
+        &s,
+        "close (metered, voucher + receipt)",
+        path,
+        budget::CLOSE,
+    ));
+
+    // Session 4, metered: a cooperative close with the last voucher and its receipt.
+    let s = open_metered(&mut env, 4).await;
+    let mut play = Play::new(s);
+    play.ok(150);
+    let last = play.ok(420);
+    let agent = env.agent.insecure_clone();
+    let provider = env.provider.insecure_clone();
+    let mut ixs = proof(&env, &last.voucher, Some((&provider, &last.receipt)));
+    let ix = cooperative_close_ix(
+        env.cooperative_close_accounts(&s),
+        session_escrow::instructions::CloseArgs {
+            final_voucher: true,
+        },
+    );
+    ixs.push(env.mint_writable_for_token_2022(ix));
+    assert_ok(env.send(&ixs, &[&agent, &provider]).await);
+    rows.push(row(
+        &mut env,
+        &s,
+        "cooperative_close (metered, voucher + receipt)",
         path,
         budget::COOPERATIVE_CLOSE,
     ));

@@ -1055,6 +1055,7 @@ pub fn terms_of(offer: &OfferMessage) -> OfferTerms {
         expires_at: offer.expires_at,
         offer_id: offer.offer_id,
         resource_hash: offer.resource_hash,
+        metering: None,
     }
 }
 

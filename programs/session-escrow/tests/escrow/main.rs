@@ -14,5 +14,6 @@ mod adversarial;
 mod compute;
 mod happy;
 mod harness;
+mod metered;
 mod properties;
 mod sponsored;

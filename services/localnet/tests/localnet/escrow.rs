@@ -167,6 +167,7 @@ async fn opens_a_session(localnet: &Localnet) -> Vec<String> {
                 expires_at: offer.expires_at,
                 offer_id: offer.offer_id,
                 resource_hash: offer.resource_hash,
+                metering: None,
             },
         };
         let open = Instruction {

@@ -109,12 +109,14 @@ pub(crate) async fn close_early(world: &World, session: &Pubkey) -> anyhow::Resu
         opened_slot: account.opened_slot,
         seq: best.seq,
         cumulative: Amount(best.cumulative),
+        accepted: None,
         receipt_head: Hash32(receipt_head),
         signature: x402pp_protocol::Signature(best.signature),
     };
     let last = (best.seq > account.settled_seq).then_some(FinalVoucher {
         voucher: &voucher,
         voucher_signer: &account.voucher_signer,
+        receipt: None,
     });
     let instructions = compute::with_compute_budget(
         &escrow::close(&keys, last),

@@ -255,6 +255,7 @@ fn status_name(status: ReceiptStatus) -> &'static str {
         ReceiptStatus::Ok => "ok",
         ReceiptStatus::HandlerError => "handler_error",
         ReceiptStatus::Timeout => "timeout",
+        ReceiptStatus::Partial => "partial",
     }
 }
 
