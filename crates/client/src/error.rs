@@ -72,9 +72,7 @@ pub enum ClientError {
     /// connection broke, or the stream ended without it) and resending its voucher did not
     /// produce the receipt. The receipt stays owed: the agent asks again before the session's
     /// next voucher ([`Agent::recover_receipts`](crate::Agent::recover_receipts)).
-    #[error(
-        "no receipt for the streamed answer to voucher {seq} of session {session}: {reason}"
-    )]
+    #[error("no receipt for the streamed answer to voucher {seq} of session {session}: {reason}")]
     MissingStreamReceipt {
         /// The session.
         session: solana_sdk::pubkey::Pubkey,

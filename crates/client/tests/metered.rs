@@ -18,9 +18,7 @@ use futures_util::StreamExt;
 use serde_json::json;
 use solana_sdk::pubkey::Pubkey;
 use tokio::sync::Notify;
-use x402pp_client::{
-    Agent, AgentSessionState, Anchor, ClientError, RequestOptions, StreamOutcome,
-};
+use x402pp_client::{Agent, AgentSessionState, Anchor, ClientError, RequestOptions, StreamOutcome};
 use x402pp_protocol::{Cut, Metering, ReceiptStatus, UnitKind};
 use x402pp_server::ledger::SettlementPolicy;
 use x402pp_server::settlement::SettlerConfig;
@@ -55,6 +53,10 @@ async fn buffered(
     Json(ask): Json<serde_json::Value>,
 ) -> Response {
     let tokens = ask["tokens"].as_u64().unwrap_or(1);
+    // The provider's own pace (a slow model), not a test's synchronisation.
+    if let Some(delay) = ask["delay_ms"].as_u64() {
+        tokio::time::sleep(Duration::from_millis(delay)).await;
+    }
     if let PaymentContext::Session { usage, .. } = &context {
         usage.report(ReportedUsage {
             units_in: 0,
@@ -108,7 +110,11 @@ async fn streamed(
             Some((Ok::<_, Infallible>(frame(i)), i + 1))
         }
     });
-    ([(CONTENT_TYPE, "text/event-stream")], Body::from_stream(body)).into_response()
+    (
+        [(CONTENT_TYPE, "text/event-stream")],
+        Body::from_stream(body),
+    )
+        .into_response()
 }
 
 struct Metered {
@@ -122,10 +128,17 @@ x402pp_testkit::deref_world!(Metered, world);
 /// most 1 000 per request) with a minimum deposit of `min_deposit`; agents pay
 /// `deposit_requests` maximums per deposit.
 async fn world(min_deposit: u64, deposit_requests: u64) -> Metered {
-    let route = RoutePrice {
-        min_deposit,
-        ..RoutePrice::metered(BASE, metering())
-    };
+    world_with(
+        RoutePrice {
+            min_deposit,
+            ..RoutePrice::metered(BASE, metering())
+        },
+        deposit_requests,
+    )
+    .await
+}
+
+async fn world_with(route: RoutePrice, deposit_requests: u64) -> Metered {
     let gate = Arc::new(Notify::new());
     let handlers_gate = gate.clone();
     let world = World::builder()
@@ -342,10 +355,7 @@ async fn a_streamed_answer_reaches_the_agent_frame_by_frame_before_its_receipt()
         .unwrap();
     let outcome = stream.finish().await.unwrap();
     assert_eq!(outcome.receipt().unwrap().seq, 2);
-    assert_eq!(
-        agent.sessions()[0].accepted,
-        cost(3, MAX) + cost(2, MAX)
-    );
+    assert_eq!(agent.sessions()[0].accepted, cost(3, MAX) + cost(2, MAX));
 }
 
 #[tokio::test]
@@ -399,10 +409,7 @@ async fn an_agent_cutting_a_stream_is_charged_base_and_the_units_delivered_and_r
         .find(|s| s.address == session)
         .unwrap();
     assert_eq!(info.state, AgentSessionState::Open);
-    assert_eq!(
-        info.accepted,
-        receipt.body.amount_charged.0 + cost(1, MAX)
-    );
+    assert_eq!(info.accepted, receipt.body.amount_charged.0 + cost(1, MAX));
 }
 
 #[tokio::test]
@@ -433,4 +440,64 @@ async fn a_cut_streams_receipt_is_fetched_before_the_sessions_next_voucher() {
     let receipts = agent.receipts(&session);
     assert_eq!(receipts.len(), 2);
     assert_eq!(receipts[0].body.status, ReceiptStatus::Partial);
+}
+
+#[tokio::test]
+async fn a_slow_first_byte_on_a_metered_session_is_disputed_for_a_share_of_the_actual_charge() {
+    const MAX_LATENCY_MS: u32 = 100;
+    let mut route = RoutePrice {
+        min_deposit: 10 * MAX,
+        ..RoutePrice::metered(BASE, metering())
+    };
+    route.sla.max_latency_ms = MAX_LATENCY_MS;
+    let penalty_bps = u64::from(route.sla.latency_penalty_bps);
+    let w = world_with(route, 10).await;
+    let agent = Agent::new(w.agent_config().unwrap()).await.unwrap();
+    tokens(&agent, w.url(), 10).await;
+    let slow = agent
+        .send(ask(
+            w.url(),
+            BUFFERED,
+            json!({ "tokens": 150, "delay_ms": u64::from(MAX_LATENCY_MS) + 200 }),
+        ))
+        .await
+        .unwrap();
+    assert_eq!(slow.status(), 200);
+    let info = &agent.sessions()[0];
+    let receipts = agent.receipts(&info.address);
+    let slow_receipt = &receipts[1];
+    assert!(slow_receipt.body.usage.unwrap().ttfb_ms > MAX_LATENCY_MS);
+    assert_eq!(slow_receipt.body.amount_charged.0, cost(150, MAX));
+    // Disputed on the spot (automatic policy): the penalty is a share of the 400 charged.
+    assert_eq!((info.breaches, info.disputed), (1, 1));
+    assert_eq!(agent.stats().disputes, 1);
+    assert_eq!(info.refunded, cost(150, MAX) * penalty_bps / 10_000);
+}
+
+#[tokio::test]
+async fn a_cut_streams_owed_receipt_survives_a_restart_of_the_agent() {
+    let w = world(10 * MAX, 10).await;
+    let mut config = w.agent_config().unwrap();
+    config.store_path = Some(w.dir.path().join("agent-store"));
+    let agent = Agent::new(config.clone()).await.unwrap();
+    let mut stream = agent
+        .send_stream(ask(
+            w.url(),
+            STREAMED,
+            json!({ "frames": 400, "pause_after": 1 }),
+        ))
+        .await
+        .unwrap();
+    read_at_least(&mut stream, frame(1).len()).await;
+    drop(stream);
+    drop(agent);
+    w.gate.notify_one();
+    // A new agent on the same store knows the receipt is owed, and what was read.
+    let agent = Agent::new(config).await.unwrap();
+    assert_eq!(agent.recover_receipts().await.unwrap(), 1);
+    let session = session_of(&agent, STREAMED);
+    let receipts = agent.receipts(&session);
+    assert_eq!(receipts.len(), 1);
+    assert_eq!(receipts[0].body.status, ReceiptStatus::Partial);
+    assert_eq!(agent.sessions()[0].seq, 1);
 }

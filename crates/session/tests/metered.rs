@@ -620,7 +620,11 @@ proptest! {
 
 /// A streamed first request: what the provider served (as a `streamed` receipt, `output_bytes`
 /// = 4 per unit) and the agent's view of the cut after reading `bytes_read` bytes.
-fn streamed_cut(units_out: u64, bytes_read: u64, read_hash: Hash32) -> (NextVoucher, Receipt, Exchange) {
+fn streamed_cut(
+    units_out: u64,
+    bytes_read: u64,
+    read_hash: Hash32,
+) -> (NextVoucher, Receipt, Exchange) {
     let mut provider = Progress::default();
     let voucher = Progress::default().next_metered_voucher(MAX).unwrap();
     let served = served(ReceiptStatus::Partial, 1);
@@ -698,7 +702,10 @@ fn a_cut_receipt_is_held_to_the_charge_the_request_and_the_delivery() {
     if let Exchange::Cut { input_hash, .. } = &mut other_input {
         *input_hash = Hash32([0xAA; 32]);
     }
-    assert_eq!(check(&receipt, other_input), Err(ReceiptError::InputMismatch));
+    assert_eq!(
+        check(&receipt, other_input),
+        Err(ReceiptError::InputMismatch)
+    );
     let buffered = resign(receipt.clone(), |r| {
         r.body.usage.as_mut().unwrap().streamed = false;
     });

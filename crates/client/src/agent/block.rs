@@ -250,7 +250,12 @@ impl BlockSplitter {
         let receipt = data_of(&self.held, RECEIPT_EVENT).ok_or(StreamReceiptError::Missing)?;
         let after_receipt = self
             .held
-            .get(RECEIPT_EVENT.len().saturating_add(receipt.len()).saturating_add(2)..)
+            .get(
+                RECEIPT_EVENT
+                    .len()
+                    .saturating_add(receipt.len())
+                    .saturating_add(2)..,
+            )
             .unwrap_or_default();
         let status = data_of(after_receipt, STATUS_EVENT);
         let text = |bytes: &[u8]| String::from_utf8_lossy(bytes).into_owned();
@@ -266,7 +271,11 @@ impl BlockSplitter {
 
 #[cfg(test)]
 mod tests {
-    #![allow(clippy::unwrap_used, clippy::arithmetic_side_effects, clippy::indexing_slicing)]
+    #![allow(
+        clippy::unwrap_used,
+        clippy::arithmetic_side_effects,
+        clippy::indexing_slicing
+    )]
 
     use super::*;
     use x402pp_protocol::crypto::output_hash;
@@ -353,8 +362,9 @@ mod tests {
         assert_eq!(out, stream, "the bytes are the handler's after all");
 
         let mut other_event = HANDLER.to_vec();
-        other_event
-            .extend_from_slice(b"\n\nevent: x402-receipt\ndata: UkVDRUlQVA==\n\nevent: other\ndata: x\n\n");
+        other_event.extend_from_slice(
+            b"\n\nevent: x402-receipt\ndata: UkVDRUlQVA==\n\nevent: other\ndata: x\n\n",
+        );
         let (_, end) = run([&other_event[..]]);
         assert_eq!(end, Err(StreamReceiptError::NotFinal));
     }

@@ -38,7 +38,9 @@ use x402pp_protocol::ErrorCode;
 use x402pp_protocol::{
     headers, Amount, Hash32, Network, Offer, Receipt, ReceiptStatus, Voucher, VoucherTerms,
 };
-use x402pp_session::{Exchange, NextVoucher, Pricing, Progress, ReceiptError, SessionTerms, UnitKind};
+use x402pp_session::{
+    Exchange, NextVoucher, Pricing, Progress, ReceiptError, SessionTerms, UnitKind,
+};
 use x402pp_solana::compute;
 use x402pp_solana::escrow::{self, SessionKeys};
 use x402pp_solana::ChainError;
@@ -54,9 +56,9 @@ pub use block::StreamReceiptError;
 pub use handover::SessionHandover;
 use offer::Challenge;
 use pay::{clone_request, Delivery, SessionOutcome, StreamStart};
-pub use stream::PaidStream;
 use session::{SessionData, SessionHandle, TermsKey};
 use sponsor::VAULT_SPACE;
+pub use stream::PaidStream;
 use x402pp_protocol::sponsor::SponsorInfo;
 
 /// The request an agent pays for, as receipts describe it: the hash of method, path and body,
@@ -487,7 +489,9 @@ impl Agent {
                         self.after_breach(&session, breach).await;
                         Ok(Answer::Receipted(response, session, hold))
                     }
-                    SessionOutcome::Streaming(start) => Ok(Answer::Streaming(Box::new(start), session, input)),
+                    SessionOutcome::Streaming(start) => {
+                        Ok(Answer::Streaming(Box::new(start), session, input))
+                    }
                     SessionOutcome::Reopen => Err(ClientError::PaymentRefused {
                         status: 402,
                         code: RefusalCode::Known(ErrorCode::SessionClosed),

@@ -106,14 +106,10 @@ impl Agent {
         if terms.escrow_program.0 != escrow::PROGRAM_ID.to_bytes() {
             return reject(format!("unknown escrow program {}", terms.escrow_program));
         }
-        // The option's amount is the request's price: a metered offer's maximum per request
-        // (a provider may also name its base there; either is bound by the signed offer).
-        let amount = option.amount_atomic().ok();
-        let amount_matches = amount == Some(terms.max_per_request())
-            || (terms.metering.is_some() && amount == Some(terms.price_per_request));
+        // The option's amount is the request's price: a metered offer's maximum per request.
         if option.asset_pubkey().ok() != Some(terms.asset)
             || option.pay_to_pubkey().ok() != Some(terms.provider)
-            || !amount_matches
+            || option.amount_atomic().ok() != Some(terms.max_per_request())
         {
             return reject("offer does not match the session option (asset, payTo, amount)".into());
         }

@@ -22,8 +22,7 @@ pub(super) enum Outcome {
 /// charged request the promise covered, slower than promised (a metered receipt's latency is
 /// its time to the first billable byte, and its penalty a share of its charge, which must not
 /// round to nothing).
-pub(super) fn breaches(offer: &Offer, receipt: &Receipt) -> bool {
-    let sla = &offer.terms.sla;
+pub(super) fn breaches(sla: &x402pp_protocol::OfferSla, receipt: &Receipt) -> bool {
     let body = &receipt.body;
     if !body.sla_covered || body.latency_ms <= sla.max_latency_ms {
         return false;
@@ -150,7 +149,7 @@ impl Agent {
         let seq = receipt.body.request_number;
         // Only a request the promise covers can breach it (an uncovered receipt is not
         // disputable: the program refuses it with NoBreach).
-        let breach = breaches(&session.offer, &receipt);
+        let breach = breaches(&session.offer.terms.sla, &receipt);
         {
             let mut data = lock(&session.data);
             data.progress = progress;
@@ -248,5 +247,102 @@ impl Agent {
             .get(headers::X402_RECEIPT)
             .ok_or(ReceiptError::Missing)?;
         headers::decode(headers::X402_RECEIPT, value.as_bytes()).map_err(ReceiptError::Malformed)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use ed25519_dalek::SigningKey;
+    use x402pp_protocol::crypto::pubkey_of;
+    use x402pp_protocol::{Cut, Metering, OfferSla, Pubkey, UnitKind};
+    use x402pp_session::{Served, ServedUsage};
+
+    use super::*;
+
+    const SLA: OfferSla = OfferSla {
+        max_latency_ms: 100,
+        max_input_bytes: 0,
+        latency_penalty_bps: 5_000,
+    };
+
+    fn receipt(metered: bool, status: ReceiptStatus, ttfb_ms: u32, units_out: u64) -> Receipt {
+        let key = SigningKey::from_bytes(&[5; 32]);
+        let terms = SessionTerms {
+            session: Pubkey([1; 32]),
+            opened_slot: 9,
+            provider: pubkey_of(&key),
+            price_per_request: 100,
+            max_latency_ms: SLA.max_latency_ms,
+            max_input_bytes: 0,
+            metering: metered.then_some(Metering {
+                unit_price_in: 0,
+                unit_price_out: 2_000,
+                unit_size: 1_000,
+                max_per_request: 1_000,
+                unit_kind: UnitKind::Tokens,
+            }),
+        };
+        let served = Served {
+            status,
+            input_hash: Hash32::ZERO,
+            input_bytes: Some(1),
+            output_hash: Hash32::ZERO,
+            latency_ms: ttfb_ms,
+            completed_at_ms: 1_700_000_000_000,
+        };
+        let body = if metered {
+            let cut = if status == ReceiptStatus::Partial {
+                Cut::ClientGone
+            } else {
+                Cut::None
+            };
+            let usage = ServedUsage {
+                hold: 1_000,
+                units_in: 0,
+                units_out,
+                output_bytes: units_out.max(1),
+                total_ms: ttfb_ms,
+                cut,
+                streamed: true,
+                units_estimated: false,
+            };
+            terms
+                .metered_receipt_body(&Progress::default(), 1, served, usage)
+                .unwrap()
+        } else {
+            terms.receipt_body(&Progress::default(), 1, served).unwrap()
+        };
+        Receipt::sign(body, &key).unwrap()
+    }
+
+    #[test]
+    fn a_metered_breach_is_a_slow_first_byte_of_a_charged_answer_partial_ones_included() {
+        assert!(breaches(&SLA, &receipt(true, ReceiptStatus::Ok, 101, 10)));
+        assert!(breaches(
+            &SLA,
+            &receipt(true, ReceiptStatus::Partial, 101, 10)
+        ));
+        assert!(!breaches(&SLA, &receipt(true, ReceiptStatus::Ok, 100, 10)));
+        assert!(!breaches(
+            &SLA,
+            &receipt(true, ReceiptStatus::HandlerError, 101, 10)
+        ));
+        // A fixed-price receipt breaches as before: only `ok`.
+        assert!(breaches(&SLA, &receipt(false, ReceiptStatus::Ok, 101, 0)));
+        assert!(!breaches(
+            &SLA,
+            &receipt(false, ReceiptStatus::HandlerError, 101, 0)
+        ));
+        // A penalty that rounds to nothing is no breach the program would record.
+        let stingy = OfferSla {
+            latency_penalty_bps: 1,
+            ..SLA
+        };
+        assert!(!breaches(
+            &stingy,
+            &receipt(true, ReceiptStatus::Ok, 101, 10)
+        ));
     }
 }

@@ -221,7 +221,13 @@ impl Paid {
             Outcome::Failed
         };
         let breach = agent.record_receipt(session, receipt.clone(), progress, outcome);
-        Ok(stream_receipt(session, &self.voucher, receipt, breach, false))
+        Ok(stream_receipt(
+            session,
+            &self.voucher,
+            receipt,
+            breach,
+            false,
+        ))
     }
 
     /// Records the receipt as owed: what was read of the answer, and how to fetch it.
@@ -287,13 +293,13 @@ impl Paid {
                         seq,
                         reason,
                     }),
-                    Err(ClientError::MissingStreamReceipt {
-                        reason: resend, ..
-                    }) => Err(ClientError::MissingStreamReceipt {
-                        session: address,
-                        seq,
-                        reason: format!("{reason}; {resend}"),
-                    }),
+                    Err(ClientError::MissingStreamReceipt { reason: resend, .. }) => {
+                        Err(ClientError::MissingStreamReceipt {
+                            session: address,
+                            seq,
+                            reason: format!("{reason}; {resend}"),
+                        })
+                    }
                     Err(error) => Err(error),
                 }
             }
@@ -356,7 +362,7 @@ impl Agent {
                 // no receipt.
                 let known = match Self::decode_receipt(response.headers()) {
                     Ok(receipt) => {
-                        let breach = breaches(&session.offer, &receipt);
+                        let breach = breaches(&session.offer.terms.sla, &receipt);
                         let usage = receipt.body.usage;
                         StreamOutcome::Session(Box::new(StreamReceipt {
                             session: session.address(),

@@ -14,6 +14,8 @@ use session_escrow::state::METERED_TERMS;
 use solana_sdk::instruction::Instruction;
 use solana_sdk::signature::Keypair;
 
+use proptest::prelude::*;
+
 use crate::harness::*;
 
 /// Base per request.
@@ -110,8 +112,19 @@ impl Play {
 
     /// Serves one request of `units_out` tokens ending with `status` and `cut`, and moves on.
     pub(crate) fn serve(&mut self, units_out: u64, status: ReceiptStatus, cut: Cut) -> Served {
-        let voucher = self.voucher(MAX);
-        let amount = charge(BASE, &metering(), MAX, status, cut, 5, units_out);
+        self.serve_with_hold(MAX, units_out, status, cut)
+    }
+
+    /// [`Play::serve`] under a voucher whose hold is `hold`.
+    pub(crate) fn serve_with_hold(
+        &mut self,
+        hold: u64,
+        units_out: u64,
+        status: ReceiptStatus,
+        cut: Cut,
+    ) -> Served {
+        let voucher = self.voucher(hold);
+        let amount = charge(BASE, &metering(), hold, status, cut, 5, units_out);
         let receipt = ReceiptMessageV3 {
             session: self.s.address.to_bytes(),
             opened_slot: self.s.opened_slot,
@@ -777,3 +790,138 @@ async fn a_metered_session_closes_cooperatively_with_its_last_receipt() {
     );
     assert!(env.account(&s.address).await.is_none(), "closed now");
 }
+
+/// How a random request of a metered session ends.
+#[derive(Debug, Clone, Copy)]
+enum Ending {
+    Ok,
+    Failed,
+    CutByAgent,
+    CutByProvider,
+}
+
+/// What the provider does with the session's last voucher.
+#[derive(Debug, Clone, Copy)]
+enum Settle {
+    /// `close` with the last voucher alone.
+    VoucherAlone,
+    /// `close` with the last voucher and its honest receipt.
+    HonestReceipt,
+    /// `close` with the last voucher and a second receipt for it claiming `tokens`.
+    ForgedReceipt { tokens: u64 },
+    /// `close` with an earlier voucher (`back` before the last) and its receipt.
+    EarlierReceipt { back: usize },
+}
+
+fn ending() -> impl Strategy<Value = Ending> {
+    prop_oneof![
+        4 => Just(Ending::Ok),
+        1 => Just(Ending::Failed),
+        1 => Just(Ending::CutByAgent),
+        1 => Just(Ending::CutByProvider),
+    ]
+}
+
+fn settle() -> impl Strategy<Value = Settle> {
+    prop_oneof![
+        1 => Just(Settle::VoucherAlone),
+        2 => Just(Settle::HonestReceipt),
+        2 => (0u64..2_000).prop_map(|tokens| Settle::ForgedReceipt { tokens }),
+        1 => (1usize..4).prop_map(|back| Settle::EarlierReceipt { back }),
+    ]
+}
+
+/// Plays `requests` (tokens, hold, ending), lets the provider settle as `settle` says, lets the
+/// agent dispute with its real receipt of the settled seq when the settled amount exceeds it,
+/// finalizes after the window, and checks the money.
+async fn metered_session(requests: Vec<(u64, u64, Ending)>, settle: Settle) {
+    let mut env = Env::new().await;
+    let s = open_metered(&mut env, 1).await;
+    let mut play = Play::new(s);
+    let mut served = Vec::new();
+    for (tokens, hold, ending) in requests {
+        let (status, cut, tokens) = match ending {
+            Ending::Ok => (ReceiptStatus::Ok, Cut::None, tokens),
+            Ending::Failed => (ReceiptStatus::HandlerError, Cut::None, 0),
+            Ending::CutByAgent => (ReceiptStatus::Partial, Cut::ClientGone, tokens.max(1)),
+            Ending::CutByProvider => (ReceiptStatus::Partial, Cut::UpstreamError, tokens.max(1)),
+        };
+        served.push(play.serve_with_hold(hold, tokens, status, cut));
+    }
+    let real_total = play.accepted;
+    let last = *served.last().unwrap();
+    let honest = match settle {
+        Settle::VoucherAlone => {
+            close_metered(&mut env, &s, &last.voucher, None).await.map(|()| false)
+        }
+        Settle::HonestReceipt => close_metered(&mut env, &s, &last.voucher, Some(&last.receipt))
+            .await
+            .map(|()| true),
+        Settle::ForgedReceipt { tokens } => {
+            let hold = last.voucher.hold();
+            let mut forged = last.receipt;
+            forged.status = ReceiptStatus::Ok;
+            forged.cut = Cut::None;
+            forged.units_out = tokens;
+            forged.output_bytes = tokens * 6 + 1;
+            forged.amount_charged =
+                charge(BASE, &metering(), hold, ReceiptStatus::Ok, Cut::None, 5, tokens);
+            forged.cumulative_charged = last.voucher.accepted + forged.amount_charged;
+            close_metered(&mut env, &s, &last.voucher, Some(&forged))
+                .await
+                .map(|()| false)
+        }
+        Settle::EarlierReceipt { back } => {
+            let at = served.len().saturating_sub(1 + back);
+            let earlier = served[at];
+            close_metered(&mut env, &s, &earlier.voucher, Some(&earlier.receipt))
+                .await
+                .map(|()| false)
+        }
+    };
+    // A refused close (e.g. a first voucher alone proves nothing) leaves the session open; the
+    // agent's close request then ends it and the provider gets what it had settled: nothing.
+    if honest.is_err() {
+        assert_ok(env.request_close(&s).await);
+    }
+    let honest = honest.unwrap_or(false);
+    // The agent compares what was settled with its own receipt of that seq and disputes an
+    // over-claim with it.
+    let session = env.session(&s).await;
+    if session.settled_seq > 0 {
+        let mine = served[session.settled_seq as usize - 1].receipt;
+        if session.settled > mine.cumulative_charged {
+            assert_ok(dispute_metered(&mut env, &s, &mine).await);
+        }
+    }
+    let agent_before = env.balance(&env.agent_token.clone()).await;
+    let provider_before = env.balance(&env.provider_token.clone()).await;
+    assert_ok(env.finalize_after_window(&s).await);
+    let paid = env.balance(&env.provider_token.clone()).await - provider_before;
+    let refunded = env.balance(&env.agent_token.clone()).await - agent_before;
+    assert_eq!(paid + refunded, METERED_DEPOSIT, "tokens conserved");
+    assert!(
+        paid <= real_total,
+        "the provider got {paid}, more than its receipts charged ({real_total})"
+    );
+    if honest {
+        assert_eq!(paid, real_total, "an honest close is paid exactly the receipts");
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 24, failure_persistence: None, ..ProptestConfig::default() })]
+
+    #[test]
+    fn random_metered_sessions_never_pay_the_provider_more_than_the_receipts_the_agent_holds(
+        requests in proptest::collection::vec((0u64..600, BASE..=MAX, ending()), 1..6),
+        settle in settle(),
+    ) {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap()
+            .block_on(metered_session(requests, settle));
+    }
+}
+

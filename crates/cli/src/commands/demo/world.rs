@@ -13,7 +13,8 @@ use solana_sdk::pubkey::Pubkey;
 use solana_sdk::signature::{Keypair, Signer};
 use x402pp_client::{AgentConfig, Budget, DisputePolicy};
 use x402pp_protocol::{Amount, Hash32, Voucher};
-use x402pp_provider::{AppOptions, INFERENCE_PATH};
+use x402pp_protocol::{Metering, Receipt, UnitKind};
+use x402pp_provider::{AppOptions, CHAT_PATH, INFERENCE_PATH};
 use x402pp_server::RoutePrice;
 use x402pp_solana::compute;
 use x402pp_solana::escrow::{self, FinalVoucher, SessionKeys};
@@ -23,6 +24,27 @@ use x402pp_testkit::{Facilitator, World, WorldBuilder, LAMPORTS_PER_SOL};
 
 /// The provider's latency promise in the demo, and the budget's.
 pub(crate) const MAX_LATENCY_MS: u32 = 250;
+
+/// The metered terms of the demo's chat route for a fixed `price` of `/v1/inference`: a base of
+/// a tenth of it, `2 × price` per 1 000 output tokens (prompt tokens free), at most `price` per
+/// request (at the default price: 0.0001 + 0.002 per 1 000 tokens, at most 0.001 USDC).
+pub(crate) fn chat_route(price: u64) -> RoutePrice {
+    let mut route = RoutePrice::metered(
+        (price / 10).max(1),
+        Metering {
+            unit_price_in: 0,
+            unit_price_out: price.saturating_mul(2),
+            unit_size: 1_000,
+            max_per_request: price,
+            unit_kind: UnitKind::Tokens,
+        },
+    );
+    route.description = "toy chat completions, metered per output token".into();
+    route.capability = Some("chat".into());
+    route.min_deposit = price.saturating_mul(10);
+    route.sla.max_latency_ms = MAX_LATENCY_MS;
+    route
+}
 
 /// The demo's world at `price` per request, the escrow program from `program_so` if given.
 pub(crate) fn builder(price: u64, program_so: Option<PathBuf>) -> WorldBuilder {
@@ -38,6 +60,7 @@ pub(crate) fn builder(price: u64, program_so: Option<PathBuf>) -> WorldBuilder {
         .fee_payer_lamports(LAMPORTS_PER_SOL.saturating_mul(10))
         .provider_lamports(LAMPORTS_PER_SOL.saturating_mul(10))
         .route(INFERENCE_PATH, route)
+        .route(CHAT_PATH, chat_route(price))
         .reference_app(AppOptions {
             allow_injected_latency: true,
         })
@@ -109,14 +132,27 @@ pub(crate) async fn close_early(world: &World, session: &Pubkey) -> anyhow::Resu
         opened_slot: account.opened_slot,
         seq: best.seq,
         cumulative: Amount(best.cumulative),
-        accepted: None,
+        accepted: best.accepted.map(Amount),
         receipt_head: Hash32(receipt_head),
         signature: x402pp_protocol::Signature(best.signature),
+    };
+    // A metered voucher settles only what its agent acknowledged; with its receipt, what the
+    // receipt charged (docs/program.md, "Metered sessions").
+    let receipt: Option<Receipt> = match best.accepted {
+        None => None,
+        Some(_) => {
+            let stored = provider
+                .ledger
+                .receipt(&session.to_bytes(), best.seq)
+                .await?
+                .context("the best voucher's receipt is stored")?;
+            Some(serde_json::from_str(&stored.json).context("the stored receipt parses")?)
+        }
     };
     let last = (best.seq > account.settled_seq).then_some(FinalVoucher {
         voucher: &voucher,
         voucher_signer: &account.voucher_signer,
-        receipt: None,
+        receipt: receipt.as_ref(),
     });
     let instructions = compute::with_compute_budget(
         &escrow::close(&keys, last),
