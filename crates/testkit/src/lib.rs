@@ -38,6 +38,7 @@
 mod agents;
 mod builder;
 mod facilitator;
+mod metered;
 mod provider;
 mod session;
 pub mod support;
@@ -63,6 +64,7 @@ use x402pp_solana::token;
 pub use agents::AgentDefaults;
 pub use builder::{WorldBuilder, ESCROW_SO_ENV};
 pub use facilitator::{Facilitator, FacilitatorParts, MakeFacilitator};
+pub use metered::{receipt_header, split_receipt_block, MeteredSession, RECOVER_TIMEOUT};
 pub use provider::{App, MakeRouter, ProviderHandle, TEST_CLAIM_LEAD, TEST_SESSION_REFRESH};
 pub use session::RawSession;
 

@@ -9,9 +9,15 @@
 //!    moved past the dispute window and the provider finalizes: it is paid what it earned less
 //!    the penalty, which goes to the agent (docs/program.md).
 //! 4. Exact scheme: the same N requests, each paid by one x402 `exact` transfer.
-//! 5. The report: requests, receipts, breaches and penalties, transactions, fees and wall time per
+//! 5. Metered streaming: each agent opens a metered session on the provider's
+//!    `/v1/chat/completions` and streams completions (tokens as they are generated, the receipt
+//!    verified at the end of each stream); the first agent drops one stream midway and gets its
+//!    receipt by resending the voucher; the provider closes with the last voucher and its
+//!    receipt, and finalize pays it exactly what the receipts charged, not the holds.
+//! 6. The report: requests, receipts, breaches and penalties, transactions, fees and wall time per
 //!    scheme, balances before and after. Exit code non-zero if anything does not reconcile.
 
+mod metered;
 mod report;
 pub(crate) mod world;
 
@@ -21,9 +27,10 @@ use anyhow::{bail, ensure, Context as _};
 use indicatif::{ProgressBar, ProgressStyle};
 use solana_sdk::signature::Signer;
 use x402pp_client::Agent;
-use x402pp_provider::INFERENCE_PATH;
+use x402pp_provider::{CHAT_PATH, INFERENCE_PATH};
 use x402pp_solana::escrow;
 
+pub use metered::MeteredReport;
 pub use report::{Report, SchemeReport};
 use world::{agent_config, close_early, finalize, pass_dispute_windows, tokens_of};
 
@@ -40,9 +47,13 @@ pub struct Args {
     /// Agents paying in parallel.
     #[arg(long, default_value_t = 1)]
     pub agents: u64,
-    /// Price per request in atomic units of the test USDC (6 decimals).
+    /// Price per request in atomic units of the test USDC (6 decimals). The metered chat route
+    /// charges a tenth of it per request plus twice it per 1 000 output tokens, at most it.
     #[arg(long, default_value_t = 1_000)]
     pub price: u64,
+    /// Streamed completions per agent in the metered phase (0: skip the phase).
+    #[arg(long, default_value_t = 6)]
+    pub metered_requests: u64,
     /// Run the escrow program from this SBF build (`session_escrow.so`) on the localnet's real
     /// BPF loader instead of natively (docs/program.md says how to build it).
     #[arg(long, env = "X402PP_ESCROW_SO")]
@@ -278,6 +289,78 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         provider_received: provider_after.saturating_sub(provider_mid),
         agents_spent: agents_mid.saturating_sub(agents_after),
     };
+
+    // ---- metered streaming ----------------------------------------------------------------
+    let metered_sessions = if args.metered_requests > 0 {
+        let phase = Instant::now();
+        let route = world::chat_route(args.price);
+        let metering = route.metering.context("the chat route is metered")?;
+        report.metered.base = route.price_per_request;
+        report.metered.price_out = metering.unit_price_out;
+        report.metered.max_per_request = metering.max_per_request;
+        let chat_url = format!("{}{CHAT_PATH}", world.url());
+        let mut tasks = Vec::new();
+        for (n, wallet) in wallets.iter().enumerate() {
+            let mut config =
+                agent_config(&world, wallet.clone(), args.price, args.metered_requests, true);
+            config.capability = "chat".into();
+            let agent = Agent::new(config).await?;
+            tasks.push(tokio::spawn(metered::run_agent(
+                agent,
+                n as u64,
+                chat_url.clone(),
+                args.metered_requests,
+                n == 0 && args.metered_requests > metered::CUT_REQUEST,
+            )));
+        }
+        let mut metered_agents = Vec::new();
+        for task in tasks {
+            let (agent, rows) = task.await.context("a metered agent task failed")??;
+            report.metered.rows.extend(rows);
+            metered_agents.push(agent);
+        }
+        let sessions = metered::sessions(&metered_agents);
+        for session in &sessions {
+            let record = world
+                .provider()
+                .ledger
+                .session(&session.to_bytes())
+                .await?
+                .context("the ledger knows the metered session")?;
+            let last = record.best_voucher.context("the metered session charged")?;
+            report.metered.last_vouchers_authorised = report
+                .metered
+                .last_vouchers_authorised
+                .saturating_add(last.cumulative);
+            close_early(&world, session).await?;
+            let account = escrow::fetch_session(&world.rpc, session)
+                .await?
+                .context("the closed session waits for finalize")?;
+            report.metered.settled_by_close = report
+                .metered
+                .settled_by_close
+                .saturating_add(account.settled);
+        }
+        pass_dispute_windows(&world, &sessions).await?;
+        for session in &sessions {
+            finalize(&world, session).await?;
+        }
+        let agents_end = tokens_of(&world, &wallets).await?;
+        let provider_end = world.tokens(&provider).await?;
+        report.metered.provider_received = provider_end.saturating_sub(provider_after);
+        report.metered.agents_spent = agents_after.saturating_sub(agents_end);
+        report.metered.wall_ms = phase.elapsed().as_millis();
+        for session in &sessions {
+            report.vaults_left = report
+                .vaults_left
+                .saturating_add(world.tokens(&escrow::vault_address(session)).await?);
+        }
+        sessions
+    } else {
+        Vec::new()
+    };
+    let agents_after = tokens_of(&world, &wallets).await?;
+    let provider_after = world.tokens(&provider).await?;
     report.agents_tokens = (agents_before, agents_after);
     for wallet in &wallets {
         report.agents_lamports = report
@@ -356,6 +439,53 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
                 && report.sponsored_transactions > 0
                 && report.sponsored_transactions
                     == agents.iter().map(|a| a.stats().transactions).sum::<u64>(),
+        ),
+        (
+            "metered: every completion streamed (several frames before its receipt), its receipt verified at stream end"
+                .into(),
+            report
+                .metered
+                .rows
+                .iter()
+                .filter(|r| !r.cut)
+                .all(|r| r.frames >= 2 && !r.recovered && r.tokens == r.read),
+        ),
+        (
+            "metered: the stream the agent cut was charged base + the tokens handed over (at least those read), its receipt recovered by resending the voucher"
+                .into(),
+            args.metered_requests <= metered::CUT_REQUEST
+                || report.metered.rows.iter().any(|r| {
+                    r.cut
+                        && r.recovered
+                        && r.partial_client_gone
+                        && r.tokens >= r.read
+                        && r.read >= metered::CUT_AFTER_TOKENS
+                }),
+        ),
+        (
+            "metered: every receipt charged base + ceil(tokens x price / 1 000), within its hold"
+                .into(),
+            report.metered.rows.iter().all(|r| {
+                let variable = r
+                    .tokens
+                    .saturating_mul(report.metered.price_out)
+                    .div_ceil(1_000);
+                r.charged == report.metered.base.saturating_add(variable).min(r.hold)
+                    && r.charged <= r.hold
+            }),
+        ),
+        (
+            "metered: the provider's close carried the last receipt: settled = the receipts' total, not the last vouchers"
+                .into(),
+            metered_sessions.is_empty()
+                || (report.metered.settled_by_close == report.metered.charged()
+                    && report.metered.settled_by_close < report.metered.last_vouchers_authorised),
+        ),
+        (
+            "metered: provider received exactly the receipts' charges; agents spent exactly that"
+                .into(),
+            report.metered.provider_received == report.metered.charged()
+                && report.metered.agents_spent == report.metered.provider_received,
         ),
         (
             "every escrow transaction asked for its compute units and stayed within them".into(),

@@ -34,6 +34,8 @@ pub struct Report {
     pub session: SchemeReport,
     /// The exact scheme.
     pub exact: SchemeReport,
+    /// The metered streaming phase.
+    pub metered: super::MeteredReport,
     /// Receipts the agents verified.
     pub receipts_verified: u64,
     /// Receipts over the promised latency.
@@ -147,9 +149,66 @@ pub(crate) fn print_report(report: &Report, json: bool) -> anyhow::Result<()> {
         usdc(report.vaults_left),
         report.wall_ms
     );
+    print_metered(&report.metered);
     println!();
     for (check, ok) in &report.checks {
         println!("  [{}] {check}", if *ok { "ok" } else { "FAILED" });
     }
     Ok(())
 }
+
+fn print_metered(m: &super::MeteredReport) {
+    if m.rows.is_empty() {
+        return;
+    }
+    println!();
+    println!(
+        "metered streaming — /v1/chat/completions, base {}, {} per 1 000 output tokens, max {} per request",
+        usdc(m.base),
+        usdc(m.price_out),
+        usdc(m.max_per_request)
+    );
+    println!(
+        "{:>5} {:>4} {:>10} {:>9} {:>10} {:>10} {:>7} {:>7}  receipt",
+        "agent", "seq", "max_tokens", "tokens", "charged", "hold", "ttfb", "total"
+    );
+    for r in &m.rows {
+        let tokens = if r.cut {
+            format!("{}/{}", r.read, r.tokens)
+        } else {
+            r.tokens.to_string()
+        };
+        let receipt = if r.cut {
+            format!(
+                "cut by the agent (read {}, handed over {}); recovered (409), verified",
+                r.read, r.tokens
+            )
+        } else {
+            format!("verified at stream end ({} frames)", r.frames)
+        };
+        println!(
+            "{:>5} {:>4} {:>10} {:>9} {:>10} {:>10} {:>4} ms {:>4} ms  {receipt}",
+            r.agent,
+            r.seq,
+            r.max_tokens,
+            tokens,
+            usdc(r.charged),
+            usdc(r.hold),
+            r.ttfb_ms,
+            r.total_ms
+        );
+    }
+    println!(
+        "settled by the provider's close with the last receipt: {} USDC (the last vouchers authorised {}); headroom never settled: {} USDC",
+        usdc(m.settled_by_close),
+        usdc(m.last_vouchers_authorised),
+        usdc(m.held().saturating_sub(m.charged()))
+    );
+    println!(
+        "provider received {} USDC, agents spent {} USDC, wall time {} ms",
+        usdc(m.provider_received),
+        usdc(m.agents_spent),
+        m.wall_ms
+    );
+}
+

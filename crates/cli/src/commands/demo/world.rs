@@ -43,6 +43,10 @@ pub(crate) fn chat_route(price: u64) -> RoutePrice {
     route.capability = Some("chat".into());
     route.min_deposit = price.saturating_mul(10);
     route.sla.max_latency_ms = MAX_LATENCY_MS;
+    // The metered phase runs after the fixed-price phase moved the localnet's clock past its
+    // dispute windows (about 20 minutes ahead of the provider's wall clock, which dates offers):
+    // a day-long offer is still valid on the moved clock.
+    route.offer_ttl_secs = 86_400;
     route
 }
 
