@@ -151,11 +151,19 @@ cat "$work/paid.json"
 grep -q '"scheme": "session"' "$work/paid.json" || fail "the second request was not paid by session"
 grep -q '"status": 200' "$work/paid.json" || fail "the second request did not succeed"
 
+step "a metered, streamed chat completion (tokens as they come, the receipt verified at the end)"
+show x402pp agent "$provider/v1/chat/completions" --stream \
+    -d '{"model":"x402pp-toy-1","messages":[{"role":"user","content":"hi"}],"stream":true,"max_tokens":16}' \
+    2>"$work/stream.err"
+cat "$work/stream.err"
+grep -q 'verified at stream end: 16 units out' "$work/stream.err" \
+    || fail "the streamed completion's receipt was not verified at its end"
+
 step "sessions"
 show x402pp session list
 show x402pp session list --json >"$work/sessions.json"
 cat "$work/sessions.json"
-session=$(json_field address <"$work/sessions.json")
+session=$(json_field session <"$work/paid.json")
 [[ -n $session ]] || fail "no session listed"
 show x402pp session show "$session"
 show x402pp session show "$session" --json >"$work/session.json"

@@ -12,7 +12,7 @@ fn x402pp() -> Command {
 
 #[cfg(feature = "full")]
 #[test]
-fn the_demo_runs_both_schemes_and_reconciles_to_the_atomic_unit() {
+fn the_demo_runs_every_scheme_and_reconciles_to_the_atomic_unit() {
     let output = x402pp()
         .args(["demo", "--requests", "6", "--agents", "2", "--json"])
         .timeout(std::time::Duration::from_secs(240))
@@ -48,9 +48,24 @@ fn the_demo_runs_both_schemes_and_reconciles_to_the_atomic_unit() {
         None => "native",
     };
     assert_eq!(report["escrowRuntime"], runtime);
+    // Metered streaming: 2 agents × 6 completions, one cut by the first agent and recovered.
+    let metered = &report["metered"];
+    let rows = metered["rows"].as_array().unwrap();
+    assert_eq!(rows.len(), 12);
+    let cut: Vec<&Value> = rows.iter().filter(|r| r["cut"] == true).collect();
+    assert_eq!(cut.len(), 1, "one stream cut");
+    assert!(cut[0]["recovered"].as_bool().unwrap());
+    assert!(cut[0]["tokens"].as_u64().unwrap() >= 37);
+    let charged: u64 = rows.iter().map(|r| r["charged"].as_u64().unwrap()).sum();
+    assert_eq!(metered["settledByClose"], charged);
+    assert_eq!(metered["providerReceived"], charged);
+    assert_eq!(metered["agentsSpent"], charged);
+    assert!(metered["lastVouchersAuthorised"].as_u64().unwrap() > charged);
     assert_eq!(
-        report["escrowTransactions"], report["session"]["transactions"],
-        "every session transaction invokes the escrow program"
+        report["escrowTransactions"].as_u64().unwrap(),
+        report["session"]["transactions"].as_u64().unwrap() + 2 * 3,
+        "every session transaction invokes the escrow program (a metered session: open, close, \
+         finalize)"
     );
     for pair in report["escrowComputeUnits"].as_array().unwrap() {
         let (used, limit) = (pair[0].as_u64().unwrap(), pair[1].as_u64().unwrap());

@@ -32,6 +32,12 @@
 //! its routes), a SQLite ledger, no agents. Everything the world writes lives in
 //! [`World::dir`], a [`tempfile::TempDir`] removed on drop.
 //!
+//! Sessions by hand: [`World::open_session`] opens one on chain for tests that sign their own
+//! vouchers; [`World::open_metered_session`] wraps it in a [`MeteredSession`], the agent's side
+//! of a metered (v3) session (vouchers with `accepted` and a hold, receipts verified and
+//! chained), with [`World::paid`], [`World::paid_streamed`], [`split_receipt_block`] and
+//! [`World::recover_receipt`] for streamed answers and cut streams.
+//!
 //! Beside the world: [`support`] holds what tests that kill processes, replay seeds or need a
 //! PostgreSQL schema share.
 

@@ -33,7 +33,10 @@ pub struct MeteredSession {
 impl MeteredSession {
     /// Tracks `raw`, whose offer must be a metered (v3) one.
     pub fn new(raw: RawSession) -> anyhow::Result<Self> {
-        let signed = raw.offer.verify_any().context("the offer does not verify")?;
+        let signed = raw
+            .offer
+            .verify_any()
+            .context("the offer does not verify")?;
         ensure!(
             signed.metering().is_some(),
             "the session's offer is not metered"
@@ -212,7 +215,9 @@ pub fn split_receipt_block(bytes: &[u8]) -> anyhow::Result<(&[u8], Receipt)> {
     let receipt = headers::decode(headers::X402_RECEIPT, value)?;
     let tail = std::str::from_utf8(tail)?;
     ensure!(
-        tail.starts_with(STATUS) && tail.ends_with("\n\n") && !tail[STATUS.len()..].contains("event:"),
+        tail.starts_with(STATUS)
+            && tail.ends_with("\n\n")
+            && !tail[STATUS.len()..].contains("event:"),
         "only the status event may follow the receipt: {tail:?}"
     );
     Ok((answer, receipt))

@@ -15,9 +15,7 @@ use axum::body::Body;
 use axum::http::{header, Request, StatusCode};
 use axum::response::Response;
 use axum::Router;
-use common::{
-    chat, events_in, fake_upstream, is_usage_only, pricing, Mode, PROMPT_TOKENS,
-};
+use common::{chat, events_in, fake_upstream, is_usage_only, pricing, Mode, PROMPT_TOKENS};
 use futures_util::StreamExt;
 use serde_json::{json, Value};
 use solana_sdk::pubkey::Pubkey;

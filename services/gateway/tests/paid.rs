@@ -8,9 +8,7 @@
 
 mod common;
 
-use common::{
-    chat, events_in, fake_upstream, is_usage_only, pricing, Fake, Mode, PROMPT_TOKENS,
-};
+use common::{chat, events_in, fake_upstream, is_usage_only, pricing, Fake, Mode, PROMPT_TOKENS};
 use serde_json::{json, Value};
 use x402pp_gateway::{GatewayOptions, GatewayPricing, PAID_PATHS};
 use x402pp_openai::{CHAT_COMPLETIONS_PATH, COMPLETIONS_PATH};
@@ -101,8 +99,7 @@ impl Gateway {
 }
 
 #[tokio::test]
-async fn a_paid_streamed_completion_through_the_gateway_is_charged_the_upstreams_reported_tokens(
-) {
+async fn a_paid_streamed_completion_through_the_gateway_is_charged_the_upstreams_reported_tokens() {
     let w = world(Mode::UsageWhenAsked).await;
     let mut agent = w.open().await;
     let voucher = agent.voucher(MAX);
@@ -139,7 +136,10 @@ async fn a_paid_streamed_completion_through_the_gateway_is_charged_the_upstreams
         RECEIPT_MODE_HEADER,
         "authorization",
     ] {
-        assert!(seen.headers.get(name).is_none(), "{name} reached the upstream");
+        assert!(
+            seen.headers.get(name).is_none(),
+            "{name} reached the upstream"
+        );
     }
 
     // The receipt: the upstream's own count (prompt tokens only it knows, not estimated), over
@@ -176,7 +176,10 @@ async fn a_paid_buffered_completion_is_charged_its_usage_and_carries_the_receipt
     assert_eq!(response.status(), 200);
     assert!(response.headers().get(RECEIPT_MODE_HEADER).is_none());
     let receipt = receipt_header(&response).unwrap();
-    assert!(response.headers().get(headers::X402_SESSION_STATUS).is_some());
+    assert!(response
+        .headers()
+        .get(headers::X402_SESSION_STATUS)
+        .is_some());
     let body = response.bytes().await.unwrap();
     let answer: Value = serde_json::from_slice(&body).unwrap();
     assert_eq!(answer["usage"]["completion_tokens"], json!(5));

@@ -61,6 +61,11 @@ pub struct RequestArgs {
     /// Print one JSON object (`AgentResponse`) instead of the body.
     #[arg(long)]
     pub json: bool,
+    /// Take the answer as a stream: print it as it arrives and verify its receipt when it ends
+    /// (on a metered session the provider streams SSE answers with the receipt as a final event;
+    /// docs/protocol.md §10.4).
+    #[arg(long)]
+    pub stream: bool,
 }
 
 /// What the agent may spend. Amounts are UI units of the asset the API prices in, read with
@@ -228,6 +233,9 @@ pub async fn run(command: AgentCommand) -> anyhow::Result<()> {
     let http_request = builder
         .build()
         .with_context(|| format!("invalid request to {url}"))?;
+    if args.stream && !args.json {
+        return run_stream(&agent, http_request).await;
+    }
     let response = agent.send(http_request).await?;
     let status = response.status();
     let paid = Paid::of(response.headers());
@@ -272,6 +280,66 @@ pub async fn run(command: AgentCommand) -> anyhow::Result<()> {
             stats.transactions
         );
     }
+    if !status.is_success() {
+        bail!("the provider answered {status}");
+    }
+    Ok(())
+}
+
+/// `--stream`: the answer printed as it arrives, then its receipt verified.
+async fn run_stream(agent: &Agent, request: reqwest::Request) -> anyhow::Result<()> {
+    use futures_util::StreamExt as _;
+    use std::io::Write as _;
+
+    let mut stream = agent.send_stream(request).await?;
+    let status = stream.status();
+    let mut stdout = std::io::stdout();
+    while let Some(chunk) = stream.next().await {
+        stdout.write_all(&chunk?)?;
+        stdout.flush()?;
+    }
+    let outcome = stream.finish().await?;
+    let mut mints = Mints::default();
+    let paid_line = match &outcome {
+        x402pp_client::StreamOutcome::Session(paid) => {
+            let info = agent
+                .sessions()
+                .into_iter()
+                .find(|s| s.address == paid.session);
+            let (charged, hold) = match info.as_ref().map(|i| i.mint) {
+                Some(mint) => (
+                    mints
+                        .amount(agent.rpc(), &mint, paid.charged)
+                        .await?
+                        .ui_amount_string,
+                    mints
+                        .amount(agent.rpc(), &mint, paid.hold)
+                        .await?
+                        .ui_amount_string,
+                ),
+                None => (paid.charged.to_string(), paid.hold.to_string()),
+            };
+            let usage = paid.receipt.body.usage;
+            let tokens = usage.map_or(String::new(), |u| format!("{} units out, ", u.units_out));
+            format!(
+                "paid {charged} of max {hold} by session {} (receipt #{} verified {}: {tokens}ttfb {} ms, total {} ms)",
+                paid.session,
+                paid.seq,
+                if paid.recovered {
+                    "after the stream was cut (recovered)"
+                } else {
+                    "at stream end"
+                },
+                paid.ttfb_ms,
+                paid.total_ms
+            )
+        }
+        x402pp_client::StreamOutcome::Unreceipted => "not paid by a session".to_owned(),
+    };
+    eprintln!(
+        "\n[{status}; {paid_line}; on-chain transactions by this wallet: {}]",
+        agent.stats().transactions
+    );
     if !status.is_success() {
         bail!("the provider answered {status}");
     }
