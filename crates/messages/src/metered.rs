@@ -550,7 +550,11 @@ pub(crate) mod tests {
         let partial = |cut, units| charge(100, &m, 1_000, ReceiptStatus::Partial, cut, 0, units);
         assert_eq!(partial(Cut::ClientGone, 37), 174);
         assert_eq!(partial(Cut::HoldReached, 450), 1_000);
-        assert_eq!(partial(Cut::UpstreamError, 37), 74, "no base on the provider's cut");
+        assert_eq!(
+            partial(Cut::UpstreamError, 37),
+            74,
+            "no base on the provider's cut"
+        );
         assert_eq!(partial(Cut::IdleTimeout, 37), 74);
         assert_eq!(partial(Cut::MaxDuration, 37), 74);
         for status in [ReceiptStatus::HandlerError, ReceiptStatus::Timeout] {

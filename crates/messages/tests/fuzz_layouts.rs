@@ -1,7 +1,7 @@
 //! Fuzzing of the signed binary layouts: arbitrary bytes and mutations of valid encodings never
 //! panic the decoders, anything accepted re-encodes to the same bytes, and every message
 //! round-trips through its layout.
-#![allow(clippy::arithmetic_side_effects, missing_docs)] // test arithmetic on small bounded values
+#![allow(clippy::arithmetic_side_effects, clippy::unwrap_used, missing_docs)] // tests: arithmetic on small bounded values
 
 use proptest::prelude::*;
 use x402pp_messages::{
@@ -217,7 +217,10 @@ fn check_v3(bytes: &[u8]) {
         Ok(m) => {
             assert_eq!(m.encode().as_slice(), bytes);
             assert!(m.ttfb_ms <= m.total_ms);
-            assert_eq!(m.status == ReceiptStatus::Ok, m.status == ReceiptStatus::Ok && m.cut == Cut::None);
+            assert_eq!(
+                m.status == ReceiptStatus::Ok,
+                m.status == ReceiptStatus::Ok && m.cut == Cut::None
+            );
         }
         Err(e) => assert!(!e.to_string().is_empty()),
     }

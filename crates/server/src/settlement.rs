@@ -516,9 +516,7 @@ pub fn unclaimed(account: &Session, seq: u64, amount: u64) -> u64 {
         overclaim_cap: account.overclaim_cap,
         overclaim_cap_seq: account.overclaim_cap_seq,
     };
-    books
-        .earned(seq, amount)
-        .saturating_sub(account.earned())
+    books.earned(seq, amount).saturating_sub(account.earned())
 }
 
 /// The ledger's view of a decoded session account.

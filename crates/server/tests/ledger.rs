@@ -542,7 +542,9 @@ async fn values_above_i64_max_are_refused_and_never_wrapped() {
                     &StoredVoucher {
                         seq: big,
                         cumulative: 1,
-                        signature: [1; 64], accepted: None }
+                        signature: [1; 64],
+                        accepted: None
+                    }
                 )
                 .await,
             Err(LedgerError::OutOfRange { .. })

@@ -115,7 +115,10 @@ async fn stream(
                         estimated: false,
                     });
                 }
-                return Some((Ok::<_, std::io::Error>(Bytes::from("data: [DONE]\n\n")), i + 1));
+                return Some((
+                    Ok::<_, std::io::Error>(Bytes::from("data: [DONE]\n\n")),
+                    i + 1,
+                ));
             }
             if i >= plan.free {
                 if plan.pause_ms > 0 {
@@ -340,10 +343,7 @@ async fn a_metered_session_charges_each_request_its_units_and_the_settler_claims
         .settle_once(w.localnet.unix_timestamp())
         .await
         .unwrap();
-    assert_eq!(
-        (report.claims_confirmed, report.claimed_amount),
-        (1, 1_464)
-    );
+    assert_eq!((report.claims_confirmed, report.claimed_amount), (1, 1_464));
     let account = escrow::fetch_session(&w.rpc, &session)
         .await
         .unwrap()
@@ -452,12 +452,7 @@ async fn a_streamed_answer_reaches_the_agent_frame_by_frame_before_its_receipt()
     let session = agent.session();
     let voucher = agent.voucher(STREAM_MAX);
     let mut response = w
-        .streamed(
-            "/stream",
-            &session,
-            &voucher,
-            r#"{"free": 2, "tokens": 5}"#,
-        )
+        .streamed("/stream", &session, &voucher, r#"{"free": 2, "tokens": 5}"#)
         .send()
         .await
         .unwrap();
@@ -467,13 +462,12 @@ async fn a_streamed_answer_reaches_the_agent_frame_by_frame_before_its_receipt()
     // The first two tokens arrive while the handler is still held at its gate: nothing waits
     // for the end of the answer.
     let mut received = Vec::new();
-    while received
-        .windows(4)
-        .filter(|w| *w == b"w1 \"")
-        .count()
-        == 0
-    {
-        let chunk = response.chunk().await.unwrap().expect("a frame before the end");
+    while received.windows(4).filter(|w| *w == b"w1 \"").count() == 0 {
+        let chunk = response
+            .chunk()
+            .await
+            .unwrap()
+            .expect("a frame before the end");
         received.extend_from_slice(&chunk);
     }
     assert!(
@@ -488,7 +482,11 @@ async fn a_streamed_answer_reaches_the_agent_frame_by_frame_before_its_receipt()
     assert!(String::from_utf8_lossy(answer).ends_with("data: [DONE]\n\n"));
     let usage = receipt.body.usage.unwrap();
     assert_eq!(receipt.body.status, ReceiptStatus::Ok);
-    assert_eq!((usage.units_in, usage.units_out), (3, 5), "the handler's report");
+    assert_eq!(
+        (usage.units_in, usage.units_out),
+        (3, 5),
+        "the handler's report"
+    );
     assert_eq!(usage.output_bytes, answer.len() as u64);
     assert_eq!(receipt.body.output_hash, output_hash(answer));
     assert!(usage.streamed);
@@ -516,7 +514,9 @@ async fn an_agent_cutting_a_stream_is_charged_base_and_the_units_delivered() {
     let mut read = 0usize;
     while read < 3 {
         let chunk = response.chunk().await.unwrap().unwrap();
-        read += String::from_utf8_lossy(&chunk).matches("\"content\"").count();
+        read += String::from_utf8_lossy(&chunk)
+            .matches("\"content\"")
+            .count();
     }
     drop(response);
 
@@ -561,8 +561,13 @@ async fn a_stream_reaching_the_hold_is_stopped_and_charged_the_hold() {
         .unwrap();
     let bytes = response.bytes().await.unwrap();
     let (answer, receipt) = split_stream(&bytes);
-    let delivered = String::from_utf8_lossy(answer).matches("\"content\"").count();
-    assert_eq!(delivered, 101, "stopped after the token that crossed the hold");
+    let delivered = String::from_utf8_lossy(answer)
+        .matches("\"content\"")
+        .count();
+    assert_eq!(
+        delivered, 101,
+        "stopped after the token that crossed the hold"
+    );
     let usage = receipt.body.usage.unwrap();
     assert_eq!(
         (receipt.body.status, usage.cut, usage.units_out),

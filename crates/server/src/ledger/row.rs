@@ -91,9 +91,10 @@ pub(crate) trait RowExt {
                 },
                 metering: match self.opt_bytes("metering")? {
                     None => None,
-                    Some(bytes) => Some(decode_metering(&bytes).ok_or_else(|| {
-                        LedgerError::Corrupt("session metering terms".into())
-                    })?),
+                    Some(bytes) => Some(
+                        decode_metering(&bytes)
+                            .ok_or_else(|| LedgerError::Corrupt("session metering terms".into()))?,
+                    ),
                 },
             },
             last_seq: self.u64("last_seq")?,

@@ -3,11 +3,11 @@
 //! keeps the `exact` fallback whatever the session error).
 
 use axum::http::HeaderMap;
+use x402pp_protocol::metering::MeteringTerms;
 use x402pp_protocol::x402::{
     ExactSvmExtra, PaymentRequired, PaymentRequirements, ResourceInfo, SessionExtra, X402Version2,
     SCHEME_EXACT, SCHEME_SESSION,
 };
-use x402pp_protocol::metering::MeteringTerms;
 use x402pp_protocol::{headers, Amount, ErrorCode, Id16, Intent, Offer, OfferTerms};
 use x402pp_solana::escrow;
 

@@ -49,7 +49,9 @@ impl Provider {
                 .unwrap_or(0);
             // A metered session's answer may stream for up to `stream_max_duration`.
             let serving = if row.chain.metering.is_some() {
-                self.config.handler_timeout.max(self.config.stream_max_duration)
+                self.config
+                    .handler_timeout
+                    .max(self.config.stream_max_duration)
             } else {
                 self.config.handler_timeout
             };

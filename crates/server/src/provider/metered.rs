@@ -93,7 +93,10 @@ mod tests {
             estimated: false,
         };
         let usage = units_of_answer(&bytes, Some(reported), 12, &HeaderMap::new(), b"hello");
-        assert_eq!((usage.units_in, usage.units_out, usage.estimated), (12, 5, false));
+        assert_eq!(
+            (usage.units_in, usage.units_out, usage.estimated),
+            (12, 5, false)
+        );
     }
 
     #[test]
@@ -112,8 +115,14 @@ mod tests {
     fn without_a_report_an_openai_answers_usage_is_taken() {
         let body = br#"{"usage":{"prompt_tokens":4,"completion_tokens":7,"total_tokens":11}}"#;
         let usage = units_of_answer(&tokens(), None, 0, &json_headers(), body);
-        assert_eq!((usage.units_in, usage.units_out, usage.estimated), (4, 7, false));
+        assert_eq!(
+            (usage.units_in, usage.units_out, usage.estimated),
+            (4, 7, false)
+        );
         let usage = units_of_answer(&tokens(), None, 0, &HeaderMap::new(), b"plain");
-        assert_eq!((usage.units_in, usage.units_out, usage.estimated), (0, 0, true));
+        assert_eq!(
+            (usage.units_in, usage.units_out, usage.estimated),
+            (0, 0, true)
+        );
     }
 }

@@ -49,12 +49,17 @@ impl Provider {
             }
             Ok(Err(_panic)) => {
                 tracing::error!("a paid handler panicked");
-                let (parts, body) = failure(StatusCode::INTERNAL_SERVER_ERROR, "the handler failed");
+                let (parts, body) =
+                    failure(StatusCode::INTERNAL_SERVER_ERROR, "the handler failed");
                 (ReceiptStatus::HandlerError, parts, Answer::Failed(body))
             }
             Ok(Ok(response)) => {
                 let (parts, body) = response.into_parts();
-                (status_of_http(parts.status.as_u16()), parts, Answer::Body(body))
+                (
+                    status_of_http(parts.status.as_u16()),
+                    parts,
+                    Answer::Body(body),
+                )
             }
         }
     }

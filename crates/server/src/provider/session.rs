@@ -573,7 +573,10 @@ impl Provider {
             RECEIPT_MODE_HEADER,
             HeaderValue::from_static(RECEIPT_MODE_SSE),
         );
-        headers.insert(http::header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+        headers.insert(
+            http::header::CACHE_CONTROL,
+            HeaderValue::from_static("no-cache"),
+        );
         headers.insert("x-accel-buffering", HeaderValue::from_static("no"));
         Response::from_parts(parts, Body::new(MeteredBody::new(body, pending)))
     }

@@ -189,9 +189,11 @@ impl MeteredBody {
             self.hold_reached = true;
         }
         let idle = self.idle_timeout;
-        self.idle
-            .as_mut()
-            .reset(tokio::time::Instant::now().checked_add(idle).unwrap_or_else(tokio::time::Instant::now));
+        self.idle.as_mut().reset(
+            tokio::time::Instant::now()
+                .checked_add(idle)
+                .unwrap_or_else(tokio::time::Instant::now),
+        );
     }
 }
 
@@ -270,8 +272,7 @@ impl Drop for MeteredBody {
             State::Finishing(finalizing) => Some(finalizing),
             State::Done => None,
         };
-        if let (Some(finalizing), Ok(runtime)) =
-            (finalizing, tokio::runtime::Handle::try_current())
+        if let (Some(finalizing), Ok(runtime)) = (finalizing, tokio::runtime::Handle::try_current())
         {
             runtime.spawn(finalizing);
         }

@@ -2,9 +2,7 @@
 //! paid at `finalize`, after the agent's dispute window (docs/program.md, "Trust v2").
 
 use anchor_lang::prelude::*;
-use x402pp_messages::{
-    charge, Metering, ReceiptMessageV3, VoucherMessage, VoucherMessageV3,
-};
+use x402pp_messages::{charge, Metering, ReceiptMessageV3, VoucherMessage, VoucherMessageV3};
 
 use crate::constants::SESSION_SEED;
 use crate::ed25519::{load_verified_message_at, VerifiedMessage};
@@ -84,8 +82,9 @@ pub(crate) fn settle_voucher(
             );
             metered(session, session_key, &metering, &voucher, Some(&last))?
         }
-        (None, VoucherMessageV3::LEN | ReceiptMessageV3::LEN)
-        | (Some(_), VoucherMessage::LEN) => return err!(EscrowError::WrongMessageVersion),
+        (None, VoucherMessageV3::LEN | ReceiptMessageV3::LEN) | (Some(_), VoucherMessage::LEN) => {
+            return err!(EscrowError::WrongMessageVersion)
+        }
         _ => return err!(EscrowError::Ed25519MessageLength),
     };
     require!(

@@ -179,11 +179,19 @@ pub fn handler(ctx: Context<DisputeReceipt>, seq: u64) -> Result<()> {
     let (receipt_session, receipt_opened_slot, receipt) = if metered {
         let receipt = ReceiptMessageV3::decode(&verified.message)
             .map_err(|_| error!(EscrowError::MalformedMessage))?;
-        (receipt.session, receipt.opened_slot, Disputed::from(&receipt))
+        (
+            receipt.session,
+            receipt.opened_slot,
+            Disputed::from(&receipt),
+        )
     } else {
         let receipt = ReceiptMessage::decode(&verified.message)
             .map_err(|_| error!(EscrowError::MalformedMessage))?;
-        (receipt.session, receipt.opened_slot, Disputed::from(&receipt))
+        (
+            receipt.session,
+            receipt.opened_slot,
+            Disputed::from(&receipt),
+        )
     };
     require!(
         receipt_session == session_key.to_bytes(),

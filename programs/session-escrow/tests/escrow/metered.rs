@@ -55,7 +55,11 @@ pub(crate) fn metered_offer(env: &Env) -> OfferMessageV3 {
     }
 }
 
-pub(crate) async fn open_metered_with(env: &mut Env, offer: &OfferMessageV3, nonce: u64) -> TxResult {
+pub(crate) async fn open_metered_with(
+    env: &mut Env,
+    offer: &OfferMessageV3,
+    nonce: u64,
+) -> TxResult {
     let ed = ed25519_ix(&env.provider, &offer.encode());
     let mut args: OpenSessionArgs = env.open_args(&offer.offer, nonce, METERED_DEPOSIT);
     args.terms.metering = Some(metering_terms(&offer.metering));
@@ -203,7 +207,11 @@ pub(crate) async fn close_metered(
     env.send(&ixs, &[&provider]).await
 }
 
-pub(crate) async fn dispute_metered(env: &mut Env, s: &SessionRef, receipt: &ReceiptMessageV3) -> TxResult {
+pub(crate) async fn dispute_metered(
+    env: &mut Env,
+    s: &SessionRef,
+    receipt: &ReceiptMessageV3,
+) -> TxResult {
     let ed = ed25519_ix(&env.provider, &receipt.encode());
     let ix = dispute_ix(env.dispute_accounts(s, receipt.seq), receipt.seq);
     let agent = env.agent.insecure_clone();
@@ -307,8 +315,8 @@ async fn a_metered_offer_with_a_maximum_below_its_base_a_zero_unit_size_or_an_un
 }
 
 #[tokio::test]
-async fn a_provider_claiming_the_maximum_instead_of_the_actual_charge_ends_with_the_actual_charge(
-) {
+async fn a_provider_claiming_the_maximum_instead_of_the_actual_charge_ends_with_the_actual_charge()
+{
     let mut env = Env::new().await;
     let s = open_metered(&mut env, 1).await;
     let mut play = Play::new(s);
@@ -562,10 +570,7 @@ async fn a_forged_last_receipt_is_capped_by_the_agents_real_receipt_of_the_same_
     // The agent disputes with the receipt it was given for seq 2: the payout is capped to it.
     assert_ok(dispute_metered(&mut env, &s, &last.receipt).await);
     let session = env.session(&s).await;
-    assert_eq!(
-        (session.overclaim_cap, session.overclaim_cap_seq),
-        (524, 2)
-    );
+    assert_eq!((session.overclaim_cap, session.overclaim_cap_seq), (524, 2));
     assert_finalized_paying(&mut env, &s, 524).await;
 }
 
@@ -760,7 +765,10 @@ async fn a_metered_latency_breach_costs_a_share_of_the_actual_charge() {
     let session = env.session(&s).await;
     // 400 × 5 000 / 10 000.
     assert_eq!(session.penalties, 200);
-    assert_eq!(env.dispute_record(&s, 1).await.latency_ms, MAX_LATENCY_MS + 1);
+    assert_eq!(
+        env.dispute_record(&s, 1).await.latency_ms,
+        MAX_LATENCY_MS + 1
+    );
     assert_ok(close_metered(&mut env, &s, &next.voucher, Some(&next.receipt)).await);
     assert_finalized_paying(&mut env, &s, 400 + 120 - 200).await;
 }
@@ -851,9 +859,9 @@ async fn metered_session(requests: Vec<(u64, u64, Ending)>, settle: Settle) {
     let real_total = play.accepted;
     let last = *served.last().unwrap();
     let honest = match settle {
-        Settle::VoucherAlone => {
-            close_metered(&mut env, &s, &last.voucher, None).await.map(|()| false)
-        }
+        Settle::VoucherAlone => close_metered(&mut env, &s, &last.voucher, None)
+            .await
+            .map(|()| false),
         Settle::HonestReceipt => close_metered(&mut env, &s, &last.voucher, Some(&last.receipt))
             .await
             .map(|()| true),
@@ -864,8 +872,15 @@ async fn metered_session(requests: Vec<(u64, u64, Ending)>, settle: Settle) {
             forged.cut = Cut::None;
             forged.units_out = tokens;
             forged.output_bytes = tokens * 6 + 1;
-            forged.amount_charged =
-                charge(BASE, &metering(), hold, ReceiptStatus::Ok, Cut::None, 5, tokens);
+            forged.amount_charged = charge(
+                BASE,
+                &metering(),
+                hold,
+                ReceiptStatus::Ok,
+                Cut::None,
+                5,
+                tokens,
+            );
             forged.cumulative_charged = last.voucher.accepted + forged.amount_charged;
             close_metered(&mut env, &s, &last.voucher, Some(&forged))
                 .await
@@ -905,7 +920,10 @@ async fn metered_session(requests: Vec<(u64, u64, Ending)>, settle: Settle) {
         "the provider got {paid}, more than its receipts charged ({real_total})"
     );
     if honest {
-        assert_eq!(paid, real_total, "an honest close is paid exactly the receipts");
+        assert_eq!(
+            paid, real_total,
+            "an honest close is paid exactly the receipts"
+        );
     }
 }
 
@@ -924,4 +942,3 @@ proptest! {
             .block_on(metered_session(requests, settle));
     }
 }
-

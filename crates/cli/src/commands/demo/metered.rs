@@ -101,7 +101,9 @@ fn chat_body(i: u64, max_tokens: u64) -> String {
 }
 
 fn tokens_in(text: &[u8]) -> u64 {
-    String::from_utf8_lossy(text).matches("\"content\":\"").count() as u64
+    String::from_utf8_lossy(text)
+        .matches("\"content\":\"")
+        .count() as u64
 }
 
 /// One agent's metered requests; the agent cuts request [`CUT_REQUEST`] when `cut` is set.
@@ -115,7 +117,12 @@ pub(crate) async fn run_agent(
     let http = reqwest::Client::new();
     let mut rows = Vec::new();
     for i in 0..requests {
-        let max_tokens = MAX_TOKENS[(i % MAX_TOKENS.len() as u64) as usize];
+        let max_tokens = MAX_TOKENS
+            .iter()
+            .cycle()
+            .nth(usize::try_from(i).unwrap_or(0))
+            .copied()
+            .unwrap_or(16);
         let request = http
             .post(&url)
             .header(reqwest::header::CONTENT_TYPE, "application/json")

@@ -301,8 +301,13 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         let chat_url = format!("{}{CHAT_PATH}", world.url());
         let mut tasks = Vec::new();
         for (n, wallet) in wallets.iter().enumerate() {
-            let mut config =
-                agent_config(&world, wallet.clone(), args.price, args.metered_requests, true);
+            let mut config = agent_config(
+                &world,
+                wallet.clone(),
+                args.price,
+                args.metered_requests,
+                true,
+            );
             config.capability = "chat".into();
             let agent = Agent::new(config).await?;
             tasks.push(tokio::spawn(metered::run_agent(

@@ -211,4 +211,3 @@ fn print_metered(m: &super::MeteredReport) {
         m.wall_ms
     );
 }
-
