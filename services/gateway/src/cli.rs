@@ -68,6 +68,9 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     let started = x402pp_provider::cli::start(
         provider_args,
         |config| {
+            // The handler waits for the upstream's first byte: the layer's handler timeout must
+            // not cut that wait short (a 504 charged 0 to a slow model).
+            config.handler_timeout = config.handler_timeout.max(options.first_byte_timeout);
             options.configure(config, |_, route| {
                 route.sla.max_latency_ms = provider_args.max_latency_ms;
                 route.sla.max_input_bytes = provider_args.max_input_bytes;

@@ -8,7 +8,9 @@
 
 mod common;
 
-use common::{chat, events_in, fake_upstream, is_usage_only, pricing, Fake, Mode, PROMPT_TOKENS};
+use common::{
+    chat, events_in, fake_upstream, is_usage_only, pricing, Fake, Mode, BROKEN_AFTER, PROMPT_TOKENS,
+};
 use serde_json::{json, Value};
 use x402pp_gateway::{GatewayOptions, GatewayPricing, PAID_PATHS};
 use x402pp_openai::{CHAT_COMPLETIONS_PATH, COMPLETIONS_PATH};
@@ -312,6 +314,45 @@ async fn an_agent_dropping_a_gateway_stream_is_charged_the_tokens_delivered_and_
     let before = agent.accepted;
     w.streamed_completion(&mut agent, 2).await;
     assert_eq!(agent.accepted, before + charge_of(2));
+}
+
+#[tokio::test]
+async fn an_upstream_breaking_off_mid_stream_ends_the_stream_with_a_receipt_for_the_tokens_delivered(
+) {
+    let w = world(Mode::BreaksOff).await;
+    let mut agent = w.open().await;
+    let voucher = agent.voucher(MAX);
+    let response = w
+        .paid_streamed(CHAT_COMPLETIONS_PATH, &agent.session(), &voucher)
+        .json(&chat(Some(64), true, None))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let bytes = response.bytes().await.unwrap();
+    let (answer, receipt) = split_receipt_block(&bytes).unwrap();
+    assert_eq!(events_in(answer).len() as u64, BROKEN_AFTER);
+    let usage = receipt.body.usage.unwrap();
+    assert_eq!(
+        (receipt.body.status, usage.cut, usage.units_out),
+        (ReceiptStatus::Partial, Cut::UpstreamError, BROKEN_AFTER)
+    );
+    assert_eq!(receipt.body.output_hash, output_hash(answer));
+    // The provider's side failed: the tokens delivered, without the base.
+    agent.accept(&voucher, &receipt, BROKEN_AFTER * 2).unwrap();
+
+    // A client taking the stream whole gets the layer's 502, charged nothing.
+    let voucher = agent.voucher(MAX);
+    let response = w
+        .paid(CHAT_COMPLETIONS_PATH, &agent.session(), &voucher)
+        .json(&chat(Some(64), true, None))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 502);
+    let receipt = receipt_header(&response).unwrap();
+    assert_eq!(receipt.body.status, ReceiptStatus::HandlerError);
+    agent.accept(&voucher, &receipt, 0).unwrap();
 }
 
 #[tokio::test]

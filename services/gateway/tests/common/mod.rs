@@ -37,7 +37,12 @@ pub enum Mode {
     Unavailable,
     /// A word every few milliseconds, forever; tells when its stream is dropped.
     Endless,
+    /// A stream of [`BROKEN_AFTER`] words whose body then fails (the connection breaks off).
+    BreaksOff,
 }
+
+/// The words a [`Mode::BreaksOff`] stream sends before it breaks off.
+pub const BROKEN_AFTER: u64 = 5;
 
 #[derive(Debug, Clone)]
 pub struct Seen {
@@ -102,6 +107,24 @@ async fn fake_completion(
                 tokio::time::sleep(Duration::from_millis(5)).await;
                 let frame = chunk(json!([{"index": 0, "delta": {"content": " more"}}]), None);
                 Some((Ok::<_, std::convert::Infallible>(frame), guard))
+            });
+            return (
+                [(header::CONTENT_TYPE, "text/event-stream")],
+                Body::from_stream(frames),
+            )
+                .into_response();
+        }
+        Mode::BreaksOff => {
+            let words = (0..BROKEN_AFTER).map(|_| {
+                Ok(chunk(
+                    json!([{"index": 0, "delta": {"content": " word"}}]),
+                    None,
+                ))
+            });
+            let broken = std::iter::once(Err(std::io::Error::other("the model crashed")));
+            let frames = futures_util::stream::iter(words.chain(broken)).then(|frame| async move {
+                tokio::task::yield_now().await;
+                frame
             });
             return (
                 [(header::CONTENT_TYPE, "text/event-stream")],
