@@ -67,7 +67,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     let min_deposit = options.pricing.route_price().min_deposit;
     let started = x402pp_provider::cli::start(
         provider_args,
-        |config| {
+        |mut config| {
             // The handler waits for the upstream's first byte: the layer's handler timeout must
             // not cut that wait short (a 504 charged 0 to a slow model).
             config.handler_timeout = config.handler_timeout.max(options.first_byte_timeout);
