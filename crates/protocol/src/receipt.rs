@@ -227,7 +227,7 @@ impl ReceiptBody {
 /// The binary message a receipt's signature covers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum AnyReceiptMessage {
-    /// A fixed-price session's receipt (172 bytes).
+    /// A fixed-price session's receipt (191 bytes).
     V2(ReceiptMessage),
     /// A metered session's receipt (221 bytes).
     V3(ReceiptMessageV3),
@@ -281,7 +281,7 @@ pub trait ReceiptLink {
     fn status(&self) -> ReceiptStatus;
     /// receipt_hash of the previous receipt.
     fn prev_receipt_hash(&self) -> [u8; 32];
-    /// The signed bytes (172 for v2, 221 for v3): its receipt_hash is their sha256.
+    /// The signed bytes (191 for v2, 221 for v3): its receipt_hash is their sha256.
     fn signed_bytes(&self) -> Vec<u8>;
     /// Whether this status may charge anything: `ok`, and `partial` of a metered receipt.
     fn may_charge(&self) -> bool;
@@ -459,7 +459,7 @@ impl Receipt {
     }
 }
 
-/// sha256 of a receipt message (172 bytes for v2, 221 for v3): its `receipt_hash`.
+/// sha256 of a receipt message (191 bytes for v2, 221 for v3): its `receipt_hash`.
 pub fn receipt_hash<M: ReceiptLink + ?Sized>(message: &M) -> Hash32 {
     Hash32(sha256(&[&message.signed_bytes()]))
 }
