@@ -23,7 +23,6 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
 use x402pp_protocol::bazaar::DiscoveryDeclaration;
 use x402pp_server::{PaymentLayer, Provider, RequestLimitsLayer};
 
@@ -58,34 +57,11 @@ pub struct InferenceResponse {
 /// The toy model: each token is chosen by hashing the whole prompt with the previous token,
 /// so the work is proportional to prompt length × tokens, and the output is deterministic.
 pub fn infer(prompt: &str, max_tokens: u32) -> InferenceResponse {
-    const VOCABULARY: [&str; 16] = [
-        "the",
-        "agent",
-        "pays",
-        "per",
-        "request",
-        "with",
-        "signed",
-        "vouchers",
-        "and",
-        "gets",
-        "receipts",
-        "on",
-        "solana",
-        "fast",
-        "cheap",
-        "verifiable",
-    ];
     let tokens = max_tokens.clamp(1, 256);
-    let mut state = [0u8; 32];
-    let mut words = Vec::with_capacity(usize::try_from(tokens).unwrap_or(16));
-    for _ in 0..tokens {
-        let mut hasher = Sha256::new();
-        hasher.update(state);
-        hasher.update(prompt.as_bytes());
-        state = hasher.finalize().into();
-        words.push(VOCABULARY[usize::from(state[0] % 16)]);
-    }
+    // The same word sequence as the chat route's toy model (x402pp-openai).
+    let words: Vec<&str> = x402pp_openai::toy::ToyWords::new(prompt)
+        .take(usize::try_from(tokens).unwrap_or(16))
+        .collect();
     InferenceResponse {
         model: "x402pp-toy-1".into(),
         completion: words.join(" "),
