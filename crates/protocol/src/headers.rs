@@ -30,6 +30,11 @@ pub const X402_VOUCHER: &str = "X-402-Voucher";
 pub const X402_RECEIPT: &str = "X-402-Receipt";
 /// x402++: the session's balance after this request (paid and 402 responses).
 pub const X402_SESSION_STATUS: &str = "X-402-Session-Status";
+/// x402++: how the agent takes a streamed answer's receipt (request); a response that streams
+/// with its receipt as a final SSE event echoes it (docs/protocol.md §10.4).
+pub const X402_RECEIPT_MODE: &str = "X-402-Receipt-Mode";
+/// The value of [`X402_RECEIPT_MODE`]: the receipt as the stream's final `x402-receipt` event.
+pub const RECEIPT_MODE_SSE_EVENT: &str = "sse-event";
 
 /// Largest header value accepted by [`decode`], in bytes (8 KiB, the common proxy limit).
 pub const MAX_HEADER_LEN: usize = 8 * 1024;

@@ -7,7 +7,7 @@
 #![allow(clippy::unwrap_used, clippy::arithmetic_side_effects)] // tests
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use axum::body::{Body, Bytes};
 use axum::http::{header, Response};
@@ -16,16 +16,15 @@ use axum::{Extension, Router};
 use solana_sdk::pubkey::Pubkey;
 use x402pp_protocol::crypto::output_hash;
 use x402pp_protocol::{
-    headers, Amount, Cut, ErrorBody, ErrorCode, Hash32, Metering, Receipt, ReceiptChain,
-    ReceiptStatus, UnitKind, Voucher, VoucherTerms,
+    headers, Cut, ErrorBody, ErrorCode, Hash32, Metering, Receipt, ReceiptStatus, UnitKind, Voucher,
 };
 use x402pp_server::ledger::SettlementPolicy;
-use x402pp_server::provider::stream::{RECEIPT_MODE_HEADER, RECEIPT_MODE_SSE};
 use x402pp_server::settlement::SettlerConfig;
 use x402pp_server::{PaymentContext, PaymentLayer, ReportedUsage, RoutePrice};
 use x402pp_solana::escrow;
-use x402pp_solana::keys::signing_key;
-use x402pp_testkit::{test_route, Facilitator, RawSession, World};
+use x402pp_testkit::{
+    receipt_header, split_receipt_block, test_route, Facilitator, MeteredSession, World,
+};
 
 /// Base per request.
 const BASE: u64 = 100;
@@ -178,122 +177,25 @@ async fn world() -> Metered {
     world_with_idle(Duration::from_secs(30)).await
 }
 
-/// An agent's side of a metered session, tracking receipts as the agent does.
-struct Agent {
-    raw: RawSession,
-    seq: u64,
-    accepted: u64,
-    chain: ReceiptChain,
+/// A metered session on `path`, tracked as the agent does (the test kit's).
+async fn open(w: &Metered, path: &str) -> MeteredSession {
+    w.open_metered_session(path, DEPOSIT).await.unwrap()
 }
 
-impl Agent {
-    async fn open(w: &Metered, path: &str) -> Self {
-        let raw = w.open_session(path, DEPOSIT).await.unwrap();
-        let signed = raw.offer.verify_any().unwrap();
-        assert!(signed.metering().is_some(), "a metered route offers v3");
-        Self {
-            chain: ReceiptChain::new(x402pp_protocol::Pubkey(raw.session.to_bytes())),
-            raw,
-            seq: 0,
-            accepted: 0,
-        }
-    }
-
-    fn session(&self) -> Pubkey {
-        self.raw.session
-    }
-
-    /// The next voucher: `accepted` the last receipt's total, `hold` on top.
-    fn voucher(&self, hold: u64) -> Voucher {
-        self.voucher_accepting(self.accepted, hold)
-    }
-
-    /// The next voucher stating `accepted` (the test picks it), `hold` on top.
-    fn voucher_accepting(&self, accepted: u64, hold: u64) -> Voucher {
-        Voucher::sign_metered(
-            VoucherTerms {
-                session: x402pp_protocol::Pubkey(self.raw.session.to_bytes()),
-                opened_slot: self.raw.keys.opened_slot,
-                seq: self.seq + 1,
-                cumulative: Amount(accepted + hold),
-                receipt_head: self.chain.head,
-            },
-            Amount(accepted),
-            &signing_key(&self.raw.voucher_key),
-        )
-    }
-
-    /// Takes `receipt` for `voucher`: it verifies, links, and charges `expected`.
-    fn accept(&mut self, voucher: &Voucher, receipt: &Receipt, expected: u64) {
-        let message = receipt.verify_any(&self.raw.offer.terms.provider).unwrap();
-        assert_eq!(receipt.body.request_number, voucher.seq);
-        assert_eq!(receipt.body.amount_charged, Amount(expected), "{receipt:?}");
-        assert_eq!(
-            receipt.body.cumulative_charged,
-            Amount(self.accepted + expected)
-        );
-        self.chain.append(&message).unwrap();
-        self.seq = voucher.seq;
-        self.accepted += expected;
-    }
-}
-
-impl Metered {
-    fn paid(&self, path: &str, session: &Pubkey, voucher: &Voucher) -> reqwest::RequestBuilder {
-        self.http
-            .post(format!("{}{path}", self.url()))
-            .header(headers::X402_SESSION_ID, session.to_string())
-            .header(headers::X402_VOUCHER, headers::encode(voucher).unwrap())
-    }
-
-    /// A streamed request: the agent takes the receipt as a final SSE event.
-    fn streamed(
-        &self,
-        path: &str,
-        session: &Pubkey,
-        voucher: &Voucher,
-        plan: &str,
-    ) -> reqwest::RequestBuilder {
-        self.paid(path, session, voucher)
-            .header(RECEIPT_MODE_HEADER, RECEIPT_MODE_SSE)
-            .body(plan.to_owned())
-    }
-
-    /// Resends `voucher` until the provider answers its stored receipt (`409` with
-    /// `X-402-Receipt`), waiting out `request_in_flight` while the receipt is being stored.
-    async fn recover(&self, path: &str, session: &Pubkey, voucher: &Voucher) -> Receipt {
-        let deadline = Instant::now() + Duration::from_secs(60);
-        loop {
-            let response = self.paid(path, session, voucher).send().await.unwrap();
-            assert_eq!(response.status(), 409);
-            if let Some(value) = response.headers().get(headers::X402_RECEIPT) {
-                return headers::decode(headers::X402_RECEIPT, value.as_bytes()).unwrap();
-            }
-            let body: ErrorBody = response.json().await.unwrap();
-            assert_eq!(body.error, ErrorCode::RequestInFlight);
-            assert!(Instant::now() < deadline, "no receipt within 60 s");
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    }
+/// `plan` for `/stream`, paid with `voucher` and asking for the receipt as a final event.
+fn streamed(
+    w: &Metered,
+    session: &Pubkey,
+    voucher: &Voucher,
+    plan: &str,
+) -> reqwest::RequestBuilder {
+    w.paid_streamed("/stream", session, voucher)
+        .body(plan.to_owned())
 }
 
 /// A stream's bytes split into the handler's and the receipt block's receipt.
 fn split_stream(bytes: &[u8]) -> (&[u8], Receipt) {
-    let marker = b"\n\nevent: x402-receipt\ndata: ";
-    let at = bytes
-        .windows(marker.len())
-        .rposition(|w| w == marker)
-        .expect("the stream ends with the receipt event");
-    let rest = &bytes[at + marker.len()..];
-    let end = rest.iter().position(|b| *b == b'\n').unwrap();
-    let receipt = headers::decode(headers::X402_RECEIPT, &rest[..end]).unwrap();
-    assert!(
-        std::str::from_utf8(&rest[end..])
-            .unwrap()
-            .starts_with("\n\nevent: x402-session-status\ndata: "),
-        "only the status event follows the receipt"
-    );
-    (&bytes[..at], receipt)
+    split_receipt_block(bytes).unwrap()
 }
 
 fn error_code(body: &[u8]) -> ErrorCode {
@@ -304,7 +206,7 @@ fn error_code(body: &[u8]) -> ErrorCode {
 async fn a_metered_session_charges_each_request_its_units_and_the_settler_claims_the_last_receipt()
 {
     let w = world().await;
-    let mut agent = Agent::open(&w, "/chat").await;
+    let mut agent = open(&w, "/chat").await;
     let session = agent.session();
     for tokens in [150u64, 420, 12] {
         let voucher = agent.voucher(MAX);
@@ -315,18 +217,14 @@ async fn a_metered_session_charges_each_request_its_units_and_the_settler_claims
             .await
             .unwrap();
         assert_eq!(response.status(), 200);
-        let receipt: Receipt = headers::decode(
-            headers::X402_RECEIPT,
-            response.headers()[headers::X402_RECEIPT].as_bytes(),
-        )
-        .unwrap();
+        let receipt = receipt_header(&response).unwrap();
         let body = response.bytes().await.unwrap();
         let usage = receipt.body.usage.unwrap();
         assert_eq!((usage.units_in, usage.units_out), (3, tokens));
         assert_eq!(usage.output_bytes, body.len() as u64);
         assert_eq!(receipt.body.output_hash, output_hash(&body));
         assert!(!usage.streamed);
-        agent.accept(&voucher, &receipt, charge_of(tokens));
+        agent.accept(&voucher, &receipt, charge_of(tokens)).unwrap();
     }
     assert_eq!(agent.accepted, 400 + 940 + 124);
 
@@ -363,7 +261,7 @@ async fn a_metered_session_charges_each_request_its_units_and_the_settler_claims
 #[tokio::test]
 async fn metered_vouchers_with_a_stale_accepted_or_a_hold_out_of_range_are_refused_unused() {
     let w = world().await;
-    let mut agent = Agent::open(&w, "/chat").await;
+    let mut agent = open(&w, "/chat").await;
     let session = agent.session();
     let first = agent.voucher(MAX);
     let response = w
@@ -372,12 +270,8 @@ async fn metered_vouchers_with_a_stale_accepted_or_a_hold_out_of_range_are_refus
         .send()
         .await
         .unwrap();
-    let receipt: Receipt = headers::decode(
-        headers::X402_RECEIPT,
-        response.headers()[headers::X402_RECEIPT].as_bytes(),
-    )
-    .unwrap();
-    agent.accept(&first, &receipt, charge_of(10));
+    let receipt = receipt_header(&response).unwrap();
+    agent.accept(&first, &receipt, charge_of(10)).unwrap();
 
     // `accepted` must be the last receipt's total.
     let response = w
@@ -437,27 +331,25 @@ async fn metered_vouchers_with_a_stale_accepted_or_a_hold_out_of_range_are_refus
         .await
         .unwrap();
     assert_eq!(response.status(), 200);
-    let receipt: Receipt = headers::decode(
-        headers::X402_RECEIPT,
-        response.headers()[headers::X402_RECEIPT].as_bytes(),
-    )
-    .unwrap();
-    agent.accept(&next, &receipt, charge_of(5));
+    let receipt = receipt_header(&response).unwrap();
+    agent.accept(&next, &receipt, charge_of(5)).unwrap();
 }
 
 #[tokio::test]
 async fn a_streamed_answer_reaches_the_agent_frame_by_frame_before_its_receipt() {
     let w = world().await;
-    let mut agent = Agent::open(&w, "/stream").await;
+    let mut agent = open(&w, "/stream").await;
     let session = agent.session();
     let voucher = agent.voucher(STREAM_MAX);
-    let mut response = w
-        .streamed("/stream", &session, &voucher, r#"{"free": 2, "tokens": 5}"#)
+    let mut response = streamed(&w, &session, &voucher, r#"{"free": 2, "tokens": 5}"#)
         .send()
         .await
         .unwrap();
     assert_eq!(response.status(), 200);
-    assert_eq!(response.headers()[RECEIPT_MODE_HEADER], RECEIPT_MODE_SSE);
+    assert_eq!(
+        response.headers()[headers::X402_RECEIPT_MODE],
+        headers::RECEIPT_MODE_SSE_EVENT
+    );
     assert!(response.headers().get(headers::X402_RECEIPT).is_none());
     // The first two tokens arrive while the handler is still held at its gate: nothing waits
     // for the end of the answer.
@@ -491,26 +383,25 @@ async fn a_streamed_answer_reaches_the_agent_frame_by_frame_before_its_receipt()
     assert_eq!(receipt.body.output_hash, output_hash(answer));
     assert!(usage.streamed);
     assert!(usage.ttfb_ms <= usage.total_ms);
-    agent.accept(&voucher, &receipt, charge_of(5));
+    agent.accept(&voucher, &receipt, charge_of(5)).unwrap();
 }
 
 #[tokio::test]
 async fn an_agent_cutting_a_stream_is_charged_base_and_the_units_delivered() {
     let w = world().await;
-    let mut agent = Agent::open(&w, "/stream").await;
+    let mut agent = open(&w, "/stream").await;
     let session = agent.session();
     let voucher = agent.voucher(STREAM_MAX);
     // An endless stream: 3 tokens at once, then one per millisecond.
-    let mut response = w
-        .streamed(
-            "/stream",
-            &session,
-            &voucher,
-            &format!(r#"{{"free": 3, "tokens": {}, "pause_ms": 1}}"#, u64::MAX),
-        )
-        .send()
-        .await
-        .unwrap();
+    let mut response = streamed(
+        &w,
+        &session,
+        &voucher,
+        &format!(r#"{{"free": 3, "tokens": {}, "pause_ms": 1}}"#, u64::MAX),
+    )
+    .send()
+    .await
+    .unwrap();
     let mut read = 0usize;
     while read < 3 {
         let chunk = response.chunk().await.unwrap().unwrap();
@@ -522,40 +413,38 @@ async fn an_agent_cutting_a_stream_is_charged_base_and_the_units_delivered() {
 
     // The provider notices at its next write, signs what it handed over, and the agent gets the
     // receipt by resending the voucher.
-    let receipt = w.recover("/stream", &session, &voucher).await;
+    let receipt = w
+        .recover_receipt("/stream", &session, &voucher)
+        .await
+        .unwrap();
     let usage = receipt.body.usage.unwrap();
     assert_eq!(receipt.body.status, ReceiptStatus::Partial);
     assert_eq!(usage.cut, Cut::ClientGone);
     assert!(usage.units_out >= read as u64, "{usage:?}");
     assert!(usage.units_estimated, "counted from the frames delivered");
     assert_eq!(usage.units_in, 0, "no usage chunk was delivered");
-    agent.accept(&voucher, &receipt, charge_of(usage.units_out));
+    agent
+        .accept(&voucher, &receipt, charge_of(usage.units_out))
+        .unwrap();
     // The session goes on.
     let next = agent.voucher(STREAM_MAX);
-    let response = w
-        .streamed("/stream", &session, &next, r#"{"free": 2, "tokens": 2}"#)
+    let response = streamed(&w, &session, &next, r#"{"free": 2, "tokens": 2}"#)
         .send()
         .await
         .unwrap();
     let bytes = response.bytes().await.unwrap();
     let (_, receipt) = split_stream(&bytes);
-    agent.accept(&next, &receipt, charge_of(2));
+    agent.accept(&next, &receipt, charge_of(2)).unwrap();
 }
 
 #[tokio::test]
 async fn a_stream_reaching_the_hold_is_stopped_and_charged_the_hold() {
     let w = world().await;
-    let mut agent = Agent::open(&w, "/stream").await;
+    let mut agent = open(&w, "/stream").await;
     let session = agent.session();
     // A hold of 300 pays the base and 100 tokens: the 101st crosses it.
     let voucher = agent.voucher(300);
-    let response = w
-        .streamed(
-            "/stream",
-            &session,
-            &voucher,
-            r#"{"free": 1000, "tokens": 1000}"#,
-        )
+    let response = streamed(&w, &session, &voucher, r#"{"free": 1000, "tokens": 1000}"#)
         .send()
         .await
         .unwrap();
@@ -573,23 +462,17 @@ async fn a_stream_reaching_the_hold_is_stopped_and_charged_the_hold() {
         (receipt.body.status, usage.cut, usage.units_out),
         (ReceiptStatus::Partial, Cut::HoldReached, 101)
     );
-    agent.accept(&voucher, &receipt, 300);
+    agent.accept(&voucher, &receipt, 300).unwrap();
 }
 
 #[tokio::test]
 async fn an_idle_stream_is_cut_and_charged_what_it_sent_without_the_base() {
     let w = world_with_idle(Duration::from_millis(300)).await;
-    let mut agent = Agent::open(&w, "/stream").await;
+    let mut agent = open(&w, "/stream").await;
     let session = agent.session();
     let voucher = agent.voucher(STREAM_MAX);
     // Two tokens, then the handler waits at its gate forever.
-    let response = w
-        .streamed(
-            "/stream",
-            &session,
-            &voucher,
-            r#"{"free": 2, "tokens": 10}"#,
-        )
+    let response = streamed(&w, &session, &voucher, r#"{"free": 2, "tokens": 10}"#)
         .send()
         .await
         .unwrap();
@@ -602,14 +485,14 @@ async fn an_idle_stream_is_cut_and_charged_what_it_sent_without_the_base() {
     );
     assert_eq!(receipt.body.output_hash, output_hash(answer));
     // A provider-side cut charges the units without the base.
-    agent.accept(&voucher, &receipt, 4);
+    agent.accept(&voucher, &receipt, 4).unwrap();
     assert_ne!(Hash32::ZERO, agent.chain.head);
 }
 
 #[tokio::test]
 async fn a_plain_client_without_the_receipt_mode_gets_the_buffered_answer_and_header() {
     let w = world().await;
-    let mut agent = Agent::open(&w, "/stream").await;
+    let mut agent = open(&w, "/stream").await;
     let session = agent.session();
     let voucher = agent.voucher(STREAM_MAX);
     let response = w
@@ -618,15 +501,11 @@ async fn a_plain_client_without_the_receipt_mode_gets_the_buffered_answer_and_he
         .send()
         .await
         .unwrap();
-    assert!(response.headers().get(RECEIPT_MODE_HEADER).is_none());
-    let receipt: Receipt = headers::decode(
-        headers::X402_RECEIPT,
-        response.headers()[headers::X402_RECEIPT].as_bytes(),
-    )
-    .unwrap();
+    assert!(response.headers().get(headers::X402_RECEIPT_MODE).is_none());
+    let receipt = receipt_header(&response).unwrap();
     let body = response.bytes().await.unwrap();
     assert!(!String::from_utf8_lossy(&body).contains("x402-receipt"));
     assert_eq!(receipt.body.output_hash, output_hash(&body));
     assert!(!receipt.body.usage.unwrap().streamed);
-    agent.accept(&voucher, &receipt, charge_of(4));
+    agent.accept(&voucher, &receipt, charge_of(4)).unwrap();
 }

@@ -9,7 +9,6 @@ use solana_sdk::pubkey::Pubkey;
 use x402pp_protocol::{
     headers, Amount, ErrorBody, ErrorCode, Receipt, ReceiptChain, Voucher, VoucherTerms,
 };
-use x402pp_server::provider::stream::{RECEIPT_MODE_HEADER, RECEIPT_MODE_SSE};
 use x402pp_solana::keys::signing_key;
 
 use crate::{RawSession, World};
@@ -148,7 +147,7 @@ impl World {
         voucher: &Voucher,
     ) -> reqwest::RequestBuilder {
         self.paid(path, session, voucher)
-            .header(RECEIPT_MODE_HEADER, RECEIPT_MODE_SSE)
+            .header(headers::X402_RECEIPT_MODE, headers::RECEIPT_MODE_SSE_EVENT)
     }
 
     /// Resends `voucher` (empty body) until the provider answers its stored receipt (`409` with

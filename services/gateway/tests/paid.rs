@@ -17,7 +17,6 @@ use x402pp_openai::{CHAT_COMPLETIONS_PATH, COMPLETIONS_PATH};
 use x402pp_protocol::crypto::output_hash;
 use x402pp_protocol::{headers, Cut, ReceiptStatus};
 use x402pp_server::ledger::SettlementPolicy;
-use x402pp_server::provider::stream::{RECEIPT_MODE_HEADER, RECEIPT_MODE_SSE};
 use x402pp_server::settlement::SettlerConfig;
 use x402pp_server::RoutePrice;
 use x402pp_solana::escrow;
@@ -113,7 +112,10 @@ async fn a_paid_streamed_completion_through_the_gateway_is_charged_the_upstreams
         .await
         .unwrap();
     assert_eq!(response.status(), 200);
-    assert_eq!(response.headers()[RECEIPT_MODE_HEADER], RECEIPT_MODE_SSE);
+    assert_eq!(
+        response.headers()[headers::X402_RECEIPT_MODE],
+        headers::RECEIPT_MODE_SSE_EVENT
+    );
     assert_eq!(response.headers()["content-type"], "text/event-stream");
     assert!(response.headers().get(headers::X402_RECEIPT).is_none());
     let bytes = response.bytes().await.unwrap();
@@ -135,7 +137,7 @@ async fn a_paid_streamed_completion_through_the_gateway_is_charged_the_upstreams
     for name in [
         headers::X402_VOUCHER,
         headers::X402_SESSION_ID,
-        RECEIPT_MODE_HEADER,
+        headers::X402_RECEIPT_MODE,
         "authorization",
     ] {
         assert!(
@@ -176,7 +178,7 @@ async fn a_paid_buffered_completion_is_charged_its_usage_and_carries_the_receipt
         .await
         .unwrap();
     assert_eq!(response.status(), 200);
-    assert!(response.headers().get(RECEIPT_MODE_HEADER).is_none());
+    assert!(response.headers().get(headers::X402_RECEIPT_MODE).is_none());
     let receipt = receipt_header(&response).unwrap();
     assert!(response
         .headers()
@@ -241,7 +243,7 @@ async fn an_upstream_failure_before_the_first_byte_is_receipted_and_charged_noth
             .unwrap();
         // The upstream's status and body, with the receipt in the header (nothing streamed).
         assert_eq!(response.status(), 503, "stream: {stream}");
-        assert!(response.headers().get(RECEIPT_MODE_HEADER).is_none());
+        assert!(response.headers().get(headers::X402_RECEIPT_MODE).is_none());
         let receipt = receipt_header(&response).unwrap();
         let body: Value = response.json().await.unwrap();
         assert_eq!(body["error"]["message"], json!("loading model"));

@@ -14,7 +14,6 @@ use x402pp_openai::SseParser;
 use x402pp_protocol::crypto::output_hash;
 use x402pp_protocol::{headers, Cut, ErrorBody, ErrorCode, Metering, ReceiptStatus, UnitKind};
 use x402pp_provider::{AppOptions, CHAT_PATH};
-use x402pp_server::provider::stream::{RECEIPT_MODE_HEADER, RECEIPT_MODE_SSE};
 use x402pp_server::RoutePrice;
 use x402pp_testkit::{receipt_header, split_receipt_block, MeteredSession, World};
 
@@ -110,7 +109,10 @@ async fn a_paid_streamed_chat_completion_arrives_token_by_token_and_ends_with_a_
         .await
         .unwrap();
     assert_eq!(response.status(), 200);
-    assert_eq!(response.headers()[RECEIPT_MODE_HEADER], RECEIPT_MODE_SSE);
+    assert_eq!(
+        response.headers()[headers::X402_RECEIPT_MODE],
+        headers::RECEIPT_MODE_SSE_EVENT
+    );
     assert_eq!(response.headers()["content-type"], "text/event-stream");
     assert!(response.headers().get(headers::X402_RECEIPT).is_none());
 
@@ -261,7 +263,7 @@ async fn a_buffered_chat_completion_is_charged_its_usage() {
         .await
         .unwrap();
     assert_eq!(response.status(), 200);
-    assert!(response.headers().get(RECEIPT_MODE_HEADER).is_none());
+    assert!(response.headers().get(headers::X402_RECEIPT_MODE).is_none());
     let receipt = receipt_header(&response).unwrap();
     let body = response.bytes().await.unwrap();
     let answer: Value = serde_json::from_slice(&body).unwrap();

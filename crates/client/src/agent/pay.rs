@@ -31,19 +31,17 @@ pub(super) struct StreamStart {
     pub(super) turn: tokio::sync::OwnedMutexGuard<()>,
 }
 
-/// The request header asking for a streamed answer's receipt as its final SSE event.
-pub(super) const RECEIPT_MODE: &str = "X-402-Receipt-Mode";
-/// Its value.
-pub(super) const SSE_EVENT: &str = "sse-event";
-
 /// Whether `response` is a streamed answer whose receipt follows its body.
 pub(super) fn streams_its_receipt(response: &Response) -> bool {
     !response.headers().contains_key(headers::X402_RECEIPT)
         && response
             .headers()
-            .get(RECEIPT_MODE)
+            .get(headers::X402_RECEIPT_MODE)
             .and_then(|v| v.to_str().ok())
-            .is_some_and(|v| v.trim().eq_ignore_ascii_case(SSE_EVENT))
+            .is_some_and(|v| {
+                v.trim()
+                    .eq_ignore_ascii_case(headers::RECEIPT_MODE_SSE_EVENT)
+            })
 }
 
 pub(super) fn clone_request(request: &Request) -> Result<Request, ClientError> {
@@ -185,8 +183,10 @@ impl Agent {
             };
             let mut paid = clone_request(request)?;
             if delivery == Delivery::Stream {
-                paid.headers_mut()
-                    .insert(RECEIPT_MODE, HeaderValue::from_static(SSE_EVENT));
+                paid.headers_mut().insert(
+                    headers::X402_RECEIPT_MODE,
+                    HeaderValue::from_static(headers::RECEIPT_MODE_SSE_EVENT),
+                );
             }
             paid.headers_mut().insert(
                 headers::X402_SESSION_ID,

@@ -9,7 +9,7 @@ mod exact;
 mod metered;
 mod run;
 mod session;
-pub mod stream;
+mod stream;
 mod usage;
 
 use std::collections::HashMap;

@@ -19,7 +19,7 @@ use x402pp_session::{
 use x402pp_solana::{escrow, ChainError};
 
 use super::run::Answer;
-use super::stream::{MeteredBody, Pending, RECEIPT_MODE_HEADER, RECEIPT_MODE_SSE};
+use super::stream::{MeteredBody, Pending};
 use super::{header_str, now_ms, status_name, PaymentContext, Provider};
 use crate::config::RoutePrice;
 use crate::error::ServerError;
@@ -570,8 +570,8 @@ impl Provider {
         let headers = &mut parts.headers;
         headers.remove(http::header::CONTENT_LENGTH);
         headers.insert(
-            RECEIPT_MODE_HEADER,
-            HeaderValue::from_static(RECEIPT_MODE_SSE),
+            headers::X402_RECEIPT_MODE,
+            HeaderValue::from_static(headers::RECEIPT_MODE_SSE_EVENT),
         );
         headers.insert(
             http::header::CACHE_CONTROL,
@@ -681,7 +681,11 @@ fn is_event_stream(headers: &http::HeaderMap) -> bool {
 /// Whether the request asks for a streamed answer's receipt as a final SSE event.
 fn wants_sse_receipt(headers: &http::HeaderMap) -> bool {
     headers
-        .get(RECEIPT_MODE_HEADER)
+        .get(headers::X402_RECEIPT_MODE)
         .and_then(|value| value.to_str().ok())
-        .is_some_and(|value| value.trim().eq_ignore_ascii_case(RECEIPT_MODE_SSE))
+        .is_some_and(|value| {
+            value
+                .trim()
+                .eq_ignore_ascii_case(headers::RECEIPT_MODE_SSE_EVENT)
+        })
 }

@@ -26,19 +26,13 @@ use http_body::{Body as HttpBody, Frame, SizeHint};
 use sha2::{Digest, Sha256};
 use tokio::sync::OwnedSemaphorePermit;
 use tokio::time::Sleep;
-use x402pp_openai::StreamUsage;
+use x402pp_openai::{event_frame, StreamUsage, RECEIPT_EVENT, SESSION_STATUS_EVENT};
 use x402pp_protocol::messages::charge;
 use x402pp_protocol::{Cut, Hash32, Metering, ReceiptStatus, UnitKind};
 use x402pp_session::{Served, ServedUsage};
 
 use super::{now_ms, Provider, ReportedUsage, UsageReporter};
 use crate::ledger::types::{SessionRecord, StoredVoucher};
-
-/// The request header an agent sends to take a streamed answer with its receipt as a final SSE
-/// event; the response echoes it when the answer streams.
-pub const RECEIPT_MODE_HEADER: &str = "x-402-receipt-mode";
-/// The value of [`RECEIPT_MODE_HEADER`] for a final SSE event.
-pub const RECEIPT_MODE_SSE: &str = "sse-event";
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
@@ -359,9 +353,13 @@ impl Pending {
             .complete_request(&mut record, stored, body, status, latency)
             .await?;
         drop(slot);
-        let status_header = status_header.unwrap_or_default();
-        Ok(Bytes::from(format!(
-            "\n\nevent: x402-receipt\ndata: {header}\n\nevent: x402-session-status\ndata: {status_header}\n\n"
-        )))
+        // A blank line first ends any event the handler left open (an empty dispatch).
+        let mut block = b"\n\n".to_vec();
+        block.extend_from_slice(&event_frame(RECEIPT_EVENT, &header));
+        block.extend_from_slice(&event_frame(
+            SESSION_STATUS_EVENT,
+            &status_header.unwrap_or_default(),
+        ));
+        Ok(Bytes::from(block))
     }
 }
