@@ -86,6 +86,15 @@ impl<'a> Reader<'a> {
         self.array::<1>()[0]
     }
 
+    /// A byte that must be 0 or 1.
+    pub(crate) fn flag(&mut self) -> Result<bool, MessageError> {
+        match self.u8() {
+            0 => Ok(false),
+            1 => Ok(true),
+            other => Err(MessageError::InvalidFlag(other)),
+        }
+    }
+
     pub(crate) fn u16(&mut self) -> u16 {
         u16::from_le_bytes(self.array())
     }

@@ -317,11 +317,7 @@ impl ReceiptMessage {
                 }
                 status => status,
             },
-            sla_covered: match r.u8() {
-                0 => false,
-                1 => true,
-                other => return Err(MessageError::InvalidFlag(other)),
-            },
+            sla_covered: r.flag()?,
             completed_at_ms: r.i64(),
             input_hash: r.array(),
             output_hash: r.array(),

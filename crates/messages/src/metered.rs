@@ -353,11 +353,7 @@ impl ReceiptMessageV3 {
             ttfb_ms: r.u32(),
             total_ms: r.u32(),
             status: ReceiptStatus::from_u8(r.u8())?,
-            sla_covered: match r.u8() {
-                0 => false,
-                1 => true,
-                other => return Err(MessageError::InvalidFlag(other)),
-            },
+            sla_covered: r.flag()?,
             cut: Cut::from_u8(r.u8())?,
             flags: match r.u8() {
                 flags if flags & !(FLAG_STREAMED | FLAG_UNITS_ESTIMATED) == 0 => flags,

@@ -15,7 +15,7 @@ use x402pp_protocol::{
 
 use crate::charge::{charged, status_of_http};
 use crate::pricing::{Pricing, Units};
-use crate::progress::{NextVoucher, Progress};
+use crate::progress::{Charge, NextVoucher, Progress};
 use crate::SessionError;
 
 /// The terms of a session that receipts depend on.
@@ -307,7 +307,19 @@ impl SessionTerms {
             return Err(SessionError::WrongPricing { metered: true });
         }
         let charge = progress.charge(served.status, self.price_per_request)?;
-        Ok(ReceiptBody {
+        Ok(self.body(progress, seq, served, charge, None))
+    }
+
+    /// The fields every receipt body has, charging `charge`.
+    fn body(
+        &self,
+        progress: &Progress,
+        seq: u64,
+        served: Served,
+        charge: Charge,
+        usage: Option<ReceiptUsage>,
+    ) -> ReceiptBody {
+        ReceiptBody {
             session_id: self.session,
             opened_slot: self.opened_slot,
             request_number: seq,
@@ -325,8 +337,8 @@ impl SessionTerms {
             prev_receipt_hash: progress.head,
             sla_verification: SlaVerification::latency(self.max_latency_ms, served.latency_ms),
             provider: self.provider,
-            usage: None,
-        })
+            usage,
+        }
     }
 
     /// The (v3) receipt body of request `seq` of a metered session: `served` as for
@@ -352,39 +364,24 @@ impl SessionTerms {
                 cut: usage.cut,
             },
         );
-        let cumulative = progress
-            .accepted
-            .checked_add(amount)
-            .ok_or(SessionError::Overflow("cumulative"))?;
-        Ok(ReceiptBody {
-            session_id: self.session,
-            opened_slot: self.opened_slot,
-            request_number: seq,
-            input_hash: served.input_hash,
-            output_hash: served.output_hash,
-            request_started_at: served
-                .completed_at_ms
-                .saturating_sub(i64::from(served.latency_ms)),
-            request_completed_at: served.completed_at_ms,
-            latency_ms: served.latency_ms,
-            status: served.status,
-            sla_covered: self.covers(served.input_bytes),
-            amount_charged: Amount(amount),
-            cumulative_charged: Amount(cumulative),
-            prev_receipt_hash: progress.head,
-            sla_verification: SlaVerification::latency(self.max_latency_ms, served.latency_ms),
-            provider: self.provider,
-            usage: Some(ReceiptUsage {
-                units_in: usage.units_in,
-                units_out: usage.units_out,
-                output_bytes: usage.output_bytes,
-                ttfb_ms: served.latency_ms,
-                total_ms: usage.total_ms.max(served.latency_ms),
-                cut: usage.cut,
-                streamed: usage.streamed,
-                units_estimated: usage.units_estimated,
-            }),
-        })
+        let charge = Charge {
+            amount,
+            cumulative: progress
+                .accepted
+                .checked_add(amount)
+                .ok_or(SessionError::Overflow("cumulative"))?,
+        };
+        let usage = ReceiptUsage {
+            units_in: usage.units_in,
+            units_out: usage.units_out,
+            output_bytes: usage.output_bytes,
+            ttfb_ms: served.latency_ms,
+            total_ms: usage.total_ms.max(served.latency_ms),
+            cut: usage.cut,
+            streamed: usage.streamed,
+            units_estimated: usage.units_estimated,
+        };
+        Ok(self.body(progress, seq, served, charge, Some(usage)))
     }
 
     /// The agent's check of `receipt` for the request it paid with `voucher`, on a session at
